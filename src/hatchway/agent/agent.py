@@ -1,0 +1,212 @@
+"""The agent process: one outbound control channel, heartbeats, and the sessions it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hatchway.agent.dialer import Dialer
+from hatchway.agent.facts import heartbeat
+from hatchway.agent.runas import DEFAULT_RUN_AS, resolve_run_as
+from hatchway.agent.shell_session import ShellSession
+from hatchway.agent.state import AgentState
+from hatchway.errors import AuthError, HatchwayError, RemoteProtocolError
+from hatchway.protocol.control import control_frame
+from hatchway.protocol.frames import MessageType, decode_frame
+from hatchway.protocol.payloads import (
+    AgentTaskAcknowledge,
+    AgentTaskComplete,
+    ChannelClosedPayload,
+    MGSPayload,
+)
+from hatchway.transport.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 10.0  # seconds; the server marks a node ConnectionLost after two missed
+COMPLETE_RETRY = 1.0  # resend agent_task_complete this often until acknowledged
+CLOSE_DEREGISTERED = 4003
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    run_as_default: str = DEFAULT_RUN_AS
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
+
+
+class Deregistered(AuthError):
+    """The server no longer knows this node."""
+
+
+class Agent:
+    """Keeps the control channel up and runs the sessions the server starts."""
+
+    def __init__(
+        self,
+        state: AgentState,
+        settings: AgentSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.state = state
+        self.settings = settings
+        self._clock = clock
+        self._dialer = Dialer(state)
+        self._ws: object | None = None
+        self._sessions: dict[str, ShellSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unacked: dict[str, bytes] = {}  # MessageId → agent_task_complete frame
+        self.connected = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set. Raises AuthError if the server refuses this node."""
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        path = f"/v1/control-channel/{self.state.node_id}?role=subscribe&stream=input"
+        stopping = asyncio.get_running_loop().create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                try:
+                    ws = await self._dialer.connect(path)
+                except AuthError:
+                    raise
+                except HatchwayError as exc:
+                    delay = backoff.next_delay()
+                    log.warning("%s; retrying in %.1f s", exc.message, delay)
+                    await asyncio.wait({stopping}, timeout=delay)
+                    continue
+                backoff.reset()
+                log.info(
+                    "control channel to %s open as %s", self.state.endpoint, self.state.node_id
+                )
+                await self._serve(ws, stopping)
+                if not stop.is_set():
+                    await asyncio.wait({stopping}, timeout=backoff.next_delay())
+        finally:
+            stopping.cancel()
+            await self._shutdown()
+
+    async def _serve(self, ws: object, stopping: asyncio.Task[bool]) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        self._ws = ws
+        self.connected.set()
+        beats = asyncio.get_running_loop().create_task(self._heartbeats())
+        reader = asyncio.get_running_loop().create_task(self._read(ws))
+        try:
+            await self._send_beat()
+            for frame in list(self._unacked.values()):
+                await self._send(frame)
+            await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.connected.clear()
+            self._ws = None
+            beats.cancel()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await reader
+            close = getattr(ws, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+        code = getattr(ws, "close_code", None)
+        if code == CLOSE_DEREGISTERED:
+            raise Deregistered("the server deregistered this node")
+        log.warning("control channel closed (code %s)", code)
+
+    async def _read(self, ws: object) -> None:
+        async for message in ws:  # type: ignore[attr-defined]
+            if isinstance(message, bytes):
+                try:
+                    self._dispatch(message)
+                except RemoteProtocolError as exc:
+                    log.warning("bad control message: %s", exc.message)
+
+    def _dispatch(self, message: bytes) -> None:
+        frame = decode_frame(message)
+        if frame.message_type == MessageType.INTERACTIVE_SHELL:
+            task = MGSPayload.from_json(frame.payload).unwrap_task()
+            self._start(task)
+        elif frame.message_type == MessageType.CHANNEL_CLOSED:
+            closed = ChannelClosedPayload.from_json(frame.payload)
+            session = self._sessions.get(closed.session_id)
+            if session is not None:
+                session.cancel(closed.output or "terminated by the server")
+        elif frame.message_type == MessageType.AGENT_TASK_ACKNOWLEDGE:
+            ack = AgentTaskAcknowledge.from_json(frame.payload)
+            self._unacked.pop(ack.message_id, None)
+
+    def _start(self, task: object) -> None:
+        from hatchway.protocol.payloads import AgentTaskPayload
+
+        assert isinstance(task, AgentTaskPayload)
+        session_type = task.document_content.get("sessionType")
+        if task.session_id in self._sessions:
+            return  # a duplicate start after a reconnect
+        try:
+            if session_type != "Standard_Stream":
+                raise RemoteProtocolError(f"sessionType {session_type} is not supported")
+            user = resolve_run_as(self.settings.run_as_default, task.run_as_user)
+        except HatchwayError as exc:
+            self._spawn(self.complete(task.session_id, "Failed", exc.message))
+            return
+        session = ShellSession(task, self._dialer, user, self.complete, self._clock)
+        self._sessions[task.session_id] = session
+        self._spawn(session.run())
+
+    def _spawn(self, coro: object) -> None:
+        t = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def complete(self, session_id: str, status: str, output: str) -> None:
+        """Report a finished session until the server acknowledges it (protocol.md §9.5)."""
+        self._sessions.pop(session_id, None)
+        done = AgentTaskComplete(
+            task_id=session_id,
+            final_task_status=status,
+            instance_id=self.state.node_id,
+            output=output,
+        )
+        message_id = uuid.uuid4()
+        frame = control_frame(
+            MessageType.AGENT_TASK_COMPLETE,
+            done.to_json(),
+            now=self._clock(),
+            message_id=message_id,
+        )
+        key = str(message_id)
+        self._unacked[key] = frame
+        deadline = self._clock() + 600
+        while key in self._unacked and self._clock() < deadline:
+            await self._send(frame)
+            await asyncio.sleep(COMPLETE_RETRY)
+        self._unacked.pop(key, None)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            await self._send_beat()
+
+    async def _send_beat(self) -> None:
+        beat = heartbeat(self.state.endpoint, len(self._sessions))
+        await self._send(
+            control_frame(MessageType.AGENT_HEARTBEAT, beat.to_json(), now=self._clock())
+        )
+
+    async def _send(self, frame: bytes) -> None:
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.send(frame)  # type: ignore[attr-defined]
+
+    async def _shutdown(self) -> None:
+        for session in list(self._sessions.values()):
+            session.cancel("the agent is stopping")
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=3)
+        for t in list(self._tasks):
+            t.cancel()

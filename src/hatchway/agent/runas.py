@@ -1,0 +1,110 @@
+"""Who a session runs as (DESIGN.md §9): the agent's own user, or, when the agent is root, an
+unprivileged user (default ``hatchway-user``) created on first use with a home and a login
+shell and no sudo rights."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pwd
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from hatchway.errors import ConfigError
+
+DEFAULT_RUN_AS = "hatchway-user"
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_LOCK_FILE = Path("/run/lock/hatchway-useradd.lock")
+
+
+@dataclass(frozen=True)
+class RunAsUser:
+    """A resolved account to run a session as."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+    shell: str
+
+    @property
+    def switch_needed(self) -> bool:
+        return self.uid != os.geteuid()
+
+
+def _from_pwd(entry: pwd.struct_passwd) -> RunAsUser:
+    groups = tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    shell = entry.pw_shell if entry.pw_shell and os.path.exists(entry.pw_shell) else "/bin/sh"
+    if shell.endswith(("nologin", "/false")):
+        shell = "/bin/sh"
+    return RunAsUser(entry.pw_name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir, shell)
+
+
+def current_user() -> RunAsUser:
+    return _from_pwd(pwd.getpwuid(os.geteuid()))
+
+
+def resolve_run_as(default_user: str, requested: str = "") -> RunAsUser:
+    """The session's user: as the agent's user, or (as root) ``requested`` or the default."""
+    if os.geteuid() != 0:
+        return current_user()
+    name = requested or default_user
+    if not _USER_NAME.match(name):
+        raise ConfigError(f"invalid run-as user name {name!r}")
+    if name == "root" and not requested:
+        raise ConfigError("refusing to run sessions as root by default")
+    return ensure_user(name)
+
+
+def ensure_user(name: str) -> RunAsUser:
+    """Return the user, creating it (home, login shell, no extra groups) if missing.
+
+    Idempotent and safe when several agents race: creation happens under an exclusive lock
+    and re-checks the passwd database inside it.
+    """
+    try:
+        return _from_pwd(pwd.getpwnam(name))
+    except KeyError:
+        pass
+    useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+    shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
+    _LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with open(_LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _from_pwd(pwd.getpwnam(name))
+        except KeyError:
+            pass
+        result = subprocess.run(
+            [useradd, "--create-home", "--shell", shell, "--user-group", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode not in (0, 9):  # 9: the name appeared meanwhile
+            raise ConfigError(
+                f"cannot create run-as user {name}: {result.stderr.strip() or result.returncode}"
+            )
+    return _from_pwd(pwd.getpwnam(name))
+
+
+def login_environment(user: RunAsUser, term: str = "xterm-256color") -> dict[str, str]:
+    """A clean login environment, as login(1) would give."""
+    path = (
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        if user.uid == 0
+        else "/usr/local/bin:/usr/bin:/bin:/usr/local/games:/usr/games"
+    )
+    return {
+        "HOME": user.home,
+        "SHELL": user.shell,
+        "USER": user.name,
+        "LOGNAME": user.name,
+        "TERM": term,
+        "PATH": path,
+        "LANG": os.environ.get("LANG") or "C.UTF-8",
+    }

@@ -1,0 +1,321 @@
+"""One shell session on the agent: data channel, handshake, PTY, clean end.
+
+Sequence (DESIGN.md §9 "Handshake always", "Session end without loss"):
+1. dial the data channel (signed), send HandshakeRequest (SessionType + Hatchway extensions);
+2. on HandshakeResponse send HandshakeComplete; start the shell at the first Size message (or
+   after 1 s), so the shell never sees a wrong window size;
+3. relay PTY output as Output frames and Output frames to the PTY, with backpressure: the PTY is
+   not read while the send window is full;
+4. when the shell exits, send its exit code (if negotiated), wait until the client has
+   acknowledged everything, then report ``agent_task_complete``.
+If the data channel drops, it is re-dialled with backoff and the reliability layer resends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from hatchway.agent.dialer import Dialer
+from hatchway.agent.runas import RunAsUser
+from hatchway.agent.terminal import PtyShell
+from hatchway.errors import AuthError, HatchwayError, NotFound, RemoteProtocolError
+from hatchway.protocol.control import session_state_frame
+from hatchway.protocol.events import ChannelClosedEvent, StreamData
+from hatchway.protocol.frames import FlagValue, PayloadType
+from hatchway.protocol.handshake import (
+    HATCHWAY_MAX_PAYLOAD,
+    Extensions,
+    HandshakeComplete,
+    HandshakeResponse,
+    build_request,
+    negotiated_from_response,
+    response_failed,
+)
+from hatchway.protocol.payloads import (
+    AgentTaskPayload,
+    SizePayload,
+    decode_flag,
+    encode_exit_code,
+)
+from hatchway.protocol.reliability import Endpoint, Role
+from hatchway.transport.backoff import Backoff
+from hatchway.transport.channel import ChannelDriver
+
+log = logging.getLogger(__name__)
+
+SIZE_WAIT = 1.0  # start the shell this long after the handshake if no Size came
+HANDSHAKE_TIMEOUT = 60.0
+DRAIN_AFTER_EXIT = 0.5  # keep reading output this long after the shell exits
+ACK_WAIT = 150.0  # how long to wait for the client to acknowledge the last output
+RECONNECT_FOR = 150.0
+READ_CHUNK = 65536
+
+Completion = Callable[[str, str, str], Awaitable[None]]  # (session id, status, output)
+
+
+class ShellSession:
+    """Runs one Standard_Stream session to its end."""
+
+    def __init__(
+        self,
+        task: AgentTaskPayload,
+        dialer: Dialer,
+        user: RunAsUser,
+        complete: Completion,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.session_id = task.session_id
+        self._task = task
+        self._dialer = dialer
+        self._user = user
+        self._complete = complete
+        self._clock = clock
+        self.endpoint = Endpoint(Role.AGENT, now=clock(), verify_digest=False)
+        self._driver = ChannelDriver(self.endpoint, clock)
+        self._shell: PtyShell | None = None
+        self._pending_input = bytearray()
+        self._size: tuple[int, int] | None = None
+        self._size_seen = asyncio.Event()
+        self._handshake_done = asyncio.Event()
+        self._acked = asyncio.Event()
+        self._cancelled = asyncio.Event()
+        self._cancel_reason = ""
+        self._extensions = Extensions()
+        self._reading = False
+        self._output_eof = asyncio.Event()
+        self._flush_task: asyncio.Task[None] | None = None
+
+    def cancel(self, reason: str) -> None:
+        """End the session from outside (channel_closed, terminate flag)."""
+        if not self._cancelled.is_set():
+            self._cancel_reason = reason
+            self._cancelled.set()
+
+    async def run(self) -> None:
+        status, output = "Failed", ""
+        connection = asyncio.get_running_loop().create_task(self._connection_loop())
+        try:
+            status, output = await self._run_cancellable()
+        except HatchwayError as exc:
+            log.warning("session %s failed: %s", self.session_id, exc.message)
+            output = exc.message
+        except Exception as exc:
+            log.exception("session %s crashed", self.session_id)
+            output = f"the agent could not run the session: {exc}"
+        finally:
+            if self._shell is not None:
+                self._stop_reading()
+                self._shell.hangup()
+            await self._say_terminating()
+            connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connection
+            await self._driver.close()
+            if self._shell is not None:
+                with contextlib.suppress(ProcessLookupError, asyncio.TimeoutError):
+                    await asyncio.wait_for(self._shell.process.wait(), 3)
+                self._shell.close()
+        await self._complete(self.session_id, status, output)
+
+    async def _run_cancellable(self) -> tuple[str, str]:
+        work = asyncio.get_running_loop().create_task(self._run_shell())
+        cancelled = asyncio.get_running_loop().create_task(self._cancelled.wait())
+        done, _ = await asyncio.wait({work, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            cancelled.cancel()
+            return work.result()
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, HatchwayError):
+            await work
+        return "Cancelled", self._cancel_reason
+
+    async def _run_shell(self) -> tuple[str, str]:
+        offer = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
+        request = build_request("Standard_Stream", None, offer)
+        self.endpoint.send(PayloadType.HANDSHAKE_REQUEST, request.to_json(), now=self._clock())
+        self._flush_soon()
+        try:
+            await asyncio.wait_for(self._handshake_done.wait(), HANDSHAKE_TIMEOUT)
+        except TimeoutError as exc:
+            raise RemoteProtocolError("the client did not complete the handshake") from exc
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._size_seen.wait(), SIZE_WAIT)
+        rows, cols = self._size or (24, 80)
+        self._shell = await PtyShell.spawn(self._user, rows=rows, cols=cols)
+        log.info(
+            "session %s: shell pid %d as %s",
+            self.session_id,
+            self._shell.process.pid,
+            self._user.name,
+        )
+        self._write_input(b"")
+        self._start_reading()
+        returncode = await self._shell.process.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._output_eof.wait(), DRAIN_AFTER_EXIT)
+        self._drain_output()
+        self._stop_reading()
+        code = PtyShell.exit_status(returncode)
+        if self._extensions.exit_code:
+            self.endpoint.send(PayloadType.EXIT_CODE, encode_exit_code(code), now=self._clock())
+        await self._driver.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wait_acked(), ACK_WAIT)
+        return "Success", str(code)
+
+    async def _wait_acked(self) -> None:
+        while not self.endpoint.all_acked:
+            self._acked.clear()
+            await self._acked.wait()
+
+    async def _say_terminating(self) -> None:
+        frame = session_state_frame("Terminating", self.session_id, now=self._clock())
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.send(frame)
+
+    # ---- the data channel -----------------------------------------------------------------
+
+    _ws: object | None = None
+
+    async def _connection_loop(self) -> None:
+        backoff = Backoff(initial=0.1, maximum=5.0)
+        lost_at: float | None = None
+        path = f"/v1/data-channel/{self.session_id}?role=publish_subscribe"
+        while True:
+            try:
+                ws = await self._dialer.connect(path)
+            except (NotFound, AuthError) as exc:
+                self.cancel(f"data channel refused: {exc.message}")
+                return
+            except HatchwayError as exc:
+                now = self._clock()
+                lost_at = lost_at or now
+                if now - lost_at > RECONNECT_FOR:
+                    self.cancel(f"data channel lost: {exc.message}")
+                    return
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            lost_at = None
+            self._ws = ws
+            self._driver.attach(ws)
+            self.endpoint.retransmit_all(self._clock())
+            await self._driver.flush()
+            try:
+                async for message in ws:
+                    if isinstance(message, bytes):
+                        await self._receive(message)
+            except Exception as exc:
+                log.info("session %s: data channel dropped: %s", self.session_id, exc)
+            finally:
+                self._driver.detach(ws)
+                self._ws = None
+            if self._cancelled.is_set():
+                return
+            lost_at = self._clock()
+
+    async def _receive(self, message: bytes) -> None:
+        try:
+            events = self.endpoint.receive(message, now=self._clock())
+        except RemoteProtocolError as exc:
+            log.info("session %s: dropping bad frame: %s", self.session_id, exc.message)
+            return
+        for event in events:
+            if isinstance(event, StreamData):
+                self._on_stream(event)
+            elif isinstance(event, ChannelClosedEvent):
+                self.cancel(event.payload.output or "session closed by the server")
+        if self.endpoint.all_acked:
+            self._acked.set()
+        if not self._reading and self._shell is not None and not self._output_eof.is_set():
+            self._start_reading()
+        await self._driver.flush()
+
+    def _on_stream(self, event: StreamData) -> None:
+        kind = event.payload_type
+        if kind == PayloadType.OUTPUT:
+            self._write_input(event.payload)
+        elif kind == PayloadType.SIZE:
+            size = SizePayload.from_json(event.payload)
+            if size.rows > 0 and size.cols > 0:
+                self._size = (min(size.rows, 10_000), min(size.cols, 10_000))
+                self._size_seen.set()
+                if self._shell is not None:
+                    self._shell.resize(*self._size)
+        elif kind == PayloadType.HANDSHAKE_RESPONSE:
+            response = HandshakeResponse.from_json(event.payload)
+            failure = response_failed(response)
+            if failure:
+                self.cancel(f"handshake failed: {failure}")
+                return
+            self._extensions = negotiated_from_response(response)
+            self.endpoint.max_payload_size = self._extensions.max_payload_size
+            complete = HandshakeComplete(handshake_time_to_complete_ns=0, customer_message="")
+            self.endpoint.send(
+                PayloadType.HANDSHAKE_COMPLETE, complete.to_json(), now=self._clock()
+            )
+            self._handshake_done.set()
+        elif kind == PayloadType.FLAG and decode_flag(event.payload) == FlagValue.TERMINATE_SESSION:
+            self.cancel("terminated by the client")
+
+    # ---- the PTY --------------------------------------------------------------------------
+
+    def _write_input(self, data: bytes) -> None:
+        self._pending_input += data
+        shell = self._shell
+        if shell is None or not self._pending_input:
+            return
+        written = shell.write(bytes(self._pending_input))
+        del self._pending_input[:written]
+        loop = asyncio.get_running_loop()
+        if self._pending_input:
+            loop.add_writer(shell.master_fd, self._write_input, b"")
+        else:
+            loop.remove_writer(shell.master_fd)
+
+    def _start_reading(self) -> None:
+        if self._shell is not None and not self._reading:
+            self._reading = True
+            asyncio.get_running_loop().add_reader(self._shell.master_fd, self._on_readable)
+
+    def _stop_reading(self) -> None:
+        if self._shell is not None and self._reading:
+            self._reading = False
+            asyncio.get_running_loop().remove_reader(self._shell.master_fd)
+
+    def _on_readable(self) -> None:
+        self._read_once()
+        self._flush_soon()
+
+    def _read_once(self) -> bool:
+        """Move one read of PTY output into the endpoint; False when nothing more now."""
+        shell = self._shell
+        assert shell is not None
+        size = self.endpoint.max_payload_size
+        if self.endpoint.send_window() * size < READ_CHUNK:
+            self._stop_reading()  # backpressure: resume when acks open the window
+            return False
+        data = shell.read(READ_CHUNK)
+        if data is None:
+            return False
+        if not data:
+            self._stop_reading()
+            self._output_eof.set()
+            return False
+        self.endpoint.send(PayloadType.OUTPUT, data, now=self._clock())
+        return True
+
+    def _drain_output(self) -> None:
+        if self._shell is not None and not self._output_eof.is_set():
+            while self._read_once():
+                pass
+
+    def _flush_soon(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._flush_task = asyncio.get_running_loop().create_task(self._driver.flush())

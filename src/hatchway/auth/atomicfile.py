@@ -1,0 +1,122 @@
+"""Crash-safe writes of small files that hold keys, certificates and pinned CAs.
+
+Key material must never be observed half-written or with loose permissions, not even for a
+moment: a reader that races the writer would otherwise load a truncated key, and a file created
+with the default umask and ``chmod``-ed afterwards is world-readable in between. Both helpers
+therefore write a temporary file in the destination directory, created with its final mode, and
+move it into place with one atomic directory operation.
+
+Standard library only: the CLI imports this (through ``auth.pinning``) and must start fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+__all__ = ["create_exclusive", "write_atomic"]
+
+
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    """Write ``data`` to a fresh temporary file next to ``path`` with exactly ``mode``."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # O_EXCL: never follow or reuse a file someone else planted under our temporary name.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        # The umask may have removed bits we want (0644 under umask 077); set the mode exactly.
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist a rename or link; best effort (not every platform can open a directory)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int) -> None:
+    """Replace ``path`` with ``data`` atomically; the file has permission bits ``mode``.
+
+    Readers see either the old content or the new one, never a mix, and the file never exists
+    with wider permissions than ``mode``.
+
+    Raises:
+        OSError: the directory is missing or not writable.
+    """
+    tmp = _write_temp(path, data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    _fsync_directory(path.parent)
+
+
+def create_exclusive(path: Path, data: bytes, *, mode: int) -> bool:
+    """Create ``path`` with ``data`` only if it does not exist yet; return whether we did.
+
+    Unlike ``open(path, "x")``, the file appears complete or not at all, so a second process
+    racing us either loses cleanly (``False``) or reads the full content we wrote. ``os.link``
+    fails with ``FileExistsError`` if the name is taken, which makes it the atomic
+    create-if-absent operation; on file systems without hard links we fall back to ``O_EXCL``
+    on the final name.
+
+    Raises:
+        OSError: the directory is missing or not writable.
+    """
+    tmp = _write_temp(path, data, mode)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError:
+        # No hard links here (some FUSE/SMB mounts): O_EXCL still guarantees one winner.
+        return _create_exclusive_direct(path, data, mode)
+    finally:
+        _unlink_quietly(tmp)
+    _fsync_directory(path.parent)
+    return True
+
+
+def _create_exclusive_direct(path: Path, data: bytes, mode: int) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(path)
+        raise
+    os.close(fd)
+    return True

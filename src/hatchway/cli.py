@@ -1,0 +1,440 @@
+"""The ``hatchway`` command line.
+
+Imports are lazy: a client command must not pay for the server's dependencies (DESIGN.md §9
+"Start-up time is a feature"). Errors become one line on stderr and a non-zero exit status;
+JSON output goes alone to stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from hatchway import __version__
+from hatchway.errors import HatchwayError
+
+GLOBAL_OPTIONS = ("--config", "--profile")
+OUTPUT = click.option(
+    "--output",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+
+
+class HatchwayGroup(click.Group):
+    """A group whose global options may also come after the subcommand."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        hoisted: list[str] = []
+        rest: list[str] = []
+        i = 0
+        while i < len(args):
+            arg = args[i]
+            if arg == "--":
+                rest.extend(args[i:])
+                break
+            name = arg.split("=", 1)[0]
+            if name in GLOBAL_OPTIONS:
+                if "=" in arg:
+                    hoisted.append(arg)
+                elif i + 1 < len(args):
+                    hoisted.extend(args[i : i + 2])
+                    i += 1
+                else:
+                    hoisted.append(arg)
+            else:
+                rest.append(arg)
+            i += 1
+        return super().parse_args(ctx, hoisted + rest)
+
+
+@click.group(cls=HatchwayGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config", metavar="FILE", help="Client config file (TOML).")
+@click.option("--profile", "profile", metavar="NAME", help="Profile in the config file.")
+@click.version_option(__version__, prog_name="hatchway")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, profile: str | None) -> None:
+    """Hatchway: reach your nodes through a server they dial out to."""
+    ctx.obj = {"config": config, "profile": profile}
+
+
+def _api(ctx: click.Context) -> Any:
+    from hatchway.auth.sigv4 import Credentials
+    from hatchway.client.api import ApiClient
+    from hatchway.client.config import load_profile
+
+    p = load_profile(ctx.obj["config"], ctx.obj["profile"])
+    return ApiClient(
+        p.endpoint,
+        region=p.region,
+        credentials=Credentials(p.access_key_id, p.secret_access_key),
+        ca_file=p.ca_file,
+    )
+
+
+def _emit(data: dict[str, Any], output: str, columns: list[tuple[str, str]], key: str) -> None:
+    from hatchway.client.output import print_json, print_table
+
+    if output == "json":
+        print_json(data)
+    else:
+        print_table(data.get(key, []), columns)
+
+
+def _fail(message: str, status: int = 1) -> NoReturn:
+    click.echo(f"hatchway: {message}", err=True)
+    sys.exit(status)
+
+
+# ---- server ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--data-dir", required=True, type=click.Path(path_type=Path), help="State dir.")
+@click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT.")
+@click.option("--no-tls", is_flag=True, help="Plain HTTP (loopback addresses only).")
+@click.option("--public-url", help="Base URL clients use (StreamUrl); default: request Host.")
+@click.option("--tls-san", multiple=True, help="Extra name or IP for the server certificate.")
+@click.option("--master-key-file", type=click.Path(path_type=Path), help="Master key path.")
+@click.option("--database-url", help="SQLAlchemy async URL (default: SQLite in --data-dir).")
+@click.option("--region", default="local", show_default=True, help="SigV4 region.")
+def server(
+    data_dir: Path,
+    listen: str,
+    no_tls: bool,
+    public_url: str | None,
+    tls_san: tuple[str, ...],
+    master_key_file: Path | None,
+    database_url: str | None,
+    region: str,
+) -> None:
+    """Run the Hatchway server on embedded defaults (SQLite, local files)."""
+    from hatchway.server.settings import ServerSettings, is_loopback, parse_listen
+    from hatchway.service import run_server
+
+    host, port = parse_listen(listen)
+    if no_tls and not is_loopback(host):
+        _fail("--no-tls is only allowed on a loopback listen address")
+    settings = ServerSettings(
+        data_dir=data_dir.expanduser().resolve(),
+        host=host,
+        port=port,
+        tls=not no_tls,
+        public_url=public_url,
+        tls_sans=tls_san,
+        master_key_file=master_key_file,
+        database_url=database_url,
+        region=region,
+    )
+    run_server(settings)
+
+
+# ---- activations ----------------------------------------------------------------------------
+
+
+@cli.group()
+def activation() -> None:
+    """Create, list and delete activations (how nodes register)."""
+
+
+def _parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a duration like 90m, 24h or 7d") from None
+
+
+@activation.command("create")
+@click.option("--registration-limit", type=click.IntRange(1, 1000), default=1, show_default=True)
+@click.option("--expires-in", default="24h", show_default=True, help="e.g. 90m, 24h, 30d.")
+@click.option("--tag", "tags", multiple=True, metavar="K=V", help="Tag for registered nodes.")
+@click.option("--default-instance-name", default="", help="Name given to registered nodes.")
+@click.option("--description", default="")
+@OUTPUT
+@click.pass_context
+def activation_create(
+    ctx: click.Context,
+    registration_limit: int,
+    expires_in: str,
+    tags: tuple[str, ...],
+    default_instance_name: str,
+    description: str,
+    output: str,
+) -> None:
+    """Create an activation; prints its id and code."""
+    import time
+
+    seconds = _parse_duration(expires_in)
+    if not 0 < seconds <= 30 * 86400:
+        raise click.BadParameter("must be more than 0 and at most 30d", param_hint="--expires-in")
+    tag_list = []
+    for tag in tags:
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{tag!r} is not K=V", param_hint="--tag")
+        tag_list.append({"Key": key, "Value": value})
+    body: dict[str, Any] = {
+        "RegistrationLimit": registration_limit,
+        "ExpirationDate": time.time() + seconds,
+        "DefaultInstanceName": default_instance_name,
+        "Description": description,
+        "IamRole": "",
+    }
+    if tag_list:
+        body["Tags"] = tag_list
+    result = _api(ctx).call("CreateActivation", body)
+    if output == "json":
+        from hatchway.client.output import print_json
+
+        print_json(result)
+    else:
+        click.echo(f"ActivationId:   {result['ActivationId']}")
+        click.echo(f"ActivationCode: {result['ActivationCode']}")
+
+
+@activation.command("list")
+@OUTPUT
+@click.pass_context
+def activation_list(ctx: click.Context, output: str) -> None:
+    """List activations."""
+    api = _api(ctx)
+    result = _paginate(api, "DescribeActivations", {}, "ActivationList")
+    _emit(
+        result,
+        output,
+        [
+            ("ACTIVATION ID", "ActivationId"),
+            ("NAME", "DefaultInstanceName"),
+            ("USED", "RegistrationsCount"),
+            ("LIMIT", "RegistrationLimit"),
+            ("EXPIRES", "ExpirationDate"),
+            ("EXPIRED", "Expired"),
+            ("TAGS", "Tags"),
+        ],
+        "ActivationList",
+    )
+
+
+@activation.command("delete")
+@click.argument("activation_id")
+@click.pass_context
+def activation_delete(ctx: click.Context, activation_id: str) -> None:
+    """Delete an activation (registered nodes stay)."""
+    _api(ctx).call("DeleteActivation", {"ActivationId": activation_id})
+    click.echo(f"deleted activation {activation_id}", err=True)
+
+
+def _paginate(api: Any, operation: str, body: dict[str, Any], key: str) -> dict[str, Any]:
+    items: list[Any] = []
+    token = None
+    while True:
+        page = api.call(operation, {**body, **({"NextToken": token} if token else {})})
+        items.extend(page.get(key, []))
+        token = page.get("NextToken")
+        if not token:
+            return {key: items}
+
+
+# ---- agent ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def agent() -> None:
+    """Register this node and run its agent."""
+
+
+@agent.command("register")
+@click.option("--endpoint", required=True, help="Server URL, e.g. https://server:8443.")
+@click.option("--ca-file", type=click.Path(path_type=Path), help="The server's CA certificate.")
+@click.option("--ca-fingerprint", help="SHA-256 of the server's CA (hex, colons optional).")
+@click.option("--activation-id", required=True)
+@click.option("--activation-code", required=True)
+@click.option("--state-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--region", default="local", show_default=True)
+def agent_register(
+    endpoint: str,
+    ca_file: Path | None,
+    ca_fingerprint: str | None,
+    activation_id: str,
+    activation_code: str,
+    state_dir: Path,
+    region: str,
+) -> None:
+    """Register this node with an activation; prints the node id."""
+    from hatchway.agent.registration import register
+
+    if endpoint.startswith("https:") and (ca_file is None) == (ca_fingerprint is None):
+        _fail("give exactly one of --ca-file or --ca-fingerprint")
+    state = register(
+        endpoint=endpoint,
+        activation_id=activation_id,
+        activation_code=activation_code,
+        state_dir=state_dir.expanduser().resolve(),
+        ca_file=ca_file.expanduser().resolve() if ca_file else None,
+        ca_fingerprint=ca_fingerprint,
+        region=region,
+    )
+    click.echo(state.node_id)
+
+
+@agent.command("run")
+@click.option("--state-dir", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--run-as-default",
+    default="hatchway-user",
+    show_default=True,
+    help="User for sessions when the agent runs as root.",
+)
+def agent_run(state_dir: Path, run_as_default: str) -> None:
+    """Keep this node connected to the server and run its sessions."""
+    from hatchway.service import run_agent
+
+    run_agent(state_dir.expanduser().resolve(), run_as_default)
+
+
+# ---- nodes and sessions ---------------------------------------------------------------------
+
+NODE_COLUMNS = [
+    ("NODE ID", "InstanceId"),
+    ("NAME", "Name"),
+    ("STATUS", "PingStatus"),
+    ("COMPUTER", "ComputerName"),
+    ("IP", "IPAddress"),
+    ("PLATFORM", "PlatformName"),
+    ("AGENT", "AgentVersion"),
+    ("LAST PING", "LastPingDateTime"),
+    ("TAGS", "Tags"),
+]
+SESSION_COLUMNS = [
+    ("SESSION ID", "SessionId"),
+    ("TARGET", "Target"),
+    ("STATUS", "Status"),
+    ("STARTED", "StartDate"),
+    ("ENDED", "EndDate"),
+    ("OWNER", "Owner"),
+    ("REASON", "Reason"),
+]
+
+
+@cli.group(invoke_without_command=True)
+@OUTPUT
+@click.pass_context
+def nodes(ctx: click.Context, output: str) -> None:
+    """List managed nodes (DescribeInstanceInformation)."""
+    if ctx.invoked_subcommand is None:
+        result = _paginate(_api(ctx), "DescribeInstanceInformation", {}, "InstanceInformationList")
+        _emit(result, output, NODE_COLUMNS, "InstanceInformationList")
+
+
+@nodes.command("deregister")
+@click.argument("node_id")
+@click.pass_context
+def nodes_deregister(ctx: click.Context, node_id: str) -> None:
+    """Deregister a node: its agent is disconnected at once and cannot come back."""
+    _api(ctx).call("DeregisterManagedInstance", {"InstanceId": node_id})
+    click.echo(f"deregistered {node_id}", err=True)
+
+
+@cli.group(invoke_without_command=True)
+@click.option(
+    "--state", type=click.Choice(["Active", "History"]), default="Active", show_default=True
+)
+@OUTPUT
+@click.pass_context
+def sessions(ctx: click.Context, state: str, output: str) -> None:
+    """List sessions (DescribeSessions)."""
+    if ctx.invoked_subcommand is None:
+        result = _paginate(_api(ctx), "DescribeSessions", {"State": state}, "Sessions")
+        _emit(result, output, SESSION_COLUMNS, "Sessions")
+
+
+@cli.command("start-session")
+@click.option("--target", required=True, help="Node id (mi-...).")
+@click.option("--reason", help="Why (recorded with the session).")
+@click.option("--document-name", help="Session document (default SSM-SessionManagerRunShell).")
+@click.pass_context
+def start_session(
+    ctx: click.Context, target: str, reason: str | None, document_name: str | None
+) -> None:
+    """Open an interactive shell on a node."""
+    import asyncio
+
+    from hatchway.client.session import ClientSession
+
+    api = _api(ctx)
+    body: dict[str, Any] = {"Target": target}
+    if reason:
+        body["Reason"] = reason
+    if document_name:
+        body["DocumentName"] = document_name
+    start = api.call("StartSession", body)
+    status = asyncio.run(ClientSession(api, start).run())
+    sys.exit(status)
+
+
+@cli.command("terminate-session")
+@click.argument("session_id")
+@click.pass_context
+def terminate_session(ctx: click.Context, session_id: str) -> None:
+    """End a session: both ends see it close."""
+    _api(ctx).call("TerminateSession", {"SessionId": session_id})
+    click.echo(f"terminated {session_id}", err=True)
+
+
+# ---- up -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="Default ~/.local/share/hatchway."
+)
+@click.option("--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT.")
+@click.option("--run-as-default", default="hatchway-user", show_default=True)
+@click.pass_context
+def up(ctx: click.Context, data_dir: Path | None, listen: str, run_as_default: str) -> None:
+    """Quickstart: server + local agent on this machine, ready for start-session."""
+    from hatchway.quickstart import run_up
+
+    if data_dir is None:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        data_dir = Path(base) / "hatchway"
+    run_up(
+        data_dir.expanduser().resolve(),
+        listen=listen,
+        run_as_default=run_as_default,
+        config=ctx.obj["config"],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one line per error, never a traceback."""
+    try:
+        cli.main(args=argv, prog_name="hatchway", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except HatchwayError as exc:
+        code = getattr(exc, "code", "")
+        prefix = f"{code}: " if code and exc.__class__.__name__ == "ApiError" else ""
+        _fail(prefix + exc.message)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""Events an :class:`~hatchway.protocol.reliability.Endpoint` returns from ``receive()``.
+
+Each is a frozen record; drivers dispatch on the class (``match event: case StreamData(...)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hatchway.protocol.payloads import ChannelClosedPayload
+
+__all__ = [
+    "ChannelClosedEvent",
+    "Event",
+    "PublicationPaused",
+    "PublicationStarted",
+    "SessionStateChanged",
+    "StreamData",
+    "UnknownMessage",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamData:
+    """One stream frame from the peer, delivered in order and exactly once (protocol.md §5.1)."""
+
+    payload_type: int
+    payload: bytes
+    sequence_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelClosedEvent:
+    """The service closed the channel (protocol.md §8.1)."""
+
+    payload: ChannelClosedPayload
+
+
+@dataclass(frozen=True, slots=True)
+class PublicationPaused:
+    """``pause_publication``: the other end is away; sending is held back (protocol.md §5.5)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublicationStarted:
+    """``start_publication``: sending resumes (protocol.md §5.5)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStateChanged:
+    """``agent_session_state``: ``Connected`` or ``Terminating`` (protocol.md §4.1)."""
+
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownMessage:
+    """A frame of a type this endpoint does not handle; the caller may log and ignore it."""
+
+    message_type: str
+
+
+Event = (
+    StreamData
+    | ChannelClosedEvent
+    | PublicationPaused
+    | PublicationStarted
+    | SessionStateChanged
+    | UnknownMessage
+)

@@ -1,0 +1,376 @@
+"""The data-channel handshake (protocol.md §6) and Hatchway's ``HatchwayExtensions`` action.
+
+The agent sends a :class:`HandshakeRequest` (SessionType first, then our extensions offer), the
+client answers with a :class:`HandshakeResponse`, and the agent finishes with a
+:class:`HandshakeComplete`. AWS's plugin answers an unknown action with ActionStatus 0 and
+ActionResult 3 (§6.3); we read that, like any non-success, as "no extensions" and fall back to
+AWS behaviour. Our extension is described in docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any, Final
+
+from hatchway.errors import RemoteProtocolError
+from hatchway.protocol.gojson import UINT32_MAX, JsonObject, dumps, loads_object
+
+__all__ = [
+    "AGENT_VERSION",
+    "CLIENT_VERSION",
+    "HATCHWAY_MAX_PAYLOAD",
+    "ActionStatus",
+    "ActionType",
+    "Extensions",
+    "HandshakeComplete",
+    "HandshakeRequest",
+    "HandshakeResponse",
+    "ProcessedClientAction",
+    "RequestedClientAction",
+    "SessionType",
+    "answer_request",
+    "build_request",
+    "negotiated_from_response",
+    "response_failed",
+]
+
+#: Versions we announce: 4-part and above every threshold in protocol.md §7.4, so AWS's plugin
+#: and agent pick mux and disable smux keepalives. Not Hatchway's release version.
+AGENT_VERSION: Final = "3.3.1802.0"
+CLIENT_VERSION: Final = "1.2.700.0"
+#: The largest stream payload Hatchway offers or accepts (docs/protocol.md).
+HATCHWAY_MAX_PAYLOAD: Final = 65536
+
+_KMS_UNSUPPORTED: Final = "KMS encryption is not supported"
+
+
+class ActionType(StrEnum):
+    """``ActionType`` values of requested/processed client actions (protocol.md §6.3)."""
+
+    SESSION_TYPE = "SessionType"
+    KMS_ENCRYPTION = "KMSEncryption"
+    HATCHWAY_EXTENSIONS = "HatchwayExtensions"
+
+
+class ActionStatus(IntEnum):
+    """``ActionStatus`` values (protocol.md §6.3). AWS's plugin also sends 0 for unknown actions."""
+
+    SUCCESS = 1
+    FAILED = 2
+    UNSUPPORTED = 3
+
+
+class SessionType(StrEnum):
+    """Session types a document can name (protocol.md §6.1, §7.1)."""
+
+    STANDARD_STREAM = "Standard_Stream"
+    INTERACTIVE_COMMANDS = "InteractiveCommands"
+    NON_INTERACTIVE_COMMANDS = "NonInteractiveCommands"
+    PORT = "Port"
+
+
+_SESSION_TYPES: Final = frozenset(t.value for t in SessionType)
+
+
+@dataclass(frozen=True, slots=True)
+class Extensions:
+    """What Hatchway's extension negotiated; the defaults are plain AWS behaviour.
+
+    Attributes:
+        max_payload_size: largest stream payload either side may send (AWS: 1024, §5.6).
+        exit_code: whether the agent sends ``PayloadType.EXIT_CODE`` for shell sessions.
+    """
+
+    max_payload_size: int = 1024
+    exit_code: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ActionParameters/ActionResult object of a HatchwayExtensions action."""
+        return {"MaxPayloadSize": self.max_payload_size, "ExitCode": self.exit_code}
+
+    @classmethod
+    def from_dict(cls, value: Any) -> Extensions:
+        """Parse ActionParameters/ActionResult of a HatchwayExtensions action.
+
+        Raises:
+            RemoteProtocolError: not an object with a positive ``MaxPayloadSize``.
+        """
+        if not isinstance(value, dict):
+            raise RemoteProtocolError("HatchwayExtensions: expected an object")
+        obj = JsonObject(value, "HatchwayExtensions")
+        return cls(
+            max_payload_size=obj.get_int("MaxPayloadSize", low=1, high=UINT32_MAX),
+            exit_code=obj.get_bool("ExitCode", False),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedClientAction:
+    """One ``{ActionType, ActionParameters}`` entry of a HandshakeRequest."""
+
+    action_type: str
+    action_parameters: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ActionType": self.action_type, "ActionParameters": self.action_parameters}
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeRequest:
+    """``PayloadType.HANDSHAKE_REQUEST``, agent → client (protocol.md §6.3)."""
+
+    agent_version: str
+    requested_client_actions: tuple[RequestedClientAction, ...]
+
+    def to_json(self) -> bytes:
+        return dumps(
+            {
+                "AgentVersion": self.agent_version,
+                "RequestedClientActions": [a.to_dict() for a in self.requested_client_actions],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> HandshakeRequest:
+        obj = loads_object(data, "HandshakeRequest")
+        actions = []
+        for item in obj.get_list("RequestedClientActions") or []:
+            if not isinstance(item, dict):
+                raise RemoteProtocolError("HandshakeRequest: an action is not an object")
+            action = JsonObject(item, "HandshakeRequest action")
+            actions.append(
+                RequestedClientAction(
+                    action_type=action.get_str("ActionType"),
+                    action_parameters=action.get_any("ActionParameters"),
+                )
+            )
+        return cls(
+            agent_version=obj.get_str("AgentVersion"), requested_client_actions=tuple(actions)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedClientAction:
+    """One ``{ActionType, ActionStatus, ActionResult, Error}`` entry of a HandshakeResponse."""
+
+    action_type: str
+    action_status: int
+    action_result: Any
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ActionType": self.action_type,
+            "ActionStatus": self.action_status,
+            "ActionResult": self.action_result,
+            "Error": self.error,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeResponse:
+    """``PayloadType.HANDSHAKE_RESPONSE``, client → agent (protocol.md §6.3)."""
+
+    client_version: str
+    processed_client_actions: tuple[ProcessedClientAction, ...]
+    errors: tuple[str, ...] | None = None
+
+    def to_json(self) -> bytes:
+        return dumps(
+            {
+                "ClientVersion": self.client_version,
+                "ProcessedClientActions": [a.to_dict() for a in self.processed_client_actions],
+                "Errors": None if self.errors is None else list(self.errors),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> HandshakeResponse:
+        obj = loads_object(data, "HandshakeResponse")
+        actions = []
+        for item in obj.get_list("ProcessedClientActions") or []:
+            if not isinstance(item, dict):
+                raise RemoteProtocolError("HandshakeResponse: an action is not an object")
+            action = JsonObject(item, "HandshakeResponse action")
+            actions.append(
+                ProcessedClientAction(
+                    action_type=action.get_str("ActionType"),
+                    action_status=action.get_int("ActionStatus", 0),
+                    action_result=action.get_any("ActionResult"),
+                    error=action.get_str("Error", ""),
+                )
+            )
+        raw_errors = obj.get_list("Errors")
+        errors: tuple[str, ...] | None = None
+        if raw_errors is not None:
+            if not all(isinstance(e, str) for e in raw_errors):
+                raise RemoteProtocolError("HandshakeResponse: field Errors must hold strings")
+            errors = tuple(raw_errors)
+        return cls(
+            client_version=obj.get_str("ClientVersion"),
+            processed_client_actions=tuple(actions),
+            errors=errors,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeComplete:
+    """``PayloadType.HANDSHAKE_COMPLETE``, agent → client (protocol.md §6.3)."""
+
+    handshake_time_to_complete_ns: int
+    customer_message: str = ""
+
+    def to_json(self) -> bytes:
+        return dumps(
+            {
+                "HandshakeTimeToComplete": self.handshake_time_to_complete_ns,
+                "CustomerMessage": self.customer_message,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> HandshakeComplete:
+        obj = loads_object(data, "HandshakeComplete")
+        return cls(
+            handshake_time_to_complete_ns=obj.get_int("HandshakeTimeToComplete", 0),
+            customer_message=obj.get_str("CustomerMessage", ""),
+        )
+
+
+def build_request(
+    session_type: str,
+    properties: Any,
+    offer: Extensions,
+    *,
+    agent_version: str = AGENT_VERSION,
+) -> HandshakeRequest:
+    """The agent's HandshakeRequest: SessionType first (§6.3), then our extensions offer.
+
+    ``properties`` are the document's properties for Port and ``None`` for shells (§6.3).
+    """
+    return HandshakeRequest(
+        agent_version=agent_version,
+        requested_client_actions=(
+            RequestedClientAction(
+                ActionType.SESSION_TYPE.value,
+                {"SessionType": str(session_type), "Properties": properties},
+            ),
+            RequestedClientAction(ActionType.HATCHWAY_EXTENSIONS.value, offer.to_dict()),
+        ),
+    )
+
+
+def _session_type_of(params: Any) -> tuple[str, Any]:
+    if not isinstance(params, dict):
+        raise RemoteProtocolError("SessionType action parameters must be an object")
+    obj = JsonObject(params, "SessionType action")
+    return obj.get_str("SessionType"), obj.get_any("Properties")
+
+
+def answer_request(
+    req: HandshakeRequest,
+    *,
+    client_version: str = CLIENT_VERSION,
+    supported: Extensions,
+) -> tuple[HandshakeResponse, str, Any, Extensions]:
+    """Answer a HandshakeRequest on the client side.
+
+    Returns the response to send, the session type and properties from the SessionType action,
+    and the negotiated extensions (smaller payload size, AND of the booleans; AWS defaults when
+    the agent offered none). Unknown actions are answered UNSUPPORTED, KMSEncryption FAILED. An
+    unknown session type is answered FAILED and still returned; see :func:`response_failed`.
+
+    Raises:
+        RemoteProtocolError: no SessionType action, or its parameters are malformed.
+    """
+    processed: list[ProcessedClientAction] = []
+    errors: list[str] = []
+    session: tuple[str, Any] | None = None
+    negotiated = Extensions()
+    for action in req.requested_client_actions:
+        kind = action.action_type
+        if kind == ActionType.SESSION_TYPE:
+            session = _session_type_of(action.action_parameters)
+            if session[0] in _SESSION_TYPES:
+                processed.append(ProcessedClientAction(kind, ActionStatus.SUCCESS, None))
+            else:
+                error = f"unknown session type {session[0]!r}"
+                errors.append(error)
+                processed.append(ProcessedClientAction(kind, ActionStatus.FAILED, None, error))
+        elif kind == ActionType.HATCHWAY_EXTENSIONS:
+            try:
+                offer = Extensions.from_dict(action.action_parameters)
+            except RemoteProtocolError as exc:
+                errors.append(exc.message)
+                processed.append(
+                    ProcessedClientAction(kind, ActionStatus.FAILED, None, exc.message)
+                )
+                continue
+            negotiated = Extensions(
+                max_payload_size=min(offer.max_payload_size, supported.max_payload_size),
+                exit_code=offer.exit_code and supported.exit_code,
+            )
+            processed.append(
+                ProcessedClientAction(kind, ActionStatus.SUCCESS, negotiated.to_dict())
+            )
+        elif kind == ActionType.KMS_ENCRYPTION:
+            errors.append(_KMS_UNSUPPORTED)
+            processed.append(
+                ProcessedClientAction(kind, ActionStatus.FAILED, None, _KMS_UNSUPPORTED)
+            )
+        else:
+            processed.append(
+                ProcessedClientAction(
+                    kind, ActionStatus.UNSUPPORTED, None, f"unsupported action type {kind!r}"
+                )
+            )
+    if session is None:
+        raise RemoteProtocolError("HandshakeRequest has no SessionType action")
+    response = HandshakeResponse(
+        client_version=client_version,
+        processed_client_actions=tuple(processed),
+        errors=tuple(errors) if errors else None,
+    )
+    return response, session[0], session[1], negotiated
+
+
+def _find(resp: HandshakeResponse, kind: ActionType) -> ProcessedClientAction | None:
+    for action in resp.processed_client_actions:
+        if action.action_type == kind:
+            return action
+    return None
+
+
+def negotiated_from_response(
+    resp: HandshakeResponse, *, offer: Extensions | None = None
+) -> Extensions:
+    """The extensions the client accepted, on the agent side.
+
+    Only a HatchwayExtensions action with status SUCCESS and a well-formed ActionResult counts;
+    anything else, including AWS's status 0 / ActionResult 3 (§6.3), gives ``Extensions()``. When
+    ``offer`` is given, a result above the offer is clamped to it.
+    """
+    action = _find(resp, ActionType.HATCHWAY_EXTENSIONS)
+    if action is None or action.action_status != ActionStatus.SUCCESS:
+        return Extensions()
+    try:
+        result = Extensions.from_dict(action.action_result)
+    except RemoteProtocolError:
+        return Extensions()
+    if offer is not None:
+        result = Extensions(
+            max_payload_size=min(result.max_payload_size, offer.max_payload_size),
+            exit_code=result.exit_code and offer.exit_code,
+        )
+    return result
+
+
+def response_failed(resp: HandshakeResponse) -> str | None:
+    """Why the session cannot start, or ``None`` if the SessionType action succeeded (§6.2)."""
+    action = _find(resp, ActionType.SESSION_TYPE)
+    if action is None:
+        return "the client did not process the SessionType action"
+    if action.action_status == ActionStatus.SUCCESS:
+        return None
+    return action.error or f"the SessionType action failed with status {action.action_status}"

@@ -1,0 +1,229 @@
+"""Composition root of the server process: ``build_server(settings)`` and ``serve()``."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from hatchway.auth.secretbox import SecretBox, load_or_create_master_key
+from hatchway.errors import AuthError, HatchwayError, NotFound, Unavailable
+from hatchway.server.api import Api
+from hatchway.server.authn import Authenticator
+from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
+from hatchway.server.control import ControlChannels
+from hatchway.server.documents import builtin_documents
+from hatchway.server.nodes import NodeService
+from hatchway.server.sessions import SessionService
+from hatchway.server.settings import ServerSettings
+from hatchway.store.database import sqlite_url
+from hatchway.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Server:
+    """A built server: its aiohttp app plus the pieces tests and ``up`` reach into."""
+
+    settings: ServerSettings
+    store: Store
+    app: web.Application
+    control: ControlChannels
+    sessions: SessionService
+    nodes: NodeService
+    authn: Authenticator
+    account_id: str
+    ca_file: Path | None
+    ca_fingerprint: str | None
+    ssl_context: object | None
+
+    async def close(self) -> None:
+        await self.control.close_all()
+        await self.sessions.gateway.close_all()
+        await self.store.close()
+
+
+async def build_server(settings: ServerSettings, clock: Callable[[], float] = time.time) -> Server:
+    """Open (and migrate) the store, make the TLS identity and wire every service."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = Store.open(settings.database_url or sqlite_url(settings.db_path))
+    box = SecretBox(load_or_create_master_key(settings.master_key_path))
+    ca_file = fingerprint = ssl_context = None
+    if settings.tls:
+        from hatchway.server.certificates import ensure_tls_identity, ssl_server_context
+
+        identity = ensure_tls_identity(settings.data_dir, extra_sans=settings.tls_sans)
+        ca_file, fingerprint = identity.ca_cert_path, identity.ca_fingerprint
+        ssl_context = ssl_server_context(identity)
+    now = clock()
+    account_id = await ensure_account_id(store)
+    for document in builtin_documents(now):
+        await store.documents.ensure(document)
+    await store.nodes.disconnect_all()
+
+    sessions_ref: list[SessionService] = []
+
+    async def on_task_complete(node_id: str, done: object) -> None:
+        await sessions_ref[0].task_complete(node_id, done)  # type: ignore[arg-type]
+
+    control = ControlChannels(store, settings, clock, on_task_complete)
+    sessions = SessionService(store, settings, clock, control)
+    sessions_ref.append(sessions)
+    nodes = NodeService(store, settings, clock, control, sessions)
+    authn = Authenticator(store, box, region=settings.region, account_id=account_id, clock=clock)
+    api = Api(settings, authn, sessions, nodes)
+    app = web.Application(client_max_size=settings.max_body_size)
+    server = Server(
+        settings,
+        store,
+        app,
+        control,
+        sessions,
+        nodes,
+        authn,
+        account_id,
+        ca_file,
+        fingerprint,
+        ssl_context,
+    )
+    _routes(server, api)
+    app["box"] = box
+    return server
+
+
+def _routes(server: Server, api: Api) -> None:
+    ca_file = server.ca_file
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def ca_pem(_: web.Request) -> web.StreamResponse:
+        if ca_file is None:
+            raise web.HTTPNotFound(text="this server does not use TLS\n")
+        return web.Response(body=ca_file.read_bytes(), content_type="application/x-pem-file")
+
+    async def control_channel(request: web.Request) -> web.StreamResponse:
+        node_id = request.match_info["node_id"]
+        try:
+            signer = await server.authn.node(
+                request.method, str(request.url), request.headers, b"", "ssmmessages"
+            )
+            if signer != node_id:
+                raise AuthError("signature is not from this node", code="AccessDeniedException")
+        except HatchwayError as exc:
+            return _refuse(exc)
+        return await server.control.serve(request, node_id)
+
+    async def data_channel(request: web.Request) -> web.StreamResponse:
+        session_id = request.match_info["session_id"]
+        gateway = server.sessions.gateway
+        if "Authorization" not in request.headers:
+            return await gateway.client_connect(request, session_id)
+        try:
+            node_id = await server.authn.node(
+                request.method, str(request.url), request.headers, b"", "ssmmessages"
+            )
+            return await gateway.agent_connect(request, session_id, node_id)
+        except HatchwayError as exc:
+            return _refuse(exc)
+
+    server.app.router.add_get("/healthz", healthz)
+    server.app.router.add_get("/ca.pem", ca_pem)
+    server.app.router.add_post("/", api.handle)
+    server.app.router.add_get("/v1/control-channel/{node_id}", control_channel)
+    server.app.router.add_get("/v1/data-channel/{session_id}", data_channel)
+
+
+def _refuse(exc: HatchwayError) -> web.Response:
+    status = 404 if isinstance(exc, NotFound) else 403
+    body = {"__type": exc.code, "message": exc.message}
+    return web.Response(body=json.dumps(body), status=status, content_type="application/json")
+
+
+@dataclass(frozen=True)
+class Running:
+    """What a started server tells its caller."""
+
+    endpoint: str
+    port: int
+    ca_file: Path | None
+    ca_fingerprint: str | None
+    profile_path: Path
+
+
+async def serve(
+    settings: ServerSettings,
+    stop: asyncio.Event,
+    *,
+    on_ready: Callable[[Running], None] | None = None,
+) -> None:
+    """Run the server until ``stop`` is set; then close every channel and the store."""
+    server = await build_server(settings)
+    runner = web.AppRunner(server.app, handle_signals=False, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        settings.host,
+        settings.port,
+        ssl_context=server.ssl_context,  # type: ignore[arg-type]
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        await server.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise Unavailable(
+                f"cannot listen on {settings.host}:{settings.port}: the port is already in use"
+            ) from exc
+        raise Unavailable(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+    port = _bound_port(site) or settings.port
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+    host = "::1" if host == "::" else host
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    endpoint = settings.public_url or f"{settings.scheme}://{netloc}"
+    admin = await ensure_admin(server.store, server.app["box"], settings.admin_user, time.time())
+    write_profile(
+        settings.admin_profile_path,
+        endpoint=endpoint,
+        ca_file=server.ca_file,
+        region=settings.region,
+        credentials=admin,
+    )
+    running = Running(
+        endpoint, port, server.ca_file, server.ca_fingerprint, settings.admin_profile_path
+    )
+    if on_ready is not None:
+        on_ready(running)
+    try:
+        await stop.wait()
+    finally:
+        await server.control.close_all()
+        await server.sessions.gateway.close_all()
+        await runner.cleanup()
+        await server.store.close()
+
+
+def _bound_port(site: web.TCPSite) -> int | None:
+    srv = site._server  # aiohttp keeps the asyncio server here
+    sockets = getattr(srv, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else None
+
+
+def print_banner(running: Running, stream: object = sys.stderr) -> None:
+    """What ``hatchway server`` prints once it listens."""
+    out = stream
+    print(f"hatchway server listening on {running.endpoint}", file=out)  # type: ignore[call-overload]
+    if running.ca_fingerprint:
+        print(f"CA certificate: {running.ca_file}", file=out)  # type: ignore[call-overload]
+        print(f"CA SHA-256 fingerprint: {running.ca_fingerprint}", file=out)  # type: ignore[call-overload]
+    print(f"admin profile: {running.profile_path}", file=out)  # type: ignore[call-overload]

@@ -1,0 +1,87 @@
+"""First start: the installation's account id, the administrator and its client profile."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from hatchway.auth.secretbox import SecretBox, new_access_key_id, new_secret_access_key
+from hatchway.store.records import User
+from hatchway.store.store import Store
+
+
+@dataclass(frozen=True)
+class AdminCredentials:
+    user_name: str
+    access_key_id: str
+    secret_access_key: str
+
+
+async def ensure_account_id(store: Store) -> str:
+    """A 12-digit account id, generated once (DESIGN.md §9)."""
+    candidate = "".join(secrets.choice("0123456789") for _ in range(12))
+    return await store.settings.set_if_absent("account_id", candidate)
+
+
+async def ensure_admin(store: Store, box: SecretBox, name: str, now: float) -> AdminCredentials:
+    """Create the bootstrap administrator and an access key unless they exist."""
+    user = await store.identity.user_by_name(name)
+    if user is None:
+        user = User(user_id="AIDA" + secrets.token_hex(8).upper(), name=name, created_at=now)
+        await store.identity.create_user(user)
+    keys = [k for k in await store.identity.keys_of(user.user_id) if k.status == "Active"]
+    if keys:
+        key = keys[0]
+        secret = box.decrypt(key.secret_encrypted, context=key.access_key_id.encode()).decode()
+        return AdminCredentials(name, key.access_key_id, secret)
+    key_id, secret = new_access_key_id(), new_secret_access_key()
+    encrypted = box.encrypt(secret.encode(), context=key_id.encode())
+    await store.identity.create_access_key(key_id, user.user_id, encrypted, now)
+    return AdminCredentials(name, key_id, secret)
+
+
+def toml_string(value: str) -> str:
+    """A TOML basic string (the values we write are plain, but escape anyway)."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def write_profile(
+    path: Path,
+    *,
+    endpoint: str,
+    ca_file: Path | None,
+    region: str,
+    credentials: AdminCredentials,
+    profile: str = "default",
+) -> None:
+    """Write a client profile file atomically with mode 0600 (it holds a secret)."""
+    lines = [
+        f"[profiles.{profile}]",
+        f"endpoint = {toml_string(endpoint)}",
+    ]
+    if ca_file is not None:
+        lines.append(f"ca_file = {toml_string(str(ca_file.resolve()))}")
+    lines += [
+        f"region = {toml_string(region)}",
+        f"access_key_id = {toml_string(credentials.access_key_id)}",
+        f"secret_access_key = {toml_string(credentials.secret_access_key)}",
+    ]
+    write_private_file(path, "\n".join(lines) + "\n")
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Atomically replace ``path`` with ``text``, readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,302 @@
+"""Session operations: StartSession, ResumeSession, TerminateSession, DescribeSessions.
+
+A session is a database row (its status is the truth), a live entry in the gateway while it
+runs, and a task on the node's agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from hatchway.auth.tokens import hash_token, new_token
+from hatchway.errors import ConfigError, HatchwayError, NotFound, Unavailable
+from hatchway.protocol.payloads import AgentTaskComplete, AgentTaskPayload
+from hatchway.server.control import ControlChannels
+from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content
+from hatchway.server.gateway import Gateway
+from hatchway.server.pagination import page_request, page_response
+from hatchway.server.principal import Principal
+from hatchway.server.settings import ServerSettings
+from hatchway.store.records import Session, SessionStatus
+from hatchway.store.store import Store
+
+log = logging.getLogger(__name__)
+
+NODE_ID = re.compile(r"^mi-[0-9a-f]{17}$")
+SUPPORTED_SESSION_TYPES = ("Standard_Stream",)
+_FILTER_KEYS = ("InvokedAfter", "InvokedBefore", "Target", "Owner", "Status", "SessionId")
+
+
+class SessionService:
+    """Runs the session lifecycle against the store, the control channels and the gateway."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: ServerSettings,
+        clock: Callable[[], float],
+        control: ControlChannels,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._control = control
+        self.gateway = Gateway(store, settings, clock, self._expired)
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- API operations -------------------------------------------------------------------
+
+    async def start(
+        self, principal: Principal, body: dict[str, Any], stream_base: str
+    ) -> dict[str, Any]:
+        target = _required_str(body, "Target")
+        document_name = _optional_str(body, "DocumentName") or DEFAULT_SHELL_DOCUMENT
+        reason = _optional_str(body, "Reason") or ""
+        parameters = body.get("Parameters") or {}
+        if not isinstance(parameters, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in parameters.values()
+        ):
+            raise ConfigError("Parameters must map names to lists of strings")
+        if not NODE_ID.match(target):
+            raise Unavailable(f"{target} is not connected.", code="TargetNotConnected")
+        document = await self._store.documents.get(document_name)
+        if document is None:
+            raise NotFound(f"Document {document_name} does not exist.", code="InvalidDocument")
+        content = parse_content(document)
+        session_type = content.get("sessionType")
+        if session_type not in SUPPORTED_SESSION_TYPES:
+            raise ConfigError(
+                f"Document {document_name} has sessionType {session_type}, which this server "
+                "does not run yet",
+                code="InvalidDocument",
+            )
+        node = await self._store.nodes.get(target)
+        if node is None or not self._control.is_connected(target):
+            raise Unavailable(f"{target} is not connected.", code="TargetNotConnected")
+
+        now = self._clock()
+        session_id = f"{principal.user_name}-{secrets.token_hex(9)[:17]}"
+        token = new_token()
+        inputs = content.get("inputs") or {}
+        max_duration = str(inputs.get("maxSessionDuration") or "")
+        session = Session(
+            session_id=session_id,
+            target=target,
+            status=SessionStatus.CONNECTING,
+            start_date=now,
+            end_date=None,
+            document_name=document_name,
+            owner=principal.arn,
+            reason=reason,
+            details="",
+            max_session_duration=max_duration,
+            parameters=parameters,
+            run_as="",
+            exit_code=None,
+            bytes_in=0,
+            bytes_out=0,
+        )
+        await self._store.sessions.create(session, hash_token(token), now)
+        self.gateway.expect(session_id, target)
+        task = AgentTaskPayload(
+            session_id=session_id,
+            document_name=document_name,
+            document_content=content,
+            parameters=parameters,
+            run_as_user="",
+            session_owner=principal.arn,
+        )
+        try:
+            await self._control.start_session(target, task)
+        except Unavailable:
+            await self._finish(session_id, SessionStatus.FAILED, "target not connected")
+            raise
+        log.info("session %s started by %s on %s", session_id, principal.user_name, target)
+        return {
+            "SessionId": session_id,
+            "TokenValue": token,
+            "StreamUrl": self.stream_url(stream_base, session_id),
+        }
+
+    async def resume(
+        self, principal: Principal, body: dict[str, Any], stream_base: str
+    ) -> dict[str, Any]:
+        session_id = _required_str(body, "SessionId")
+        session = await self._store.sessions.get(session_id)
+        if session is None:
+            raise NotFound(f"Session {session_id} does not exist.")
+        if not session.status.is_active:
+            # AWS's plugin reads an absent token as "the session has ended" (protocol.md §1.4).
+            return {"SessionId": session_id}
+        token = new_token()
+        await self._store.sessions.replace_tokens(session_id, hash_token(token), self._clock())
+        return {
+            "SessionId": session_id,
+            "TokenValue": token,
+            "StreamUrl": self.stream_url(stream_base, session_id),
+        }
+
+    async def terminate(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        session_id = _required_str(body, "SessionId")
+        session = await self._store.sessions.get(session_id)
+        if session is None:
+            raise NotFound(f"Session {session_id} does not exist.")
+        if session.status.is_active:
+            await self._finish(
+                session_id,
+                SessionStatus.TERMINATED,
+                f"terminated by {principal.user_name}",
+                output=f"Session terminated by {principal.user_name}.",
+            )
+        return {"SessionId": session_id}
+
+    async def describe(self, body: dict[str, Any]) -> dict[str, Any]:
+        state = body.get("State")
+        if state not in ("Active", "History"):
+            raise ConfigError("State must be Active or History")
+        limit, offset = page_request(body, default=50, maximum=200)
+        criteria: dict[str, Any] = {}
+        for item in body.get("Filters") or []:
+            if not isinstance(item, dict) or item.get("key") not in _FILTER_KEYS:
+                raise ConfigError(f"Filter keys must be one of {', '.join(_FILTER_KEYS)}")
+            key, value = item["key"], str(item.get("value", ""))
+            if key in ("InvokedAfter", "InvokedBefore"):
+                criteria[key.replace("Invoked", "invoked_").lower()] = _parse_time(value)
+            else:
+                criteria[{"SessionId": "session_id"}.get(key, key.lower())] = value
+        rows = await self._store.sessions.describe(
+            active=state == "Active", limit=limit + 1, offset=offset, **criteria
+        )
+        return {
+            "Sessions": [session_json(s) for s in rows[:limit]],
+            **page_response(len(rows) > limit, offset + limit),
+        }
+
+    # ---- events from agents and timers ----------------------------------------------------
+
+    async def task_complete(self, node_id: str, done: AgentTaskComplete) -> None:
+        """The agent finished a session (shell exited, or it was cancelled)."""
+        session = await self._store.sessions.get(done.task_id)
+        if session is None or session.target != node_id:
+            log.info("node %s completed unknown task %s", node_id, done.task_id)
+            return
+        exit_code: int | None = None
+        if done.output.strip().lstrip("-").isdigit():
+            exit_code = int(done.output.strip())
+        status = (
+            SessionStatus.TERMINATED
+            if done.final_task_status != "Failed"
+            else (SessionStatus.FAILED)
+        )
+        output = done.output if status == SessionStatus.FAILED else ""
+        await self._finish(
+            done.task_id,
+            status,
+            done.final_task_status,
+            output=output,
+            exit_code=exit_code,
+            notify_agent=False,
+        )
+
+    def _expired(self, session_id: str, reason: str) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._finish(session_id, SessionStatus.TERMINATED, reason, output=reason)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _finish(
+        self,
+        session_id: str,
+        status: SessionStatus,
+        details: str,
+        *,
+        output: str = "",
+        exit_code: int | None = None,
+        notify_agent: bool = True,
+    ) -> None:
+        """End a session: status first (one transaction), then both ends and the agent."""
+        session = await self._store.sessions.get(session_id)
+        if session is None:
+            return
+        active = tuple(s for s in SessionStatus if s.is_active)
+        changed = await self._store.sessions.set_status(
+            session_id,
+            status,
+            now=self._clock(),
+            only_if=active,
+            exit_code=exit_code,
+            details=details,
+        )
+        await self.gateway.end(session_id, output)
+        if changed and notify_agent:
+            try:
+                await self._control.end_session(session.target, session_id, output)
+            except HatchwayError as exc:
+                log.debug("cannot tell %s to end %s: %s", session.target, session_id, exc)
+
+    async def end_sessions_on(self, node_id: str, reason: str) -> None:
+        for session in await self._store.sessions.active_on(node_id):
+            await self._finish(session.session_id, SessionStatus.TERMINATED, reason, output=reason)
+
+    @staticmethod
+    def stream_url(base: str, session_id: str) -> str:
+        return f"{base}/v1/data-channel/{session_id}?role=publish_subscribe"
+
+
+def session_json(s: Session) -> dict[str, Any]:
+    """A ``Session`` in DescribeSessions' shape (protocol.md §1.2), plus Hatchway extras."""
+    out: dict[str, Any] = {
+        "SessionId": s.session_id,
+        "Target": s.target,
+        "Status": s.status.value,
+        "StartDate": s.start_date,
+        "DocumentName": s.document_name,
+        "Owner": s.owner,
+        "OutputUrl": {"S3OutputUrl": "", "CloudWatchOutputUrl": ""},
+    }
+    if s.end_date is not None:
+        out["EndDate"] = s.end_date
+    if s.reason:
+        out["Reason"] = s.reason
+    if s.details:
+        out["Details"] = s.details
+    if s.max_session_duration:
+        out["MaxSessionDuration"] = s.max_session_duration
+    if s.exit_code is not None:
+        out["ExitCode"] = s.exit_code
+    return out
+
+
+def _required_str(body: dict[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} is required and must be a non-empty string")
+    return value
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a string")
+    return value
+
+
+def _parse_time(value: str) -> float:
+    from datetime import datetime
+
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        raise ConfigError(f"not a timestamp: {value!r}") from exc

@@ -1,0 +1,1 @@
+"""Alembic migration scripts (package data; configured in code by ``hatchway.store.database``)."""

@@ -1,0 +1,370 @@
+"""Repositories: the only code that writes SQL. One small class per aggregate.
+
+Each method runs in its own transaction unless it says otherwise. Racy updates (registration
+counts, token first use, session status) are single conditional ``UPDATE`` statements, so they
+stay correct with several server replicas on one PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from hatchway.errors import Conflict, NotFound, StoreError
+from hatchway.store import schema as t
+from hatchway.store.records import (
+    ACTIVE_STATUSES,
+    HISTORY_STATUSES,
+    AccessKey,
+    Activation,
+    Document,
+    Node,
+    Session,
+    SessionStatus,
+    SessionToken,
+    User,
+)
+
+
+class _Repository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def _fetch(self, stmt: Any) -> Sequence[Any]:
+        try:
+            async with self._engine.connect() as conn:
+                return (await conn.execute(stmt)).all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database read failed: {exc.__class__.__name__}") from exc
+
+    async def _write(self, *stmts: Any) -> int:
+        """Run statements in one transaction; returns the last statement's rowcount."""
+        try:
+            async with self._engine.begin() as conn:
+                count = 0
+                for stmt in stmts:
+                    count = (await conn.execute(stmt)).rowcount
+                return count
+        except IntegrityError as exc:
+            raise Conflict("the record already exists or is still referenced") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+
+
+class SettingsRepository(_Repository):
+    """Small key/value facts about this installation (account id, ...)."""
+
+    async def get(self, key: str) -> str | None:
+        rows = await self._fetch(
+            select(t.server_settings.c.value).where(t.server_settings.c.key == key)
+        )
+        return rows[0][0] if rows else None
+
+    async def set_if_absent(self, key: str, value: str) -> str:
+        """Store ``value`` unless the key exists; returns the stored value either way."""
+        with contextlib.suppress(Conflict):
+            await self._write(insert(t.server_settings).values(key=key, value=value))
+        stored = await self.get(key)
+        assert stored is not None
+        return stored
+
+
+class IdentityRepository(_Repository):
+    """Users and their access keys."""
+
+    async def user_by_name(self, name: str) -> User | None:
+        rows = await self._fetch(select(t.users).where(t.users.c.name == name))
+        return User(**rows[0]._mapping) if rows else None
+
+    async def create_user(self, user: User) -> None:
+        await self._write(insert(t.users).values(**_asdict(user)))
+
+    async def create_access_key(
+        self, access_key_id: str, user_id: str, secret_encrypted: str, now: float
+    ) -> None:
+        await self._write(
+            insert(t.access_keys).values(
+                access_key_id=access_key_id,
+                user_id=user_id,
+                secret_encrypted=secret_encrypted,
+                status="Active",
+                created_at=now,
+            )
+        )
+
+    async def access_key(self, access_key_id: str) -> AccessKey | None:
+        stmt = (
+            select(
+                t.access_keys.c.access_key_id,
+                t.access_keys.c.user_id,
+                t.users.c.name,
+                t.access_keys.c.secret_encrypted,
+                t.access_keys.c.status,
+            )
+            .join(t.users, t.users.c.user_id == t.access_keys.c.user_id)
+            .where(t.access_keys.c.access_key_id == access_key_id)
+        )
+        rows = await self._fetch(stmt)
+        return AccessKey(*rows[0]) if rows else None
+
+    async def keys_of(self, user_id: str) -> list[AccessKey]:
+        stmt = (
+            select(
+                t.access_keys.c.access_key_id,
+                t.access_keys.c.user_id,
+                t.users.c.name,
+                t.access_keys.c.secret_encrypted,
+                t.access_keys.c.status,
+            )
+            .join(t.users, t.users.c.user_id == t.access_keys.c.user_id)
+            .where(t.access_keys.c.user_id == user_id)
+        )
+        return [AccessKey(*r) for r in await self._fetch(stmt)]
+
+
+class ActivationRepository(_Repository):
+    async def create(self, activation: Activation) -> None:
+        await self._write(insert(t.activations).values(**_asdict(activation)))
+
+    async def get(self, activation_id: str) -> Activation | None:
+        rows = await self._fetch(
+            select(t.activations).where(t.activations.c.activation_id == activation_id)
+        )
+        return Activation(**rows[0]._mapping) if rows else None
+
+    async def list(self) -> list[Activation]:
+        rows = await self._fetch(select(t.activations).order_by(t.activations.c.created_date))
+        return [Activation(**r._mapping) for r in rows]
+
+    async def delete(self, activation_id: str) -> None:
+        count = await self._write(
+            delete(t.activations).where(t.activations.c.activation_id == activation_id)
+        )
+        if count == 0:
+            raise NotFound(
+                f"Activation ID {activation_id} does not exist.", code="InvalidActivationId"
+            )
+
+    async def register_node(self, activation_id: str, node: Node, now: float) -> bool:
+        """Consume one registration of the activation and insert the node, atomically.
+
+        Returns False when the activation is used up or expired (nothing is written).
+        """
+        a = t.activations.c
+        claim = (
+            update(t.activations)
+            .where(
+                and_(
+                    a.activation_id == activation_id,
+                    a.registrations_count < a.registration_limit,
+                    a.expiration_date > now,
+                )
+            )
+            .values(registrations_count=a.registrations_count + 1)
+        )
+        try:
+            async with self._engine.begin() as conn:
+                if (await conn.execute(claim)).rowcount != 1:
+                    return False
+                await conn.execute(insert(t.nodes).values(**_asdict(node)))
+                return True
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+
+
+class NodeRepository(_Repository):
+    async def get(self, instance_id: str) -> Node | None:
+        rows = await self._fetch(select(t.nodes).where(t.nodes.c.instance_id == instance_id))
+        return Node(**rows[0]._mapping) if rows else None
+
+    async def list(self, instance_ids: Iterable[str] | None = None) -> list[Node]:
+        stmt = select(t.nodes).order_by(t.nodes.c.registration_date)
+        if instance_ids is not None:
+            stmt = stmt.where(t.nodes.c.instance_id.in_(list(instance_ids)))
+        return [Node(**r._mapping) for r in await self._fetch(stmt)]
+
+    async def mark_connected(self, instance_id: str, connected: bool, now: float) -> None:
+        values: dict[str, Any] = {"connected": connected}
+        if connected:
+            values["last_ping_at"] = now
+        await self._write(
+            update(t.nodes).where(t.nodes.c.instance_id == instance_id).values(**values)
+        )
+
+    async def disconnect_all(self) -> None:
+        """On server start: no control channel survives a restart of a single server."""
+        await self._write(update(t.nodes).values(connected=False))
+
+    async def heartbeat(self, instance_id: str, now: float, **facts: str) -> None:
+        await self._write(
+            update(t.nodes)
+            .where(t.nodes.c.instance_id == instance_id)
+            .values(last_ping_at=now, connected=True, **facts)
+        )
+
+    async def delete(self, instance_id: str) -> None:
+        count = await self._write(delete(t.nodes).where(t.nodes.c.instance_id == instance_id))
+        if count == 0:
+            raise NotFound(f"Instance {instance_id} does not exist.", code="InvalidInstanceId")
+
+
+class DocumentRepository(_Repository):
+    async def get(self, name: str) -> Document | None:
+        rows = await self._fetch(select(t.documents).where(t.documents.c.name == name))
+        return Document(**rows[0]._mapping) if rows else None
+
+    async def ensure(self, document: Document) -> None:
+        """Insert a built-in document if it is missing (never overwrites an edited one)."""
+        if await self.get(document.name) is None:
+            with contextlib.suppress(Conflict):  # another replica inserted it first
+                await self._write(insert(t.documents).values(**_asdict(document)))
+
+
+class SessionRepository(_Repository):
+    async def create(self, session: Session, token_hash: str, now: float) -> None:
+        """Insert the session and its first client token in one transaction."""
+        values = _asdict(session)
+        values["status"] = session.status.value
+        await self._write(
+            insert(t.sessions).values(**values),
+            insert(t.session_tokens).values(
+                token_hash=token_hash, session_id=session.session_id, created_at=now
+            ),
+        )
+
+    async def get(self, session_id: str) -> Session | None:
+        rows = await self._fetch(select(t.sessions).where(t.sessions.c.session_id == session_id))
+        return _session(rows[0]) if rows else None
+
+    async def describe(
+        self,
+        *,
+        active: bool,
+        target: str | None = None,
+        owner: str | None = None,
+        session_id: str | None = None,
+        status: str | None = None,
+        invoked_after: float | None = None,
+        invoked_before: float | None = None,
+        limit: int = 200,
+        offset: int = 0,
+    ) -> list[Session]:
+        c = t.sessions.c
+        stmt = select(t.sessions).where(
+            c.status.in_(ACTIVE_STATUSES if active else HISTORY_STATUSES)
+        )
+        for col, value in (
+            (c.target, target),
+            (c.owner, owner),
+            (c.session_id, session_id),
+            (c.status, status),
+        ):
+            if value is not None:
+                stmt = stmt.where(col == value)
+        if invoked_after is not None:
+            stmt = stmt.where(c.start_date >= invoked_after)
+        if invoked_before is not None:
+            stmt = stmt.where(c.start_date <= invoked_before)
+        stmt = stmt.order_by(c.start_date.desc(), c.session_id).limit(limit).offset(offset)
+        return [_session(r) for r in await self._fetch(stmt)]
+
+    async def set_status(
+        self,
+        session_id: str,
+        status: SessionStatus,
+        *,
+        now: float,
+        only_if: Sequence[SessionStatus] | None = None,
+        exit_code: int | None = None,
+        details: str | None = None,
+    ) -> bool:
+        """Move the session to ``status`` (with an end date when it ends).
+
+        ``only_if`` makes the change conditional on the current status; returns whether a row
+        changed. Ending a session also revokes its tokens, in the same transaction.
+        """
+        c = t.sessions.c
+        stmt = update(t.sessions).where(c.session_id == session_id)
+        allowed = [s.value for s in (only_if or ())]
+        if only_if is not None:
+            stmt = stmt.where(c.status.in_(allowed))
+        values: dict[str, Any] = {"status": status.value}
+        if not status.is_active:
+            values["end_date"] = now
+        if exit_code is not None:
+            values["exit_code"] = exit_code
+        if details is not None:
+            values["details"] = details
+        stmts: list[Any] = [stmt.values(**values)]
+        try:
+            async with self._engine.begin() as conn:
+                changed = (await conn.execute(stmts[0])).rowcount == 1
+                if changed and not status.is_active:
+                    await self._revoke(conn, session_id)
+                return changed
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+
+    async def add_bytes(self, session_id: str, bytes_in: int, bytes_out: int) -> None:
+        c = t.sessions.c
+        await self._write(
+            update(t.sessions)
+            .where(c.session_id == session_id)
+            .values(bytes_in=c.bytes_in + bytes_in, bytes_out=c.bytes_out + bytes_out)
+        )
+
+    async def active_on(self, target: str) -> list[Session]:
+        return await self.describe(active=True, target=target, limit=10_000)
+
+    # --- client tokens -------------------------------------------------------------------
+
+    async def token(self, token_hash: str) -> SessionToken | None:
+        rows = await self._fetch(
+            select(t.session_tokens).where(t.session_tokens.c.token_hash == token_hash)
+        )
+        return SessionToken(**rows[0]._mapping) if rows else None
+
+    async def mark_token_used(self, token_hash: str, now: float) -> None:
+        c = t.session_tokens.c
+        await self._write(
+            update(t.session_tokens)
+            .where(and_(c.token_hash == token_hash, c.first_used_at.is_(None)))
+            .values(first_used_at=now)
+        )
+
+    async def replace_tokens(self, session_id: str, token_hash: str, now: float) -> None:
+        """Revoke every token of the session and add a new one (ResumeSession)."""
+        try:
+            async with self._engine.begin() as conn:
+                await self._revoke(conn, session_id)
+                await conn.execute(
+                    insert(t.session_tokens).values(
+                        token_hash=token_hash, session_id=session_id, created_at=now
+                    )
+                )
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+
+    @staticmethod
+    async def _revoke(conn: AsyncConnection, session_id: str) -> None:
+        await conn.execute(
+            update(t.session_tokens)
+            .where(t.session_tokens.c.session_id == session_id)
+            .values(revoked=True)
+        )
+
+
+def _session(row: Any) -> Session:
+    m = dict(row._mapping)
+    m["status"] = SessionStatus(m["status"])
+    return Session(**m)
+
+
+def _asdict(record: Any) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__slots__}

@@ -1,0 +1,125 @@
+"""The database schema (SQLAlchemy Core). Migrations in ``migrations/versions`` create it.
+
+Timestamps are stored as Unix epoch seconds (floats): portable between SQLite and PostgreSQL,
+exact, and what the AWS JSON protocol puts on the wire.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+server_settings = Table(
+    "server_settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+access_keys = Table(
+    "access_keys",
+    metadata,
+    Column("access_key_id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.user_id"), nullable=False),
+    Column("secret_encrypted", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+)
+
+activations = Table(
+    "activations",
+    metadata,
+    Column("activation_id", String(36), primary_key=True),
+    Column("code_hash", Text, nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("default_instance_name", String(256), nullable=False, default=""),
+    Column("iam_role", String(256), nullable=False, default=""),
+    Column("registration_limit", Integer, nullable=False),
+    Column("registrations_count", Integer, nullable=False, default=0),
+    Column("expiration_date", Float, nullable=False),
+    Column("created_date", Float, nullable=False),
+    Column("tags", JSON, nullable=False),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("instance_id", String(20), primary_key=True),
+    Column("activation_id", String(36), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("public_key_type", String(16), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("name", String(256), nullable=False, default=""),
+    Column("computer_name", String(256), nullable=False, default=""),
+    Column("platform_type", String(32), nullable=False, default=""),
+    Column("platform_name", String(256), nullable=False, default=""),
+    Column("platform_version", String(64), nullable=False, default=""),
+    Column("ip_address", String(64), nullable=False, default=""),
+    Column("agent_version", String(32), nullable=False, default=""),
+    Column("registration_date", Float, nullable=False),
+    Column("last_ping_at", Float),
+    Column("connected", Boolean, nullable=False, default=False),
+    Column("tags", JSON, nullable=False),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("document_type", String(32), nullable=False),
+    Column("document_format", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("created_date", Float, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_id", String(96), primary_key=True),
+    Column("target", String(20), nullable=False, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("start_date", Float, nullable=False),
+    Column("end_date", Float),
+    Column("document_name", String(128), nullable=False),
+    Column("owner", String(256), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("details", Text, nullable=False, default=""),
+    Column("max_session_duration", String(16), nullable=False, default=""),
+    Column("parameters", JSON, nullable=False),
+    Column("run_as", String(64), nullable=False, default=""),
+    Column("exit_code", Integer),
+    Column("bytes_in", Integer, nullable=False, default=0),
+    Column("bytes_out", Integer, nullable=False, default=0),
+)
+
+session_tokens = Table(
+    "session_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("session_id", String(96), ForeignKey("sessions.session_id"), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("first_used_at", Float),
+    Column("revoked", Boolean, nullable=False, default=False),
+)

@@ -1,0 +1,1 @@
+"""Drivers that run the sans-I/O protocol objects over real WebSockets, with reconnection."""
