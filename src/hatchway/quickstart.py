@@ -13,8 +13,14 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hatchway.errors import HatchwayError
+
+if TYPE_CHECKING:
+    from hatchway.agent.state import AgentState
+    from hatchway.server.app import Running
+    from hatchway.server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +38,7 @@ def run_up(data_dir: Path, *, listen: str, run_as_default: str, config: str | No
 
 
 async def _up(
-    settings: object,
+    settings: ServerSettings,
     agent_dir: Path,
     run_as_default: str,
     config: str | None,
@@ -40,15 +46,14 @@ async def _up(
 ) -> None:
     from hatchway.agent.agent import Agent, AgentSettings
     from hatchway.agent.state import AgentState
-    from hatchway.server.app import Running, serve
-    from hatchway.server.settings import ServerSettings
+    from hatchway.server.app import serve
 
-    assert isinstance(settings, ServerSettings)
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     server = asyncio.get_running_loop().create_task(
         serve(settings, stop, on_ready=ready.set_result)
     )
-    done, _ = await asyncio.wait({server, ready}, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {server, ready}
+    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     if server in done:
         server.result()  # raises the start-up error (busy port, ...)
         return
@@ -82,14 +87,12 @@ async def _up(
     print("hatchway: stopped", file=sys.stderr)
 
 
-def _register(running: object, agent_dir: Path) -> object:
+def _register(running: Running, agent_dir: Path) -> AgentState:
     from hatchway.agent.registration import register
     from hatchway.auth.sigv4 import Credentials
     from hatchway.client.api import ApiClient
     from hatchway.client.config import load_profile
-    from hatchway.server.app import Running
 
-    assert isinstance(running, Running)
     profile = load_profile(str(running.profile_path), "default")
     api = ApiClient(
         profile.endpoint,
@@ -141,10 +144,7 @@ def _install_profile(profile_path: Path, config: str | None) -> str:
     return ""
 
 
-def _announce(running: object, node_id: str, config_option: str) -> None:
-    from hatchway.server.app import Running
-
-    assert isinstance(running, Running)
+def _announce(running: Running, node_id: str, config_option: str) -> None:
     print(
         f"Hatchway is up: server {running.endpoint}, node {node_id} connected.\n"
         f"CA SHA-256 fingerprint: {running.ca_fingerprint}\n"

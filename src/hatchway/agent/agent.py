@@ -7,8 +7,9 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from hatchway.agent.dialer import Dialer
 from hatchway.agent.facts import heartbeat
@@ -157,8 +158,8 @@ class Agent:
         self._sessions[task.session_id] = session
         self._spawn(session.run())
 
-    def _spawn(self, coro: object) -> None:
-        t = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        t = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from hatchway.agent.dialer import Dialer
 from hatchway.agent.runas import RunAsUser
@@ -181,7 +182,7 @@ class ShellSession:
 
     # ---- the data channel -----------------------------------------------------------------
 
-    _ws: object | None = None
+    _ws: Any = None
 
     async def _connection_loop(self) -> None:
         backoff = Backoff(initial=0.1, maximum=5.0)

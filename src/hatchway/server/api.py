@@ -89,7 +89,7 @@ class Api:
                 result = await self._nodes.register(data)
             else:
                 principal = await self._authn.user(
-                    request.method, str(request.url), request.headers, body
+                    request.method, request.raw_path, request.headers, body
                 )
                 result = await self._operations[name](principal, data, request)
             return _json(result, 200, request_id)

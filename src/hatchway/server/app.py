@@ -115,7 +115,7 @@ def _routes(server: Server, api: Api) -> None:
         node_id = request.match_info["node_id"]
         try:
             signer = await server.authn.node(
-                request.method, str(request.url), request.headers, b"", "ssmmessages"
+                request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
             if signer != node_id:
                 raise AuthError("signature is not from this node", code="AccessDeniedException")
@@ -130,7 +130,7 @@ def _routes(server: Server, api: Api) -> None:
             return await gateway.client_connect(request, session_id)
         try:
             node_id = await server.authn.node(
-                request.method, str(request.url), request.headers, b"", "ssmmessages"
+                request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
             return await gateway.agent_connect(request, session_id, node_id)
         except HatchwayError as exc:

@@ -8,7 +8,6 @@ stay correct with several server replicas on one PostgreSQL database.
 from __future__ import annotations
 
 import contextlib
-import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
