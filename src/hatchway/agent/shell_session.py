@@ -54,6 +54,8 @@ DRAIN_AFTER_EXIT = 0.5  # keep reading output this long after the shell exits
 ACK_WAIT = 150.0  # how long to wait for the client to acknowledge the last output
 RECONNECT_FOR = 150.0
 READ_CHUNK = 65536
+INPUT_READY_MAX = 1.0  # longest wait for a starting shell before input is written anyway
+QUIET = 0.2  # a shell that printed and then stayed quiet this long is waiting for input
 
 Completion = Callable[[str, str, str], Awaitable[None]]  # (session id, status, output)
 
@@ -79,6 +81,8 @@ class ShellSession:
         self._driver = ChannelDriver(self.endpoint, clock)
         self._shell: PtyShell | None = None
         self._pending_input = bytearray()
+        self._input_ready = False
+        self._first_output_seq = 0
         self._size: tuple[int, int] | None = None
         self._size_seen = asyncio.Event()
         self._handshake_done = asyncio.Event()
@@ -147,14 +151,17 @@ class ShellSession:
             await asyncio.wait_for(self._size_seen.wait(), SIZE_WAIT)
         rows, cols = self._size or (24, 80)
         self._shell = await PtyShell.spawn(self._user, rows=rows, cols=cols)
+        self._first_output_seq = self.endpoint.next_sequence_number
         log.info(
             "session %s: shell pid %d as %s",
             self.session_id,
             self._shell.process.pid,
             self._user.name,
         )
-        self._write_input(b"")
         self._start_reading()
+        await self._shell_ready()
+        self._input_ready = True
+        self._write_input(b"")
         returncode = await self._shell.process.wait()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._output_eof.wait(), DRAIN_AFTER_EXIT)
@@ -267,10 +274,34 @@ class ShellSession:
 
     # ---- the PTY --------------------------------------------------------------------------
 
+    async def _shell_ready(self) -> None:
+        """Wait (briefly) until the shell reads its terminal the way a person's typing meets it.
+
+        Input written while the shell is still starting sits in the line discipline in
+        canonical mode, where an end-of-transmission becomes an empty "line" that the shell's
+        line editor later sees as a NUL: piped input ending in EOT would then never end the
+        shell. So the first input waits until the shell switched its terminal to
+        non-canonical mode (readline is ready) or, for shells that never do, until its
+        output has been quiet for a moment; never longer than ``INPUT_READY_MAX``.
+        """
+        assert self._shell is not None
+        start = self._clock()
+        quiet_since: float | None = None
+        seen = -1
+        while self._clock() - start < INPUT_READY_MAX and self._shell.process.returncode is None:
+            if not self._shell.canonical():
+                return
+            now = self._clock()
+            if self.endpoint.next_sequence_number != seen:
+                seen, quiet_since = self.endpoint.next_sequence_number, now
+            elif seen > self._first_output_seq and quiet_since and now - quiet_since > QUIET:
+                return
+            await asyncio.sleep(0.005)
+
     def _write_input(self, data: bytes) -> None:
         self._pending_input += data
         shell = self._shell
-        if shell is None or not self._pending_input:
+        if shell is None or not self._input_ready or not self._pending_input:
             return
         written = shell.write(bytes(self._pending_input))
         del self._pending_input[:written]

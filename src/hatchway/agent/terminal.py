@@ -69,6 +69,13 @@ class PtyShell:
             with contextlib.suppress(OSError):
                 set_window_size(self.master_fd, rows, cols)
 
+    def canonical(self) -> bool:
+        """Whether the terminal is in canonical (line-by-line) input mode right now."""
+        try:
+            return bool(termios.tcgetattr(self.master_fd)[3] & termios.ICANON)
+        except termios.error:
+            return False
+
     def write(self, data: bytes) -> int:
         """Write what the PTY accepts now; returns the count (0 when full)."""
         try:
