@@ -48,6 +48,10 @@ class ApiClient:
         url = urllib.parse.urlsplit(endpoint)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ConfigError(f"endpoint must be an http(s) URL, not {endpoint!r}")
+        try:
+            self._port = url.port  # urllib checks the range only here, lazily
+        except ValueError as exc:
+            raise ConfigError(f"endpoint {endpoint!r} has an invalid port") from exc
         self.endpoint = endpoint.rstrip("/")
         self._url = url
         self.region = region
@@ -91,7 +95,7 @@ class ApiClient:
         return decoded
 
     def _post(self, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        host, port = self._url.hostname or "", self._url.port
+        host, port = self._url.hostname or "", self._port
         conn: http.client.HTTPConnection
         if self._url.scheme == "https":
             conn = http.client.HTTPSConnection(

@@ -48,7 +48,7 @@ def read_profiles(path: Path) -> dict[str, dict[str, object]]:
             data = tomllib.load(f)
     except FileNotFoundError:
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
     profiles = data.get("profiles", {})
     if not isinstance(profiles, dict):
