@@ -18,6 +18,7 @@ import signal
 import ssl
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -34,8 +35,11 @@ from hatchway.auth.tokens import hash_token, new_token
 from hatchway.client.api import ApiClient, ApiError
 from hatchway.client.config import load_profile
 from hatchway.client.session import ClientSession
-from hatchway.protocol.frames import MessageType, peek_header
+from hatchway.protocol.events import StreamData
+from hatchway.protocol.frames import MessageType, PayloadType, encode_frame, make_frame, peek_header
+from hatchway.protocol.handshake import Extensions, HandshakeRequest, answer_request
 from hatchway.protocol.payloads import OpenDataChannelInput
+from hatchway.protocol.reliability import Endpoint, Role
 from tests.fakes import FakeClock
 from tests.integration.cluster import Cluster, free_port, wait_for
 
@@ -576,6 +580,75 @@ def test_oversize_message_closes_with_1009_and_the_server_stays_healthy(
         assert b"ok-2" in out, out
         assert status == 0
     assert_undisturbed(cluster, node)
+
+
+BAD_PAYLOADS = {
+    "Size not JSON": (PayloadType.SIZE, b"{garbage"),
+    "Size of the wrong shape": (PayloadType.SIZE, b'["cols", 80]'),
+    "Flag of 3 bytes": (PayloadType.FLAG, b"\x00\x00\x01"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_PAYLOADS))
+def test_malformed_payload_is_dropped_and_the_stream_goes_on(
+    cluster: Cluster, node: str, kind: str
+) -> None:
+    """A frame whose header is fine (so the gateway relays it) but whose payload is not.
+
+    The agent receives it out of order together with the frame after it; it must drop the bad
+    payload only, and still run the command that followed.
+    """
+    payload_type, payload = BAD_PAYLOADS[kind]
+    ctx = client_ssl(cluster)
+    with started_session(cluster, node) as (_, start):
+
+        async def attempt() -> bytes:
+            ws = await dial(start["StreamUrl"], ctx)
+            await ws.send(open_message(start["TokenValue"]))
+            endpoint = Endpoint(Role.CLIENT, now=time.time())
+            output = bytearray()
+            injected = False
+            async for message in ws:
+                assert isinstance(message, bytes)
+                for event in endpoint.receive(message, now=time.time()):
+                    if not isinstance(event, StreamData):
+                        continue
+                    if event.payload_type == PayloadType.HANDSHAKE_REQUEST:
+                        request = HandshakeRequest.from_json(event.payload)
+                        response, *_ = answer_request(request, supported=Extensions())
+                        endpoint.send(
+                            PayloadType.HANDSHAKE_RESPONSE, response.to_json(), now=time.time()
+                        )
+                    elif event.payload_type == PayloadType.HANDSHAKE_COMPLETE and not injected:
+                        injected = True
+                        seq = endpoint.next_sequence_number
+                        # The command first (buffered: out of order), then the bad frame it
+                        # waits for: both are delivered to the agent at once.
+                        await ws.send(stream_frame(seq + 1, PayloadType.OUTPUT, OK_INPUT))
+                        await ws.send(stream_frame(seq, payload_type, payload))
+                    elif event.payload_type == PayloadType.OUTPUT:
+                        output += event.payload
+                        if b"ok-2" in output:
+                            await ws.close()
+                            return bytes(output)
+                for frame in endpoint.data_to_send():
+                    await ws.send(frame)
+            raise AssertionError(f"the data channel closed ({ws.close_code}): {output!r}")
+
+        output = run_async(attempt, timeout=15)
+        assert b"ok-2" in output
+    assert_undisturbed(cluster, node)
+
+
+def stream_frame(seq: int, payload_type: int, payload: bytes) -> bytes:
+    frame = make_frame(
+        MessageType.INPUT_STREAM_DATA,
+        payload,
+        now=time.time(),
+        sequence_number=seq,
+        payload_type=payload_type,
+    )
+    return encode_frame(frame)
 
 
 def test_publication_frames_reach_a_joined_client(cluster: Cluster, node: str) -> None:

@@ -235,10 +235,15 @@ class ShellSession:
             log.info("session %s: dropping bad frame: %s", self.session_id, exc.message)
             return
         for event in events:
-            if isinstance(event, StreamData):
-                self._on_stream(event)
-            elif isinstance(event, ChannelClosedEvent):
-                self.cancel(event.payload.output or "session closed by the server")
+            try:
+                if isinstance(event, StreamData):
+                    self._on_stream(event)
+                elif isinstance(event, ChannelClosedEvent):
+                    self.cancel(event.payload.output or "session closed by the server")
+            except RemoteProtocolError as exc:
+                # The frame is already acknowledged and will not come again: drop its payload,
+                # keep the channel and the events delivered with it.
+                log.info("session %s: dropping bad payload: %s", self.session_id, exc.message)
         if self.endpoint.all_acked:
             self._acked.set()
         if not self._reading and self._shell is not None and not self._output_eof.is_set():
