@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ def run_up(data_dir: Path, *, listen: str, run_as_default: str, config: str | No
     host, port = parse_listen(listen)
     settings = ServerSettings(data_dir=data_dir / "server", host=host, port=port)
     setup_logging(logging.WARNING)
+    os.umask(0o077)
     run_until_signalled(
         lambda stop: _up(settings, data_dir / "agent", run_as_default, config, stop)
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -39,6 +41,7 @@ def run_server(settings: ServerSettings) -> None:
     from hatchway.server.app import print_banner, serve
 
     setup_logging()
+    os.umask(0o077)  # the database, keys and logs are the server's alone
     run_until_signalled(lambda stop: serve(settings, stop, on_ready=print_banner))
 
 

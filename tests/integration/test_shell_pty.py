@@ -3,6 +3,7 @@ Ctrl-C, UTF-8, exit status, termination and resume after the client's connection
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,8 +22,14 @@ from tests.integration.proxy import CuttableProxy
 class Terminal:
     """The local side of ``hatchway start-session`` running in a PTY."""
 
-    def __init__(self, cluster: Cluster, node: str, rows: int = 30, cols: int = 100,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        node: str,
+        rows: int = 30,
+        cols: int = 100,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.pid, self.fd = run_in_pty(
             [HATCHWAY, "start-session", "--target", node], env or cluster.env(), rows, cols
         )
@@ -32,10 +39,8 @@ class Terminal:
     def pump(self, timeout: float = 0.1) -> None:
         r, _, _ = select.select([self.fd], [], [], timeout)
         if r:
-            try:
+            with contextlib.suppress(OSError):
                 self.buf += os.read(self.fd, 65536)
-            except OSError:
-                pass
 
     def expect(self, pattern: bytes, timeout: float = 20.0) -> re.Match[bytes]:
         end = time.monotonic() + timeout

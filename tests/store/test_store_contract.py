@@ -187,8 +187,8 @@ def test_session_status_tokens_and_listing(url: str) -> None:
             await s.sessions.create(session(f"admin-{i}", "mi-1", start=10.0 + i), f"t{i}", 1.0)
         active = await s.sessions.describe(active=True, limit=3)
         assert [x.session_id for x in active] == ["admin-4", "admin-3", "admin-2"]
-        assert [x.session_id for x in await s.sessions.describe(active=True, limit=3, offset=3)] == [
-            "admin-1", "admin-0"]  # fmt: skip
+        rest = await s.sessions.describe(active=True, limit=3, offset=3)
+        assert [x.session_id for x in rest] == ["admin-1", "admin-0"]
         ok = await s.sessions.set_status(
             "admin-0", SessionStatus.CONNECTED, now=2.0, only_if=(SessionStatus.CONNECTING,)
         )
@@ -196,8 +196,9 @@ def test_session_status_tokens_and_listing(url: str) -> None:
         assert not await s.sessions.set_status(
             "admin-0", SessionStatus.CONNECTED, now=2.0, only_if=(SessionStatus.CONNECTING,)
         )
-        assert await s.sessions.set_status("admin-0", SessionStatus.TERMINATED, now=3.0,
-                                           exit_code=3)
+        assert await s.sessions.set_status(
+            "admin-0", SessionStatus.TERMINATED, now=3.0, exit_code=3
+        )
         ended = await s.sessions.get("admin-0")
         assert ended is not None and ended.end_date == 3.0 and ended.exit_code == 3
         token = await s.sessions.token("t0")

@@ -116,7 +116,8 @@ class Agent:
         code = getattr(ws, "close_code", None)
         if code == CLOSE_DEREGISTERED:
             raise Deregistered("the server deregistered this node")
-        log.warning("control channel closed (code %s)", code)
+        if not stopping.done():
+            log.warning("control channel closed (code %s); reconnecting", code)
 
     async def _read(self, ws: object) -> None:
         async for message in ws:  # type: ignore[attr-defined]
