@@ -48,6 +48,7 @@ class LiveSession:
     bytes_in: int = 0
     bytes_out: int = 0
     ended: bool = False
+    client_seen: bool = False
     timer: asyncio.TimerHandle | None = None
     timer_reason: str = ""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -216,6 +217,8 @@ class Gateway:
     async def _joined(self, live: LiveSession) -> None:
         live.changed.set()
         now = self._clock()
+        if live.client is not None:
+            live.client_seen = True
         if live.client is not None and live.agent is not None:
             self._disarm(live)
             start = control_frame(MessageType.START_PUBLICATION, b"{}", now=now)
@@ -231,6 +234,9 @@ class Gateway:
             present = live.client or live.agent
             if present is not None:
                 await present.send(control_frame(MessageType.PAUSE_PUBLICATION, b"{}", now=now))
+            if live.agent is not None and not live.client_seen:
+                # The agent is here first; the client has its token's first-use window.
+                self._arm(live, self._settings.token_first_use + 5, "the client did not connect")
 
     async def _left(self, live: LiveSession, reason: str) -> None:
         if live.ended:
