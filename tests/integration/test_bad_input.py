@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import ssl
 import subprocess
@@ -30,6 +31,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from hatchway.auth.agentkey import generate_private_key, save_private_key
 from hatchway.auth.sigv4 import Credentials
 from hatchway.auth.tokens import hash_token, new_token
 from hatchway.client.api import ApiClient, ApiError
@@ -41,7 +43,7 @@ from hatchway.protocol.handshake import Extensions, HandshakeRequest, answer_req
 from hatchway.protocol.payloads import OpenDataChannelInput
 from hatchway.protocol.reliability import Endpoint, Role
 from tests.fakes import FakeClock
-from tests.integration.cluster import Cluster, free_port, wait_for
+from tests.integration.cluster import HATCHWAY, Cluster, free_port, wait_for
 
 MiB = 1024 * 1024
 OK_INPUT = b"echo ok-$((1+1))\nexit\n"
@@ -164,6 +166,11 @@ def open_message(token: str) -> str:
 
 async def dial(url: str, ctx: ssl.SSLContext | None) -> ClientConnection:
     return await connect(url, ssl=ctx, max_size=None, compression=None, close_timeout=5)
+
+
+def closed_as(ws: ClientConnection) -> tuple[int | None, str]:
+    """The close code and reason the server sent (1006 and "" if it sent none)."""
+    return ws.close_code, ws.close_reason or ""
 
 
 async def drain(ws: ClientConnection) -> list[str | bytes]:
@@ -312,12 +319,138 @@ def test_right_ca_fingerprint_registers_and_the_agent_connects(
 def test_untrusted_server_certificate_is_refused(
     cluster: Cluster, node: str, tmp_path: Path
 ) -> None:
-    from hatchway.server.certificates import ensure_tls_identity
-
-    other_ca = ensure_tls_identity(tmp_path / "other").ca_cert_path
+    other_ca = _other_ca(tmp_path / "other")
     profile = write_profile(cluster, tmp_path / "p.toml", ca_file=str(other_ca))
     line = one_line_error(cluster.cli("--config", str(profile), "nodes", check=False))
     assert line.startswith(f"hatchway: TLS verification of {cluster.endpoint} failed")
+    assert_undisturbed(cluster, node)
+
+
+# ---- the agent's own state ----------------------------------------------------------------
+
+
+def tamper_registration(state: Path, **changes: str) -> None:
+    path = state / "registration.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+AGENT_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "another key (bad signature)": (
+        lambda state: save_private_key(_fresh(state / "private-key.pem"), generate_private_key()),
+        "the server refused this node: ",
+    ),
+    "garbage key": (
+        lambda state: (state / "private-key.pem").write_text("garbage\n"),
+        "is corrupt",
+    ),
+    "registration not JSON": (
+        lambda state: (state / "registration.json").write_text("{"),
+        "registration.json is damaged",
+    ),
+    "registration a list": (
+        lambda state: (state / "registration.json").write_text("[1]"),
+        "registration.json is damaged",
+    ),
+    "endpoint port out of range": (
+        lambda state: tamper_registration(state, endpoint="https://127.0.0.1:99999"),
+        "registration.json is damaged",
+    ),
+    "pinned CA of another server": (
+        lambda state: shutil.copyfile(_other_ca(state.parent / "other-ca"), state / "ca.pem"),
+        "TLS verification failed",
+    ),
+    "wrong region": (
+        lambda state: tamper_registration(state, region="us-east-1"),
+        "region",
+    ),
+    "unknown node id": (
+        lambda state: tamper_registration(state, node_id="mi-0000000000000000a"),
+        "UnrecognizedClientException",
+    ),
+}
+
+
+def _other_ca(directory: Path) -> Path:
+    from hatchway.server.certificates import ensure_tls_identity
+
+    return ensure_tls_identity(directory).ca_cert_path
+
+
+def _fresh(path: Path) -> Path:
+    path.unlink()
+    return path
+
+
+@pytest.mark.parametrize("damage", list(AGENT_DAMAGE))
+def test_agent_with_damaged_state_exits_with_a_clear_error(
+    cluster: Cluster, node: str, damage: str
+) -> None:
+    damaged, state = cluster.register(f"damaged-{list(AGENT_DAMAGE).index(damage)}")
+    spoil, expected = AGENT_DAMAGE[damage]
+    spoil(state)
+    result = subprocess.run(
+        [str(HATCHWAY), "agent", "run", "--state-dir", str(state)],
+        capture_output=True,
+        env=cluster.env(),
+        timeout=60,
+    )
+    line = one_line_error(result)
+    assert expected in line
+    assert cluster.node_status(damaged) == "ConnectionLost"  # it never got on
+    assert_undisturbed(cluster, node)
+
+
+def test_agent_without_state_exits_with_a_clear_error(
+    cluster: Cluster, node: str, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [str(HATCHWAY), "agent", "run", "--state-dir", str(tmp_path / "nothing")],
+        capture_output=True,
+        env=cluster.env(),
+        timeout=60,
+    )
+    assert "holds no registration" in one_line_error(result)
+    assert_undisturbed(cluster, node)
+
+
+@pytest.mark.parametrize("bad", ["malformed", "oversize"])
+def test_bad_control_channel_frame_disturbs_nothing(cluster: Cluster, node: str, bad: str) -> None:
+    """A node's own (correctly signed) control channel sends a bad frame."""
+    from hatchway.agent.dialer import Dialer
+    from hatchway.agent.facts import heartbeat
+    from hatchway.agent.state import AgentState
+    from hatchway.protocol.control import control_frame
+
+    node_id, state_dir = cluster.register(f"control-{bad}")
+    state = AgentState.load(state_dir)
+
+    async def attempt() -> tuple[int | None, str]:
+        ws = await Dialer(state).connect(f"/v1/control-channel/{node_id}?role=subscribe")
+        try:
+            if bad == "oversize":
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(b"\x00" * (MiB + 1))
+                await drain(ws)
+                return closed_as(ws)
+            await ws.send(b"\xff" * 200)
+            # The bad frame is dropped; the channel still carries the node's heartbeats.
+            beat = heartbeat(state.endpoint, 0).to_json()
+            await ws.send(control_frame(MessageType.AGENT_HEARTBEAT, beat, now=time.time()))
+            await asyncio.to_thread(
+                wait_for, lambda: cluster.node_status(node_id) == "Online", 15, 0.1, "Online"
+            )
+            return None, ""
+        finally:
+            await ws.close()
+
+    code, reason = run_async(attempt)
+    if bad == "oversize":
+        assert code == CLOSE_TOO_BIG, (code, reason)
+        assert healthz(cluster) == {"status": "ok"}
+    # The node's real agent still gets on, and the shared node is untouched.
+    proc = cluster.start_agent(state_dir, node_id)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(15)
     assert_undisturbed(cluster, node)
 
 
@@ -469,19 +602,20 @@ def test_bad_open_is_closed_with_1008_and_the_session_still_works(
         started_session(cluster, node) as (api, start),
         started_session(cluster, node) as (_, other),
     ):
-        first: str | bytes = {
+        messages: dict[str, str | bytes] = {
             "random token": open_message(new_token()),
             "empty token": open_message(""),
             "other session's token": open_message(other["TokenValue"]),
             "not JSON": "{not json",
             "binary": open_message(start["TokenValue"]).encode(),
-        }[bad]
+        }
+        first = messages[bad]
 
         async def attempt() -> tuple[int | None, str, list[str | bytes]]:
             ws = await dial(start["StreamUrl"], ctx)
             await ws.send(first)
             got = await drain(ws)
-            return ws.close_code, ws.close_reason, got
+            return (*closed_as(ws), got)
 
         code, reason, got = run_async(attempt)
         assert code == CLOSE_POLICY, (code, reason)
@@ -517,7 +651,7 @@ def test_token_revoked_by_resume_is_closed_with_1008(
             ws = await dial(start["StreamUrl"], ctx)
             await ws.send(open_message(old))
             got = await drain(ws)
-            return ws.close_code, ws.close_reason, got
+            return (*closed_as(ws), got)
 
         code, reason, got = run_async(attempt)
         assert code == CLOSE_POLICY, (code, reason)
@@ -543,7 +677,7 @@ def test_malformed_frame_closes_with_1007_and_the_session_resumes(
             await open_accepted(ws, start["TokenValue"])
             await ws.send(frame)
             await drain(ws)
-            return ws.close_code, ws.close_reason
+            return closed_as(ws)
 
         code, reason = run_async(attempt)
         assert code == CLOSE_BAD_DATA, (code, reason)
@@ -570,7 +704,7 @@ def test_oversize_message_closes_with_1009_and_the_server_stays_healthy(
             with contextlib.suppress(ConnectionClosed):
                 await ws.send(b"\x00" * (MiB + 1))
             await drain(ws)
-            return ws.close_code, ws.close_reason
+            return closed_as(ws)
 
         code, reason = run_async(attempt)
         assert code == CLOSE_TOO_BIG, (code, reason)
@@ -737,7 +871,7 @@ def test_token_must_be_first_used_within_60_s(tmp_path: Path) -> None:
     """Against the server's real app (plain HTTP, loopback) built with a fake clock."""
     from aiohttp import web
 
-    from hatchway.server.app import _bound_port, build_server
+    from hatchway.server.app import build_server
     from hatchway.server.settings import ServerSettings
     from hatchway.store.records import Session, SessionStatus
 
@@ -748,11 +882,11 @@ def test_token_must_be_first_used_within_60_s(tmp_path: Path) -> None:
         server = await build_server(settings, clock=clock)
         runner = web.AppRunner(server.app)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"ws://127.0.0.1:{_bound_port(site)}/v1/data-channel/"
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        base = f"ws://127.0.0.1:{port}/v1/data-channel/"
         try:
-            tokens = {}
+            tokens: dict[str, str] = {}
             for name in ("late", "in-time"):
                 token = new_token()
                 session = Session(
@@ -782,10 +916,10 @@ def test_token_must_be_first_used_within_60_s(tmp_path: Path) -> None:
                 try:
                     first = await ws.recv()
                 except ConnectionClosed:
-                    return ws.close_code, ws.close_reason, None
+                    return (*closed_as(ws), None)
                 await ws.close()
                 assert isinstance(first, bytes)
-                return ws.close_code, ws.close_reason, first
+                return (*closed_as(ws), first)
 
             results = {}
             clock.advance(59)

@@ -181,7 +181,7 @@ def data_channel_close(cluster: Cluster, url: str, token: str) -> tuple[int | No
             with contextlib.suppress(ConnectionClosed):
                 async for _ in ws:
                     pass
-            return ws.close_code, ws.close_reason
+            return ws.close_code, ws.close_reason or ""
 
     return asyncio.run(attempt())
 
@@ -328,7 +328,7 @@ def test_deregister_drops_a_running_agent_for_good(ssm: Any, cluster: Cluster, n
 
     # It cannot come back: a restarted agent is refused and exits.
     again = subprocess.run(
-        [HATCHWAY, "agent", "run", "--state-dir", str(state)],
+        [str(HATCHWAY), "agent", "run", "--state-dir", str(state)],
         capture_output=True,
         env=cluster.env(),
         timeout=60,

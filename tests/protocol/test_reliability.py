@@ -410,3 +410,31 @@ def test_size_message_goes_through_whole() -> None:
     (event,) = pair.stream(Role.AGENT)
     assert SizePayload.from_json(event.payload) == SizePayload(80, 24)
     assert event.payload_type == PayloadType.SIZE
+
+
+def test_out_of_order_buffer_is_bounded_in_bytes() -> None:
+    from hatchway.protocol.frames import (
+        MessageType,
+        PayloadType,
+        decode_frame,
+        encode_frame,
+        make_frame,
+    )
+    from hatchway.protocol.reliability import Endpoint, Role
+
+    agent = Endpoint(Role.AGENT, now=1.0, receive_buffer_bytes=3000)
+
+    def far_ahead(seq: int) -> bytes:
+        return encode_frame(
+            make_frame(MessageType.INPUT_STREAM_DATA, b"x" * 1000, now=1.0,
+                       sequence_number=seq, payload_type=PayloadType.OUTPUT)
+        )  # fmt: skip
+
+    for seq in range(1, 6):
+        assert agent.receive(far_ahead(seq), now=1.0) == []
+    acked = [decode_frame(f) for f in agent.data_to_send()]
+    assert len(acked) == 3  # only what fits in 3000 bytes was buffered (and acknowledged)
+    events = agent.receive(far_ahead(0), now=1.0)
+    assert [e.sequence_number for e in events] == [0, 1, 2, 3]  # type: ignore[attr-defined]
+    agent.data_to_send()
+    assert len(agent.receive(far_ahead(4), now=1.0)) == 1  # room again once drained

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL = 10.0  # seconds; the server marks a node ConnectionLost after two missed
 COMPLETE_RETRY = 1.0  # resend agent_task_complete this often until acknowledged
 CLOSE_DEREGISTERED = 4003
+CLOSE_REPLACED = 4000
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,10 @@ class Agent:
         code = getattr(ws, "close_code", None)
         if code == CLOSE_DEREGISTERED:
             raise Deregistered("the server deregistered this node")
+        if code == CLOSE_REPLACED:
+            # Our live connection was taken over: another agent runs with this node's identity.
+            # Going back would make the two replace each other forever; the newer one wins.
+            raise AuthError("another agent connected with this node's identity; stopping")
         if not stopping.done():
             log.warning("control channel closed (code %s); reconnecting", code)
 

@@ -69,7 +69,7 @@ class Dialer:
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
-            body = exc.response.body.decode(errors="replace") if exc.response.body else ""
+            body = _error_message(bytes(exc.response.body or b""))
             if status == 404:
                 raise NotFound(f"{path_and_query}: {body or 'not found'}") from exc
             if status in (401, 403):
@@ -79,3 +79,16 @@ class Dialer:
             raise AuthError(f"TLS verification failed: {exc.verify_message}") from exc
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise Unavailable(f"cannot reach {self.state.endpoint}: {exc}") from exc
+
+
+def _error_message(body: bytes) -> str:
+    """The ``message`` of a JSON error body, else the body's text (shortened)."""
+    import json
+
+    try:
+        data = json.loads(body)
+        if isinstance(data, dict) and data.get("message"):
+            return f"{data['message']} ({data.get('__type', 'error')})"
+    except ValueError:
+        pass
+    return body.decode(errors="replace")[:200]

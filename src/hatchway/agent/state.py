@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +46,15 @@ class AgentState:
         path = state_dir / REGISTRATION_FILE
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
+            endpoint = str(data["endpoint"])
+            url = urllib.parse.urlsplit(endpoint)
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise ValueError(f"endpoint {endpoint!r} is not an http(s) URL")
+            _ = url.port  # urllib checks the port's range only when asked (ValueError)
             return cls(
                 state_dir=state_dir,
                 node_id=str(data["node_id"]),
-                endpoint=str(data["endpoint"]),
+                endpoint=endpoint,
                 region=str(data.get("region") or "local"),
                 ca_file=Path(data["ca_file"]) if data.get("ca_file") else None,
             )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import ssl
@@ -198,11 +197,15 @@ class ClientSession:
         except RemoteProtocolError:
             return  # a corrupt frame is dropped; the agent resends it
         for event in events:
-            if isinstance(event, StreamData):
-                self._on_stream(event)
-            elif isinstance(event, ChannelClosedEvent):
-                self.closed_message = event.payload.output
-                self._done.set()
+            try:
+                if isinstance(event, StreamData):
+                    self._on_stream(event)
+                elif isinstance(event, ChannelClosedEvent):
+                    self.closed_message = event.payload.output
+                    self._done.set()
+            except RemoteProtocolError as exc:
+                # Already acknowledged, so it will not come again: drop this payload only.
+                sys.stderr.write(f"\r\nhatchway: ignored a bad message: {exc.message}\r\n")
         if not self._reading and self._started and self._stdin_open:
             self._start_reading()
         await self._driver.flush()
@@ -318,7 +321,3 @@ def _write_all(fd: int, data: bytes) -> None:
             select.select([], [fd], [])
             continue
         view = view[n:]
-
-
-def describe_start(start: dict[str, Any]) -> str:
-    return json.dumps({k: start[k] for k in ("SessionId", "StreamUrl") if k in start})

@@ -108,6 +108,8 @@ class Endpoint:
         max_payload_size: chunk size for Output/StdErr data (1024 unless negotiated higher).
         send_capacity: how many frames may wait for an acknowledgement.
         receive_capacity: how many out-of-order frames are buffered; more are dropped unacked.
+        receive_buffer_bytes: and how many payload bytes at most (a peer sending far-ahead
+            1 MiB frames must not make us hold 10 000 of them).
         verify_digest: check incoming payload digests (AWS's agent does not, §3).
         max_frame_size: the largest frame accepted or produced.
         id_factory: MessageId source, injectable for tests.
@@ -121,6 +123,7 @@ class Endpoint:
         max_payload_size: int = 1024,
         send_capacity: int = 10_000,
         receive_capacity: int = 10_000,
+        receive_buffer_bytes: int = 16 * 1024 * 1024,
         verify_digest: bool = True,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         id_factory: Callable[[], uuid.UUID] = uuid.uuid4,
@@ -140,6 +143,8 @@ class Endpoint:
         self._id_factory = id_factory
         self._send_capacity = send_capacity
         self._receive_capacity = receive_capacity
+        self._receive_buffer_bytes = receive_buffer_bytes
+        self._reorder_bytes = 0
         self._max_payload_size = 0
         self.max_payload_size = max_payload_size
 
@@ -400,15 +405,18 @@ class Endpoint:
             self._ack(frame, now)
             return []
         if seq > self._expected:
-            if len(self._reorder) < self._receive_capacity:
+            room = self._receive_buffer_bytes - self._reorder_bytes
+            if len(self._reorder) < self._receive_capacity and len(frame.payload) <= room:
                 self._ack(frame, now)
                 self._reorder[seq] = frame
+                self._reorder_bytes += len(frame.payload)
             return []
         self._ack(frame, now)
         events: list[Event] = [StreamData(frame.payload_type, frame.payload, seq)]
         self._expected += 1
         while (buffered := self._reorder.pop(self._expected, None)) is not None:
             # Acked when it arrived; delivered now without a second ack.
+            self._reorder_bytes -= len(buffered.payload)
             events.append(StreamData(buffered.payload_type, buffered.payload, self._expected))
             self._expected += 1
         return events
