@@ -104,6 +104,13 @@ def _fail(message: str, status: int = 1) -> NoReturn:
 @click.option("--master-key-file", type=click.Path(path_type=Path), help="Master key path.")
 @click.option("--database-url", help="SQLAlchemy async URL (default: SQLite in --data-dir).")
 @click.option("--region", default="local", show_default=True, help="SigV4 region.")
+@click.option(
+    "--disconnect-grace",
+    type=click.FloatRange(1, 86400),
+    default=120,
+    show_default=True,
+    help="Seconds a session waits for a vanished client or agent to come back.",
+)
 def server(
     data_dir: Path,
     listen: str,
@@ -113,6 +120,7 @@ def server(
     master_key_file: Path | None,
     database_url: str | None,
     region: str,
+    disconnect_grace: float,
 ) -> None:
     """Run the Hatchway server on embedded defaults (SQLite, local files)."""
     from hatchway.server.settings import ServerSettings, is_loopback, parse_listen
@@ -131,6 +139,7 @@ def server(
         master_key_file=master_key_file,
         database_url=database_url,
         region=region,
+        disconnect_grace=disconnect_grace,
     )
     run_server(settings)
 

@@ -1,0 +1,68 @@
+"""Session ends the server decides: a client that vanishes and does not come back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cluster import HATCHWAY, Cluster, wait_for
+
+
+@pytest.fixture
+def quick_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    c.start_server("--disconnect-grace", "1")
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_vanished_client_ends_the_session_after_the_grace(quick_cluster: Cluster) -> None:
+    c = quick_cluster
+    node, state = c.register("a")
+    c.start_agent(state, node)
+    marker = f"/tmp/hatchway-test-{os.getpid()}-{node}"
+    client = subprocess.Popen(
+        [HATCHWAY, "start-session", "--target", node],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=c.env(),
+    )  # fmt: skip
+    try:
+        assert client.stdin is not None
+        # a long-running shell that leaves a trace of its pid, then the client dies hard
+        client.stdin.write(f"echo $$ > {marker}; sleep 1000\n".encode())
+        client.stdin.flush()
+        shell_pid = int(wait_for(lambda: _read(marker), 20, what="the remote shell's pid"))
+
+        def status() -> str | None:
+            for s in c.sessions("Active") + c.sessions("History"):
+                if s["Target"] == node:
+                    return str(s["Status"])
+            return None
+
+        assert wait_for(lambda: status() == "Connected", 20, what="Connected")
+        client.send_signal(signal.SIGKILL)
+        client.wait(10)
+        wait_for(lambda: status() == "Terminated", 20, what="Terminated after the grace")
+        history = [s for s in c.sessions("History") if s["Target"] == node]
+        assert history and "EndDate" in history[0]
+        # the node side ended too: the shell was hung up
+        wait_for(lambda: not Path(f"/proc/{shell_pid}").exists(), 10, what="shell to end")
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        Path(marker).unlink(missing_ok=True)
+
+
+def _read(path: str) -> str | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return text or None
