@@ -66,3 +66,58 @@ def _read(path: str) -> str | None:
     except OSError:
         return None
     return text or None
+
+
+def _sleeping_client(c: Cluster, node: str) -> subprocess.Popen[bytes]:
+    client = subprocess.Popen(
+        [HATCHWAY, "start-session", "--target", node],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=c.env(),
+    )  # fmt: skip
+    assert client.stdin is not None
+    client.stdin.write(b"sleep 1000\n")
+    client.stdin.flush()
+    wait_for(
+        lambda: any(s["Target"] == node and s["Status"] == "Connected"
+                    for s in c.sessions("Active")),
+        20, what="a connected session",
+    )  # fmt: skip
+    return client
+
+
+def test_agent_sigterm_ends_its_sessions_and_exits(quick_cluster: Cluster) -> None:
+    c = quick_cluster
+    node, state = c.register("b")
+    agent = c.start_agent(state, node)
+    client = _sleeping_client(c, node)
+    try:
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(15) == 0
+        assert client.wait(30) == 255  # the session ended under it, with no exit status
+        assert client.stderr is not None
+        assert b"ended" in client.stderr.read()
+        ended = [s for s in c.sessions("History") if s["Target"] == node]
+        assert ended and ended[0]["Status"] == "Terminated"
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+
+def test_server_restart_ends_sessions_it_can_no_longer_relay(quick_cluster: Cluster) -> None:
+    c = quick_cluster
+    node, state = c.register("c")
+    c.start_agent(state, node)
+    client = _sleeping_client(c, node)
+    try:
+        assert c.server_proc is not None
+        c.server_proc.kill()  # no clean shutdown: the database still says Connected
+        c.server_proc.wait(10)
+        c.start_server("--disconnect-grace", "1")
+        history = [s for s in c.sessions("History") if s["Target"] == node]
+        assert history and history[0]["Details"] == "the server restarted"
+        assert client.wait(60) == 255  # ResumeSession told it the session has ended
+        wait_for(lambda: c.node_status(node) == "Online", 30, what="agent back Online")
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()

@@ -61,7 +61,8 @@ class Agent:
         self._ws: object | None = None
         self._sessions: dict[str, ShellSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._unacked: dict[str, bytes] = {}  # MessageId → agent_task_complete frame
+        # MessageId → (agent_task_complete frame, set when acknowledged)
+        self._unacked: dict[str, tuple[bytes, asyncio.Event]] = {}
         self.connected = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -100,9 +101,11 @@ class Agent:
         reader = asyncio.get_running_loop().create_task(self._read(ws))
         try:
             await self._send_beat()
-            for frame in list(self._unacked.values()):
+            for frame, _ in list(self._unacked.values()):
                 await self._send(frame)
             await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stopping.done():
+                await self._shutdown()  # while the channel is up, so completions get through
         finally:
             self.connected.clear()
             self._ws = None
@@ -144,7 +147,9 @@ class Agent:
                 session.cancel(closed.output or "terminated by the server")
         elif frame.message_type == MessageType.AGENT_TASK_ACKNOWLEDGE:
             ack = AgentTaskAcknowledge.from_json(frame.payload)
-            self._unacked.pop(ack.message_id, None)
+            pending = self._unacked.pop(ack.message_id, None)
+            if pending is not None:
+                pending[1].set()
 
     def _start(self, task: object) -> None:
         from hatchway.protocol.payloads import AgentTaskPayload
@@ -186,12 +191,16 @@ class Agent:
             message_id=message_id,
         )
         key = str(message_id)
-        self._unacked[key] = frame
+        acked = asyncio.Event()
+        self._unacked[key] = (frame, acked)
         deadline = self._clock() + 600
-        while key in self._unacked and self._clock() < deadline:
-            await self._send(frame)
-            await asyncio.sleep(COMPLETE_RETRY)
-        self._unacked.pop(key, None)
+        try:
+            while not acked.is_set() and self._clock() < deadline:
+                await self._send(frame)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(acked.wait(), COMPLETE_RETRY)
+        finally:
+            self._unacked.pop(key, None)
 
     async def _heartbeats(self) -> None:
         while True:
@@ -211,9 +220,12 @@ class Agent:
                 await ws.send(frame)  # type: ignore[attr-defined]
 
     async def _shutdown(self) -> None:
+        """End every session (reported to the server if it can be) and stop, within ~3 s."""
         for session in list(self._sessions.values()):
             session.cancel("the agent is stopping")
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=3)
         for t in list(self._tasks):
             t.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=1)

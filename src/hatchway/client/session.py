@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from hatchway.client.api import ApiClient
+from hatchway.client.api import ApiClient, ApiError
 from hatchway.client.terminal import raw_mode, window_size
 from hatchway.errors import AuthError, ChannelClosed, HatchwayError, RemoteProtocolError
 from hatchway.protocol.events import ChannelClosedEvent, StreamData
@@ -44,7 +44,7 @@ TERMINATED_STATUS = 255  # like ssh when the connection ends without an exit sta
 CLOSE_REPLACED = 4000
 CLOSE_ENDED = 4001
 CLOSE_POLICY = 1008
-RESUME_ATTEMPTS = 8
+RECONNECT_FOR = 120.0  # seconds without a connection before giving up
 EXIT_LINGER = 5.0  # after the exit code, wait this long for channel_closed
 
 
@@ -112,6 +112,13 @@ class ClientSession:
     # ---- the data channel -----------------------------------------------------------------
 
     async def _connection_loop(self) -> None:
+        """Dial, relay, and after a drop resume: ResumeSession for a fresh token, re-dial.
+
+        The first dial uses the StartSession token (re-dialled as is if the network fails, as
+        AWS's plugin does). After a connection was up, every re-dial first asks ResumeSession,
+        which also says when the session has meanwhile ended. Gives up after ``RECONNECT_FOR``
+        seconds without a connection.
+        """
         from websockets.asyncio.client import connect
         from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -119,11 +126,27 @@ class ClientSession:
         ssl_ctx: ssl.SSLContext | None = (
             self._api.ssl_context() if self._url.startswith("wss:") else None
         )
-        failures = 0
-        resume_needed = False
+        was_connected = False
+        lost_at = self._clock()
+        last_error = ""
         while not self._done.is_set():
-            if resume_needed:
-                await self._resume()
+            if self._clock() - lost_at > RECONNECT_FOR:
+                raise ChannelClosed(f"lost the connection to the server: {last_error}")
+            if was_connected:
+                try:
+                    await self._resume()
+                except ApiError as exc:
+                    if exc.status < 500:
+                        raise  # a definite answer (unknown session, bad key): no point retrying
+                    last_error = exc.message
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                except HatchwayError as exc:
+                    last_error = exc.message  # server away: try again shortly
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                if self._done.is_set():
+                    return
             try:
                 ws = await connect(
                     self._url,
@@ -136,13 +159,9 @@ class ClientSession:
                     compression=None,
                 )
             except (OSError, TimeoutError, InvalidHandshake) as exc:
-                failures += 1
-                if failures > RESUME_ATTEMPTS:
-                    raise ChannelClosed(f"cannot reach the data channel: {exc}") from exc
+                last_error = str(exc)
                 await asyncio.sleep(backoff.next_delay())
                 continue
-            failures = 0
-            backoff.reset()
             opened = OpenDataChannelInput(
                 token_value=self._token,
                 request_id=str(uuid.uuid4()),
@@ -156,6 +175,7 @@ class ClientSession:
             try:
                 async for message in ws:
                     if isinstance(message, bytes):
+                        backoff.reset()
                         await self._receive(message)
             except ConnectionClosed:
                 pass
@@ -164,7 +184,7 @@ class ClientSession:
             if self._done.is_set():
                 return
             code, reason = ws.close_code, ws.close_reason
-            if code == CLOSE_POLICY:
+            if code == CLOSE_POLICY and not was_connected:
                 raise AuthError(f"the server refused the session: {reason}")
             if code == CLOSE_REPLACED:
                 raise ChannelClosed("another connection took over this session")
@@ -172,18 +192,17 @@ class ClientSession:
                 self.closed_message = self.closed_message or reason or "session ended"
                 self._done.set()
                 return
-            resume_needed = True
+            # Dropped (or, after a server restart, our token refused): resume and re-dial.
+            was_connected = True
+            lost_at = self._clock()
+            last_error = reason or f"connection closed ({code})"
 
     async def _resume(self) -> None:
         """ResumeSession for a new token; an absent token means the session has ended."""
         loop = asyncio.get_running_loop()
-        try:
-            response = await loop.run_in_executor(
-                None, self._api.call, "ResumeSession", {"SessionId": self.session_id}
-            )
-        except HatchwayError:
-            await asyncio.sleep(0.5)
-            return  # server briefly away: keep the old token and try again
+        response = await loop.run_in_executor(
+            None, self._api.call, "ResumeSession", {"SessionId": self.session_id}
+        )
         token = response.get("TokenValue")
         if not token:
             self.closed_message = "the session has ended"

@@ -25,6 +25,7 @@ from hatchway.server.nodes import NodeService
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
 from hatchway.store.database import sqlite_url
+from hatchway.store.records import SessionStatus
 from hatchway.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,13 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     account_id = await ensure_account_id(store)
     for document in builtin_documents(now):
         await store.documents.ensure(document)
+    # One server holds every relay and control channel in memory: after a restart none exist.
     await store.nodes.disconnect_all()
+    ended = await store.sessions.end_all_active(
+        SessionStatus.TERMINATED, now=now, details="the server restarted"
+    )
+    if ended:
+        log.info("ended %d session(s) left over from before the restart", ended)
 
     sessions_ref: list[SessionService] = []
 

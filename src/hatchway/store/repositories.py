@@ -310,6 +310,31 @@ class SessionRepository(_Repository):
         except SQLAlchemyError as exc:
             raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
 
+    async def end_all_active(self, status: SessionStatus, *, now: float, details: str) -> int:
+        """End every active session (a single server restarted: their relays are gone)."""
+        c = t.sessions.c
+        active = [s.value for s in SessionStatus if s.is_active]
+        try:
+            async with self._engine.begin() as conn:
+                ids = [r[0] for r in await conn.execute(
+                    select(c.session_id).where(c.status.in_(active))
+                )]  # fmt: skip
+                if not ids:
+                    return 0
+                await conn.execute(
+                    update(t.sessions)
+                    .where(c.session_id.in_(ids))
+                    .values(status=status.value, end_date=now, details=details)
+                )
+                await conn.execute(
+                    update(t.session_tokens)
+                    .where(t.session_tokens.c.session_id.in_(ids))
+                    .values(revoked=True)
+                )
+                return len(ids)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+
     async def add_bytes(self, session_id: str, bytes_in: int, bytes_out: int) -> None:
         c = t.sessions.c
         await self._write(
