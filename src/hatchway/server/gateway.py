@@ -128,16 +128,7 @@ class Gateway:
         if live is None or live.ended:
             await peer.close(CLOSE_ENDED, "session has ended")
             return ws
-        if live.client is not None:
-            await live.client.close(CLOSE_REPLACED, "replaced by a newer connection")
-        live.client = peer
-        await self._joined(live)
-        try:
-            await self._relay(ws, peer, live, to_agent=True)
-        finally:
-            if live.client is peer:
-                live.client = None
-                await self._left(live, "the client did not reconnect")
+        await self._serve_end(ws, peer, live, client=True)
         return ws
 
     async def _authenticate_client(self, ws: web.WebSocketResponse, session_id: str) -> None:
@@ -177,17 +168,28 @@ class Gateway:
         ws = web.WebSocketResponse(max_msg_size=self._settings.max_frame_size, autoping=True)
         await ws.prepare(request)
         peer = Peer(ws, f"agent:{session_id}")
-        if live.agent is not None:
-            await live.agent.close(CLOSE_REPLACED, "replaced by a newer connection")
-        live.agent = peer
+        await self._serve_end(ws, peer, live, client=False)
+        return ws
+
+    async def _serve_end(
+        self, ws: web.WebSocketResponse, peer: Peer, live: LiveSession, *, client: bool
+    ) -> None:
+        """Make ``peer`` this session's client (or agent) end, relay until it goes, clean up.
+
+        A newer connection for the same end replaces the older one (DESIGN.md §9).
+        """
+        end = "client" if client else "agent"
+        older: Peer | None = getattr(live, end)
+        if older is not None:
+            await older.close(CLOSE_REPLACED, "replaced by a newer connection")
+        setattr(live, end, peer)
         await self._joined(live)
         try:
-            await self._relay(ws, peer, live, to_agent=False)
+            await self._relay(ws, peer, live, to_agent=client)
         finally:
-            if live.agent is peer:
-                live.agent = None
-                await self._left(live, "the agent did not reconnect")
-        return ws
+            if getattr(live, end) is peer:
+                setattr(live, end, None)
+                await self._left(live, f"the {end} did not reconnect")
 
     # ---- relay ----------------------------------------------------------------------------
 

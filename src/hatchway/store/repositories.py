@@ -97,34 +97,20 @@ class IdentityRepository(_Repository):
             )
         )
 
+    @staticmethod
+    def _keys() -> Any:
+        k = t.access_keys.c
+        return select(
+            k.access_key_id, k.user_id, t.users.c.name, k.secret_encrypted, k.status
+        ).join(t.users, t.users.c.user_id == k.user_id)
+
     async def access_key(self, access_key_id: str) -> AccessKey | None:
-        stmt = (
-            select(
-                t.access_keys.c.access_key_id,
-                t.access_keys.c.user_id,
-                t.users.c.name,
-                t.access_keys.c.secret_encrypted,
-                t.access_keys.c.status,
-            )
-            .join(t.users, t.users.c.user_id == t.access_keys.c.user_id)
-            .where(t.access_keys.c.access_key_id == access_key_id)
-        )
-        rows = await self._fetch(stmt)
+        rows = await self._fetch(self._keys().where(t.access_keys.c.access_key_id == access_key_id))
         return AccessKey(*rows[0]) if rows else None
 
     async def keys_of(self, user_id: str) -> list[AccessKey]:
-        stmt = (
-            select(
-                t.access_keys.c.access_key_id,
-                t.access_keys.c.user_id,
-                t.users.c.name,
-                t.access_keys.c.secret_encrypted,
-                t.access_keys.c.status,
-            )
-            .join(t.users, t.users.c.user_id == t.access_keys.c.user_id)
-            .where(t.access_keys.c.user_id == user_id)
-        )
-        return [AccessKey(*r) for r in await self._fetch(stmt)]
+        rows = await self._fetch(self._keys().where(t.access_keys.c.user_id == user_id))
+        return [AccessKey(*r) for r in rows]
 
 
 class ActivationRepository(_Repository):
