@@ -19,9 +19,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from common import Summary, exit_cleanly_on_sigterm, machine_line, ratio, verdict
+from common import CpuWatch, Summary, exit_cleanly_on_sigterm, machine_line, ratio, verdict
 from hatchway_env import HatchwayEnv, hatchway_binary, hatchway_cluster
-from sshd import SshServer, openssh_server
+from sshd import SshServer, ensure_sshd, openssh_server
 
 AIM = 0.8
 FLOOR = 1.5
@@ -113,10 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     exit_cleanly_on_sigterm()
     hatchway_binary()
+    ensure_sshd()
     print(machine_line(), flush=True)
-    with openssh_server() as sshd, hatchway_cluster() as hw:
+    with CpuWatch() as cpu, openssh_server() as sshd, hatchway_cluster() as hw:
         result = run(hw, sshd, max(1, args.runs), max(0, args.warmup))
     print(report(result))
+    print(cpu.line())
     return 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -66,6 +68,9 @@ def tail(path: Path, lines: int = 30) -> str:
 
 
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # One is enough: a second signal must not cut the clean-up short (SIGKILL still works).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 
@@ -122,9 +127,83 @@ def verdict(value: float, aim: float, floor: float) -> str:
     return f"NEITHER met (floor ≤ {floor:g})"
 
 
-def machine_line() -> str:
-    """One line about where the figures come from."""
+BUSY_FRACTION = 0.15  # CPU share used by others before we start that earns a warning
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_fraction(seconds: float = 1.0) -> float | None:
+    """Share of all CPUs that were busy during ``seconds`` (None where /proc is missing)."""
+    try:
+        busy0, total0 = _cpu_times()
+        time.sleep(seconds)
+        busy1, total1 = _cpu_times()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (busy1 - busy0) / (total1 - total0) if total1 > total0 else None
+
+
+def machine_line(idle_check: bool = True) -> str:
+    """One line about where the figures come from; warns when others keep the CPUs busy."""
     kernel = os.uname()
     cpus = os.cpu_count() or 0
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"{kernel.sysname} {kernel.release} on {kernel.machine}, {cpus} CPUs, load {load}"
+    line = f"{kernel.sysname} {kernel.release} on {kernel.machine}, {cpus} CPUs, load {load}"
+    busy = busy_fraction() if idle_check else None
+    if busy is not None:
+        line += f", {busy:.0%} busy before start"
+        if busy >= BUSY_FRACTION:
+            line += "\n  note: other processes keep this machine busy; expect noisier figures"
+    return line
+
+
+class CpuWatch:
+    """How much CPU processes other than ours (and our children) used while we measured.
+
+    Total busy time from /proc/stat minus our own and our reaped children's CPU time (the
+    server, agent, sshd and clients are all reaped before ``__exit__`` when the block stops
+    them). Clock-tick and accounting granularity make it approximate: a noise indicator.
+    """
+
+    def __init__(self) -> None:
+        self._start: tuple[float, float, float] | None = None
+        self._end: tuple[float, float, float] | None = None
+
+    @staticmethod
+    def _snapshot() -> tuple[float, float, float]:
+        tick = float(os.sysconf("SC_CLK_TCK"))
+        busy, _total = _cpu_times()
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        own = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+        return time.monotonic(), busy / tick, own
+
+    def __enter__(self) -> CpuWatch:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            self._start = self._snapshot()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            self._end = self._snapshot()
+
+    def others_share(self) -> float | None:
+        """Others' CPU time as a share of all CPUs over the block's wall time."""
+        if self._start is None or self._end is None:
+            return None
+        wall = (self._end[0] - self._start[0]) * (os.cpu_count() or 1)
+        others = (self._end[1] - self._start[1]) - (self._end[2] - self._start[2])
+        return max(0.0, others / wall) if wall > 0 else None
+
+    def line(self) -> str:
+        share = self.others_share()
+        if share is None:
+            return "other processes' CPU use during the run: unknown"
+        note = "  (noisy: compare runs)" if share >= BUSY_FRACTION else ""
+        return f"other processes used {share:.0%} of the CPUs during the run{note}"

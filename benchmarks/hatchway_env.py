@@ -142,4 +142,4 @@ def hatchway_cluster() -> Iterator[HatchwayEnv]:
 
 if __name__ == "__main__":
     with hatchway_cluster() as (_env, _node, _bin):
-        print("server and agent up; node", _node, "- config", _env["HATCHWAY_CONFIG"])
+        print(f"server and agent up, {_node} online; stopped again")

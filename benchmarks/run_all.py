@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import bench_echo
 import bench_start
-from common import exit_cleanly_on_sigterm, machine_line, verdict
+from common import CpuWatch, exit_cleanly_on_sigterm, machine_line, verdict
 from hatchway_env import hatchway_binary, hatchway_cluster
-from sshd import openssh_server
+from sshd import ensure_sshd, openssh_server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,16 +23,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start-warmup", type=int, default=3, help="warm-up starts (3)")
     parser.add_argument("--samples", type=int, default=500, help="echo samples per client (500)")
     parser.add_argument("--echo-warmup", type=int, default=50, help="warm-up echoes (50)")
+    parser.add_argument(
+        "--gap-ms",
+        type=float,
+        default=bench_echo.GAP_MS,
+        help=f"pause after each echo sample ({bench_echo.GAP_MS:g})",
+    )
     args = parser.parse_args(argv)
     exit_cleanly_on_sigterm()
     hatchway_binary()
+    ensure_sshd()
     print(machine_line(), flush=True)
     began = time.monotonic()
-    with openssh_server() as sshd, hatchway_cluster() as hw:
+    with CpuWatch() as cpu, openssh_server() as sshd, hatchway_cluster() as hw:
         start = bench_start.run(hw, sshd, max(1, args.runs), max(0, args.start_warmup))
-        print(bench_start.report(start), "\n", flush=True)
-        echo = bench_echo.run(hw, sshd, max(1, args.samples), max(0, args.echo_warmup))
-        print(bench_echo.report(echo), "\n", flush=True)
+        print(bench_start.report(start) + "\n", flush=True)
+        echo = bench_echo.run(
+            hw, sshd, max(1, args.samples), max(0, args.echo_warmup), max(0.0, args.gap_ms)
+        )
+        print(bench_echo.report(echo) + "\n", flush=True)
     print(f"summary (anchor: OpenSSH on this machine, same run; {time.monotonic() - began:.0f} s)")
     start_verdict = verdict(start.ratio, bench_start.AIM, bench_start.FLOOR)
     print(
@@ -48,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  echo p99       hatchway {echo.hatchway.p99:6.0f} µs  ssh {echo.ssh.p99:6.0f} µs"
         f"  ratio {echo.p99_ratio:4.2f}"
     )
-    print(machine_line())
+    print(cpu.line())
     return 0
 
 

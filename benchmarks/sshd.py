@@ -162,4 +162,4 @@ def openssh_server() -> Iterator[SshServer]:
 
 if __name__ == "__main__":
     with openssh_server() as sshd:
-        print("sshd on port", sshd.port, "— try:", " ".join(sshd.ssh_command()))
+        print(f"sshd answered on 127.0.0.1:{sshd.port}; stopped again")
