@@ -375,8 +375,7 @@ def start_session(
     ctx: click.Context, target: str, reason: str | None, document_name: str | None
 ) -> None:
     """Open an interactive shell on a node."""
-    import asyncio
-
+    from hatchway import eventloop
     from hatchway.client.session import ClientSession
 
     api = _api(ctx)
@@ -386,7 +385,7 @@ def start_session(
     if document_name:
         body["DocumentName"] = document_name
     start = api.call("StartSession", body)
-    status = asyncio.run(ClientSession(api, start).run())
+    status = eventloop.run(ClientSession(api, start).run())
     sys.exit(status)
 
 

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from hatchway import eventloop
 from hatchway.server.settings import ServerSettings
 
 
@@ -34,7 +35,7 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
-    asyncio.run(runner())
+    eventloop.run(runner())
 
 
 def run_server(settings: ServerSettings) -> None:

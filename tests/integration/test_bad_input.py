@@ -445,7 +445,10 @@ def test_bad_control_channel_frame_disturbs_nothing(cluster: Cluster, node: str,
 
     code, reason = run_async(attempt)
     if bad == "oversize":
-        assert code == CLOSE_TOO_BIG, (code, reason)
+        # The server answers 1009 and closes at once; with ~1 MiB of our message still unread
+        # its kernel may reset the connection, and the reset can overtake the close frame on
+        # the agent's side (1006). Either way the connection was refused.
+        assert code in (CLOSE_TOO_BIG, 1006), (code, reason)
         assert healthz(cluster) == {"status": "ok"}
     # The node's real agent still gets on, and the shared node is untouched.
     proc = cluster.start_agent(state_dir, node_id)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from hatchway.agent.dialer import Dialer
+from hatchway.agent.dialer import Dialer, Socket
 from hatchway.agent.facts import heartbeat
 from hatchway.agent.runas import DEFAULT_RUN_AS, resolve_run_as
 from hatchway.agent.shell_session import ShellSession
@@ -58,7 +58,7 @@ class Agent:
         self.settings = settings
         self._clock = clock
         self._dialer = Dialer(state)
-        self._ws: object | None = None
+        self._ws: Socket | None = None
         self._sessions: dict[str, ShellSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # MessageId → (agent_task_complete frame, set when acknowledged)
@@ -91,10 +91,9 @@ class Agent:
         finally:
             stopping.cancel()
             await self._shutdown()
+            await self._dialer.close()
 
-    async def _serve(self, ws: object, stopping: asyncio.Task[bool]) -> None:
-        from websockets.exceptions import ConnectionClosed
-
+    async def _serve(self, ws: Socket, stopping: asyncio.Task[bool]) -> None:
         self._ws = ws
         self.connected.set()
         beats = asyncio.get_running_loop().create_task(self._heartbeats())
@@ -111,13 +110,11 @@ class Agent:
             self._ws = None
             beats.cancel()
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+            with contextlib.suppress(asyncio.CancelledError, HatchwayError, OSError):
                 await reader
-            close = getattr(ws, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await close()
-        code = getattr(ws, "close_code", None)
+            with contextlib.suppress(Exception):
+                await ws.close()
+        code = ws.close_code
         if code == CLOSE_DEREGISTERED:
             raise Deregistered("the server deregistered this node")
         if code == CLOSE_REPLACED:
@@ -127,13 +124,12 @@ class Agent:
         if not stopping.done():
             log.warning("control channel closed (code %s); reconnecting", code)
 
-    async def _read(self, ws: object) -> None:
-        async for message in ws:  # type: ignore[attr-defined]
-            if isinstance(message, bytes):
-                try:
-                    self._dispatch(message)
-                except RemoteProtocolError as exc:
-                    log.warning("bad control message: %s", exc.message)
+    async def _read(self, ws: Socket) -> None:
+        async for message in ws:
+            try:
+                self._dispatch(message)
+            except RemoteProtocolError as exc:
+                log.warning("bad control message: %s", exc.message)
 
     def _dispatch(self, message: bytes) -> None:
         frame = decode_frame(message)
@@ -217,7 +213,7 @@ class Agent:
         ws = self._ws
         if ws is not None:
             with contextlib.suppress(Exception):
-                await ws.send(frame)  # type: ignore[attr-defined]
+                await ws.send(frame)
 
     async def _shutdown(self) -> None:
         """End every session (reported to the server if it can be) and stop, within ~3 s."""

@@ -1,10 +1,17 @@
-"""Outbound, RSA-signed WebSocket connections to the server (protocol.md §9.1, §9.3)."""
+"""Outbound, RSA-signed WebSocket connections to the server (protocol.md §9.1, §9.3).
+
+The agent speaks WebSocket through aiohttp, like the server: its frame parser and writer are
+C-accelerated, which matters on the relay path of every keystroke (benchmarks/bench_echo.py).
+The CLI uses ``websockets`` instead, which imports much faster (DESIGN.md §8).
+"""
 
 from __future__ import annotations
 
 import ssl
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+
+import aiohttp
 
 from hatchway.agent.state import AgentState
 from hatchway.auth.agentkey import load_private_key, pss_signer
@@ -13,11 +20,44 @@ from hatchway.client.api import client_ssl_context
 from hatchway.errors import AuthError, NotFound, Unavailable
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
 
+ERROR_HEADER = "X-Hatchway-Error"  # why the server refused an upgrade (server/app.py)
 PING_INTERVAL = 20.0  # seconds; a dead link is noticed (and resumed) quickly (DESIGN.md §9)
 
 
+class Socket:
+    """An open WebSocket: ``send`` binary messages, iterate over received binary messages."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self.close_reason = ""
+
+    async def send(self, data: bytes) -> None:
+        await self._ws.send_bytes(data)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            msg = await self._ws.receive()
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                yield msg.data
+            elif msg.type == aiohttp.WSMsgType.CLOSE:
+                self.close_reason = str(msg.extra or "")
+            elif msg.type in (
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                return
+
+    @property
+    def close_code(self) -> int | None:
+        return self._ws.close_code
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+
 class Dialer:
-    """Opens signed WebSockets to the server on behalf of one node."""
+    """Opens signed WebSockets to the server on behalf of one node (one HTTP session)."""
 
     def __init__(self, state: AgentState) -> None:
         self.state = state
@@ -27,11 +67,12 @@ class Dialer:
         )
         base = state.endpoint
         self._ws_base = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base[7:]
+        self._session: aiohttp.ClientSession | None = None
 
     def url(self, path_and_query: str) -> str:
         return self._ws_base + path_and_query
 
-    async def connect(self, path_and_query: str) -> Any:
+    async def connect(self, path_and_query: str) -> Socket:
         """Dial ``path_and_query`` with a fresh signature.
 
         Raises:
@@ -39,9 +80,6 @@ class Dialer:
             NotFound: the session or path no longer exists.
             Unavailable: the server could not be reached (retry later).
         """
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import InvalidHandshake, InvalidStatus
-
         url = self.url(path_and_query)
         headers = sign_request_rsa(
             "GET",
@@ -54,41 +92,34 @@ class Dialer:
             service="ssmmessages",
             now=datetime.now(UTC),
         )
-        headers.pop("Host", None)  # websockets sends the same Host itself
+        headers.pop("Host", None)  # aiohttp sends the same Host itself
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
         try:
-            return await connect(
+            ws = await self._session.ws_connect(
                 url,
-                ssl=self._ssl,
-                additional_headers=headers,
-                max_size=DEFAULT_MAX_FRAME_SIZE,
-                ping_interval=PING_INTERVAL,
-                ping_timeout=PING_INTERVAL,
-                open_timeout=15,
-                close_timeout=2,
-                compression=None,
+                ssl=self._ssl if self._ssl is not None else False,
+                headers=headers,
+                max_msg_size=DEFAULT_MAX_FRAME_SIZE,
+                heartbeat=PING_INTERVAL,
+                autoping=True,
+                compress=0,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2),
             )
-        except InvalidStatus as exc:
-            status = exc.response.status_code
-            body = _error_message(bytes(exc.response.body or b""))
-            if status == 404:
-                raise NotFound(f"{path_and_query}: {body or 'not found'}") from exc
-            if status in (401, 403):
-                raise AuthError(f"the server refused this node: {body or status}") from exc
-            raise Unavailable(f"the server answered HTTP {status}") from exc
-        except ssl.SSLCertVerificationError as exc:
-            raise AuthError(f"TLS verification failed: {exc.verify_message}") from exc
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+        except aiohttp.WSServerHandshakeError as exc:
+            reason = (exc.headers.get(ERROR_HEADER) if exc.headers else None) or exc.message
+            if exc.status == 404:
+                raise NotFound(f"{path_and_query}: {reason}") from exc
+            if exc.status in (401, 403):
+                raise AuthError(f"the server refused this node: {reason}") from exc
+            raise Unavailable(f"the server answered HTTP {exc.status}") from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise AuthError(f"TLS verification failed: {exc.certificate_error}") from exc
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise Unavailable(f"cannot reach {self.state.endpoint}: {exc}") from exc
+        return Socket(ws)
 
-
-def _error_message(body: bytes) -> str:
-    """The ``message`` of a JSON error body, else the body's text (shortened)."""
-    import json
-
-    try:
-        data = json.loads(body)
-        if isinstance(data, dict) and data.get("message"):
-            return f"{data['message']} ({data.get('__type', 'error')})"
-    except ValueError:
-        pass
-    return body.decode(errors="replace")[:200]
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

@@ -18,9 +18,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from hatchway.agent.dialer import Dialer
+from hatchway.agent.dialer import Dialer, Socket
 from hatchway.agent.runas import RunAsUser
 from hatchway.agent.terminal import PtyShell
 from hatchway.errors import AuthError, HatchwayError, NotFound, RemoteProtocolError
@@ -54,6 +53,7 @@ DRAIN_AFTER_EXIT = 0.5  # keep reading output this long after the shell exits
 ACK_WAIT = 150.0  # how long to wait for the client to acknowledge the last output
 RECONNECT_FOR = 150.0
 READ_CHUNK = 65536
+ACK_DELAY = 0.005  # delayed acknowledgements (transport.channel.ChannelDriver.acks_later)
 INPUT_READY_MAX = 1.0  # longest wait for a starting shell before input is written anyway
 QUIET = 0.2  # a shell that printed and then stayed quiet this long is waiting for input
 
@@ -189,7 +189,7 @@ class ShellSession:
 
     # ---- the data channel -----------------------------------------------------------------
 
-    _ws: Any = None
+    _ws: Socket | None = None
 
     async def _connection_loop(self) -> None:
         backoff = Backoff(initial=0.1, maximum=5.0)
@@ -217,8 +217,7 @@ class ShellSession:
             await self._driver.flush()
             try:
                 async for message in ws:
-                    if isinstance(message, bytes):
-                        await self._receive(message)
+                    await self._receive(message)
             except Exception as exc:
                 log.info("session %s: data channel dropped: %s", self.session_id, exc)
             finally:
@@ -248,7 +247,8 @@ class ShellSession:
             self._acked.set()
         if not self._reading and self._shell is not None and not self._output_eof.is_set():
             self._start_reading()
-        await self._driver.flush()
+        await self._driver.flush(acks=False)  # data (e.g. handshake) now
+        self._driver.acks_later(ACK_DELAY)
 
     def _on_stream(self, event: StreamData) -> None:
         kind = event.payload_type

@@ -40,6 +40,7 @@ from hatchway.transport.channel import ChannelDriver
 
 EOT = b"\x04"
 READ_CHUNK = 65536
+ACK_DELAY = 0.005  # delayed acknowledgements (transport.channel.ChannelDriver.acks_later)
 TERMINATED_STATUS = 255  # like ssh when the connection ends without an exit status
 CLOSE_REPLACED = 4000
 CLOSE_ENDED = 4001
@@ -227,7 +228,8 @@ class ClientSession:
                 sys.stderr.write(f"\r\nhatchway: ignored a bad message: {exc.message}\r\n")
         if not self._reading and self._started and self._stdin_open:
             self._start_reading()
-        await self._driver.flush()
+        await self._driver.flush(acks=False)  # data (e.g. handshake) now
+        self._driver.acks_later(ACK_DELAY)
 
     def _on_stream(self, event: StreamData) -> None:
         kind = event.payload_type

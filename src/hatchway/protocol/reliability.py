@@ -162,7 +162,8 @@ class Endpoint:
         self._expected = 0
         self._reorder: dict[int, Frame] = {}
 
-        self._outbox: list[bytes] = []
+        self._outbox: list[bytes] = []  # stream frames (new and retransmitted)
+        self._acks: list[bytes] = []  # acknowledgements, sent after the data (see data_to_send)
         self._closed = False
 
     # -- properties ---------------------------------------------------------------------------
@@ -290,10 +291,24 @@ class Endpoint:
         self._in_flight.move_to_end(out.sequence_number)
         self._outbox.append(out.wire)
 
-    def data_to_send(self) -> list[bytes]:
-        """Drain the encoded frames (new data, acks, retransmissions) in the order produced."""
+    def data_to_send(self, *, acks: bool = True) -> list[bytes]:
+        """Drain the encoded frames: stream frames in sequence order, then acknowledgements.
+
+        Acks are unsequenced, so they may trail the data: a reply (an echoed keystroke) then
+        overtakes the acknowledgement of what caused it on every hop. With ``acks=False`` the
+        acknowledgements stay queued, so a driver can delay them briefly (delayed ACK, as TCP
+        does) and let them ride along with the next data it sends.
+        """
         out, self._outbox = self._outbox, []
+        if acks and self._acks:
+            out += self._acks
+            self._acks = []
         return out
+
+    @property
+    def acks_pending(self) -> bool:
+        """Whether acknowledgements are waiting in the queue."""
+        return bool(self._acks)
 
     # -- timers -------------------------------------------------------------------------------
 
@@ -394,7 +409,7 @@ class Endpoint:
         return [UnknownMessage(kind)]
 
     def _ack(self, frame: Frame, now: float) -> None:
-        self._outbox.append(ack_for(frame, now=now, message_id=self._id_factory()))
+        self._acks.append(ack_for(frame, now=now, message_id=self._id_factory()))
 
     def _on_stream(self, frame: Frame, now: float) -> list[Event]:
         # protocol.md §5.1, receiver cases 1-3 (re-acking duplicates, as AWS's agent does).

@@ -151,9 +151,17 @@ def _routes(server: Server, api: Api) -> None:
 
 
 def _refuse(exc: HatchwayError) -> web.Response:
+    """Refuse a WebSocket upgrade: JSON body, and the reason in a header that WebSocket
+    clients (which rarely read the body of a failed upgrade) can show."""
     status = 404 if isinstance(exc, NotFound) else 403
     body = {"__type": exc.code, "message": exc.message}
-    return web.Response(body=json.dumps(body), status=status, content_type="application/json")
+    reason = f"{exc.message} ({exc.code})".encode("ascii", "replace").decode()[:300]
+    return web.Response(
+        body=json.dumps(body),
+        status=status,
+        content_type="application/json",
+        headers={"X-Hatchway-Error": reason},
+    )
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
 """Runs a protocol ``Endpoint`` over a WebSocket that may be replaced (resume).
 
 One writer per WebSocket: frames leave only through ``flush``, which drains the endpoint under a
-lock, so their order on the wire is the order the endpoint produced them.
+lock, so their order on the wire is the order the endpoint produced them. The endpoint's
+retransmission deadline is kept as one timer handle, moved only when the deadline moves.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -25,31 +25,37 @@ class ChannelDriver:
         self._clock = clock
         self._ws: Any = None
         self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._timer_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._retransmit: asyncio.TimerHandle | None = None
+        self._retransmit_at: float | None = None
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def connected(self) -> bool:
         return self._ws is not None
 
     def attach(self, ws: Any) -> None:
-        """Use ``ws`` from now on (a reconnect); start the retransmission timer once."""
+        """Use ``ws`` from now on (a reconnect)."""
         self._ws = ws
-        if self._timer_task is None:
-            self._timer_task = asyncio.get_running_loop().create_task(self._timers())
-        self._wake.set()
+        self._rearm()
 
     def detach(self, ws: Any) -> None:
         if self._ws is ws:
             self._ws = None
 
-    async def flush(self) -> None:
+    async def flush(self, *, acks: bool = True) -> None:
         """Send everything the endpoint has ready, including what is queued while sending.
 
+        Data goes before acknowledgements (see ``Endpoint.data_to_send``). With
+        ``acks=False`` acknowledgements stay queued for :meth:`acks_later`.
         Frames are dropped while disconnected: the reliability layer retransmits them.
         """
+        if acks and self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         async with self._lock:
-            while frames := self.endpoint.data_to_send():
+            while frames := self.endpoint.data_to_send(acks=acks):
                 ws = self._ws
                 if ws is None:
                     break
@@ -59,26 +65,53 @@ class ChannelDriver:
                 except Exception as exc:  # the reader notices the drop and reconnects
                     log.debug("send failed: %s", exc)
                     break
-        self._wake.set()
+        self._rearm()
 
-    async def _timers(self) -> None:
-        while True:
-            deadline = self.endpoint.next_deadline()
-            self._wake.clear()
-            if deadline is None:
-                await self._wake.wait()
-                continue
-            delay = deadline - self._clock()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                continue
-            self.endpoint.handle_timer(self._clock())
-            await self.flush()
+    def acks_later(self, delay: float) -> None:
+        """Send queued acknowledgements within ``delay`` seconds (delayed ACK).
+
+        Any data sent before then carries them along; a keystroke's echo is not made to wait
+        behind the acknowledgement of the keystroke.
+        """
+        if self._ack_timer is None and self.endpoint.acks_pending and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._ack_timer = loop.call_later(delay, self._acks_due)
+
+    def _acks_due(self) -> None:
+        self._ack_timer = None
+        self._spawn_flush()
+
+    def _rearm(self) -> None:
+        """Point the retransmission timer at the endpoint's next deadline (if it moved)."""
+        deadline = None if self._closed else self.endpoint.next_deadline()
+        if deadline == self._retransmit_at:
+            return
+        if self._retransmit is not None:
+            self._retransmit.cancel()
+            self._retransmit = None
+        self._retransmit_at = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self._clock())
+            self._retransmit = asyncio.get_running_loop().call_later(delay, self._timer_due)
+
+    def _timer_due(self) -> None:
+        self._retransmit = None
+        self._retransmit_at = None
+        self.endpoint.handle_timer(self._clock())
+        self._spawn_flush()
+
+    def _spawn_flush(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        if self._timer_task is not None:
-            self._timer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer_task
-            self._timer_task = None
+        self._closed = True
+        for handle in (self._ack_timer, self._retransmit):
+            if handle is not None:
+                handle.cancel()
+        self._ack_timer = self._retransmit = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=1)
