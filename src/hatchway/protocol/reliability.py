@@ -163,7 +163,9 @@ class Endpoint:
         self._reorder: dict[int, Frame] = {}
 
         self._outbox: list[bytes] = []  # stream frames (new and retransmitted)
-        self._acks: list[bytes] = []  # acknowledgements, sent after the data (see data_to_send)
+        # Frames to acknowledge, with when they came; encoded only when drained, so building
+        # the ack costs nothing on the way from the wire to the terminal.
+        self._acks: list[tuple[Frame, float]] = []
         self._closed = False
 
     # -- properties ---------------------------------------------------------------------------
@@ -301,8 +303,8 @@ class Endpoint:
         """
         out, self._outbox = self._outbox, []
         if acks and self._acks:
-            out += self._acks
-            self._acks = []
+            pending, self._acks = self._acks, []
+            out += [ack_for(f, now=t, message_id=self._id_factory()) for f, t in pending]
         return out
 
     @property
@@ -409,7 +411,7 @@ class Endpoint:
         return [UnknownMessage(kind)]
 
     def _ack(self, frame: Frame, now: float) -> None:
-        self._acks.append(ack_for(frame, now=now, message_id=self._id_factory()))
+        self._acks.append((frame, now))
 
     def _on_stream(self, frame: Frame, now: float) -> list[Event]:
         # protocol.md §5.1, receiver cases 1-3 (re-acking duplicates, as AWS's agent does).
