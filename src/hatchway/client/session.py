@@ -170,7 +170,7 @@ class ClientSession:
                 client_version=CLIENT_VERSION,
             )
             await ws.send(opened.to_json().decode())
-            self._driver.attach(ws)
+            self._driver.attach(FastSocket(ws))
             self.endpoint.retransmit_all(self._clock())
             await self._driver.flush()
             try:
@@ -181,7 +181,7 @@ class ClientSession:
             except ConnectionClosed:
                 pass
             finally:
-                self._driver.detach(ws)
+                self._driver.detach_current()
             if self._done.is_set():
                 return
             code, reason = ws.close_code, ws.close_reason
@@ -327,6 +327,8 @@ class ClientSession:
             self._input(data)
 
     def _flush_soon(self) -> None:
+        if self._driver.flush_now():
+            return
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = asyncio.get_running_loop().create_task(self._driver.flush())
 
@@ -342,3 +344,32 @@ def _write_all(fd: int, data: bytes) -> None:
             select.select([], [fd], [])
             continue
         view = view[n:]
+
+
+class FastSocket:
+    """A ``websockets`` client connection with a synchronous send for the keystroke path.
+
+    ``send_now`` does what ``Connection.send`` does for a binary message when the connection
+    is open and not applying backpressure — frame it in the sans-I/O protocol and write it to
+    the transport — without a coroutine and a task switch per keystroke. ``can_send_now``
+    says when that holds; otherwise the driver uses ``send``.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        from websockets.protocol import State
+
+        self._conn = conn
+        self._open = State.OPEN
+
+    def can_send_now(self) -> bool:
+        conn = self._conn
+        return bool(conn.protocol.state is self._open and not conn.paused)
+
+    def send_now(self, frames: list[bytes]) -> None:
+        conn = self._conn
+        for frame in frames:
+            conn.protocol.send_binary(frame)
+        conn.send_data()
+
+    async def send(self, data: bytes) -> None:
+        await self._conn.send(data)

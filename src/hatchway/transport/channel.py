@@ -44,6 +44,9 @@ class ChannelDriver:
         if self._ws is ws:
             self._ws = None
 
+    def detach_current(self) -> None:
+        self._ws = None
+
     async def flush(self, *, acks: bool = True) -> None:
         """Send everything the endpoint has ready, including what is queued while sending.
 
@@ -66,6 +69,30 @@ class ChannelDriver:
                     log.debug("send failed: %s", exc)
                     break
         self._rearm()
+
+    def flush_now(self) -> bool:
+        """Send what is ready without yielding to the event loop, if the socket allows it.
+
+        Saves a task switch on the keystroke path. The socket opts in with ``can_send_now()``
+        and ``send_now(frames)``; returns False (nothing drained) when the caller must use
+        :meth:`flush` instead: no such socket, a flush in progress, or the socket is
+        applying backpressure.
+        """
+        ws = self._ws
+        can = getattr(ws, "can_send_now", None)
+        if ws is None or can is None or self._lock.locked() or not can():
+            return False
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        frames = self.endpoint.data_to_send()
+        if frames:
+            try:
+                ws.send_now(frames)
+            except Exception as exc:  # as in flush(): the reader notices and reconnects
+                log.debug("send failed: %s", exc)
+        self._rearm()
+        return True
 
     def acks_later(self, delay: float) -> None:
         """Send queued acknowledgements within ``delay`` seconds (delayed ACK).
