@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from aiohttp import web
 
@@ -234,11 +235,11 @@ def _bound_port(site: web.TCPSite) -> int | None:
     return int(sockets[0].getsockname()[1]) if sockets else None
 
 
-def print_banner(running: Running, stream: object = sys.stderr) -> None:
+def print_banner(running: Running, out: TextIO | None = None) -> None:
     """What ``hatchway server`` prints once it listens."""
-    out = stream
-    print(f"hatchway server listening on {running.endpoint}", file=out)  # type: ignore[call-overload]
+    out = out or sys.stderr
+    print(f"hatchway server listening on {running.endpoint}", file=out)
     if running.ca_fingerprint:
-        print(f"CA certificate: {running.ca_file}", file=out)  # type: ignore[call-overload]
-        print(f"CA SHA-256 fingerprint: {running.ca_fingerprint}", file=out)  # type: ignore[call-overload]
-    print(f"admin profile: {running.profile_path}", file=out)  # type: ignore[call-overload]
+        print(f"CA certificate: {running.ca_file}", file=out)
+        print(f"CA SHA-256 fingerprint: {running.ca_fingerprint}", file=out)
+    print(f"admin profile: {running.profile_path}", file=out, flush=True)
