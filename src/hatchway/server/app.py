@@ -6,6 +6,7 @@ import asyncio
 import errno
 import json
 import logging
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ class Server:
     account_id: str
     ca_file: Path | None
     ca_fingerprint: str | None
-    ssl_context: object | None
+    ssl_context: ssl.SSLContext | None
 
     async def close(self) -> None:
         await self.control.close_all()
@@ -78,14 +79,9 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     if ended:
         log.info("ended %d session(s) left over from before the restart", ended)
 
-    sessions_ref: list[SessionService] = []
-
-    async def on_task_complete(node_id: str, done: object) -> None:
-        await sessions_ref[0].task_complete(node_id, done)  # type: ignore[arg-type]
-
-    control = ControlChannels(store, settings, clock, on_task_complete)
+    control = ControlChannels(store, settings, clock)
     sessions = SessionService(store, settings, clock, control)
-    sessions_ref.append(sessions)
+    control.on_task_complete = sessions.task_complete
     nodes = NodeService(store, settings, clock, control, sessions)
     authn = Authenticator(store, box, region=settings.region, account_id=account_id, clock=clock)
     api = Api(settings, authn, sessions, nodes)
@@ -190,7 +186,7 @@ async def serve(
         runner,
         settings.host,
         settings.port,
-        ssl_context=server.ssl_context,  # type: ignore[arg-type]
+        ssl_context=server.ssl_context,
     )
     try:
         await site.start()

@@ -53,12 +53,12 @@ class ControlChannels:
         store: Store,
         settings: ServerSettings,
         clock: Callable[[], float],
-        on_task_complete: TaskCompleteHandler,
     ) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock
-        self._on_task_complete = on_task_complete
+        # Set by the composition root: the session service that records a finished session.
+        self.on_task_complete: TaskCompleteHandler | None = None
         self._channels: dict[str, ControlChannel] = {}
 
     def is_connected(self, node_id: str) -> bool:
@@ -111,7 +111,8 @@ class ControlChannels:
                 )
             elif frame.message_type == MessageType.AGENT_TASK_COMPLETE:
                 done = AgentTaskComplete.from_json(frame.payload)
-                await self._on_task_complete(channel.node_id, done)
+                if self.on_task_complete is not None:
+                    await self.on_task_complete(channel.node_id, done)
                 ack = AgentTaskAcknowledge(
                     message_id=str(frame.message_id), task_id=done.task_id, topic=done.topic
                 )
