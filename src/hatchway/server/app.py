@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import json
 import logging
 import ssl
@@ -216,6 +217,9 @@ async def serve(
     )
     if on_ready is not None:
         on_ready(running)
+    # Start-up objects (botocore, SQLAlchemy, aiohttp) live as long as the process: keep them
+    # out of the cyclic collector's way so collections stay short on the relay path.
+    gc.freeze()
     try:
         await stop.wait()
     finally:
