@@ -121,3 +121,52 @@ def test_server_restart_ends_sessions_it_can_no_longer_relay(quick_cluster: Clus
         if client.poll() is None:
             client.kill()
             client.wait()
+
+
+def test_redial_with_the_same_token_keeps_the_session(quick_cluster: Cluster) -> None:
+    """AWS's plugin re-dials with its token: the newer connection replaces the older one, and
+    the session must neither pause nor expire (grace is 1 s here)."""
+    import asyncio
+
+    from tests.integration.test_bad_input import (
+        api_client,
+        client_ssl,
+        closed_as,
+        dial,
+        drain,
+        open_accepted,
+    )
+
+    c = quick_cluster
+    node, state = c.register("d")
+    c.start_agent(state, node)
+    api = api_client(c)
+    start = api.call("StartSession", {"Target": node})
+
+    async def scenario() -> tuple[int | None, str]:
+        ctx = client_ssl(c)
+        first = await dial(start["StreamUrl"], ctx)
+        await open_accepted(first, start["TokenValue"])
+        second = await dial(start["StreamUrl"], ctx)
+        await open_accepted(second, start["TokenValue"])
+        await drain(first)  # the older connection is closed by the server
+        await asyncio.sleep(2.5)  # longer than the grace: nothing may expire
+        assert second.close_code is None
+        active = await asyncio.to_thread(
+            api.call, "DescribeSessions",
+            {"State": "Active", "Filters": [{"key": "SessionId", "value": start["SessionId"]}]},
+        )  # fmt: skip
+        assert [s["Status"] for s in active["Sessions"]] == ["Connected"]
+        await second.close()
+        return closed_as(first)
+
+    code, _reason = asyncio.run(scenario())
+    assert code == 4000
+
+    # now that the client is really gone, the grace runs out as it should
+    def ended() -> list[dict]:
+        return [s for s in c.sessions("History") if s["SessionId"] == start["SessionId"]]
+
+    done = wait_for(ended, 20, what="the session to end after its client left")
+    assert done[0]["Status"] == "Terminated"
+    assert done[0]["Details"] == "the client did not reconnect"

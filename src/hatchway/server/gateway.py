@@ -62,12 +62,12 @@ class Gateway:
         store: Store,
         settings: ServerSettings,
         clock: Callable[[], float],
-        on_expired: Callable[[str, str], object],
+        on_expired: Callable[[str, SessionStatus, str], object],
     ) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock
-        self._on_expired = on_expired  # (session_id, reason) → ends the session
+        self._on_expired = on_expired  # (session_id, status, reason) → ends the session
         self._live: dict[str, LiveSession] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -75,7 +75,12 @@ class Gateway:
     def expect(self, session_id: str, target: str) -> None:
         """Register a new session; the agent must attach within ``agent_attach_timeout``."""
         live = self._live.setdefault(session_id, LiveSession(session_id, target))
-        self._arm(live, self._settings.agent_attach_timeout, "the agent did not connect")
+        self._arm(
+            live,
+            self._settings.agent_attach_timeout,
+            "the agent did not connect",
+            SessionStatus.FAILED,
+        )
 
     def live(self, session_id: str) -> LiveSession | None:
         return self._live.get(session_id)
@@ -179,10 +184,18 @@ class Gateway:
         A newer connection for the same end replaces the older one (DESIGN.md §9).
         """
         end = "client" if client else "agent"
+        if live.ended:  # ended while this connection was being set up
+            await peer.close(CLOSE_ENDED, "session has ended")
+            return
+        # Take the place first: the older connection's relay then sees it is no longer the
+        # current end and leaves without pausing the other end or arming the grace timer.
         older: Peer | None = getattr(live, end)
+        setattr(live, end, peer)
         if older is not None:
             await older.close(CLOSE_REPLACED, "replaced by a newer connection")
-        setattr(live, end, peer)
+        if live.ended:
+            await peer.close(CLOSE_ENDED, "session has ended")
+            return
         await self._joined(live)
         try:
             await self._relay(ws, peer, live, to_agent=client)
@@ -241,7 +254,7 @@ class Gateway:
                 self._arm(live, self._settings.token_first_use + 5, "the client did not connect")
 
     async def _left(self, live: LiveSession, reason: str) -> None:
-        if live.ended:
+        if live.ended or (live.client is not None and live.agent is not None):
             return
         live.changed.set()
         now = self._clock()
@@ -255,15 +268,32 @@ class Gateway:
                 now=now,
                 only_if=(SessionStatus.CONNECTED,),
             )
+        # The awaits above let the missing end come back (a quick re-dial): then it's joined.
+        if live.ended:
+            return
+        if live.client is not None and live.agent is not None:
+            await self._store.sessions.set_status(
+                live.session_id,
+                SessionStatus.CONNECTED,
+                now=self._clock(),
+                only_if=(SessionStatus.DISCONNECTED,),
+            )
+            return
         self._arm(live, self._settings.disconnect_grace, reason)
 
     # ---- timers ---------------------------------------------------------------------------
 
-    def _arm(self, live: LiveSession, delay: float, reason: str) -> None:
+    def _arm(
+        self,
+        live: LiveSession,
+        delay: float,
+        reason: str,
+        status: SessionStatus = SessionStatus.TERMINATED,
+    ) -> None:
         self._disarm(live)
         loop = asyncio.get_running_loop()
         live.timer_reason = reason
-        live.timer = loop.call_later(delay, self._expire, live.session_id, reason)
+        live.timer = loop.call_later(delay, self._expire, live.session_id, status, reason)
 
     @staticmethod
     def _disarm(live: LiveSession) -> None:
@@ -271,9 +301,9 @@ class Gateway:
             live.timer.cancel()
             live.timer = None
 
-    def _expire(self, session_id: str, reason: str) -> None:
+    def _expire(self, session_id: str, status: SessionStatus, reason: str) -> None:
         live = self._live.get(session_id)
         if live is None or live.ended:
             return
         log.info("session %s expires: %s", session_id, reason)
-        self._on_expired(session_id, reason)
+        self._on_expired(session_id, status, reason)

@@ -203,9 +203,9 @@ class SessionService:
             notify_agent=False,
         )
 
-    def _expired(self, session_id: str, reason: str) -> None:
+    def _expired(self, session_id: str, status: SessionStatus, reason: str) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._finish(session_id, SessionStatus.TERMINATED, reason, output=reason)
+            self._finish(session_id, status, reason, output=reason)
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
