@@ -438,3 +438,41 @@ def test_out_of_order_buffer_is_bounded_in_bytes() -> None:
     assert [e.sequence_number for e in events] == [0, 1, 2, 3]  # type: ignore[attr-defined]
     agent.data_to_send()
     assert len(agent.receive(far_ahead(4), now=1.0)) == 1  # room again once drained
+
+
+def test_send_window_is_bounded_in_bytes_too() -> None:
+    from hatchway.protocol.frames import FRAME_HEADER_SIZE, PayloadType
+    from hatchway.protocol.reliability import Endpoint, Role
+
+    agent = Endpoint(Role.AGENT, now=1.0, max_payload_size=1000, send_buffer_bytes=10_000)
+    assert agent.send_window() == 10_000 // (1000 + FRAME_HEADER_SIZE)
+    agent.send(PayloadType.OUTPUT, b"y" * 5000, now=1.0)  # five full frames
+    assert agent.send_window() == (10_000 - 5 * (1000 + FRAME_HEADER_SIZE)) // 1120
+    agent.send(PayloadType.OUTPUT, b"z" * 3000, now=1.0)
+    assert agent.send_window() == 0  # full by bytes, far from full by count
+    # a small control payload (an exit code) still fits: only the frame count is a hard limit
+    agent.send(PayloadType.EXIT_CODE, b"EXIT_CODE: 0", now=1.0)
+
+
+def test_refused_input_is_not_acked_and_arrives_by_retransmission() -> None:
+    from hatchway.protocol.events import StreamData
+    from hatchway.protocol.frames import PayloadType
+    from hatchway.protocol.reliability import Endpoint, Role
+
+    client = Endpoint(Role.CLIENT, now=5.0)
+    agent = Endpoint(Role.AGENT, now=5.0)
+    agent.accepting = False  # the agent's PTY is far behind
+    client.send(PayloadType.OUTPUT, b"abc", now=5.0)
+    for frame in client.data_to_send():
+        assert agent.receive(frame, now=5.0) == []
+    assert agent.data_to_send() == []  # no ack: the client keeps the frame
+    assert client.unacked_count == 1
+    agent.accepting = True
+    deadline = client.next_deadline()
+    assert deadline is not None
+    client.handle_timer(deadline)
+    events = [e for f in client.data_to_send() for e in agent.receive(f, now=deadline)]
+    assert [e.payload for e in events if isinstance(e, StreamData)] == [b"abc"]
+    for ack in agent.data_to_send():
+        client.receive(ack, now=deadline)
+    assert client.all_acked

@@ -22,6 +22,7 @@ from hatchway.protocol.frames import MessageType, decode_frame
 from hatchway.protocol.payloads import (
     AgentTaskAcknowledge,
     AgentTaskComplete,
+    AgentTaskPayload,
     ChannelClosedPayload,
     MGSPayload,
 )
@@ -60,6 +61,7 @@ class Agent:
         self._dialer = Dialer(state)
         self._ws: Socket | None = None
         self._sessions: dict[str, ShellSession] = {}
+        self._starting: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # MessageId → (agent_task_complete frame, set when acknowledged)
         self._unacked: dict[str, tuple[bytes, asyncio.Event]] = {}
@@ -147,23 +149,29 @@ class Agent:
             if pending is not None:
                 pending[1].set()
 
-    def _start(self, task: object) -> None:
-        from hatchway.protocol.payloads import AgentTaskPayload
-
-        assert isinstance(task, AgentTaskPayload)
-        session_type = task.document_content.get("sessionType")
-        if task.session_id in self._sessions:
+    def _start(self, task: AgentTaskPayload) -> None:
+        if task.session_id in self._sessions or task.session_id in self._starting:
             return  # a duplicate start after a reconnect
+        self._starting.add(task.session_id)
+        self._spawn(self._prepare(task))
+
+    async def _prepare(self, task: AgentTaskPayload) -> None:
+        """Resolve (maybe create) the run-as user off the event loop, then run the session."""
+        session_type = task.document_content.get("sessionType")
         try:
             if session_type != "Standard_Stream":
                 raise RemoteProtocolError(f"sessionType {session_type} is not supported")
-            user = resolve_run_as(self.settings.run_as_default, task.run_as_user)
+            user = await asyncio.to_thread(
+                resolve_run_as, self.settings.run_as_default, task.run_as_user
+            )
         except HatchwayError as exc:
-            self._spawn(self.complete(task.session_id, "Failed", exc.message))
+            self._starting.discard(task.session_id)
+            await self.complete(task.session_id, "Failed", exc.message)
             return
+        self._starting.discard(task.session_id)
         session = ShellSession(task, self._dialer, user, self.complete, self._clock)
         self._sessions[task.session_id] = session
-        self._spawn(session.run())
+        await session.run()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         t = asyncio.get_running_loop().create_task(coro)

@@ -54,8 +54,11 @@ ACK_WAIT = 150.0  # how long to wait for the client to acknowledge the last outp
 RECONNECT_FOR = 150.0
 READ_CHUNK = 65536
 ACK_DELAY = 0.005  # delayed acknowledgements (transport.channel.ChannelDriver.acks_later)
+INPUT_BUFFER = 1024 * 1024  # input held for a slow PTY before we stop reading the socket
 INPUT_READY_MAX = 1.0  # longest wait for a starting shell before input is written anyway
 QUIET = 0.2  # a shell that printed and then stayed quiet this long is waiting for input
+
+OFFER = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
 
 Completion = Callable[[str, str, str], Awaitable[None]]  # (session id, status, output)
 
@@ -81,6 +84,7 @@ class ShellSession:
         self._driver = ChannelDriver(self.endpoint, clock)
         self._shell: PtyShell | None = None
         self._pending_input = bytearray()
+        self._exited = False  # the shell exited: its PTY is drained once, then left alone
         self._input_ready = False
         self._first_output_seq = 0
         self._size: tuple[int, int] | None = None
@@ -119,6 +123,7 @@ class ShellSession:
             connection.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await connection
+            _reraise_if_cancelled()
             await self._driver.close()
             if self._shell is not None:
                 with contextlib.suppress(ProcessLookupError, asyncio.TimeoutError):
@@ -136,11 +141,11 @@ class ShellSession:
         work.cancel()
         with contextlib.suppress(asyncio.CancelledError, HatchwayError):
             await work
+        _reraise_if_cancelled()
         return "Cancelled", self._cancel_reason
 
     async def _run_shell(self) -> tuple[str, str]:
-        offer = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
-        request = build_request("Standard_Stream", None, offer)
+        request = build_request("Standard_Stream", None, OFFER)
         self.endpoint.send(PayloadType.HANDSHAKE_REQUEST, request.to_json(), now=self._clock())
         self._flush_soon()
         try:
@@ -163,6 +168,7 @@ class ShellSession:
         self._input_ready = True
         self._write_input(b"")
         returncode = await self._shell.process.wait()
+        self._exited = True
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._output_eof.wait(), DRAIN_AFTER_EXIT)
         self._drain_output()
@@ -245,7 +251,12 @@ class ShellSession:
                 log.info("session %s: dropping bad payload: %s", self.session_id, exc.message)
         if self.endpoint.all_acked:
             self._acked.set()
-        if not self._reading and self._shell is not None and not self._output_eof.is_set():
+        if (
+            not self._reading
+            and self._shell is not None
+            and not self._exited
+            and not self._output_eof.is_set()
+        ):
             self._start_reading()
         await self._driver.flush(acks=False)  # data (e.g. handshake) now
         self._driver.acks_later(ACK_DELAY)
@@ -267,7 +278,7 @@ class ShellSession:
             if failure:
                 self.cancel(f"handshake failed: {failure}")
                 return
-            self._extensions = negotiated_from_response(response)
+            self._extensions = negotiated_from_response(response, offer=OFFER)
             self.endpoint.max_payload_size = self._extensions.max_payload_size
             complete = HandshakeComplete(handshake_time_to_complete_ns=0, customer_message="")
             self.endpoint.send(
@@ -315,6 +326,18 @@ class ShellSession:
             loop.add_writer(shell.master_fd, self._write_input, b"")
         else:
             loop.remove_writer(shell.master_fd)
+        # Backpressure: while the PTY lags far behind, refuse (don't ack) more input; the
+        # client's send window fills and it stops reading its stdin. Refused frames come back
+        # by retransmission once the PTY has taken what it holds.
+        accepting = len(self._pending_input) <= INPUT_BUFFER
+        if accepting != self.endpoint.accepting:
+            log.debug(
+                "session %s: %s input (%d bytes waiting for the shell)",
+                self.session_id,
+                "accepting" if accepting else "holding back",
+                len(self._pending_input),
+            )
+            self.endpoint.accepting = accepting
 
     def _start_reading(self) -> None:
         if self._shell is not None and not self._reading:
@@ -356,3 +379,10 @@ class ShellSession:
     def _flush_soon(self) -> None:
         if self._flush_task is None or self._flush_task.done():
             self._flush_task = asyncio.get_running_loop().create_task(self._driver.flush())
+
+
+def _reraise_if_cancelled() -> None:
+    """After suppressing a child's CancelledError, don't swallow our own cancellation."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

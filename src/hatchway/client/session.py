@@ -169,11 +169,11 @@ class ClientSession:
                 client_id=self._client_id,
                 client_version=CLIENT_VERSION,
             )
-            await ws.send(opened.to_json().decode())
-            self._driver.attach(FastSocket(ws))
-            self.endpoint.retransmit_all(self._clock())
-            await self._driver.flush()
             try:
+                await ws.send(opened.to_json().decode())
+                self._driver.attach(FastSocket(ws))
+                self.endpoint.retransmit_all(self._clock())
+                await self._driver.flush()
                 async for message in ws:
                     if isinstance(message, bytes):
                         backoff.reset()

@@ -107,6 +107,8 @@ class Endpoint:
         now: the current time (Unix seconds); later calls bring their own ``now``.
         max_payload_size: chunk size for Output/StdErr data (1024 unless negotiated higher).
         send_capacity: how many frames may wait for an acknowledgement.
+        send_buffer_bytes: and how many bytes of them at most (with 64 KiB payloads, 10 000
+            frames would be 640 MiB held for a client that went away).
         receive_capacity: how many out-of-order frames are buffered; more are dropped unacked.
         receive_buffer_bytes: and how many payload bytes at most (a peer sending far-ahead
             1 MiB frames must not make us hold 10 000 of them).
@@ -122,6 +124,7 @@ class Endpoint:
         now: float,
         max_payload_size: int = 1024,
         send_capacity: int = 10_000,
+        send_buffer_bytes: int = 8 * 1024 * 1024,
         receive_capacity: int = 10_000,
         receive_buffer_bytes: int = 16 * 1024 * 1024,
         verify_digest: bool = True,
@@ -142,6 +145,8 @@ class Endpoint:
         self._max_frame_size = max_frame_size
         self._id_factory = id_factory
         self._send_capacity = send_capacity
+        self._send_buffer_bytes = send_buffer_bytes
+        self._unacked_bytes = 0
         self._receive_capacity = receive_capacity
         self._receive_buffer_bytes = receive_buffer_bytes
         self._reorder_bytes = 0
@@ -158,7 +163,8 @@ class Endpoint:
         self._rttvar = 0.0
         self._paused = False
 
-        # Receiver.
+        # Receiver. ``accepting`` False refuses new stream data (receive-side backpressure).
+        self.accepting = True
         self._expected = 0
         self._reorder: dict[int, Frame] = {}
 
@@ -228,8 +234,12 @@ class Endpoint:
     # -- sending ------------------------------------------------------------------------------
 
     def send_window(self) -> int:
-        """How many more frames :meth:`send` may queue before the buffer is full."""
-        return self._send_capacity - len(self._unacked)
+        """How many more full-size frames :meth:`send` may queue before the buffer is full
+        (by frame count and by bytes)."""
+        by_count = self._send_capacity - len(self._unacked)
+        room = self._send_buffer_bytes - self._unacked_bytes
+        by_bytes = max(0, room) // (self._max_payload_size + FRAME_HEADER_SIZE)
+        return min(by_count, by_bytes)
 
     def _chunks(self, payload_type: int, data: bytes) -> list[bytes]:
         if payload_type in _CHUNKED_TYPES:
@@ -254,7 +264,7 @@ class Endpoint:
         if not data:
             raise LocalProtocolError("cannot send empty data (protocol.md §3)")
         chunks = self._chunks(payload_type, bytes(data))
-        window = self.send_window()
+        window = self._send_capacity - len(self._unacked)
         if len(chunks) > window:
             raise LocalProtocolError(
                 f"send buffer full: {len(chunks)} frames do not fit in a window of {window}"
@@ -282,6 +292,7 @@ class Endpoint:
         self._next_seq += len(pending)
         for out in pending:
             self._unacked[out.sequence_number] = out
+            self._unacked_bytes += len(out.wire)
             if not self._paused:
                 self._emit(out, now)
 
@@ -421,6 +432,10 @@ class Endpoint:
         if seq < self._expected or seq in self._reorder:
             self._ack(frame, now)
             return []
+        if not self.accepting:
+            # Like AWS's "handler not ready" (§5.1): neither delivered nor acknowledged, so
+            # the sender keeps it and retransmits; its send window fills and it stops reading.
+            return []
         if seq > self._expected:
             room = self._receive_buffer_bytes - self._reorder_bytes
             if len(self._reorder) < self._receive_capacity and len(frame.payload) <= room:
@@ -443,6 +458,7 @@ class Endpoint:
         out = self._unacked.pop(content.acknowledged_sequence_number, None)
         if out is None:
             return
+        self._unacked_bytes -= len(out.wire)
         self._in_flight.pop(out.sequence_number, None)
         if out.last_sent is not None and not out.retransmitted:
             self._sample_rtt(now - out.last_sent)
