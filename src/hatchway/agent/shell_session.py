@@ -53,7 +53,6 @@ DRAIN_AFTER_EXIT = 0.5  # keep reading output this long after the shell exits
 ACK_WAIT = 150.0  # how long to wait for the client to acknowledge the last output
 RECONNECT_FOR = 150.0
 READ_CHUNK = 65536
-ACK_DELAY = 0.005  # delayed acknowledgements (transport.channel.ChannelDriver.acks_later)
 INPUT_BUFFER = 1024 * 1024  # input held for a slow PTY before we stop reading the socket
 INPUT_READY_MAX = 1.0  # longest wait for a starting shell before input is written anyway
 QUIET = 0.2  # a shell that printed and then stayed quiet this long is waiting for input
@@ -96,7 +95,6 @@ class ShellSession:
         self._extensions = Extensions()
         self._reading = False
         self._output_eof = asyncio.Event()
-        self._flush_task: asyncio.Task[None] | None = None
 
     def cancel(self, reason: str) -> None:
         """End the session from outside (channel_closed, terminate flag)."""
@@ -147,7 +145,7 @@ class ShellSession:
     async def _run_shell(self) -> tuple[str, str]:
         request = build_request("Standard_Stream", None, OFFER)
         self.endpoint.send(PayloadType.HANDSHAKE_REQUEST, request.to_json(), now=self._clock())
-        self._flush_soon()
+        self._driver.flush_soon()
         try:
             await asyncio.wait_for(self._handshake_done.wait(), HANDSHAKE_TIMEOUT)
         except TimeoutError as exc:
@@ -259,7 +257,7 @@ class ShellSession:
         ):
             self._start_reading()
         await self._driver.flush(acks=False)  # data (e.g. handshake) now
-        self._driver.acks_later(ACK_DELAY)
+        self._driver.acks_later()
 
     def _on_stream(self, event: StreamData) -> None:
         kind = event.payload_type
@@ -351,7 +349,7 @@ class ShellSession:
 
     def _on_readable(self) -> None:
         self._read_once()
-        self._flush_soon()
+        self._driver.flush_soon()
 
     def _read_once(self) -> bool:
         """Move one read of PTY output into the endpoint; False when nothing more now."""
@@ -375,10 +373,6 @@ class ShellSession:
         if self._shell is not None and not self._output_eof.is_set():
             while self._read_once():
                 pass
-
-    def _flush_soon(self) -> None:
-        if self._flush_task is None or self._flush_task.done():
-            self._flush_task = asyncio.get_running_loop().create_task(self._driver.flush())
 
 
 def _reraise_if_cancelled() -> None:

@@ -40,7 +40,6 @@ from hatchway.transport.channel import ChannelDriver
 
 EOT = b"\x04"
 READ_CHUNK = 65536
-ACK_DELAY = 0.005  # delayed acknowledgements (transport.channel.ChannelDriver.acks_later)
 TERMINATED_STATUS = 255  # like ssh when the connection ends without an exit status
 CLOSE_REPLACED = 4000
 CLOSE_ENDED = 4001
@@ -80,7 +79,6 @@ class ClientSession:
         self.exit_code: int | None = None
         self._done = asyncio.Event()
         self.closed_message = ""
-        self._flush_task: asyncio.Task[None] | None = None
         self._thread_reader: asyncio.Task[None] | None = None
 
     # ---- public ---------------------------------------------------------------------------
@@ -229,7 +227,7 @@ class ClientSession:
         if not self._reading and self._started and self._stdin_open:
             self._start_reading()
         await self._driver.flush(acks=False)  # data (e.g. handshake) now
-        self._driver.acks_later(ACK_DELAY)
+        self._driver.acks_later()
 
     def _on_stream(self, event: StreamData) -> None:
         kind = event.payload_type
@@ -274,7 +272,7 @@ class ClientSession:
         self._last_size = size
         payload = SizePayload(cols=size[1], rows=size[0]).to_json()
         self.endpoint.send(PayloadType.SIZE, payload, now=self._clock())
-        self._flush_soon()
+        self._driver.flush_soon()
 
     def _start_reading(self) -> None:
         if self._reading or not self._stdin_open or self._done.is_set():
@@ -315,7 +313,7 @@ class ClientSession:
             if not self._eot_sent:  # end of input: one end-of-transmission, then wait
                 self._eot_sent = True
                 self.endpoint.send(PayloadType.OUTPUT, EOT, now=self._clock())
-        self._flush_soon()
+        self._driver.flush_soon()
 
     async def _read_in_thread(self) -> None:
         loop = asyncio.get_running_loop()
@@ -325,12 +323,6 @@ class ClientSession:
                 continue
             data = await loop.run_in_executor(None, os.read, self._in, READ_CHUNK)
             self._input(data)
-
-    def _flush_soon(self) -> None:
-        if self._driver.flush_now():
-            return
-        if self._flush_task is None or self._flush_task.done():
-            self._flush_task = asyncio.get_running_loop().create_task(self._driver.flush())
 
 
 def _write_all(fd: int, data: bytes) -> None:

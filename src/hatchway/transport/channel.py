@@ -16,6 +16,8 @@ from hatchway.protocol.reliability import Endpoint
 
 log = logging.getLogger(__name__)
 
+ACK_DELAY = 0.005  # seconds an acknowledgement may wait for data to ride along with
+
 
 class ChannelDriver:
     """Owns an endpoint's timers and its (current) WebSocket connection."""
@@ -94,7 +96,12 @@ class ChannelDriver:
         self._rearm()
         return True
 
-    def acks_later(self, delay: float) -> None:
+    def flush_soon(self) -> None:
+        """Send what is ready now if the socket allows it (:meth:`flush_now`), else in a task."""
+        if not self.flush_now() and not any(not t.done() for t in self._tasks):
+            self._spawn_flush()
+
+    def acks_later(self, delay: float = ACK_DELAY) -> None:
         """Send queued acknowledgements within ``delay`` seconds (delayed ACK).
 
         Any data sent before then carries them along; a keystroke's echo is not made to wait
