@@ -53,7 +53,7 @@ DRAIN_AFTER_EXIT = 0.5  # keep reading output this long after the shell exits
 ACK_WAIT = 150.0  # how long to wait for the client to acknowledge the last output
 RECONNECT_FOR = 150.0
 READ_CHUNK = 65536
-INPUT_BUFFER = 1024 * 1024  # input held for a slow PTY before we stop reading the socket
+INPUT_BUFFER = 1024 * 1024  # input held for a slow PTY before more is refused
 INPUT_READY_MAX = 1.0  # longest wait for a starting shell before input is written anyway
 QUIET = 0.2  # a shell that printed and then stayed quiet this long is waiting for input
 
@@ -121,12 +121,12 @@ class ShellSession:
             connection.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await connection
-            _reraise_if_cancelled()
             await self._driver.close()
             if self._shell is not None:
                 with contextlib.suppress(ProcessLookupError, asyncio.TimeoutError):
                     await asyncio.wait_for(self._shell.process.wait(), 3)
                 self._shell.close()
+        _reraise_if_cancelled()  # after the cleanup above: the PTY is closed either way
         await self._complete(self.session_id, status, output)
 
     async def _run_cancellable(self) -> tuple[str, str]:
@@ -315,18 +315,17 @@ class ShellSession:
     def _write_input(self, data: bytes) -> None:
         self._pending_input += data
         shell = self._shell
-        if shell is None or not self._input_ready or not self._pending_input:
-            return
-        written = shell.write(bytes(self._pending_input))
-        del self._pending_input[:written]
-        loop = asyncio.get_running_loop()
-        if self._pending_input:
-            loop.add_writer(shell.master_fd, self._write_input, b"")
-        else:
-            loop.remove_writer(shell.master_fd)
-        # Backpressure: while the PTY lags far behind, refuse (don't ack) more input; the
-        # client's send window fills and it stops reading its stdin. Refused frames come back
-        # by retransmission once the PTY has taken what it holds.
+        if shell is not None and self._input_ready and self._pending_input:
+            written = shell.write(bytes(self._pending_input))
+            del self._pending_input[:written]
+            loop = asyncio.get_running_loop()
+            if self._pending_input:
+                loop.add_writer(shell.master_fd, self._write_input, b"")
+            else:
+                loop.remove_writer(shell.master_fd)
+        # Backpressure, also while the shell is still starting: while the PTY lags far behind,
+        # refuse (don't ack) more input; the client's send window fills and it stops reading
+        # its stdin. Refused frames come back by retransmission once the PTY has caught up.
         accepting = len(self._pending_input) <= INPUT_BUFFER
         if accepting != self.endpoint.accepting:
             log.debug(
