@@ -167,9 +167,10 @@ class ClientSession:
                 client_id=self._client_id,
                 client_version=CLIENT_VERSION,
             )
+            fast = FastSocket(ws)
             try:
                 await ws.send(opened.to_json().decode())
-                self._driver.attach(FastSocket(ws))
+                self._driver.attach(fast)
                 self.endpoint.retransmit_all(self._clock())
                 await self._driver.flush()
                 async for message in ws:
@@ -179,7 +180,7 @@ class ClientSession:
             except ConnectionClosed:
                 pass
             finally:
-                self._driver.detach_current()
+                self._driver.detach(fast)
             if self._done.is_set():
                 return
             code, reason = ws.close_code, ws.close_reason

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
@@ -50,8 +50,6 @@ class LiveSession:
     ended: bool = False
     client_seen: bool = False
     timer: asyncio.TimerHandle | None = None
-    timer_reason: str = ""
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Gateway:
@@ -104,7 +102,6 @@ class Gateway:
             if peer is not None:
                 await peer.send(frame)
                 await peer.close(CLOSE_ENDED, "session ended")
-        live.changed.set()
         with contextlib.suppress(HatchwayError):
             await self._store.sessions.add_bytes(session_id, live.bytes_in, live.bytes_out)
 
@@ -230,7 +227,6 @@ class Gateway:
                 await other.send(data)
 
     async def _joined(self, live: LiveSession) -> None:
-        live.changed.set()
         now = self._clock()
         if live.client is not None:
             live.client_seen = True
@@ -256,7 +252,6 @@ class Gateway:
     async def _left(self, live: LiveSession, reason: str) -> None:
         if live.ended or (live.client is not None and live.agent is not None):
             return
-        live.changed.set()
         now = self._clock()
         other = live.client or live.agent
         if other is not None:
@@ -292,7 +287,6 @@ class Gateway:
     ) -> None:
         self._disarm(live)
         loop = asyncio.get_running_loop()
-        live.timer_reason = reason
         live.timer = loop.call_later(delay, self._expire, live.session_id, status, reason)
 
     @staticmethod

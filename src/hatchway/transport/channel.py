@@ -46,9 +46,6 @@ class ChannelDriver:
         if self._ws is ws:
             self._ws = None
 
-    def detach_current(self) -> None:
-        self._ws = None
-
     async def flush(self, *, acks: bool = True) -> None:
         """Send everything the endpoint has ready, including what is queued while sending.
 
