@@ -31,13 +31,19 @@ from typing import Any
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials as BotocoreCredentials
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature as BadRsaSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from hatchway.auth.agentkey import PSS_SALT_LENGTH, load_public_key_b64
 from hatchway.auth.sigv4 import ALGORITHM, AMZ_DATE_FORMAT
-from hatchway.errors import AuthError, ConfigError
+from hatchway.errors import (
+    ConfigError,
+    CorruptData,
+    IncompleteSignature,
+    InvalidSignature,
+    MissingAuthenticationToken,
+)
 
 __all__ = [
     "ParsedAuthorization",
@@ -47,10 +53,6 @@ __all__ = [
     "verify_hmac_signature",
     "verify_rsa_signature",
 ]
-
-MISSING_TOKEN = "MissingAuthenticationTokenException"
-INCOMPLETE_SIGNATURE = "IncompleteSignatureException"
-INVALID_SIGNATURE = "InvalidSignatureException"
 
 SIGNATURE_MISMATCH_MESSAGE = (
     "The request signature we calculated does not match the signature you provided. "
@@ -96,8 +98,8 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _incomplete(message: str) -> AuthError:
-    return AuthError(message, code=INCOMPLETE_SIGNATURE)
+def _incomplete(message: str) -> IncompleteSignature:
+    return IncompleteSignature(message)
 
 
 def parse_authorization(headers: Mapping[str, str]) -> ParsedAuthorization:
@@ -111,7 +113,7 @@ def parse_authorization(headers: Mapping[str, str]) -> ParsedAuthorization:
     """
     raw = _header(headers, "Authorization")
     if raw is None or not raw.strip():
-        raise AuthError("Missing Authentication Token", code=MISSING_TOKEN)
+        raise MissingAuthenticationToken("Missing Authentication Token")
     raw = raw.strip()
     algorithm, _, rest = raw.partition(" ")
     if algorithm != ALGORITHM:
@@ -216,10 +218,9 @@ def check_request_time(
         AuthError: ``InvalidSignatureException`` with AWS's wording.
     """
     if parsed.date != parsed.amz_date[:8]:
-        raise AuthError(
+        raise InvalidSignature(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
-            f"from HTTP: '{parsed.date}' != '{parsed.amz_date[:8]}', from '{parsed.amz_date}'.",
-            code=INVALID_SIGNATURE,
+            f"from HTTP: '{parsed.date}' != '{parsed.amz_date[:8]}', from '{parsed.amz_date}'."
         )
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
@@ -229,17 +230,15 @@ def check_request_time(
     now_text = now.strftime(AMZ_DATE_FORMAT)
     if signed_at < now - max_skew:
         earliest = (now - max_skew).strftime(AMZ_DATE_FORMAT)
-        raise AuthError(
+        raise InvalidSignature(
             f"Signature expired: {parsed.amz_date} is now earlier than {earliest} "
-            f"({now_text} - {skew})",
-            code=INVALID_SIGNATURE,
+            f"({now_text} - {skew})"
         )
     if signed_at > now + max_skew:
         latest = (now + max_skew).strftime(AMZ_DATE_FORMAT)
-        raise AuthError(
+        raise InvalidSignature(
             f"Signature not yet current: {parsed.amz_date} is still later than {latest} "
-            f"({now_text} + {skew})",
-            code=INVALID_SIGNATURE,
+            f"({now_text} + {skew})"
         )
 
 
@@ -250,15 +249,11 @@ def check_scope(parsed: ParsedAuthorization, *, region: str, service: str) -> No
         AuthError: ``InvalidSignatureException`` with AWS's wording.
     """
     if parsed.region != region:
-        raise AuthError(
-            f"Credential should be scoped to a valid region, not '{parsed.region[:64]}'.",
-            code=INVALID_SIGNATURE,
+        raise InvalidSignature(
+            f"Credential should be scoped to a valid region, not '{parsed.region[:64]}'."
         )
     if parsed.service != service:
-        raise AuthError(
-            f"Credential should be scoped to correct service: '{service}'.",
-            code=INVALID_SIGNATURE,
-        )
+        raise InvalidSignature(f"Credential should be scoped to correct service: '{service}'.")
 
 
 class _ClientSignedHeadersSigV4(SigV4Auth):
@@ -300,9 +295,8 @@ def _string_to_sign(
 
     for name in parsed.signed_headers:
         if not request.headers.get_all(name):
-            raise AuthError(
-                f"{SIGNATURE_MISMATCH_MESSAGE} (signed header '{name}' is not in the request)",
-                code=INVALID_SIGNATURE,
+            raise InvalidSignature(
+                f"{SIGNATURE_MISMATCH_MESSAGE} (signed header '{name}' is not in the request)"
             )
     # botocore would take X-Amz-Content-SHA256 on trust (even "UNSIGNED-PAYLOAD"); we only
     # accept it if it is the true hash, so the signature always covers the body.
@@ -310,9 +304,8 @@ def _string_to_sign(
     if declared is not None and not hmac.compare_digest(
         declared.strip().lower().encode(), hashlib.sha256(body).hexdigest().encode()
     ):
-        raise AuthError(
-            "The provided 'x-amz-content-sha256' header does not match what was computed.",
-            code=INVALID_SIGNATURE,
+        raise InvalidSignature(
+            "The provided 'x-amz-content-sha256' header does not match what was computed."
         )
 
     credentials = BotocoreCredentials(parsed.access_key_id, secret)
@@ -347,7 +340,7 @@ def verify_hmac_signature(
     signer, request, to_sign = _string_to_sign(method, url, headers, body, parsed, secret)
     expected: Any = signer.signature(to_sign, request)
     if not hmac.compare_digest(str(expected).encode(), parsed.signature.encode()):
-        raise AuthError(SIGNATURE_MISMATCH_MESSAGE, code=INVALID_SIGNATURE)
+        raise InvalidSignature(SIGNATURE_MISMATCH_MESSAGE)
 
 
 def verify_rsa_signature(
@@ -365,17 +358,17 @@ def verify_rsa_signature(
         Other arguments as for :func:`verify_hmac_signature`.
 
     Raises:
-        AuthError: ``InvalidSignatureException`` if the signature does not verify;
-            ``UnrecognizedClientException`` if the stored key is unusable.
+        InvalidSignature: the signature does not verify.
+        CorruptData: the stored key is unusable (a server-side fault).
     """
     try:
         public_key = load_public_key_b64(public_key_der_b64)
     except ConfigError as exc:
-        raise AuthError(f"The node's registered public key is unusable: {exc.message}") from exc
+        raise CorruptData(f"the node's registered public key is unusable: {exc.message}") from exc
     try:
         signature = base64.b64decode(parsed.signature, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise AuthError(SIGNATURE_MISMATCH_MESSAGE, code=INVALID_SIGNATURE) from exc
+        raise InvalidSignature(SIGNATURE_MISMATCH_MESSAGE) from exc
     _, _, to_sign = _string_to_sign(method, url, headers, body, parsed, "")
     try:
         public_key.verify(
@@ -384,5 +377,5 @@ def verify_rsa_signature(
             padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PSS_SALT_LENGTH),
             hashes.SHA256(),
         )
-    except InvalidSignature as exc:
-        raise AuthError(SIGNATURE_MISMATCH_MESSAGE, code=INVALID_SIGNATURE) from exc
+    except BadRsaSignature as exc:
+        raise InvalidSignature(SIGNATURE_MISMATCH_MESSAGE) from exc

@@ -21,7 +21,8 @@ class ApiError(HatchwayError):
     """An error response from the server, with its AWS error type as ``code``."""
 
     def __init__(self, code: str, message: str, status: int) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message)
+        self.code = code
         self.status = status
 
 

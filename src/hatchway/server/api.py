@@ -14,7 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
-from hatchway.errors import ConfigError, HatchwayError
+from hatchway.errors import (
+    HatchwayError,
+    RequestTooLarge,
+    SerializationError,
+    UnknownOperation,
+)
 from hatchway.server.authn import Authenticator
 from hatchway.server.errormap import error_body, error_status
 from hatchway.server.nodes import NodeService
@@ -66,24 +71,16 @@ class Api:
         try:
             try:
                 body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                return _json(
-                    {
-                        "__type": "RequestEntityTooLargeException",
-                        "message": f"request body exceeds {self._settings.max_body_size} bytes",
-                    },
-                    413,
-                    request_id,
-                )
+            except web.HTTPRequestEntityTooLarge as exc:
+                raise RequestTooLarge(
+                    f"request body exceeds {self._settings.max_body_size} bytes"
+                ) from exc
             target = request.headers.get("X-Amz-Target", "")
             prefix, _, name = target.partition(".")
             if prefix != "AmazonSSM" or (
                 name not in self._operations and name != "RegisterManagedInstance"
             ):
-                raise ConfigError(
-                    f"operation {target or '(none)'} is not supported",
-                    code="UnknownOperationException",
-                )
+                raise UnknownOperation(f"operation {target or '(none)'} is not supported")
             data = _parse_body(body)
             if name == "RegisterManagedInstance":
                 result = await self._nodes.register(data)
@@ -111,9 +108,9 @@ def _parse_body(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError("request body is not valid JSON", code="SerializationException") from exc
+        raise SerializationError("request body is not valid JSON") from exc
     if not isinstance(data, dict):
-        raise ConfigError("request body must be a JSON object", code="SerializationException")
+        raise SerializationError("request body must be a JSON object")
     return data
 
 

@@ -52,7 +52,7 @@ class Authenticator:
         parsed = self._parse(headers, "ssm")
         key = await self._store.identity.access_key(parsed.access_key_id)
         if key is None or key.status != "Active":
-            raise AuthError(UNKNOWN_KEY, code="UnrecognizedClientException")
+            raise AuthError(UNKNOWN_KEY)
         secret = self._box.decrypt(
             key.secret_encrypted, context=key.access_key_id.encode()
         ).decode()
@@ -66,6 +66,6 @@ class Authenticator:
         parsed = self._parse(headers, service)
         node = await self._store.nodes.get(parsed.access_key_id)
         if node is None:
-            raise AuthError(UNKNOWN_KEY, code="UnrecognizedClientException")
+            raise AuthError(UNKNOWN_KEY)
         verify_rsa_signature(method, url, headers, body, parsed, node.public_key)
         return node.instance_id

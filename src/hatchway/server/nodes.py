@@ -14,7 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from hatchway.auth.tokens import hash_secret, new_activation_code, verify_secret
-from hatchway.errors import AuthError, ConfigError, NotFound
+from hatchway.errors import (
+    InvalidActivation,
+    InvalidFilterKey,
+    InvalidInstanceId,
+    ValidationError,
+)
 from hatchway.server.control import ControlChannels
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
@@ -54,13 +59,13 @@ class NodeService:
         now = self._clock()
         limit = body.get("RegistrationLimit", 1)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
-            raise ConfigError("RegistrationLimit must be an integer from 1 to 1000")
+            raise ValidationError("RegistrationLimit must be an integer from 1 to 1000")
         expiry = body.get("ExpirationDate")
         expires_at = now + DEFAULT_EXPIRY if expiry is None else _timestamp(expiry)
         if expires_at <= now:
-            raise ConfigError("ExpirationDate must be in the future")
+            raise ValidationError("ExpirationDate must be in the future")
         if expires_at - now > MAX_EXPIRY + 60:
-            raise ConfigError("ExpirationDate must be at most 30 days ahead")
+            raise ValidationError("ExpirationDate must be at most 30 days ahead")
         tags = tags_from_list(body.get("Tags"))
         code = new_activation_code()
         activation = Activation(
@@ -88,7 +93,9 @@ class NodeService:
                 "DefaultInstanceName",
                 "IamRole",
             ):
-                raise ConfigError("FilterKey must be ActivationIds, DefaultInstanceName or IamRole")
+                raise ValidationError(
+                    "FilterKey must be ActivationIds, DefaultInstanceName or IamRole"
+                )
             wanted[f["FilterKey"]] = {str(v) for v in f.get("FilterValues") or []}
         now = self._clock()
         rows = [
@@ -108,7 +115,7 @@ class NodeService:
     async def delete_activation(self, body: dict[str, Any]) -> dict[str, Any]:
         activation_id = body.get("ActivationId")
         if not isinstance(activation_id, str) or not activation_id:
-            raise ConfigError("ActivationId is required")
+            raise ValidationError("ActivationId is required")
         await self._store.activations.delete(activation_id)
         return {}
 
@@ -120,19 +127,19 @@ class NodeService:
         code = body.get("ActivationCode")
         public_key = body.get("PublicKey")
         if not all(isinstance(v, str) and v for v in (activation_id, code, public_key)):
-            raise ConfigError("ActivationId, ActivationCode and PublicKey are required")
+            raise ValidationError("ActivationId, ActivationCode and PublicKey are required")
         assert isinstance(activation_id, str) and isinstance(code, str)
         assert isinstance(public_key, str)
         if body.get("PublicKeyType", "Rsa") != "Rsa":
-            raise ConfigError("PublicKeyType must be Rsa")
+            raise ValidationError("PublicKeyType must be Rsa")
         _check_public_key(public_key)
         activation = await self._store.activations.get(activation_id)
         # Same answer for an unknown id and a wrong code: don't help guessers.
         if activation is None or not verify_secret(code, activation.code_hash):
-            raise AuthError("Activation ID or code is not valid.", code="InvalidActivation")
+            raise InvalidActivation("Activation ID or code is not valid.")
         now = self._clock()
         if activation.expired(now):
-            raise AuthError("Activation has expired.", code="InvalidActivation")
+            raise InvalidActivation("Activation has expired.")
         node = Node(
             instance_id="mi-" + secrets.token_hex(9)[:17],
             activation_id=activation_id,
@@ -152,10 +159,7 @@ class NodeService:
             tags=dict(activation.tags),
         )
         if not await self._store.activations.register_node(activation_id, node, now):
-            raise AuthError(
-                "Activation has reached its registration limit or has expired.",
-                code="InvalidActivation",
-            )
+            raise InvalidActivation("Activation has reached its registration limit or has expired.")
         log.info("node %s registered with activation %s", node.instance_id, activation_id)
         # Region is a Hatchway extension: the agent needs it for its signing scope.
         return {"InstanceId": node.instance_id, "Region": self._settings.region}
@@ -176,7 +180,7 @@ class NodeService:
         tag_filters: list[tuple[str, set[str]]] = []
         for f in (body.get("Filters") or []) + (body.get("InstanceInformationFilterList") or []):
             if not isinstance(f, dict):
-                raise ConfigError("each filter must be an object")
+                raise ValidationError("each filter must be an object")
             key = f.get("Key") or f.get("key")
             values = [str(v) for v in (f.get("Values") or f.get("valueSet") or [])]
             if key == "InstanceIds":
@@ -186,7 +190,7 @@ class NodeService:
             elif isinstance(key, str) and key.startswith("tag:"):
                 tag_filters.append((key[4:], set(values)))
             else:
-                raise ConfigError(f"unsupported filter key {key!r}", code="InvalidFilterKey")
+                raise InvalidFilterKey(f"unsupported filter key {key!r}")
         nodes = await self._store.nodes.list(ids)
         rows = [
             n
@@ -227,9 +231,9 @@ class NodeService:
     async def deregister(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
         instance_id = body.get("InstanceId")
         if not isinstance(instance_id, str) or not instance_id:
-            raise ConfigError("InstanceId is required")
+            raise ValidationError("InstanceId is required")
         if await self._store.nodes.get(instance_id) is None:
-            raise NotFound(f"Instance {instance_id} does not exist.", code="InvalidInstanceId")
+            raise InvalidInstanceId(f"Instance {instance_id} does not exist.")
         await self._sessions.end_sessions_on(instance_id, "node deregistered")
         await self._store.nodes.delete(instance_id)
         await self._control.drop(instance_id, "node deregistered")
@@ -242,16 +246,16 @@ def tags_from_list(tags: Any) -> dict[str, str]:
     if tags is None:
         return {}
     if not isinstance(tags, list) or len(tags) > 50:
-        raise ConfigError("Tags must be a list of at most 50 {Key, Value} objects")
+        raise ValidationError("Tags must be a list of at most 50 {Key, Value} objects")
     out: dict[str, str] = {}
     for tag in tags:
         if not isinstance(tag, dict):
-            raise ConfigError("each tag must be an object with Key and Value")
+            raise ValidationError("each tag must be an object with Key and Value")
         key, value = tag.get("Key"), tag.get("Value", "")
         if not isinstance(key, str) or not _TAG_KEY.match(key) or not isinstance(value, str):
-            raise ConfigError(f"invalid tag {tag!r}")
+            raise ValidationError(f"invalid tag {tag!r}")
         if len(value) > 256:
-            raise ConfigError(f"tag value for {key} is longer than 256 characters")
+            raise ValidationError(f"tag value for {key} is longer than 256 characters")
         out[key] = value
     return out
 
@@ -274,7 +278,7 @@ def _activation_json(a: Activation, now: float) -> dict[str, Any]:
 def _str(body: dict[str, Any], key: str, max_len: int) -> str:
     value = body.get(key, "")
     if not isinstance(value, str) or len(value) > max_len:
-        raise ConfigError(f"{key} must be a string of at most {max_len} characters")
+        raise ValidationError(f"{key} must be a string of at most {max_len} characters")
     return value
 
 
@@ -286,7 +290,7 @@ def _timestamp(value: Any) -> float:
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except ValueError:
             pass
-    raise ConfigError(f"not a timestamp: {value!r}")
+    raise ValidationError(f"not a timestamp: {value!r}")
 
 
 def _check_public_key(public_key: str) -> None:
@@ -296,6 +300,6 @@ def _check_public_key(public_key: str) -> None:
     try:
         key = load_der_public_key(base64.b64decode(public_key, validate=True))
     except (ValueError, binascii.Error) as exc:
-        raise ConfigError("PublicKey is not a base64 DER RSA public key") from exc
+        raise ValidationError("PublicKey is not a base64 DER RSA public key") from exc
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
-        raise ConfigError("PublicKey must be an RSA key of at least 2048 bits")
+        raise ValidationError("PublicKey must be an RSA key of at least 2048 bits")

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from hatchway.errors import ConfigError
+from hatchway.errors import InvalidNextToken, ValidationError
 
 
 def page_request(body: dict[str, Any], *, default: int, maximum: int) -> tuple[int, int]:
     """(limit, offset) from a request's ``MaxResults`` and ``NextToken``."""
     limit = body.get("MaxResults", default)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= maximum:
-        raise ConfigError(f"MaxResults must be an integer from 1 to {maximum}")
+        raise ValidationError(f"MaxResults must be an integer from 1 to {maximum}")
     token = body.get("NextToken")
     if token is None:
         return limit, 0
     if not isinstance(token, str) or not token.isdigit():
-        raise ConfigError("NextToken is not valid", code="InvalidNextToken")
+        raise InvalidNextToken("NextToken is not valid")
     return limit, int(token)
 
 

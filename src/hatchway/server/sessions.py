@@ -14,7 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 from hatchway.auth.tokens import hash_token, new_token
-from hatchway.errors import ConfigError, HatchwayError, NotFound, Unavailable
+from hatchway.errors import (
+    HatchwayError,
+    InvalidDocument,
+    NotFound,
+    TargetNotConnected,
+    ValidationError,
+)
 from hatchway.protocol.payloads import AgentTaskComplete, AgentTaskPayload
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content
@@ -61,23 +67,22 @@ class SessionService:
         if not isinstance(parameters, dict) or not all(
             isinstance(v, list) and all(isinstance(x, str) for x in v) for v in parameters.values()
         ):
-            raise ConfigError("Parameters must map names to lists of strings")
+            raise ValidationError("Parameters must map names to lists of strings")
         if not NODE_ID.match(target):
-            raise Unavailable(f"{target} is not connected.", code="TargetNotConnected")
+            raise TargetNotConnected(f"{target} is not connected.")
         document = await self._store.documents.get(document_name)
         if document is None:
-            raise NotFound(f"Document {document_name} does not exist.", code="InvalidDocument")
+            raise InvalidDocument(f"Document {document_name} does not exist.")
         content = parse_content(document)
         session_type = content.get("sessionType")
         if session_type not in SUPPORTED_SESSION_TYPES:
-            raise ConfigError(
+            raise InvalidDocument(
                 f"Document {document_name} has sessionType {session_type}, which this server "
-                "does not run yet",
-                code="InvalidDocument",
+                "does not run yet"
             )
         node = await self._store.nodes.get(target)
         if node is None or not self._control.is_connected(target):
-            raise Unavailable(f"{target} is not connected.", code="TargetNotConnected")
+            raise TargetNotConnected(f"{target} is not connected.")
 
         now = self._clock()
         session_id = f"{principal.user_name}-{secrets.token_hex(9)[:17]}"
@@ -113,7 +118,7 @@ class SessionService:
         )
         try:
             await self._control.start_session(target, task)
-        except Unavailable:
+        except TargetNotConnected:
             await self._finish(session_id, SessionStatus.FAILED, "target not connected")
             raise
         log.info("session %s started by %s on %s", session_id, principal.user_name, target)
@@ -158,12 +163,12 @@ class SessionService:
     async def describe(self, body: dict[str, Any]) -> dict[str, Any]:
         state = body.get("State")
         if state not in ("Active", "History"):
-            raise ConfigError("State must be Active or History")
+            raise ValidationError("State must be Active or History")
         limit, offset = page_request(body, default=50, maximum=200)
         criteria: dict[str, Any] = {}
         for item in body.get("Filters") or []:
             if not isinstance(item, dict) or item.get("key") not in _FILTER_KEYS:
-                raise ConfigError(f"Filter keys must be one of {', '.join(_FILTER_KEYS)}")
+                raise ValidationError(f"Filter keys must be one of {', '.join(_FILTER_KEYS)}")
             key, value = item["key"], str(item.get("value", ""))
             if key in ("InvokedAfter", "InvokedBefore"):
                 criteria[key.replace("Invoked", "invoked_").lower()] = _parse_time(value)
@@ -276,7 +281,7 @@ def session_json(s: Session) -> dict[str, Any]:
 def _required_str(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key} is required and must be a non-empty string")
+        raise ValidationError(f"{key} is required and must be a non-empty string")
     return value
 
 
@@ -285,7 +290,7 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ConfigError(f"{key} must be a string")
+        raise ValidationError(f"{key} must be a string")
     return value
 
 
@@ -299,4 +304,4 @@ def _parse_time(value: str) -> float:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError as exc:
-        raise ConfigError(f"not a timestamp: {value!r}") from exc
+        raise ValidationError(f"not a timestamp: {value!r}") from exc
