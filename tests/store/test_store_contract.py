@@ -220,3 +220,41 @@ def test_session_status_tokens_and_listing(url: str) -> None:
         assert [x.session_id for x in await s.sessions.describe(active=True, target="mi-2")] == []
 
     with_store(url, body)
+
+
+def test_failures_are_counted_and_lock_the_activation_once(url: str) -> None:
+    async def body(s: Store) -> None:
+        a = activation(limit=5)
+        await s.activations.create(a)
+        fresh = await s.activations.get(a.activation_id)
+        assert fresh is not None and fresh.failed_attempts == 0 and not fresh.locked
+        results = await asyncio.gather(
+            *(s.activations.record_failure(a.activation_id, lock_after=4, now=50.0 + i)
+              for i in range(6))
+        )  # fmt: skip
+        assert results.count(None) == 3  # the first three
+        locked = await s.activations.get(a.activation_id)
+        assert locked is not None and locked.failed_attempts == 6 and locked.locked
+        first_lock = locked.locked_at
+        assert first_lock is not None and 50.0 <= first_lock <= 55.0
+        assert results.count(first_lock) == 3  # the fourth locked it, the others see its date
+        # Later failures keep counting but never move the lock's date.
+        assert await s.activations.record_failure(a.activation_id, lock_after=4, now=99.0) == (
+            first_lock
+        )
+        again = await s.activations.get(a.activation_id)
+        assert again is not None and again.failed_attempts == 7 and again.locked_at == first_lock
+        # A locked activation registers nothing, even within its limit and expiry.
+        assert not await s.activations.register_node(a.activation_id, node(a.activation_id), 5.0)
+        assert await s.nodes.list() == []
+        assert [x.locked for x in await s.activations.list()] == [True]
+
+    with_store(url, body)
+
+
+def test_failure_of_an_unknown_activation_changes_nothing(url: str) -> None:
+    async def body(s: Store) -> None:
+        assert await s.activations.record_failure("nope", lock_after=1, now=1.0) is None
+        assert await s.activations.list() == []
+
+    with_store(url, body)

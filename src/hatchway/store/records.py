@@ -54,9 +54,16 @@ class Activation:
     expiration_date: float
     created_date: float
     tags: dict[str, str] = field(default_factory=dict)
+    failed_attempts: int = 0
+    locked_at: float | None = None
 
     def expired(self, now: float) -> bool:
         return now >= self.expiration_date
+
+    @property
+    def locked(self) -> bool:
+        """Locked after too many wrong codes: refuses every code until it is recreated."""
+        return self.locked_at is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy import and_, case, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -134,10 +134,40 @@ class ActivationRepository(_Repository):
         if count == 0:
             raise InvalidActivationId(f"Activation ID {activation_id} does not exist.")
 
+    async def record_failure(
+        self, activation_id: str, *, lock_after: int, now: float
+    ) -> float | None:
+        """Count one wrong code for the activation and lock it at ``lock_after`` failures.
+
+        One conditional ``UPDATE``, so concurrent failures (on any replica) are all counted and
+        the lock is set exactly once, by whichever failure reaches the limit. Returns when the
+        activation was locked (``now`` for the failure that locked it), or ``None`` while it
+        is not locked (and when it does not exist).
+        """
+        a = t.activations.c
+        stmt = (
+            update(t.activations)
+            .where(a.activation_id == activation_id)
+            .values(
+                failed_attempts=a.failed_attempts + 1,
+                locked_at=case(
+                    (and_(a.locked_at.is_(None), a.failed_attempts + 1 >= lock_after), now),
+                    else_=a.locked_at,
+                ),
+            )
+            .returning(a.locked_at)
+        )
+        try:
+            async with self._engine.begin() as conn:
+                row = (await conn.execute(stmt)).first()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+        return None if row is None else row[0]
+
     async def register_node(self, activation_id: str, node: Node, now: float) -> bool:
         """Consume one registration of the activation and insert the node, atomically.
 
-        Returns False when the activation is used up or expired (nothing is written).
+        Returns False when the activation is used up, expired or locked (nothing is written).
         """
         a = t.activations.c
         claim = (
@@ -147,6 +177,7 @@ class ActivationRepository(_Repository):
                     a.activation_id == activation_id,
                     a.registrations_count < a.registration_limit,
                     a.expiration_date > now,
+                    a.locked_at.is_(None),
                 )
             )
             .values(registrations_count=a.registrations_count + 1)

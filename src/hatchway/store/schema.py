@@ -60,6 +60,10 @@ activations = Table(
     Column("expiration_date", Float, nullable=False),
     Column("created_date", Float, nullable=False),
     Column("tags", JSON, nullable=False),
+    # Wrong codes given for this activation; at ``ServerSettings.activation_lock_after`` it is
+    # locked (``locked_at`` set) and refuses every code, the right one too.
+    Column("failed_attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("locked_at", Float),
 )
 
 nodes = Table(
