@@ -112,6 +112,13 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
     show_default=True,
     help="Seconds a session waits for a vanished client or agent to come back.",
 )
+@click.option(
+    "--activation-lock-after",
+    type=click.IntRange(1, 1_000_000),
+    default=20,
+    show_default=True,
+    help="Wrong activation codes after which an activation is locked.",
+)
 def server(
     data_dir: Path,
     listen: str,
@@ -122,6 +129,7 @@ def server(
     database_url: str | None,
     region: str,
     disconnect_grace: float,
+    activation_lock_after: int,
 ) -> None:
     """Run the Hatchway server on embedded defaults (SQLite, local files)."""
     from hatchway.server.settings import ServerSettings, is_loopback, parse_listen
@@ -141,6 +149,7 @@ def server(
         database_url=database_url,
         region=region,
         disconnect_grace=disconnect_grace,
+        activation_lock_after=activation_lock_after,
     )
     run_server(settings)
 
@@ -228,6 +237,8 @@ def activation_list(ctx: click.Context, output: str) -> None:
             ("LIMIT", "RegistrationLimit"),
             ("EXPIRES", "ExpirationDate"),
             ("EXPIRED", "Expired"),
+            ("FAILED", "FailedAttempts"),
+            ("LOCKED", "Locked"),
             ("TAGS", "Tags"),
         ],
         "ActivationList",

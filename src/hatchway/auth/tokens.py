@@ -22,6 +22,7 @@ import secrets
 import string
 
 __all__ = [
+    "UNMATCHABLE_HASH",
     "hash_secret",
     "hash_token",
     "new_activation_code",
@@ -52,6 +53,15 @@ _HASH_BYTES = 32
 _MAX_N = 2**20
 _MAX_R = 32
 _MAX_P = 16
+
+
+UNMATCHABLE_HASH = (
+    f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${'00' * _SALT_BYTES}${'00' * _HASH_BYTES}"
+)
+"""A well-formed hash with today's cost parameters that no code matches (an all-zero digest).
+
+Checking a code against it costs exactly what checking against a real activation's hash costs,
+so a caller can do the same work for an unknown id as for a known one (no timing oracle)."""
 
 
 def new_token() -> str:

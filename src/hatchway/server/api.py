@@ -83,7 +83,7 @@ class Api:
                 raise UnknownOperation(f"operation {target or '(none)'} is not supported")
             data = _parse_body(body)
             if name == "RegisterManagedInstance":
-                result = await self._nodes.register(data)
+                result = await self._nodes.register(data, source=request.remote)
             else:
                 principal = await self._authn.user(
                     request.method, request.raw_path, request.headers, body

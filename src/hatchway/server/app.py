@@ -28,6 +28,8 @@ from hatchway.server.documents import builtin_documents
 from hatchway.server.nodes import NodeService
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
+from hatchway.server.throttle import FailureLimiter
+from hatchway.server.verifier import SecretVerifier
 from hatchway.store.database import sqlite_url
 from hatchway.store.records import SessionStatus
 from hatchway.store.store import Store
@@ -54,6 +56,7 @@ class Server:
     async def close(self) -> None:
         await self.control.close_all()
         await self.sessions.gateway.close_all()
+        self.nodes.close()
         await self.store.close()
 
 
@@ -84,7 +87,15 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     control = ControlChannels(store, settings, clock)
     sessions = SessionService(store, settings, clock, control)
     control.on_task_complete = sessions.task_complete
-    nodes = NodeService(store, settings, clock, control, sessions)
+    nodes = NodeService(
+        store,
+        settings,
+        clock,
+        control,
+        sessions,
+        verifier=SecretVerifier(workers=settings.kdf_workers, max_waiting=settings.kdf_max_waiting),
+        limiter=FailureLimiter(),
+    )
     authn = Authenticator(store, box, region=settings.region, account_id=account_id, clock=clock)
     api = Api(settings, authn, sessions, nodes)
     app = web.Application(client_max_size=settings.max_body_size)
@@ -227,6 +238,7 @@ async def serve(
         await server.control.close_all()
         await server.sessions.gateway.close_all()
         await runner.cleanup()
+        server.nodes.close()
         await server.store.close()
 
 

@@ -3,6 +3,7 @@ RegisterManagedInstance, DescribeInstanceInformation, DeregisterManagedInstance.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -13,11 +14,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from hatchway.auth.tokens import hash_secret, new_activation_code, verify_secret
+from hatchway.auth.tokens import UNMATCHABLE_HASH, hash_secret, new_activation_code
 from hatchway.errors import (
     InvalidActivation,
     InvalidFilterKey,
     InvalidInstanceId,
+    Throttled,
     ValidationError,
 )
 from hatchway.server.control import ControlChannels
@@ -25,6 +27,8 @@ from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
+from hatchway.server.throttle import FailureLimiter, source_key
+from hatchway.server.verifier import SecretVerifier
 from hatchway.store.records import Activation, Node
 from hatchway.store.store import Store
 
@@ -34,10 +38,16 @@ DEFAULT_EXPIRY = 24 * 3600.0
 MAX_EXPIRY = 30 * 24 * 3600.0
 MAX_REGISTRATIONS = 1000
 _TAG_KEY = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
+INVALID_ACTIVATION = "Activation ID or code is not valid."
 
 
 class NodeService:
-    """Registration of nodes by activation, and what the server knows of each node."""
+    """Registration of nodes by activation, and what the server knows of each node.
+
+    Args:
+        verifier: checks activation codes off the event loop (a bounded pool).
+        limiter: per-source back-off after failed registrations (monotonic clock).
+    """
 
     def __init__(
         self,
@@ -46,12 +56,21 @@ class NodeService:
         clock: Callable[[], float],
         control: ControlChannels,
         sessions: SessionService,
+        *,
+        verifier: SecretVerifier,
+        limiter: FailureLimiter,
     ) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock
         self._control = control
         self._sessions = sessions
+        self._verifier = verifier
+        self._limiter = limiter
+
+    def close(self) -> None:
+        """Stop the pool that checks activation codes."""
+        self._verifier.close()
 
     # ---- activations ----------------------------------------------------------------------
 
@@ -121,8 +140,19 @@ class NodeService:
 
     # ---- registration ---------------------------------------------------------------------
 
-    async def register(self, body: dict[str, Any]) -> dict[str, Any]:
-        """RegisterManagedInstance (anonymous; the activation code is the credential)."""
+    async def register(self, body: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+        """RegisterManagedInstance (anonymous; the activation code is the credential).
+
+        Guessing is made slow and blind: a source that keeps failing must wait (``Throttled``,
+        answered after ``throttled_answer_delay`` with no other work), checks run on a bounded
+        pool off the event loop, an activation locks after ``activation_lock_after`` wrong
+        codes, and an unknown or locked id costs the same scrypt as a known one and gets the
+        same answer as a wrong code.
+
+        Args:
+            body: the request.
+            source: the caller's address (the per-source limit's key).
+        """
         activation_id = body.get("ActivationId")
         code = body.get("ActivationCode")
         public_key = body.get("PublicKey")
@@ -133,10 +163,22 @@ class NodeService:
         if body.get("PublicKeyType", "Rsa") != "Rsa":
             raise ValidationError("PublicKeyType must be Rsa")
         _check_public_key(public_key)
-        activation = await self._store.activations.get(activation_id)
-        # Same answer for an unknown id and a wrong code: don't help guessers.
-        if activation is None or not verify_secret(code, activation.code_hash):
-            raise InvalidActivation("Activation ID or code is not valid.")
+        source = source_key(source)
+        try:
+            self._limiter.check(source)
+            right, activation = await self._check_code(activation_id, code)
+        except Throttled:
+            # Hold the refusal a moment: a guesser that waits for its answers (any HTTP/1.1
+            # client) then costs the server a request per second per connection, not as many
+            # as the event loop can answer.
+            await asyncio.sleep(self._settings.throttled_answer_delay)
+            raise
+        if not right:
+            await self._failed(activation_id, source)
+            # Same answer for an unknown id, a locked activation and a wrong code.
+            raise InvalidActivation(INVALID_ACTIVATION)
+        assert activation is not None
+        self._limiter.succeeded(source)
         now = self._clock()
         if activation.expired(now):
             raise InvalidActivation("Activation has expired.")
@@ -163,6 +205,42 @@ class NodeService:
         log.info("node %s registered with activation %s", node.instance_id, activation_id)
         # Region is a Hatchway extension: the agent needs it for its signing scope.
         return {"InstanceId": node.instance_id, "Region": self._settings.region}
+
+    async def _check_code(self, activation_id: str, code: str) -> tuple[bool, Activation | None]:
+        """Whether ``code`` is the activation's, checked on the bounded pool.
+
+        An unknown id and a locked activation are checked against ``UNMATCHABLE_HASH``: the
+        same scrypt work, and never a match.
+
+        Raises:
+            Throttled: the pool is full.
+        """
+        with self._verifier.admission():
+            activation = await self._store.activations.get(activation_id)
+            usable = activation is not None and not activation.locked
+            hashed = activation.code_hash if activation is not None and usable else UNMATCHABLE_HASH
+            return await self._verifier.verify(code, hashed) and usable, activation
+
+    async def _failed(self, activation_id: str, source: str) -> None:
+        """Count a wrong code against the source and (in the database) the activation.
+
+        The counting ``UPDATE`` runs for unknown ids too (it matches no row), so a known and
+        an unknown id cost the same statements as well as the same scrypt.
+        """
+        wait = self._limiter.failed(source)
+        if wait:
+            log.debug("registration source %s waits %.0f s after repeated failures", source, wait)
+        now = self._clock()
+        locked_at = await self._store.activations.record_failure(
+            activation_id, lock_after=self._settings.activation_lock_after, now=now
+        )
+        if locked_at == now:  # this failure locked it
+            log.warning(
+                "activation %s is locked after %d failed registration attempts; delete it and "
+                "create a new one",
+                activation_id,
+                self._settings.activation_lock_after,
+            )
 
     # ---- nodes ----------------------------------------------------------------------------
 
@@ -272,6 +350,10 @@ def _activation_json(a: Activation, now: float) -> dict[str, Any]:
         "Expired": a.expired(now),
         "CreatedDate": a.created_date,
         "Tags": [{"Key": k, "Value": v} for k, v in sorted(a.tags.items())],
+        # Hatchway extensions (boto3 ignores members it does not know).
+        "Locked": a.locked,
+        "FailedAttempts": a.failed_attempts,
+        **({"LockedDate": a.locked_at} if a.locked_at is not None else {}),
     }
 
 

@@ -25,6 +25,10 @@ class ServerSettings:
         disconnect_grace: how long a session waits for a vanished end to come back.
         token_first_use: a client token must be used within this many seconds of issue.
         max_frame_size / max_body_size: per data-channel frame and per API request body.
+        activation_lock_after: wrong codes after which an activation is locked for good.
+        kdf_workers / kdf_max_waiting: threads checking activation codes (scrypt), and how
+            many checks may wait for one before further registrations get ``Throttled``.
+        throttled_answer_delay: a ``Throttled`` registration is answered after this long.
     """
 
     data_dir: Path
@@ -42,6 +46,10 @@ class ServerSettings:
     token_first_use: float = 60.0
     max_frame_size: int = MiB
     max_body_size: int = MiB
+    activation_lock_after: int = 20
+    kdf_workers: int = 1
+    kdf_max_waiting: int = 16
+    throttled_answer_delay: float = 1.0
     admin_user: str = field(default="admin")
 
     @property
