@@ -113,6 +113,17 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
     help="Seconds a session waits for a vanished client or agent to come back.",
 )
 @click.option(
+    "--max-connections",
+    type=click.IntRange(16),
+    help="Open connections at most [default: the file descriptor limit minus 10%].",
+)
+@click.option(
+    "--max-connections-per-source",
+    type=click.IntRange(1),
+    help="Open connections at most from one address (IPv6: one /64) "
+    "[default: a quarter of --max-connections, at least 1024].",
+)
+@click.option(
     "--activation-lock-after",
     type=click.IntRange(1, 1_000_000),
     default=20,
@@ -129,6 +140,8 @@ def server(
     database_url: str | None,
     region: str,
     disconnect_grace: float,
+    max_connections: int | None,
+    max_connections_per_source: int | None,
     activation_lock_after: int,
 ) -> None:
     """Run the Hatchway server on embedded defaults (SQLite, local files)."""
@@ -149,6 +162,8 @@ def server(
         database_url=database_url,
         region=region,
         disconnect_grace=disconnect_grace,
+        max_connections=max_connections,
+        max_connections_per_source=max_connections_per_source,
         activation_lock_after=activation_lock_after,
     )
     run_server(settings)

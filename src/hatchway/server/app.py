@@ -25,6 +25,8 @@ from hatchway.server.authn import Authenticator
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import builtin_documents
+from hatchway.server.guard import ConnectionGuard, ConnectionLimits, listen
+from hatchway.server.memory import MemoryReclaimer
 from hatchway.server.nodes import NodeService
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
@@ -52,6 +54,7 @@ class Server:
     ca_file: Path | None
     ca_fingerprint: str | None
     ssl_context: ssl.SSLContext | None
+    guard: ConnectionGuard
 
     async def close(self) -> None:
         await self.control.close_all()
@@ -98,7 +101,19 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     )
     authn = Authenticator(store, box, region=settings.region, account_id=account_id, clock=clock)
     api = Api(settings, authn, sessions, nodes)
-    app = web.Application(client_max_size=settings.max_body_size)
+    guard = ConnectionGuard(
+        ConnectionLimits.derive(
+            settings.max_connections,
+            settings.max_connections_per_source,
+            tls_handshake_timeout=settings.tls_handshake_timeout,
+            head_timeout=settings.request_head_timeout,
+            body_timeout=settings.request_body_timeout,
+            idle_timeout=settings.keepalive_timeout,
+        ),
+        ssl_context=ssl_context,
+        reclaimer=MemoryReclaimer(),
+    )
+    app = web.Application(client_max_size=settings.max_body_size, middlewares=[guard.middleware])
     server = Server(
         settings,
         store,
@@ -111,6 +126,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         ca_file,
         fingerprint,
         ssl_context,
+        guard,
     )
     _routes(server, api)
     app["box"] = box
@@ -193,16 +209,19 @@ async def serve(
 ) -> None:
     """Run the server until ``stop`` is set; then close every channel and the store."""
     server = await build_server(settings)
-    runner = web.AppRunner(server.app, handle_signals=False, access_log=None, shutdown_timeout=2)
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        settings.host,
-        settings.port,
-        ssl_context=server.ssl_context,
+    runner = web.AppRunner(
+        server.app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=2,
+        keepalive_timeout=server.guard.limits.idle_timeout,
     )
+    await runner.setup()
+    assert runner.server is not None
     try:
-        await site.start()
+        # Instead of web.TCPSite: the guard accepts, admits and times each connection and
+        # hands it to aiohttp's public protocol factory.
+        await server.guard.start(runner.server, listen(settings.host, settings.port))
     except OSError as exc:
         await runner.cleanup()
         await server.close()
@@ -211,41 +230,38 @@ async def serve(
                 f"cannot listen on {settings.host}:{settings.port}: the port is already in use"
             ) from exc
         raise Unavailable(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
-    port = _bound_port(site) or settings.port
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-    host = "::1" if host == "::" else host
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    endpoint = settings.public_url or f"{settings.scheme}://{netloc}"
-    admin = await ensure_admin(server.store, server.app["box"], settings.admin_user, time.time())
-    write_profile(
-        settings.admin_profile_path,
-        endpoint=endpoint,
-        ca_file=server.ca_file,
-        region=settings.region,
-        credentials=admin,
-    )
-    running = Running(
-        endpoint, port, server.ca_file, server.ca_fingerprint, settings.admin_profile_path
-    )
-    if on_ready is not None:
-        on_ready(running)
-    # Start-up objects (botocore, SQLAlchemy, aiohttp) live as long as the process: keep them
-    # out of the cyclic collector's way so collections stay short on the relay path.
-    gc.freeze()
     try:
+        port = int(server.guard.sockets[0].getsockname()[1])
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+        host = "::1" if host == "::" else host
+        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        endpoint = settings.public_url or f"{settings.scheme}://{netloc}"
+        admin = await ensure_admin(
+            server.store, server.app["box"], settings.admin_user, time.time()
+        )
+        write_profile(
+            settings.admin_profile_path,
+            endpoint=endpoint,
+            ca_file=server.ca_file,
+            region=settings.region,
+            credentials=admin,
+        )
+        running = Running(
+            endpoint, port, server.ca_file, server.ca_fingerprint, settings.admin_profile_path
+        )
+        if on_ready is not None:
+            on_ready(running)
+        # Start-up objects (botocore, SQLAlchemy, aiohttp) live as long as the process: keep them
+        # out of the cyclic collector's way so collections stay short on the relay path.
+        gc.freeze()
         await stop.wait()
     finally:
+        await server.guard.close()
         await server.control.close_all()
         await server.sessions.gateway.close_all()
         await runner.cleanup()
         server.nodes.close()
         await server.store.close()
-
-
-def _bound_port(site: web.TCPSite) -> int | None:
-    srv = site._server  # aiohttp keeps the asyncio server here
-    sockets = getattr(srv, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else None
 
 
 def print_banner(running: Running, out: TextIO | None = None) -> None:

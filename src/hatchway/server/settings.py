@@ -29,6 +29,10 @@ class ServerSettings:
         kdf_workers / kdf_max_waiting: threads checking activation codes (scrypt), and how
             many checks may wait for one before further registrations get ``Throttled``.
         throttled_answer_delay: a ``Throttled`` registration is answered after this long.
+        max_connections / max_connections_per_source: connection caps (``None``: derived
+            from the file descriptor limit, see ``guard.ConnectionLimits.derive``).
+        tls_handshake_timeout, request_head_timeout, request_body_timeout, keepalive_timeout:
+            the connection time limits of ``server.guard`` (body: longest pause).
     """
 
     data_dir: Path
@@ -50,6 +54,12 @@ class ServerSettings:
     kdf_workers: int = 1
     kdf_max_waiting: int = 16
     throttled_answer_delay: float = 1.0
+    max_connections: int | None = None
+    max_connections_per_source: int | None = None
+    tls_handshake_timeout: float = 10.0
+    request_head_timeout: float = 10.0
+    request_body_timeout: float = 10.0
+    keepalive_timeout: float = 30.0
     admin_user: str = field(default="admin")
 
     @property
