@@ -3,6 +3,8 @@
     with hatchway_cluster() as (env, node, hatchway):
         subprocess.run([hatchway, "start-session", "--target", node], env=env)
 
+``hatchway_server(*args)`` starts the server alone (extra ``hatchway server`` arguments).
+
 Everything (data dir, agent state, logs) lives in a temporary directory removed on exit; the
 server and agent are stopped with SIGTERM (SIGKILL if they linger).
 """
@@ -43,12 +45,38 @@ def hatchway_binary() -> str:
     return found
 
 
+class ServerEnv(NamedTuple):
+    env: dict[str, str]
+    endpoint: str
+    ca_file: Path
+    pid: int
+    hatchway: str
+    root: Path
+
+
+def _cli(binary: str, env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [binary, *args],
+        capture_output=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"hatchway {' '.join(args)} exited {result.returncode}: "
+            f"{result.stderr.decode(errors='replace')}"
+        )
+    return result.stdout.decode()
+
+
 @contextmanager
-def hatchway_cluster() -> Iterator[HatchwayEnv]:
+def hatchway_server(*server_args: str) -> Iterator[ServerEnv]:
+    """A Hatchway server alone (TLS, loopback, its own temporary data directory)."""
     binary = hatchway_binary()
     root = Path(tempfile.mkdtemp(prefix="hatchway-bench-"))
     data_dir = root / "server"
-    state_dir = root / "agent"
     profile = data_dir / "admin-profile.toml"
     ca_file = data_dir / "ca.pem"
     port = free_port()
@@ -57,42 +85,16 @@ def hatchway_cluster() -> Iterator[HatchwayEnv]:
     env["HATCHWAY_CONFIG"] = str(profile)
     env.pop("HATCHWAY_PROFILE", None)
     server_log = root / "server.log"
-    agent_log = root / "agent.log"
-
-    def cli(*args: str) -> str:
-        result = subprocess.run(
-            [binary, *args],
-            capture_output=True,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            timeout=60,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"hatchway {' '.join(args)} exited {result.returncode}: "
-                f"{result.stderr.decode(errors='replace')}"
-            )
-        return result.stdout.decode()
-
-    def cli_json(*args: str) -> Any:
-        return json.loads(cli(*args, "--output", "json"))
 
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, root, ignore_errors=True)
-
-        def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-            with open(log, "ab") as out:
-                proc = subprocess.Popen(
-                    args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
-                )
-            stack.callback(stop_process, proc)
-            return proc
-
-        server = start(
-            [binary, "server", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}"],
-            server_log,
-        )
+        with open(server_log, "ab") as out:
+            server = subprocess.Popen(
+                [binary, "server", "--data-dir", str(data_dir), "--listen",
+                 f"127.0.0.1:{port}", *server_args],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+            )  # fmt: skip
+        stack.callback(stop_process, server)
 
         def healthy() -> bool:
             if server.poll() is not None:
@@ -109,15 +111,29 @@ def hatchway_cluster() -> Iterator[HatchwayEnv]:
                 return False
 
         wait_for(healthy, 30, "the hatchway server's /healthz")
+        yield ServerEnv(env, endpoint, ca_file, server.pid, binary, root)
+
+
+@contextmanager
+def hatchway_cluster() -> Iterator[HatchwayEnv]:
+    with hatchway_server() as srv, ExitStack() as stack:
+        env, binary = srv.env, srv.hatchway
+        state_dir = srv.root / "agent"
+        agent_log = srv.root / "agent.log"
+
+        def cli_json(*args: str) -> Any:
+            return json.loads(_cli(binary, env, *args, "--output", "json"))
 
         activation = cli_json("activation", "create")
-        node = cli(
+        node = _cli(
+            binary,
+            env,
             "agent",
             "register",
             "--endpoint",
-            endpoint,
+            srv.endpoint,
             "--ca-file",
-            str(ca_file),
+            str(srv.ca_file),
             "--activation-id",
             activation["ActivationId"],
             "--activation-code",
@@ -128,7 +144,15 @@ def hatchway_cluster() -> Iterator[HatchwayEnv]:
         if not node.startswith("mi-"):
             raise RuntimeError(f"unexpected output from `agent register`: {node!r}")
 
-        agent = start([binary, "agent", "run", "--state-dir", str(state_dir)], agent_log)
+        with open(agent_log, "ab") as out:
+            agent = subprocess.Popen(
+                [binary, "agent", "run", "--state-dir", str(state_dir)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=env,
+            )
+        stack.callback(stop_process, agent)
 
         def online() -> bool:
             if agent.poll() is not None:
