@@ -67,7 +67,7 @@ def cli(ctx: click.Context, config: str | None, profile: str | None) -> None:
 
 def _api(ctx: click.Context) -> Any:
     from hatchway.auth.sigv4 import Credentials
-    from hatchway.client.api import ApiClient
+    from hatchway.transport.apiclient import ApiClient
     from hatchway.client.config import load_profile
 
     p = load_profile(ctx.obj["config"], ctx.obj["profile"])

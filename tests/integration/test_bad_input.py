@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed
 from hatchway.auth.agentkey import generate_private_key, save_private_key
 from hatchway.auth.sigv4 import Credentials
 from hatchway.auth.tokens import hash_token, new_token
-from hatchway.client.api import ApiClient, ApiError
+from hatchway.transport.apiclient import ApiClient, ApiError
 from hatchway.client.config import load_profile
 from hatchway.client.session import ClientSession
 from hatchway.protocol.events import StreamData

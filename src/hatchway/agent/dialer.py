@@ -16,7 +16,7 @@ import aiohttp
 from hatchway.agent.state import AgentState
 from hatchway.auth.agentkey import load_private_key, pss_signer
 from hatchway.auth.sigv4 import sign_request_rsa
-from hatchway.client.api import client_ssl_context
+from hatchway.transport.apiclient import client_ssl_context
 from hatchway.errors import AuthError, NotFound, Unavailable
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
 

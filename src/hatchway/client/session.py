@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from hatchway.client.api import ApiClient, ApiError
+from hatchway.transport.apiclient import ApiClient, ApiError
 from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.terminal import raw_mode, window_size
 from hatchway.errors import AuthError, ChannelClosed, HatchwayError, RemoteProtocolError
