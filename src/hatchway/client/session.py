@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from hatchway.transport.apiclient import ApiClient, ApiError
 from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.terminal import raw_mode, window_size
 from hatchway.errors import AuthError, ChannelClosed, HatchwayError, RemoteProtocolError
@@ -37,6 +36,7 @@ from hatchway.protocol.handshake import (
 )
 from hatchway.protocol.payloads import OpenDataChannelInput, SizePayload, decode_exit_code
 from hatchway.protocol.reliability import Endpoint, Role
+from hatchway.transport.apiclient import ApiClient, ApiError
 from hatchway.transport.backoff import Backoff
 from hatchway.transport.channel import ChannelDriver
 
