@@ -36,6 +36,7 @@ from hatchway.protocol.handshake import (
 )
 from hatchway.protocol.payloads import OpenDataChannelInput, SizePayload, decode_exit_code
 from hatchway.protocol.reliability import Endpoint, Role
+from hatchway.protocol.timing import PING_INTERVAL
 from hatchway.transport.apiclient import ApiClient, ApiError
 from hatchway.transport.backoff import Backoff
 from hatchway.transport.channel import ChannelDriver
@@ -149,8 +150,8 @@ class ClientSession:
                     self._url,
                     ssl=ssl_ctx,
                     max_size=DEFAULT_MAX_FRAME_SIZE,
-                    ping_interval=20,
-                    ping_timeout=20,
+                    ping_interval=PING_INTERVAL,
+                    ping_timeout=PING_INTERVAL,
                     open_timeout=15,
                     close_timeout=1,
                     compression=None,

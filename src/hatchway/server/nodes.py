@@ -20,6 +20,7 @@ from hatchway.errors import (
     InvalidInstanceId,
     ValidationError,
 )
+from hatchway.protocol.timing import liveness_window
 from hatchway.server.control import ControlChannels
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
@@ -170,7 +171,8 @@ class NodeService:
         """Online while the control channel is up and heartbeats arrive (two missed → lost)."""
         if node.last_ping_at is None or not node.connected:
             return "ConnectionLost"
-        fresh = self._clock() - node.last_ping_at <= 2 * self._settings.heartbeat_interval + 1
+        age = self._clock() - node.last_ping_at
+        fresh = age <= liveness_window(self._settings.heartbeat_interval)
         return "Online" if fresh else "ConnectionLost"
 
     async def describe_instances(self, body: dict[str, Any]) -> dict[str, Any]:
