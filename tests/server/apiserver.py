@@ -137,7 +137,7 @@ def running_api(data_dir: Path) -> Iterator[ApiServer]:
             site = web.TCPSite(runner, "127.0.0.1", 0)
             await site.start()
             host, port = runner.addresses[0][:2]
-            admin = await ensure_admin(server.store, server.app["box"], "admin", 0.0)
+            admin = await ensure_admin(server.store, server.box, "admin", 0.0)
             started.append(ApiServer(host, port, admin, server))
             ready.set()
             await stop.wait()

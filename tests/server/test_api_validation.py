@@ -21,9 +21,9 @@ from botocore.exceptions import ClientError
 from hatchway.agent.registration import register
 from hatchway.auth.agentkey import generate_private_key, public_key_b64
 from hatchway.auth.sigv4 import Credentials, sign_request
-from hatchway.client.api import ApiClient, ApiError
 from hatchway.server.api import MAX_ANONYMOUS_BODY
 from hatchway.server.validation import MAX_ECHO
+from hatchway.transport.apiclient import ApiClient, ApiError
 from tests.server.apiserver import JSON_TYPE, Answer, ApiServer
 
 NODE_ID = "mi-0123456789abcdef0"
