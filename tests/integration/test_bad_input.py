@@ -34,7 +34,6 @@ from websockets.exceptions import ConnectionClosed
 from hatchway.auth.agentkey import generate_private_key, save_private_key
 from hatchway.auth.sigv4 import Credentials
 from hatchway.auth.tokens import hash_token, new_token
-from hatchway.client.api import ApiClient, ApiError
 from hatchway.client.config import load_profile
 from hatchway.client.session import ClientSession
 from hatchway.protocol.events import StreamData
@@ -42,6 +41,7 @@ from hatchway.protocol.frames import MessageType, PayloadType, encode_frame, mak
 from hatchway.protocol.handshake import Extensions, HandshakeRequest, answer_request
 from hatchway.protocol.payloads import OpenDataChannelInput
 from hatchway.protocol.reliability import Endpoint, Role
+from hatchway.transport.apiclient import ApiClient, ApiError
 from tests.fakes import FakeClock
 from tests.integration.cluster import HATCHWAY, Cluster, free_port, wait_for
 

@@ -17,6 +17,7 @@ from hatchway.agent.runas import DEFAULT_RUN_AS, resolve_run_as
 from hatchway.agent.shell_session import ShellSession
 from hatchway.agent.state import AgentState
 from hatchway.errors import AuthError, HatchwayError, RemoteProtocolError
+from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.control import control_frame
 from hatchway.protocol.frames import MessageType, decode_frame
 from hatchway.protocol.payloads import (
@@ -26,14 +27,12 @@ from hatchway.protocol.payloads import (
     ChannelClosedPayload,
     MGSPayload,
 )
+from hatchway.protocol.timing import HEARTBEAT_INTERVAL
 from hatchway.transport.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL = 10.0  # seconds; the server marks a node ConnectionLost after two missed
 COMPLETE_RETRY = 1.0  # resend agent_task_complete this often until acknowledged
-CLOSE_DEREGISTERED = 4003
-CLOSE_REPLACED = 4000
 
 
 @dataclass(frozen=True)
@@ -117,9 +116,9 @@ class Agent:
             with contextlib.suppress(Exception):
                 await ws.close()
         code = ws.close_code
-        if code == CLOSE_DEREGISTERED:
+        if code == CloseCode.DEREGISTERED:
             raise Deregistered("the server deregistered this node")
-        if code == CLOSE_REPLACED:
+        if code == CloseCode.REPLACED:
             # Our live connection was taken over: another agent runs with this node's identity.
             # Going back would make the two replace each other forever; the newer one wins.
             raise AuthError("another agent connected with this node's identity; stopping")

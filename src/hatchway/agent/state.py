@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from hatchway.auth.atomicfile import ensure_private_dir, write_private_text
 from hatchway.errors import ConfigError
 
 REGISTRATION_FILE = "registration.json"
@@ -36,14 +36,13 @@ class AgentState:
             "region": self.region,
             "ca_file": str(self.ca_file) if self.ca_file else None,
         }
-        tmp = self.state_dir / f".{REGISTRATION_FILE}.tmp"
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.state_dir / REGISTRATION_FILE)
+        write_private_text(self.state_dir / REGISTRATION_FILE, json.dumps(data, indent=2) + "\n")
 
     @classmethod
     def load(cls, state_dir: Path) -> AgentState:
         path = state_dir / REGISTRATION_FILE
+        if state_dir.exists():
+            ensure_private_dir(state_dir, what="state directory")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             endpoint = str(data["endpoint"])

@@ -20,9 +20,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from hatchway.client.api import ApiClient, ApiError
+from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.terminal import raw_mode, window_size
 from hatchway.errors import AuthError, ChannelClosed, HatchwayError, RemoteProtocolError
+from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.events import ChannelClosedEvent, StreamData
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE, PayloadType
 from hatchway.protocol.handshake import (
@@ -35,15 +36,13 @@ from hatchway.protocol.handshake import (
 )
 from hatchway.protocol.payloads import OpenDataChannelInput, SizePayload, decode_exit_code
 from hatchway.protocol.reliability import Endpoint, Role
+from hatchway.protocol.timing import PING_INTERVAL
+from hatchway.transport.apiclient import ApiClient, ApiError
 from hatchway.transport.backoff import Backoff
 from hatchway.transport.channel import ChannelDriver
 
 EOT = b"\x04"
 READ_CHUNK = 65536
-TERMINATED_STATUS = 255  # like ssh when the connection ends without an exit status
-CLOSE_REPLACED = 4000
-CLOSE_ENDED = 4001
-CLOSE_POLICY = 1008
 RECONNECT_FOR = 120.0  # seconds without a connection before giving up
 EXIT_LINGER = 5.0  # after the exit code, wait this long for channel_closed
 
@@ -108,7 +107,7 @@ class ClientSession:
             return self.exit_code
         message = self.closed_message or "the session was terminated"
         sys.stderr.write(f"\r\nSession {self.session_id} ended: {message}\r\n")
-        return TERMINATED_STATUS
+        return ExitStatus.SESSION_ENDED
 
     # ---- the data channel -----------------------------------------------------------------
 
@@ -153,8 +152,8 @@ class ClientSession:
                     self._url,
                     ssl=ssl_ctx,
                     max_size=DEFAULT_MAX_FRAME_SIZE,
-                    ping_interval=20,
-                    ping_timeout=20,
+                    ping_interval=PING_INTERVAL,
+                    ping_timeout=PING_INTERVAL,
                     open_timeout=15,
                     close_timeout=1,
                     compression=None,
@@ -186,11 +185,11 @@ class ClientSession:
             if self._done.is_set():
                 return
             code, reason = ws.close_code, ws.close_reason
-            if code == CLOSE_POLICY and not was_connected:
+            if code == CloseCode.POLICY and not was_connected:
                 raise AuthError(f"the server refused the session: {reason}")
-            if code == CLOSE_REPLACED:
+            if code == CloseCode.REPLACED:
                 raise ChannelClosed("another connection took over this session")
-            if code == CLOSE_ENDED:
+            if code == CloseCode.ENDED:
                 self.closed_message = self.closed_message or reason or "session ended"
                 self._done.set()
                 return

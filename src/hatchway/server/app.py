@@ -17,8 +17,9 @@ from typing import TextIO
 
 from aiohttp import web
 
+from hatchway.auth.atomicfile import ensure_private_dir
 from hatchway.auth.secretbox import SecretBox, load_or_create_master_key
-from hatchway.errors import AuthError, HatchwayError, NotFound, Unavailable
+from hatchway.errors import AccessDenied, HatchwayError, NotFound, Unavailable
 from hatchway.server.api import Api
 from hatchway.server.authn import Authenticator
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
@@ -58,7 +59,7 @@ class Server:
 
 async def build_server(settings: ServerSettings, clock: Callable[[], float] = time.time) -> Server:
     """Open (and migrate) the store, make the TLS identity and wire every service."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(settings.data_dir, what="data directory")
     store = Store.open(settings.database_url or sqlite_url(settings.db_path))
     box = SecretBox(load_or_create_master_key(settings.master_key_path))
     ca_file = fingerprint = ssl_context = None
@@ -123,7 +124,7 @@ def _routes(server: Server, api: Api) -> None:
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
             if signer != node_id:
-                raise AuthError("signature is not from this node", code="AccessDeniedException")
+                raise AccessDenied("signature is not from this node")
         except HatchwayError as exc:
             return _refuse(exc)
         return await server.control.serve(request, node_id)

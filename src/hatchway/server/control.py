@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
-from hatchway.errors import HatchwayError, RemoteProtocolError, Unavailable
+from hatchway.errors import HatchwayError, RemoteProtocolError, TargetNotConnected
+from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.control import control_frame
 from hatchway.protocol.frames import MessageType, decode_frame
 from hatchway.protocol.payloads import (
@@ -32,9 +33,6 @@ from hatchway.server.settings import ServerSettings
 from hatchway.store.store import Store
 
 log = logging.getLogger(__name__)
-
-CLOSE_REPLACED = 4000
-CLOSE_DEREGISTERED = 4003
 
 TaskCompleteHandler = Callable[[str, AgentTaskComplete], Awaitable[None]]
 
@@ -77,7 +75,7 @@ class ControlChannels:
         old = self._channels.get(node_id)
         self._channels[node_id] = channel
         if old is not None:
-            await old.peer.close(CLOSE_REPLACED, "replaced by a newer connection")
+            await old.peer.close(CloseCode.REPLACED, "replaced by a newer connection")
         await self._store.nodes.mark_connected(node_id, True, self._clock())
         log.info("node %s connected its control channel", node_id)
         try:
@@ -132,7 +130,7 @@ class ControlChannels:
         payload = MGSPayload.wrap(task, topic="aws.ssm.startSession").to_json()
         frame = control_frame(MessageType.INTERACTIVE_SHELL, payload, now=self._clock())
         if channel is None or not await channel.peer.send(frame):
-            raise Unavailable(f"{node_id} is not connected.", code="TargetNotConnected")
+            raise TargetNotConnected(f"{node_id} is not connected.")
 
     async def end_session(self, node_id: str, session_id: str, output: str = "") -> None:
         """Tell the node to end a session (``channel_closed`` on the control channel)."""
@@ -154,9 +152,11 @@ class ControlChannels:
         """Close a node's channel now (deregistration)."""
         channel = self._channels.pop(node_id, None)
         if channel is not None:
-            await channel.peer.close(CLOSE_DEREGISTERED, reason)
+            await channel.peer.close(CloseCode.DEREGISTERED, reason)
 
     async def close_all(self) -> None:
         channels = list(self._channels.values())
         self._channels.clear()
-        await asyncio.gather(*(c.peer.close(1001, "server shutting down") for c in channels))
+        await asyncio.gather(
+            *(c.peer.close(CloseCode.GOING_AWAY, "server shutting down") for c in channels)
+        )

@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hatchway.errors import Conflict, NotFound, StoreError
+from hatchway.errors import Conflict, InvalidActivationId, InvalidInstanceId, StoreError
 from hatchway.store import schema as t
 from hatchway.store.records import (
     ACTIVE_STATUSES,
@@ -132,9 +132,7 @@ class ActivationRepository(_Repository):
             delete(t.activations).where(t.activations.c.activation_id == activation_id)
         )
         if count == 0:
-            raise NotFound(
-                f"Activation ID {activation_id} does not exist.", code="InvalidActivationId"
-            )
+            raise InvalidActivationId(f"Activation ID {activation_id} does not exist.")
 
     async def register_node(self, activation_id: str, node: Node, now: float) -> bool:
         """Consume one registration of the activation and insert the node, atomically.
@@ -196,7 +194,7 @@ class NodeRepository(_Repository):
     async def delete(self, instance_id: str) -> None:
         count = await self._write(delete(t.nodes).where(t.nodes.c.instance_id == instance_id))
         if count == 0:
-            raise NotFound(f"Instance {instance_id} does not exist.", code="InvalidInstanceId")
+            raise InvalidInstanceId(f"Instance {instance_id} does not exist.")
 
 
 class DocumentRepository(_Repository):
