@@ -55,7 +55,7 @@ class Pair:
     large latency is a slow link or a slow reader: frames queue behind each other).
 
     Args:
-        client_drops_duplicates: the client behaves like AWS's plugin (protocol.md §5.1 case 3):
+        client_drops_duplicates: the client behaves like AWS's plugin (docs/protocol.md §6.3):
             a stream frame below its expected sequence number is dropped without an ack.
     """
 

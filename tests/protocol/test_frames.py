@@ -125,7 +125,7 @@ def test_with_message_id_changes_only_the_message_id() -> None:
 
 
 def test_decode_accepts_a_frame_of_exactly_the_limit() -> None:
-    """docs/protocol.md §4: 1 MiB at most, header included."""
+    """docs/protocol.md §13.1: at most 1 MiB, header included."""
     payload = bytes(DEFAULT_MAX_FRAME_SIZE - FRAME_HEADER_SIZE)
     data = encode_frame(make_frame("output_stream_data", payload, now=1.0))
     assert len(data) == DEFAULT_MAX_FRAME_SIZE

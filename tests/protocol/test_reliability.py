@@ -1,4 +1,4 @@
-"""The reliable stream (protocol.md §5) driven frame by frame through a Pair."""
+"""The reliable stream (docs/protocol.md §6) driven frame by frame through a Pair."""
 
 from __future__ import annotations
 
@@ -237,7 +237,7 @@ def test_frames_over_the_limit_are_rejected() -> None:
 
 
 def test_a_frame_of_exactly_one_mebibyte_is_produced_and_accepted() -> None:
-    """docs/protocol.md §4: "1 MiB at most", header included; one byte more is refused."""
+    """docs/protocol.md §13.1: "at most 1 MiB", header included; one byte more is refused."""
     largest = DEFAULT_MAX_FRAME_SIZE - FRAME_HEADER_SIZE
     agent = _agent(max_payload_size=largest)
     agent.send(OUTPUT, bytes(largest), now=T0)
@@ -286,7 +286,7 @@ def test_rtt_sample_updates_srtt_and_the_rto_keeps_its_floor() -> None:
     assert (agent.rto, agent.srtt) == (INITIAL_RTO, None)
     agent.send(OUTPUT, b"x", now=T0)
     agent.receive(_ack(0, "input_stream_data"), now=T0 + 0.05)
-    # protocol.md §5.4 from the seeds RTT 0.1, RTTV 0.
+    # docs/protocol.md §6.5, from the seeds RTT 0.1, RTTV 0.
     assert agent.srtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.05)
     assert agent.rto == MIN_RTO  # AWS's formula would give 0.11 s
 
@@ -341,7 +341,7 @@ def test_timer_resends_one_frame_per_rto_lowest_first_and_backs_off() -> None:
     assert agent.rto == pytest.approx(4)
     assert agent.next_deadline() == pytest.approx(T0 + 7)
     agent.handle_timer(T0 + 7)
-    # Frame 1's send time was updated (the plugin's bug, §5.3), and it still comes first.
+    # Frame 1's send time was updated (the plugin's bug, docs/protocol.md §6.5); it comes first.
     assert _seqs(agent.data_to_send()) == [1]
     assert agent.rto == MAX_RTO  # capped
     assert agent.retransmissions == 3

@@ -1,4 +1,4 @@
-"""Sequencing, acknowledgement and retransmission of one data channel (protocol.md §5).
+"""Sequencing, acknowledgement and retransmission of one data channel (docs/protocol.md §6).
 
 :class:`Endpoint` is one side of a data channel, client or agent. It is sans-I/O: bytes go in
 through :meth:`Endpoint.receive`, events come out, and encoded frames wait in
@@ -8,7 +8,7 @@ is a *monotonic* time (``time.monotonic()``) used only for timers and RTT sample
 runs :meth:`Endpoint.handle_timer` at :meth:`Endpoint.next_deadline`.
 
 It interoperates with AWS's plugin and agent but differs where they misbehave (docs/protocol.md
-§6 has the full table):
+§6.6 has the full table):
 
 * **The WebSocket is trusted, the timer is a safety net.** While the connection is up, TCP
   delivers every frame in order; a frame goes unacknowledged only when the receiver refused it
@@ -22,7 +22,7 @@ It interoperates with AWS's plugin and agent but differs where they misbehave (d
   goes out again, the RTO doubles (capped) and the next expiry is one RTO away. Karn's rule: no
   RTT sample from a frame that was ever re-sent.
 * **Ack clocking.** Every send of a frame carries a MessageId of its own, and acks echo it
-  (protocol.md §5.1; both AWS peers match frames by sequence number only), so an ack says which
+  (docs/protocol.md §6.2; both AWS peers match frames by sequence number only), so an ack says which
   send arrived. When a *resend* is acknowledged, the receiver takes frames again (it had
   refused them), and the next overdue frame goes out at once, one per such ack: a receiver that
   refused input and then caught up is refilled at one frame per round trip, not one per RTO.
@@ -31,16 +31,16 @@ It interoperates with AWS's plugin and agent but differs where they misbehave (d
   whenever an end (re)joins) and :meth:`Endpoint.retransmit_all` (the driver's own reconnect)
   mean the path to the peer changed: every unacknowledged frame is sent again at once, in
   sequence order, whether or not the endpoint was paused. Frames held back by
-  ``pause_publication`` are likewise all sent when publication resumes (§5.5), instead of
+  ``pause_publication`` are likewise all sent when publication resumes (§6.7), instead of
   trickling out through the resend scheduler.
 * **A full send buffer is the caller's error** (check :meth:`Endpoint.send_window`), never a
-  silent eviction (§5.2): :meth:`Endpoint.send` raises when the frames would exceed the frame
+  silent eviction (§6.4): :meth:`Endpoint.send` raises when the frames would exceed the frame
   count or the byte budget.
 
 Cumulative acknowledgements (``cumulative_acks``, for AWS's plugin)
 -------------------------------------------------------------------
-AWS's plugin drops a duplicate (seq < expected) *without* acknowledging it (protocol.md §5.1
-case 3). If its ack of frame M was lost with a connection, M is resent and dropped forever. When
+AWS's plugin drops a duplicate (seq < expected) *without* acknowledging it (docs/protocol.md
+§6.3). If its ack of frame M was lost with a connection, M is resent and dropped forever. When
 the peer is AWS's plugin (the Hatchway extension was not negotiated) the endpoint therefore
 infers acknowledgements. Every emission (send) of a stream frame gets the next number of a
 counter; each unacknowledged frame remembers the number and MessageId of each of its emissions,
@@ -134,7 +134,7 @@ MIN_RTO: Final = 1.0
 MAX_RTO: Final = 4.0
 #: RTO before the first RTT sample.
 INITIAL_RTO: Final = MIN_RTO
-#: Seed of the smoothed RTT, as in AWS's plugin and agent (protocol.md §5.4).
+#: Seed of the smoothed RTT, as in AWS's plugin and agent (docs/protocol.md §6.5).
 INITIAL_RTT: Final = 0.1
 #: Timer resends on one path after which a frame the plugin keeps ignoring counts as delivered.
 MAX_IGNORED_RESENDS: Final = 5
@@ -144,7 +144,7 @@ _CHUNKED_TYPES: Final = frozenset({PayloadType.OUTPUT, PayloadType.STDERR})
 
 
 class Role(Enum):
-    """Which end of the data channel an :class:`Endpoint` is (protocol.md §4.1)."""
+    """Which end of the data channel an :class:`Endpoint` is (docs/protocol.md §5.1)."""
 
     CLIENT = "client"
     AGENT = "agent"
@@ -203,7 +203,7 @@ class _Outgoing:
 
 
 class Endpoint:
-    """One side of a data channel's reliable stream (protocol.md §5).
+    """One side of a data channel's reliable stream (docs/protocol.md §6).
 
     Args:
         role: ``Role.CLIENT`` sends ``input_stream_data``, ``Role.AGENT`` ``output_stream_data``.
@@ -216,7 +216,7 @@ class Endpoint:
         receive_capacity: how many out-of-order frames are buffered; more are dropped unacked.
         receive_buffer_bytes: and how many payload bytes at most (a peer sending far-ahead
             1 MiB frames must not make us hold 10 000 of them).
-        verify_digest: check incoming payload digests (AWS's agent does not, §3).
+        verify_digest: check incoming payload digests (AWS's agent does not, docs/protocol.md §4.4).
         max_frame_size: the largest frame accepted or produced, header included.
         cumulative_acks: the peer is AWS's plugin, which drops duplicates without an ack: infer
             acknowledgements and bound resends (see the module docstring). Also settable later,
@@ -310,7 +310,7 @@ class Endpoint:
 
     @property
     def paused(self) -> bool:
-        """True between ``pause_publication`` and the next resume (protocol.md §5.5)."""
+        """True between ``pause_publication`` and the next resume (docs/protocol.md §6.7)."""
         return self._paused
 
     @property
@@ -386,11 +386,11 @@ class Endpoint:
         if payload_type in _CHUNKED_TYPES:
             size = self._max_payload_size
             return [data[i : i + size] for i in range(0, len(data), size)]
-        # JSON, flag and exit-code payloads must arrive whole (protocol.md §4.2).
+        # JSON, flag and exit-code payloads must arrive whole (docs/protocol.md §5.3).
         return [data]
 
     def send(self, payload_type: int, data: bytes, *, now: float) -> None:
-        """Queue ``data`` as sequenced stream frames (protocol.md §5.1).
+        """Queue ``data`` as sequenced stream frames (docs/protocol.md §6.1).
 
         Output and StdErr data are split into ``max_payload_size`` chunks; other payload types
         (handshake, size, flag, exit code) go as one frame. The agent's frame 0 carries SYN.
@@ -404,7 +404,7 @@ class Endpoint:
         if self._closed:
             raise LocalProtocolError("cannot send on a closed endpoint")
         if not data:
-            raise LocalProtocolError("cannot send empty data (protocol.md §3)")
+            raise LocalProtocolError("cannot send empty data (docs/protocol.md §4.2)")
         chunks = self._chunks(payload_type, bytes(data))
         window = self._send_capacity - len(self._unacked)
         if len(chunks) > window:
@@ -450,7 +450,7 @@ class Endpoint:
         if not out.sends:
             out.first_path = self._path
         else:
-            # A MessageId of its own, so that the ack (which echoes it, protocol.md §5.1) says
+            # A MessageId of its own, so that the ack (which echoes it, docs/protocol.md §6.2) says
             # which send arrived. Both AWS peers and ours match frames by sequence number only.
             out.message_id = self._id_factory()
             out.wire = with_message_id(out.wire, out.message_id)
@@ -498,7 +498,7 @@ class Endpoint:
         return due if self._quiet_until is None else max(due, self._quiet_until)
 
     def handle_timer(self, now: float) -> None:
-        """Resend one overdue frame, the lowest-numbered, then back off (protocol.md §5.3).
+        """Resend one overdue frame, the lowest-numbered, then back off (docs/protocol.md §6.6).
 
         A frame is overdue when its latest send is at least one RTO old. Only one goes out per
         expiry (AWS's peers also resend only the head, but the plugin forgets to update its
@@ -548,7 +548,7 @@ class Endpoint:
         """After a reconnect, send every unacknowledged frame again, in sequence order.
 
         A path change (see the module docstring); it also ends any pause, as in AWS's agent
-        (protocol.md §8.3).
+        (docs/protocol.md §6.7).
         """
         if self._closed:
             return
@@ -569,7 +569,7 @@ class Endpoint:
             self._emit(out, now)
 
     def _resume(self, now: float) -> None:
-        # protocol.md §5.5: everything held back or unacknowledged goes out, in order.
+        # docs/protocol.md §6.7: everything held back or unacknowledged goes out, in order.
         if not self._paused:
             return
         self._paused = False
@@ -582,7 +582,7 @@ class Endpoint:
         return min(MAX_RTO, max(MIN_RTO, self._srtt + 4 * self._rttvar))
 
     def _sample_rtt(self, sample: float) -> None:
-        # Jacobson/Karels with AWS's constants and seeds (protocol.md §5.4): the first sample
+        # Jacobson/Karels with AWS's constants and seeds (docs/protocol.md §6.5): the first sample
         # updates the seeded estimate (RTT 100 ms, variation 0) exactly as both AWS peers do.
         # Only the RTO's bounds differ: a floor of MIN_RTO instead of a 10 ms granularity.
         if sample < 0:
@@ -598,7 +598,7 @@ class Endpoint:
         """Process one wire message and return what it means.
 
         ``start_publication`` is a path change (all unacknowledged frames are sent again);
-        stream data and acknowledges end a pause too (protocol.md §5.5). A closed endpoint
+        stream data and acknowledges end a pause too (docs/protocol.md §6.7). A closed endpoint
         ignores input.
 
         Raises:
@@ -633,7 +633,7 @@ class Endpoint:
         return [UnknownMessage(kind)]
 
     def _on_stream(self, frame: Frame) -> list[Event]:
-        # protocol.md §5.1, receiver cases 1-3 (re-acking duplicates, as AWS's agent does).
+        # docs/protocol.md §6.3, the receiver table (re-acking duplicates, as AWS's agent does).
         seq = frame.sequence_number
         if seq < 0:
             raise RemoteProtocolError(f"{frame.message_type} with negative sequence number {seq}")
@@ -641,7 +641,7 @@ class Endpoint:
             self._acks.append(frame)
             return []
         if not self.accepting:
-            # Like AWS's "handler not ready" (§5.1): neither delivered nor acknowledged, so
+            # Like AWS's "handler not ready" (§6.3): neither delivered nor acknowledged, so
             # the sender keeps it and retransmits; its send window fills and it stops reading.
             return []
         if seq > self._expected:
@@ -662,7 +662,7 @@ class Endpoint:
         return events
 
     def _on_ack(self, content: AcknowledgeContent, now: float) -> None:
-        # Matched by sequence number only (protocol.md §5.1); unknown numbers are ignored.
+        # Matched by sequence number only (docs/protocol.md §6.2); unknown numbers are ignored.
         self._ack_mark = self._emissions
         out = self._unacked.get(content.acknowledged_sequence_number)
         if out is None:
