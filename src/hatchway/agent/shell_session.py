@@ -33,6 +33,7 @@ from hatchway.protocol.handshake import (
     HandshakeResponse,
     build_request,
     negotiated_from_response,
+    peer_is_hatchway,
     response_failed,
 )
 from hatchway.protocol.payloads import (
@@ -81,7 +82,7 @@ class ShellSession:
         self._complete = complete
         self._clock = clock  # wall clock: CreatedDate
         self._now = monotonic  # the reliability layer's timers
-        self.endpoint = Endpoint(Role.AGENT, wall_clock=clock, verify_digest=False)
+        self.endpoint = Endpoint(Role.AGENT, wall_clock=clock)
         self._driver = ChannelDriver(self.endpoint, monotonic)
         self._shell: PtyShell | None = None
         self._pending_input = bytearray()
@@ -279,6 +280,8 @@ class ShellSession:
                 self.cancel(f"handshake failed: {failure}")
                 return
             self._extensions = negotiated_from_response(response, offer=OFFER)
+            # AWS's plugin never re-acknowledges a duplicate: read its acks cumulatively.
+            self.endpoint.cumulative_acks = not peer_is_hatchway(response)
             self.endpoint.max_payload_size = self._extensions.max_payload_size
             complete = HandshakeComplete(handshake_time_to_complete_ns=0, customer_message="")
             self.endpoint.send(PayloadType.HANDSHAKE_COMPLETE, complete.to_json(), now=self._now())
