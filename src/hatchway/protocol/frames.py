@@ -51,6 +51,9 @@ class MessageType(StrEnum):
     AGENT_TASK_ACKNOWLEDGE = "agent_task_acknowledge"
     #: Hatchway's own control-channel heartbeat (docs/protocol.md).
     AGENT_HEARTBEAT = "agent_heartbeat"
+    #: Hatchway's own data-channel notice from the gateway to the client (docs/protocol.md);
+    #: AWS's plugin logs an unknown message type and ignores it.
+    HATCHWAY_NOTICE = "hatchway_notice"
 
 
 class PayloadType(IntEnum):

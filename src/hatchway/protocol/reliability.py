@@ -98,6 +98,7 @@ from hatchway.protocol.control import ack_for
 from hatchway.protocol.events import (
     ChannelClosedEvent,
     Event,
+    Notice,
     PublicationPaused,
     PublicationStarted,
     SessionStateChanged,
@@ -115,7 +116,12 @@ from hatchway.protocol.frames import (
     encode_frame,
     with_message_id,
 )
-from hatchway.protocol.payloads import AcknowledgeContent, AgentSessionState, ChannelClosedPayload
+from hatchway.protocol.payloads import (
+    AcknowledgeContent,
+    AgentSessionState,
+    ChannelClosedPayload,
+    NoticePayload,
+)
 
 __all__ = [
     "INITIAL_RTO",
@@ -630,6 +636,8 @@ class Endpoint:
             return [PublicationStarted()]
         if kind == MessageType.AGENT_SESSION_STATE:
             return [SessionStateChanged(AgentSessionState.from_json(frame.payload).session_state)]
+        if kind == MessageType.HATCHWAY_NOTICE:
+            return [Notice(NoticePayload.from_json(frame.payload))]
         return [UnknownMessage(kind)]
 
     def _on_stream(self, frame: Frame) -> list[Event]:
