@@ -67,7 +67,7 @@ def guess_until(
                 body = json.dumps(
                     {
                         "ActivationId": activation_id,
-                        "ActivationCode": f"wrong-{i}-{n}",
+                        "ActivationCode": f"Wrong-{i:04d}-{n:016d}",
                         "PublicKey": public_key,
                     }
                 )

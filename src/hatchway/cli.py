@@ -67,8 +67,8 @@ def cli(ctx: click.Context, config: str | None, profile: str | None) -> None:
 
 def _api(ctx: click.Context) -> Any:
     from hatchway.auth.sigv4 import Credentials
-    from hatchway.client.api import ApiClient
     from hatchway.client.config import load_profile
+    from hatchway.transport.apiclient import ApiClient
 
     p = load_profile(ctx.obj["config"], ctx.obj["profile"])
     return ApiClient(

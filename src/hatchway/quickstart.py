@@ -92,8 +92,8 @@ async def _up(
 def _register(running: Running, agent_dir: Path) -> AgentState:
     from hatchway.agent.registration import register
     from hatchway.auth.sigv4 import Credentials
-    from hatchway.client.api import ApiClient
     from hatchway.client.config import load_profile
+    from hatchway.transport.apiclient import ApiClient
 
     profile = load_profile(str(running.profile_path), "default")
     api = ApiClient(

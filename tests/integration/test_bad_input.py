@@ -34,7 +34,6 @@ from websockets.exceptions import ConnectionClosed
 from hatchway.auth.agentkey import generate_private_key, save_private_key
 from hatchway.auth.sigv4 import Credentials
 from hatchway.auth.tokens import hash_token, new_token
-from hatchway.client.api import ApiClient, ApiError
 from hatchway.client.config import load_profile
 from hatchway.client.session import ClientSession
 from hatchway.protocol.events import StreamData
@@ -42,6 +41,7 @@ from hatchway.protocol.frames import MessageType, PayloadType, encode_frame, mak
 from hatchway.protocol.handshake import Extensions, HandshakeRequest, answer_request
 from hatchway.protocol.payloads import OpenDataChannelInput
 from hatchway.protocol.reliability import Endpoint, Role
+from hatchway.transport.apiclient import ApiClient, ApiError
 from tests.fakes import FakeClock
 from tests.integration.cluster import HATCHWAY, Cluster, free_port, wait_for
 
@@ -742,7 +742,7 @@ def test_malformed_payload_is_dropped_and_the_stream_goes_on(
         async def attempt() -> bytes:
             ws = await dial(start["StreamUrl"], ctx)
             await ws.send(open_message(start["TokenValue"]))
-            endpoint = Endpoint(Role.CLIENT, now=time.time())
+            endpoint = Endpoint(Role.CLIENT, wall_clock=time.time)
             output = bytearray()
             injected = False
             async for message in ws:

@@ -27,6 +27,14 @@ from hatchway.server.verifier import SecretVerifier
 from tests.fakes import FakeClock
 
 ADMIN = Principal("AIDA1", "admin", "123456789012", "HWAK1")
+UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
+
+
+def wrong(i: int = 0) -> str:
+    """A well-formed activation code that is not the activation's."""
+    return f"WrongCode{i:019d}"
+
+
 Check = Callable[[str, str], bool]
 
 
@@ -111,10 +119,10 @@ def test_an_unknown_id_costs_the_same_scrypt_and_gets_the_same_answer(
             stored = await r.server.store.activations.get(activation_id)
             assert stored is not None
             with pytest.raises(InvalidActivation) as unknown:
-                await r.register("00000000-0000-4000-8000-000000000000", "guess", "10.0.0.1")
-            with pytest.raises(InvalidActivation) as wrong:
-                await r.register(activation_id, "guess", "10.0.0.1")
-            assert unknown.value.message == wrong.value.message == INVALID_ACTIVATION
+                await r.register(UNKNOWN_ID, wrong(), "10.0.0.1")
+            with pytest.raises(InvalidActivation) as known:
+                await r.register(activation_id, wrong(), "10.0.0.1")
+            assert unknown.value.message == known.value.message == INVALID_ACTIVATION
             assert r.checked == [UNMATCHABLE_HASH, stored.code_hash]  # one scrypt each
             # ... with the same cost parameters (scheme, n, r, p).
             assert UNMATCHABLE_HASH.split("$")[:4] == stored.code_hash.split("$")[:4]
@@ -130,7 +138,7 @@ def test_wrong_codes_lock_the_activation_and_then_the_right_code_is_refused_too(
             activation_id, code = await r.activation()
             for i in range(3):
                 with pytest.raises(InvalidActivation):
-                    await r.register(activation_id, f"guess-{i}", f"10.0.0.{i}")
+                    await r.register(activation_id, wrong(i), f"10.0.0.{i}")
             described = await r.described(activation_id)
             assert described["Locked"] is True and described["FailedAttempts"] == 3
             assert isinstance(described["LockedDate"], float)
@@ -149,7 +157,7 @@ def test_an_unlocked_activation_describes_itself_so(tmp_path: Path, public_key: 
         async with rig(tmp_path, public_key) as r:
             activation_id, code = await r.activation()
             with pytest.raises(InvalidActivation):
-                await r.register(activation_id, "guess", "10.0.0.1")
+                await r.register(activation_id, wrong(), "10.0.0.1")
             assert (await r.register(activation_id, code, "10.0.0.1"))["InstanceId"]
             described = await r.described(activation_id)
             assert described["Locked"] is False and described["FailedAttempts"] == 1
@@ -167,7 +175,7 @@ def test_a_failing_source_must_wait_and_costs_no_scrypt_meanwhile(
             activation_id, code = await r.activation()
             for _ in range(3):
                 with pytest.raises(InvalidActivation):
-                    await r.register(activation_id, "guess", "10.0.0.1")
+                    await r.register(activation_id, wrong(), "10.0.0.1")
             checks = len(r.checked)
             with pytest.raises(Throttled):
                 await r.register(activation_id, code, "10.0.0.1")  # even the right code
@@ -188,11 +196,11 @@ def test_a_success_resets_the_source(tmp_path: Path, public_key: str) -> None:
             activation_id, code = await r.activation()
             for _ in range(2):
                 with pytest.raises(InvalidActivation):
-                    await r.register(activation_id, "guess", "127.0.0.1")
+                    await r.register(activation_id, wrong(), "127.0.0.1")
             assert (await r.register(activation_id, code, "127.0.0.1"))["InstanceId"]
             for _ in range(2):  # two free failures again, not a wait
                 with pytest.raises(InvalidActivation):
-                    await r.register(activation_id, "guess", "127.0.0.1")
+                    await r.register(activation_id, wrong(), "127.0.0.1")
             assert (await r.register(activation_id, code, "127.0.0.1"))["InstanceId"]
 
     asyncio.run(body())
@@ -230,8 +238,8 @@ def test_locked_activation_in_the_api_and_in_activation_list(
     tmp_path: Path, public_key: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from hatchway.cli import main
-    from hatchway.client.api import ApiClient, ApiError
     from hatchway.server.app import Running, serve
+    from hatchway.transport.apiclient import ApiClient, ApiError
 
     settings = ServerSettings(
         data_dir=tmp_path / "server", port=0, activation_lock_after=2, throttled_answer_delay=0.0
@@ -247,7 +255,7 @@ def test_locked_activation_in_the_api_and_in_activation_list(
         with pytest.raises(ApiError) as refused:
             client.call(
                 "RegisterManagedInstance",
-                {"ActivationId": activation_id, "ActivationCode": "guess",
+                {"ActivationId": activation_id, "ActivationCode": wrong(),
                  "PublicKey": public_key},
             )  # fmt: skip
         return refused.value.code

@@ -27,11 +27,11 @@ from hatchway.protocol.payloads import (
     ChannelClosedPayload,
     MGSPayload,
 )
+from hatchway.protocol.timing import HEARTBEAT_INTERVAL
 from hatchway.transport.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL = 10.0  # seconds; the server marks a node ConnectionLost after two missed
 COMPLETE_RETRY = 1.0  # resend agent_task_complete this often until acknowledged
 
 

@@ -16,12 +16,12 @@ import aiohttp
 from hatchway.agent.state import AgentState
 from hatchway.auth.agentkey import load_private_key, pss_signer
 from hatchway.auth.sigv4 import sign_request_rsa
-from hatchway.client.api import client_ssl_context
 from hatchway.errors import AuthError, NotFound, Unavailable
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
+from hatchway.protocol.timing import PING_INTERVAL
+from hatchway.transport.apiclient import client_ssl_context
 
 ERROR_HEADER = "X-Hatchway-Error"  # why the server refused an upgrade (server/app.py)
-PING_INTERVAL = 20.0  # seconds; a dead link is noticed (and resumed) quickly (DESIGN.md §9)
 
 
 class Socket:

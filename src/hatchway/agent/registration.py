@@ -15,8 +15,8 @@ from hatchway.agent.state import CA_FILE, KEY_FILE, AgentState
 from hatchway.auth.agentkey import generate_private_key, public_key_b64, save_private_key
 from hatchway.auth.atomicfile import ensure_private_dir
 from hatchway.auth.pinning import fetch_and_pin_ca, normalize_fingerprint
-from hatchway.client.api import ApiClient
 from hatchway.errors import ConfigError, RemoteProtocolError
+from hatchway.transport.apiclient import ApiClient
 
 
 def register(

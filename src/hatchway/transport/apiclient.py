@@ -1,4 +1,5 @@
-"""A small AWS JSON 1.1 client over ``http.client``, signed with the stdlib SigV4 signer."""
+"""The signed AWS JSON 1.1 API client (stdlib ``http.client`` + SigV4) and the TLS context
+that verifies the server, shared by the CLI and the agent (registration, WebSocket dials)."""
 
 from __future__ import annotations
 
