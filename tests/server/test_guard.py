@@ -309,3 +309,16 @@ def test_a_websocket_is_not_under_the_head_or_idle_time_limits(
                 assert s.guard.stats.head_timeouts == 1
 
     run(body)
+
+
+def test_every_address_of_a_name_listens_on_the_same_port() -> None:
+    try:
+        listeners = listen("localhost", 0)
+    except OSError as exc:  # e.g. no IPv6 on this machine
+        pytest.skip(f"cannot listen on every address of localhost: {exc}")
+    try:
+        ports = {s.getsockname()[1] for s in listeners}
+        assert len(ports) == 1 and ports != {0}
+    finally:
+        for s in listeners:
+            s.close()

@@ -1,19 +1,22 @@
 """Admission and time limits for the server's connections, in front of aiohttp.
 
 aiohttp (3.14) bounds a request's size but not the time it may take to arrive: it has no
-header-read or body-read time-out, its keep-alive timer defaults to an hour, and nothing caps
-the number of connections. ``ConnectionGuard`` is the protocol factory given to
-``loop.create_server``; it wraps the factory that aiohttp's public ``AppRunner.server``
-provides, and with a middleware it sees where each connection is:
+time-out for reading a request head or body (only its keep-alive timer, armed when a
+connection starts and 3,630 s by default, eventually closes a connection whose head never
+completes; nothing bounds a stalled body), and nothing caps the number of connections.
+``ConnectionGuard`` runs the accept loop itself (``loop.sock_accept`` on its own listening
+sockets, then ``loop.connect_accepted_socket``), so that it can refuse a connection before any
+TLS work, and serves each admitted one with the protocol factory that aiohttp's public
+``AppRunner.server`` provides, wrapped so that it sees the bytes arrive; an aiohttp middleware
+tells it where each request starts and ends:
 
 * **Admission.** A new connection over the total cap, or over the cap for its source (an IPv4
-  address or an IPv6 /64), is aborted at once, before any TLS work; refusals are counted and
+  address or an IPv6 /64), is closed at once, before any TLS work; refusals are counted and
   logged at most once per ``LOG_INTERVAL``. The total cap defaults to the process's file
   descriptor limit minus headroom (:func:`default_max_connections`), so the server refuses
   connections cheaply instead of running out of descriptors, which made asyncio stop
   accepting for everyone.
-* **TLS handshake**, done by the guard with ``loop.start_tls`` after admission, within
-  ``tls_handshake_timeout``.
+* **TLS handshake**, after admission, within ``tls_handshake_timeout``.
 * **Request head.** A request's head (request line and headers) must be complete within
   ``head_timeout`` of the connection's start, or of the first byte of a later request on a
   keep-alive connection; a keep-alive connection may stay idle between requests for
@@ -25,8 +28,15 @@ provides, and with a middleware it sees where each connection is:
   the relay's own pings and grace periods apply.
 
 A connection that breaks a time limit is aborted (no TLS shutdown to wait for). Only public
-APIs are used: ``asyncio.Protocol``, ``loop.start_tls``, transports, an aiohttp middleware,
-``BaseRequest.transport``, ``BaseRequest.body_exists`` and ``StreamReader.is_eof()``.
+APIs are used: ``loop.sock_accept``, ``loop.connect_accepted_socket``, ``asyncio.Protocol``,
+transports, ``AppRunner.server``, an aiohttp middleware, ``BaseRequest.transport``,
+``BaseRequest.body_exists`` and ``StreamReader.is_eof()``.
+
+Why not ``loop.create_server(..., ssl=...)`` with a wrapped factory: the factory does not
+know the peer's address, a refused connection would still cost a TLS handshake, and a
+handshake that fails never reaches the app protocol, so its place could not be given back.
+(``loop.start_tls`` after a plain ``create_server`` loses bytes on uvloop, which starts
+reading after ``connection_made`` even when the protocol paused reading.)
 """
 
 from __future__ import annotations
@@ -240,7 +250,7 @@ class ConnectionGuard:
                     continue
                 # Out of descriptors or memory in spite of the caps (another part of the
                 # process holds many): let some connections end rather than spin.
-                self._events.note(f"accept failed: {exc.strerror}")
+                self._events.note(f"accept failed: {exc.strerror}", "-")
                 await asyncio.sleep(ACCEPT_RETRY)
                 continue
             source = source_key(peer[0] if isinstance(peer, tuple) else None)
@@ -253,11 +263,11 @@ class ConnectionGuard:
         """Take a place for a new connection from ``source``; False when a cap is reached."""
         if self._open >= self.limits.max_connections:
             self.stats.refused_total_cap += 1
-            self._events.note(f"over the total cap of {self.limits.max_connections}")
+            self._events.note(f"over the total cap of {self.limits.max_connections}", source)
             return False
         if self._sources[source] >= self.limits.max_per_source:
             self.stats.refused_source_cap += 1
-            self._events.note(f"over the cap of {self.limits.max_per_source} per source")
+            self._events.note(f"over the cap of {self.limits.max_per_source} per source", source)
             return False
         self._open += 1
         self._sources[source] += 1
@@ -296,7 +306,7 @@ class ConnectionGuard:
             conn.release()
             sock.close()
             self.stats.tls_failed += 1
-            self._events.note("TLS handshake failed or timed out")
+            self._events.note("TLS handshake failed or timed out", source)
             log.debug("TLS handshake with %s failed: %r", source, exc)
 
     async def close(self) -> None:
@@ -424,7 +434,7 @@ class _GuardedConnection(asyncio.Protocol):
             if not deadline.expired():
                 raise  # the handler's own time-out, not ours
         self._guard.stats.body_timeouts += 1
-        self._guard._events.note("request body stalled")
+        self._guard._events.note("request body stalled", self.source)
         self._abort()
         raise web.HTTPRequestTimeout()
 
@@ -443,7 +453,7 @@ class _GuardedConnection(asyncio.Protocol):
         self._timer = None
         if self._phase is _Phase.HEAD:
             self._guard.stats.head_timeouts += 1
-            self._guard._events.note("request head incomplete")
+            self._guard._events.note("request head incomplete", self.source)
             self._abort()
 
     def _idle_expired(self) -> None:
@@ -482,9 +492,11 @@ class _EventLog:
     counts: Counter[str] = field(default_factory=Counter)
     timer: asyncio.TimerHandle | None = None
 
-    def note(self, what: str) -> None:
+    def note(self, what: str, source: str) -> None:
         if self.timer is None:
-            log.warning("closed a connection: %s (further ones are summed up)", what)
+            log.warning(
+                "closed a connection from %s: %s (further ones are summed up)", source, what
+            )
             self.timer = asyncio.get_running_loop().call_later(LOG_INTERVAL, self._flush)
         else:
             self.counts[what] += 1
