@@ -149,7 +149,7 @@ def report(bursts: list[Burst], cap: int, kept: int, refused: int, health: float
         lines.append(
             f"  {b.kind:5} {b.opened:6} open, {b.refused:4} refused   "
             f"{b.rss_before:7.1f} {b.rss_during:8.1f} {b.rss_after:8.1f} {b.rss_later:8.1f}   "
-            f"(+{b.rss_during - b.rss_before:.1f} while open, "
+            f"({b.rss_during - b.rss_before:+.1f} while open, "
             f"{b.rss_later - b.rss_before:+.1f} after); /healthz meanwhile {b.health_ms:.0f} ms"
         )
     lines.append(

@@ -165,6 +165,30 @@ class GuardStats:
     body_timeouts: int = 0
 
 
+async def _readable(sock: socket.socket, timeout: float) -> None:
+    """Wait until ``sock`` has something to read (or its end), within ``timeout``.
+
+    A TLS connection's state (~50 KiB: buffers, the TLS object) is only made once the client
+    has sent its first handshake message, so connections that never send one cost little.
+
+    Raises:
+        TimeoutError: nothing arrived in time.
+    """
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        async with asyncio.timeout(timeout):
+            await ready
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
 class _Phase(enum.Enum):
     HEAD = "waiting for a request head"  # bytes of a head may be arriving
     IDLE = "idle between requests"  # keep-alive, no byte of the next request yet
@@ -287,17 +311,20 @@ class ConnectionGuard:
     async def _connect(self, sock: socket.socket, source: str) -> None:
         """Make the connection's transport (after its TLS handshake, within the limit)."""
         assert self._factory is not None
+        loop = asyncio.get_running_loop()
         conn = _GuardedConnection(self, source, self._factory)
         tls: dict[str, Any] = {}
-        if self._ssl is not None:
-            tls = {
-                "ssl": self._ssl,
-                "ssl_handshake_timeout": self.limits.tls_handshake_timeout,
-                "ssl_shutdown_timeout": self.limits.tls_shutdown_timeout,
-            }
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # keystrokes go at once
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: conn, sock, **tls)
+            if self._ssl is not None:
+                deadline = loop.time() + self.limits.tls_handshake_timeout
+                await _readable(sock, self.limits.tls_handshake_timeout)
+                tls = {
+                    "ssl": self._ssl,
+                    "ssl_handshake_timeout": max(0.1, deadline - loop.time()),
+                    "ssl_shutdown_timeout": self.limits.tls_shutdown_timeout,
+                }
+            await loop.connect_accepted_socket(lambda: conn, sock, **tls)
         except asyncio.CancelledError:
             conn.release()
             sock.close()

@@ -1,8 +1,9 @@
 """Giving memory back to the operating system after a burst of connections ends.
 
-Measured (``benchmarks/bench_connections.py``): 5,000 connections that never finish their TLS
-handshake grew the server from ~93 to ~350 MiB, and the memory stayed there after they were
-closed, growing again with the next burst (~600 MiB after two). The objects were all freed
+Measured (``benchmarks/bench_connections.py``, 5,000 idle connections per burst): the memory
+a burst took stayed with the process after its connections were closed, and the next burst
+added more (e.g. 93 → 350 → 600 MiB over two bursts of connections in a TLS handshake; TLS
+connections idle before their first request take ~12–20 KiB each). The objects were all freed
 (``gc.collect()`` found nothing to collect); glibc's allocator kept the freed heap, and one
 ``malloc_trim(0)`` brought the process back to ~110 MiB. So when the number of open
 connections has fallen far below its peak, the server trims the heap: off the event loop
@@ -56,7 +57,7 @@ class MemoryReclaimer:
         *,
         drop: int = 1000,
         delay: float = 1.0,
-        interval: float = 30.0,
+        interval: float = 10.0,
     ) -> None:
         self._trim = trim
         self._drop = drop
