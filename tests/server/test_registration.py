@@ -17,7 +17,7 @@ import pytest
 
 from hatchway.auth.agentkey import generate_private_key, public_key_b64
 from hatchway.auth.tokens import UNMATCHABLE_HASH, verify_secret
-from hatchway.errors import InvalidActivation, Throttled
+from hatchway.errors import InvalidActivation, Throttled, ValidationError
 from hatchway.server.app import Server, build_server
 from hatchway.server.nodes import INVALID_ACTIVATION, NodeService
 from hatchway.server.principal import Principal
@@ -56,8 +56,10 @@ class Rig:
         return made["ActivationId"], made["ActivationCode"]
 
     async def register(self, activation_id: str, code: str, source: str) -> dict[str, Any]:
+        """What the API edge does with a (validated) request from ``source``."""
         body = {"ActivationId": activation_id, "ActivationCode": code, "PublicKey": self.public_key}
-        return await self.nodes.register(body, source=source)
+        async with self.nodes.attempt(source) as attempt:
+            return await self.nodes.register(body, attempt)
 
     async def described(self, activation_id: str) -> dict[str, Any]:
         listed = await self.nodes.describe_activations(
@@ -185,6 +187,28 @@ def test_a_failing_source_must_wait_and_costs_no_scrypt_meanwhile(
             # ... and the waiting one may try again once its wait has passed.
             r.monotonic.advance(5.0)
             assert (await r.register(activation_id, code, "10.0.0.1"))["InstanceId"]
+
+    asyncio.run(body())
+
+
+def test_malformed_requests_count_as_failures_and_a_waiting_source_is_not_read(
+    tmp_path: Path, public_key: str
+) -> None:
+    async def body() -> None:
+        policy = BackoffPolicy(free_failures=2, first_delay=5.0)
+        async with rig(tmp_path, public_key, policy=policy) as r:
+            for _ in range(3):
+                with pytest.raises(ValidationError):
+                    async with r.nodes.attempt("10.0.0.1"):
+                        raise ValidationError("ActivationCode failed to satisfy constraint")
+            read = False
+            with pytest.raises(Throttled):
+                async with r.nodes.attempt("10.0.0.1"):
+                    read = True  # the API edge reads and validates the body here
+            assert not read and r.checked == []
+            async with r.nodes.attempt("10.0.0.2"):  # another source
+                read = True
+            assert read
 
     asyncio.run(body())
 

@@ -55,6 +55,39 @@ def test_only_failures_count() -> None:
     assert len(lim) == 0
 
 
+def test_a_source_that_failed_has_no_more_attempts_in_flight_than_failures_left() -> None:
+    lim, clock = limiter(free_failures=3, first_delay=1.0)
+    fresh = [lim.begin("127.0.0.1") for _ in range(50)]  # never failed: not held back
+    for attempt in fresh:
+        attempt.outcome = True
+        lim.end(attempt)
+    lim.failed("10.0.0.1")
+    first, second = lim.begin("10.0.0.1"), lim.begin("10.0.0.1")  # 2 free failures left
+    with pytest.raises(Throttled, match="at once"):
+        lim.begin("10.0.0.1")
+    for attempt in (first, second):
+        attempt.outcome = False
+        lim.end(attempt)
+    assert lim.failed("10.0.0.1") == 1.0  # the fourth failure: a wait
+    clock.advance(1.0)
+    probe = lim.begin("10.0.0.1")  # once the wait is over: one attempt at a time
+    with pytest.raises(Throttled, match="at once"):
+        lim.begin("10.0.0.1")
+    probe.outcome = None  # refused for another reason: neither counted nor forgiven
+    lim.end(probe)
+    lim.end(lim.begin("10.0.0.1"))
+
+
+def test_a_right_answer_ends_the_back_off() -> None:
+    lim, _ = limiter(free_failures=1, first_delay=60.0)
+    attempt = lim.begin("10.0.0.1")
+    attempt.outcome = True
+    lim.failed("10.0.0.1")
+    lim.end(attempt)  # e.g. a right code checked while a wrong one failed
+    lim.check("10.0.0.1")
+    assert len(lim) == 0
+
+
 def test_old_failures_are_forgotten() -> None:
     lim, clock = limiter(free_failures=2, forget_after=60.0)
     lim.failed("10.0.0.1")

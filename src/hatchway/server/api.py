@@ -90,9 +90,10 @@ class Api:
         try:
             name = self._operation_name(request.headers.get("X-Amz-Target", ""))
             if name == ANONYMOUS:
-                body = await self._read(request, MAX_ANONYMOUS_BODY)
-                data = self._validator.validate(name, decode_body(body))
-                result = await self._nodes.register(data, source=request.remote)
+                async with self._nodes.attempt(request.remote) as attempt:  # per-source back-off
+                    body = await self._read(request, MAX_ANONYMOUS_BODY)
+                    data = self._validator.validate(name, decode_body(body))
+                    result = await self._nodes.register(data, attempt)
             else:
                 body = await self._read(request, self._settings.max_body_size)
                 check_framing(body)

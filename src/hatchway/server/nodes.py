@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from hatchway.auth.tokens import UNMATCHABLE_HASH, hash_secret, new_activation_code
@@ -26,7 +27,7 @@ from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
-from hatchway.server.throttle import FailureLimiter, source_key
+from hatchway.server.throttle import Attempt, FailureLimiter, source_key
 from hatchway.server.validation import echo
 from hatchway.server.verifier import SecretVerifier
 from hatchway.store.records import Activation, Node
@@ -132,7 +133,7 @@ class NodeService:
 
     # ---- registration ---------------------------------------------------------------------
 
-    async def register(self, body: dict[str, Any], source: str | None = None) -> dict[str, Any]:
+    async def register(self, body: dict[str, Any], attempt: Attempt) -> dict[str, Any]:
         """RegisterManagedInstance (anonymous; the activation code is the credential).
 
         ``body`` has been validated against ``validation.REGISTER_MODEL`` (api.Api): the three
@@ -146,28 +147,23 @@ class NodeService:
 
         Args:
             body: the validated request.
-            source: the caller's address (the per-source limit's key).
+            attempt: from :meth:`attempt`; told whether the code was right or wrong.
         """
         activation_id: str = body["ActivationId"]
         code: str = body["ActivationCode"]
         public_key: str = body["PublicKey"]
         _check_public_key(public_key)
-        source = source_key(source)
         try:
-            self._limiter.check(source)
             right, activation = await self._check_code(activation_id, code)
         except Throttled:
-            # Hold the refusal a moment: a guesser that waits for its answers (any HTTP/1.1
-            # client) then costs the server a request per second per connection, not as many
-            # as the event loop can answer.
-            await asyncio.sleep(self._settings.throttled_answer_delay)
+            await self._hold_refusal()
             raise
+        attempt.outcome = right
         if not right:
-            await self._failed(activation_id, source)
+            await self._failed(activation_id)
             # Same answer for an unknown id, a locked activation and a wrong code.
             raise InvalidActivation(INVALID_ACTIVATION)
         assert activation is not None
-        self._limiter.succeeded(source)
         now = self._clock()
         if activation.expired(now):
             raise InvalidActivation("Activation has expired.")
@@ -195,6 +191,35 @@ class NodeService:
         # Region is a Hatchway extension: the agent needs it for its signing scope.
         return {"InstanceId": node.instance_id, "Region": self._settings.region}
 
+    @contextlib.asynccontextmanager
+    async def attempt(self, source: str | None) -> AsyncIterator[Attempt]:
+        """One registration attempt from ``source`` (its address), around reading and
+        validating the request and :meth:`register`.
+
+        A source that must wait is refused (``Throttled``, held ``throttled_answer_delay``)
+        before its request is even read; a malformed request (``ValidationError``) counts as a
+        failure of its source like a wrong code, and a registration forgets its failures. So a
+        flood of either costs the server about one answer per second per connection.
+        """
+        try:
+            attempt = self._limiter.begin(source_key(source))
+        except Throttled:
+            await self._hold_refusal()
+            raise
+        try:
+            yield attempt
+        except ValidationError:
+            attempt.outcome = False
+            raise
+        finally:
+            self._limiter.end(attempt)
+
+    async def _hold_refusal(self) -> None:
+        # Hold a Throttled answer a moment: a guesser that waits for its answers (any HTTP/1.1
+        # client) then costs the server a request per second per connection, not as many as
+        # the event loop can answer.
+        await asyncio.sleep(self._settings.throttled_answer_delay)
+
     async def _check_code(self, activation_id: str, code: str) -> tuple[bool, Activation | None]:
         """Whether ``code`` is the activation's, checked on the bounded pool.
 
@@ -210,15 +235,12 @@ class NodeService:
             hashed = activation.code_hash if activation is not None and usable else UNMATCHABLE_HASH
             return await self._verifier.verify(code, hashed) and usable, activation
 
-    async def _failed(self, activation_id: str, source: str) -> None:
-        """Count a wrong code against the source and (in the database) the activation.
+    async def _failed(self, activation_id: str) -> None:
+        """Count a wrong code against the activation (in the database).
 
         The counting ``UPDATE`` runs for unknown ids too (it matches no row), so a known and
         an unknown id cost the same statements as well as the same scrypt.
         """
-        wait = self._limiter.failed(source)
-        if wait:
-            log.debug("registration source %s waits %.0f s after repeated failures", source, wait)
         now = self._clock()
         locked_at = await self._store.activations.record_failure(
             activation_id, lock_after=self._settings.activation_lock_after, now=now

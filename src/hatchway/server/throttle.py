@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from hatchway.errors import Throttled
 
-__all__ = ["BackoffPolicy", "FailureLimiter", "source_key"]
+__all__ = ["Attempt", "BackoffPolicy", "FailureLimiter", "source_key"]
 
 
 def source_key(address: str | None) -> str:
@@ -56,7 +56,7 @@ class BackoffPolicy:
         max_sources: sources remembered at most (the least recently failing go first).
     """
 
-    free_failures: int = 5
+    free_failures: int = 10
     first_delay: float = 1.0
     max_delay: float = 60.0
     forget_after: float = 3600.0
@@ -73,9 +73,25 @@ class BackoffPolicy:
 
 @dataclass(slots=True)
 class _Record:
-    failures: int
-    last_failure: float
-    blocked_until: float
+    failures: int = 0
+    last_failure: float = 0.0
+    blocked_until: float = 0.0
+    in_flight: int = 0  # attempts begun and not ended, once the source has failed
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One attempt of a source, between :meth:`FailureLimiter.begin` and ``end``.
+
+    Attributes:
+        source: whose attempt it is.
+        outcome: ``True`` once the right answer was given, ``False`` once a wrong (or
+            malformed) one was; ``None`` when neither (refused for another reason).
+    """
+
+    source: str
+    outcome: bool | None = None
+    counted: bool = False  # holds one of the source's in-flight places
 
 
 class FailureLimiter:
@@ -113,12 +129,46 @@ class FailureLimiter:
                 f"Too many failed attempts from this address; retry in {max(1, round(wait))} s."
             )
 
+    def begin(self, source: str) -> Attempt:
+        """Start an attempt of ``source``, to be given to :meth:`end` with its outcome.
+
+        A source that has failed may have only as many attempts in flight as it has free
+        failures left, and one at a time once it is past them: otherwise a burst of attempts
+        sent while the first ones are still being checked would all get through each time
+        its wait ends. A source that has never failed is not held back.
+
+        Raises:
+            Throttled: the source must wait, or has as many attempts in flight as it may.
+        """
+        self.check(source)
+        record = self._sources.get(source)
+        if record is None or record.failures == 0:
+            return Attempt(source)
+        if record.in_flight >= max(1, self.policy.free_failures - record.failures):
+            raise Throttled(
+                "Too many registration attempts from this address at once; retry in a second."
+            )
+        record.in_flight += 1
+        return Attempt(source, counted=True)
+
+    def end(self, attempt: Attempt) -> None:
+        """Finish an attempt: count its failure, forget the source after a success."""
+        record = self._sources.get(attempt.source)
+        if attempt.counted and record is not None:
+            record.in_flight = max(0, record.in_flight - 1)
+        if attempt.outcome is True:
+            self.succeeded(attempt.source)
+        elif attempt.outcome is False:
+            self.failed(attempt.source)
+
     def failed(self, source: str) -> float:
         """Count a failure of ``source``; returns the wait it now has (0 while still free)."""
         now = self._clock()
         record = self._sources.pop(source, None)
-        if record is None or now - record.last_failure > self.policy.forget_after:
-            record = _Record(failures=0, last_failure=now, blocked_until=now)
+        if record is None:
+            record = _Record()
+        elif now - record.last_failure > self.policy.forget_after:
+            record.failures = 0
         record.failures += 1
         record.last_failure = now
         wait = self.policy.delay(record.failures)
