@@ -377,7 +377,7 @@ def start_session(
 ) -> None:
     """Open an interactive shell on a node."""
     from hatchway import eventloop
-    from hatchway.client.session import ApiSessions, ClientSession, StartedSession
+    from hatchway.client.session import ClientSession
 
     api = _api(ctx)
     body: dict[str, Any] = {"Target": target}
@@ -385,8 +385,7 @@ def start_session(
         body["Reason"] = reason
     if document_name:
         body["DocumentName"] = document_name
-    started = StartedSession.from_response(api.call("StartSession", body))
-    session = ClientSession(started, api=ApiSessions(api), ssl_context=api.ssl_context())
+    session = ClientSession.from_start(api, api.call("StartSession", body))
     status = eventloop.run(session.run())
     # The session is over and the terminal restored: skip interpreter teardown (~20 ms of
     # module and object finalisation), as a C client would simply exit.

@@ -173,6 +173,27 @@ class ClientSession:
         self.exit_code: int | None = None
         self.closed_message = ""
 
+    @classmethod
+    def from_start(
+        cls,
+        api: ApiClient,
+        response: Mapping[str, Any],
+        *,
+        stdin_fd: int = 0,
+        stdout_fd: int = 1,
+        stderr_fd: int = 2,
+    ) -> ClientSession:
+        """The session StartSession ``response`` started, with the real dialer and
+        ResumeSession through ``api`` (and its TLS context)."""
+        return cls(
+            StartedSession.from_response(response),
+            api=ApiSessions(api),
+            ssl_context=api.ssl_context(),
+            stdin_fd=stdin_fd,
+            stdout_fd=stdout_fd,
+            stderr_fd=stderr_fd,
+        )
+
     # ---- public ---------------------------------------------------------------------------
 
     async def run(self) -> int:
