@@ -249,3 +249,20 @@ def test_exit_code_format_and_errors() -> None:
     for bad in (b"", b"EXIT_CODE:", b"EXIT_CODE: x", b"exit 1"):
         with pytest.raises(RemoteProtocolError, match="exit-code"):
             decode_exit_code(bad)
+
+
+def test_notice_round_trip_and_its_event() -> None:
+    from hatchway.protocol.control import control_frame
+    from hatchway.protocol.events import NoticeReceived
+    from hatchway.protocol.frames import MessageType
+    from hatchway.protocol.payloads import NoticePayload
+    from hatchway.protocol.reliability import Endpoint, Role
+
+    notice = NoticePayload(kind="NodeAway", message="the node went away", grace=120)
+    assert notice.to_json() == b'{"Kind":"NodeAway","Message":"the node went away","Grace":120}'
+    assert NoticePayload.from_json(b'{"kind":"NodeBack"}') == NoticePayload("NodeBack", "", 0)
+    with pytest.raises(RemoteProtocolError):
+        NoticePayload.from_json(b'{"Message":"no kind"}')
+    frame = control_frame(MessageType.HATCHWAY_NOTICE, notice.to_json(), now=1.0)
+    client = Endpoint(Role.CLIENT, now=1.0)
+    assert client.receive(frame, now=1.0) == [NoticeReceived(notice)]

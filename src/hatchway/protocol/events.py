@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hatchway.protocol.payloads import ChannelClosedPayload
+from hatchway.protocol.payloads import ChannelClosedPayload, NoticePayload
 
 __all__ = [
     "ChannelClosedEvent",
     "Event",
+    "NoticeReceived",
     "PublicationPaused",
     "PublicationStarted",
     "SessionStateChanged",
@@ -54,6 +55,14 @@ class SessionStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class NoticeReceived:
+    """``hatchway_notice``: the server tells the client something worth showing its user
+    (e.g. the node went away), docs/protocol.md §9.6."""
+
+    payload: NoticePayload
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownMessage:
     """A frame of a type this endpoint does not handle; the caller may log and ignore it."""
 
@@ -66,5 +75,6 @@ Event = (
     | PublicationPaused
     | PublicationStarted
     | SessionStateChanged
+    | NoticeReceived
     | UnknownMessage
 )

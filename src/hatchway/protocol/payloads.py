@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
 from hatchway.errors import LocalProtocolError, RemoteProtocolError
@@ -26,6 +27,8 @@ __all__ = [
     "AgentTaskPayload",
     "ChannelClosedPayload",
     "MGSPayload",
+    "NoticeKind",
+    "NoticePayload",
     "OpenDataChannelInput",
     "SizePayload",
     "decode_exit_code",
@@ -104,6 +107,41 @@ class ChannelClosedPayload:
             output=obj.get_str("Output", ""),
             message_type=obj.get_str("MessageType", MessageType.CHANNEL_CLOSED.value),
             schema_version=obj.get_int("SchemaVersion", 1),
+        )
+
+
+class NoticeKind(StrEnum):
+    """What a ``hatchway_notice`` is about (docs/protocol.md §9.6)."""
+
+    #: The node's agent went away (its control channel closed); the session waits for it.
+    NODE_AWAY = "NodeAway"
+    #: The node's agent is back; the session goes on.
+    NODE_BACK = "NodeBack"
+
+
+@dataclass(frozen=True, slots=True)
+class NoticePayload:
+    """Payload of ``hatchway_notice``, a server → client data-channel message (§9.6).
+
+    ``{"Kind":"NodeAway","Message":"…","Grace":120}``: ``Message`` is for people (the client
+    prints it), ``Kind`` for programs; ``Grace`` is the number of seconds the session waits (0
+    when nothing is waited for). Unknown kinds are kept as text, so newer servers can add some.
+    """
+
+    kind: str
+    message: str
+    grace: int = 0
+
+    def to_json(self) -> bytes:
+        return dumps({"Kind": self.kind, "Message": self.message, "Grace": self.grace})
+
+    @classmethod
+    def from_json(cls, data: bytes) -> NoticePayload:
+        obj = loads_object(data, "hatchway_notice payload")
+        return cls(
+            kind=obj.get_str("Kind"),
+            message=obj.get_str("Message", ""),
+            grace=obj.get_int("Grace", 0),
         )
 
 

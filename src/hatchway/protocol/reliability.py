@@ -31,6 +31,7 @@ from hatchway.protocol.control import ack_for
 from hatchway.protocol.events import (
     ChannelClosedEvent,
     Event,
+    NoticeReceived,
     PublicationPaused,
     PublicationStarted,
     SessionStateChanged,
@@ -47,7 +48,12 @@ from hatchway.protocol.frames import (
     decode_frame,
     encode_frame,
 )
-from hatchway.protocol.payloads import AcknowledgeContent, AgentSessionState, ChannelClosedPayload
+from hatchway.protocol.payloads import (
+    AcknowledgeContent,
+    AgentSessionState,
+    ChannelClosedPayload,
+    NoticePayload,
+)
 
 __all__ = [
     "CLOCK_GRANULARITY",
@@ -419,6 +425,8 @@ class Endpoint:
             return [PublicationStarted()]
         if kind == MessageType.AGENT_SESSION_STATE:
             return [SessionStateChanged(AgentSessionState.from_json(frame.payload).session_state)]
+        if kind == MessageType.HATCHWAY_NOTICE:
+            return [NoticeReceived(NoticePayload.from_json(frame.payload))]
         return [UnknownMessage(kind)]
 
     def _ack(self, frame: Frame, now: float) -> None:
