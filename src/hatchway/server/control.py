@@ -28,19 +28,20 @@ from hatchway.protocol.payloads import (
     ChannelClosedPayload,
     MGSPayload,
 )
-from hatchway.server.peer import Peer
 from hatchway.server.settings import ServerSettings
 from hatchway.store.store import Store
+from hatchway.transport.websocket import AiohttpSocket
 
 log = logging.getLogger(__name__)
 
 TaskCompleteHandler = Callable[[str, AgentTaskComplete], Awaitable[None]]
+NodeGoneHandler = Callable[[str], Awaitable[None]]
 
 
 @dataclass
 class ControlChannel:
     node_id: str
-    peer: Peer
+    peer: AiohttpSocket
 
 
 class ControlChannels:
@@ -57,6 +58,9 @@ class ControlChannels:
         self._clock = clock
         # Set by the composition root: the session service that records a finished session.
         self.on_task_complete: TaskCompleteHandler | None = None
+        # Set by the composition root: told when a node's channel closes for good (not
+        # replaced by a newer one), so its sessions' clients hear of it at once.
+        self.on_node_gone: NodeGoneHandler | None = None
         self._channels: dict[str, ControlChannel] = {}
 
     def is_connected(self, node_id: str) -> bool:
@@ -71,7 +75,9 @@ class ControlChannels:
             heartbeat=None,
         )
         await ws.prepare(request)
-        channel = ControlChannel(node_id, Peer(ws, f"control:{node_id}"))
+        abort = request.transport.abort if request.transport is not None else None
+        peer = AiohttpSocket(ws, f"control:{node_id}", abort=abort)
+        channel = ControlChannel(node_id, peer)
         old = self._channels.get(node_id)
         self._channels[node_id] = channel
         if old is not None:
@@ -85,6 +91,11 @@ class ControlChannels:
         finally:
             if self._channels.get(node_id) is channel:
                 del self._channels[node_id]
+                if self.on_node_gone is not None:
+                    try:
+                        await self.on_node_gone(node_id)
+                    except HatchwayError as exc:
+                        log.warning("node %s went away: %s", node_id, exc.message)
                 try:
                     await self._store.nodes.mark_connected(node_id, False, self._clock())
                 except HatchwayError as exc:
