@@ -132,7 +132,7 @@ def test_a_session_survives_a_server_restart(tmp_path: Path, how: signal.Signals
         c.server_proc.wait(15)
         c.start_server()  # same data directory, same port
         assert client.wait(120) == 0, err.read_text()
-        ticks = re.findall(r"(?m)^tick-(\d+)\r?$", out.read_text(errors="replace"))
+        ticks = re.findall(r"(?m)(?:^|\r)tick-(\d+)\r?$", out.read_text(errors="replace"))
         assert ticks == [str(i) for i in range(1, 61)]
         (done,) = [s for s in c.sessions("History") if s["Target"] == node]
         assert done["Status"] == "Terminated" and done["ExitCode"] == 0

@@ -384,9 +384,13 @@ class Gateway:
         node_back = end is End.AGENT and live.node_away
         if node_back:
             live.node_away = False
+        if live.restored:
+            log.info("session %s: the %s is back after the restart", live.session_id, end.value)
         client, agent = live.client, live.agent
         if client is not None and agent is not None:
             self._disarm(live)
+            if live.restored:
+                log.info("session %s: both ends are back after the restart", live.session_id)
             live.restored = False
             # Both ends re-emit what is unacknowledged on start_publication (§6.6). Sent to
             # both at once: a slow end must not delay the other.
