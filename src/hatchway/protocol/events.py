@@ -12,7 +12,7 @@ from hatchway.protocol.payloads import ChannelClosedPayload, NoticePayload
 __all__ = [
     "ChannelClosedEvent",
     "Event",
-    "NoticeReceived",
+    "Notice",
     "PublicationPaused",
     "PublicationStarted",
     "SessionStateChanged",
@@ -55,9 +55,8 @@ class SessionStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
-class NoticeReceived:
-    """``hatchway_notice``: the server tells the client something worth showing its user
-    (e.g. the node went away), docs/protocol.md §9.6."""
+class Notice:
+    """``hatchway_notice``: news from the gateway about the other end (docs/protocol.md)."""
 
     payload: NoticePayload
 
@@ -75,6 +74,6 @@ Event = (
     | PublicationPaused
     | PublicationStarted
     | SessionStateChanged
-    | NoticeReceived
+    | Notice
     | UnknownMessage
 )

@@ -110,41 +110,6 @@ class ChannelClosedPayload:
         )
 
 
-class NoticeKind(StrEnum):
-    """What a ``hatchway_notice`` is about (docs/protocol.md §9.6)."""
-
-    #: The node's agent went away (its control channel closed); the session waits for it.
-    NODE_AWAY = "NodeAway"
-    #: The node's agent is back; the session goes on.
-    NODE_BACK = "NodeBack"
-
-
-@dataclass(frozen=True, slots=True)
-class NoticePayload:
-    """Payload of ``hatchway_notice``, a server → client data-channel message (§9.6).
-
-    ``{"Kind":"NodeAway","Message":"…","Grace":120}``: ``Message`` is for people (the client
-    prints it), ``Kind`` for programs; ``Grace`` is the number of seconds the session waits (0
-    when nothing is waited for). Unknown kinds are kept as text, so newer servers can add some.
-    """
-
-    kind: str
-    message: str
-    grace: int = 0
-
-    def to_json(self) -> bytes:
-        return dumps({"Kind": self.kind, "Message": self.message, "Grace": self.grace})
-
-    @classmethod
-    def from_json(cls, data: bytes) -> NoticePayload:
-        obj = loads_object(data, "hatchway_notice payload")
-        return cls(
-            kind=obj.get_str("Kind"),
-            message=obj.get_str("Message", ""),
-            grace=obj.get_int("Grace", 0),
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class SizePayload:
     """Terminal size, ``PayloadType.SIZE`` (protocol.md §7.2): ``{"cols":80,"rows":24}``."""
@@ -442,6 +407,46 @@ class AgentHeartbeat:
             ip_address=obj.get_str("IPAddress", ""),
             agent_version=obj.get_str("AgentVersion"),
             active_sessions=obj.get_int("ActiveSessions", 0, low=0),
+        )
+
+
+class NoticeKind(StrEnum):
+    """What a ``hatchway_notice`` says."""
+
+    #: The node's agent went away; the session waits ``Grace`` seconds for it to come back.
+    NODE_AWAY = "NodeAway"
+    #: The node's agent is back; the session goes on.
+    NODE_BACK = "NodeBack"
+
+
+@dataclass(frozen=True, slots=True)
+class NoticePayload:
+    """Payload of Hatchway's ``hatchway_notice`` (gateway → client, docs/protocol.md).
+
+    ``message`` is for a person (the CLI prints it on stderr); ``kind`` for programs.
+    Unknown kinds are kept as they are, so an older client still prints the message.
+    """
+
+    kind: str
+    message: str
+    grace: int | None = None
+
+    def to_json(self) -> bytes:
+        out: dict[str, object] = {"Kind": self.kind, "Message": self.message}
+        if self.grace is not None:
+            out["Grace"] = self.grace
+        return dumps(out)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> NoticePayload:
+        obj = loads_object(data, "hatchway_notice payload")
+        grace = obj.get_any("Grace")
+        if grace is not None:
+            grace = obj.get_int("Grace", low=0, high=UINT32_MAX)
+        return cls(
+            kind=obj.get_str("Kind")[:64],
+            message=obj.get_str("Message", "")[:1024],
+            grace=grace,
         )
 
 

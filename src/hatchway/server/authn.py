@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 
 from hatchway.auth.secretbox import SecretBox
@@ -10,6 +10,7 @@ from hatchway.auth.verify import (
     ParsedAuthorization,
     check_request_time,
     check_scope,
+    check_signed_headers,
     parse_authorization,
     verify_hmac_signature,
     verify_rsa_signature,
@@ -46,10 +47,20 @@ class Authenticator:
         return parsed
 
     async def user(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        must_sign: Collection[str] = (),
     ) -> Principal:
-        """The user whose access key signed this request (SigV4, service ``ssm``)."""
+        """The user whose access key signed this request (SigV4, service ``ssm``).
+
+        ``must_sign``: lower-case header names the signature must cover besides ``host``.
+        """
         parsed = self._parse(headers, "ssm")
+        check_signed_headers(parsed, must_sign)
         key = await self._store.identity.access_key(parsed.access_key_id)
         if key is None or key.status != "Active":
             raise AuthError(UNKNOWN_KEY)
