@@ -239,7 +239,7 @@ class Gateway:
             return
         try:
             session = await self._authenticate_client(sock, session_id)
-            live = await self._find(session)
+            live = self._find(session)
         except ChannelClosed:
             return
         except StoreError as exc:
@@ -297,7 +297,7 @@ class Gateway:
         if live is None:
             session = await self._store.sessions.get(session_id)
             if session is not None and session.target == node_id:
-                live = await self._find(session)
+                live = self._find(session)
         if live is None or live.ended or live.target != node_id:
             raise NotFound(f"Session {session_id} is not active on {node_id}.")
         return live
@@ -308,7 +308,7 @@ class Gateway:
 
     # ---- both ends ------------------------------------------------------------------------
 
-    async def _find(self, session: Session) -> LiveSession | None:
+    def _find(self, session: Session) -> LiveSession | None:
         """The live session for ``session``; one the database says is active but this process
         does not run (it restarted) is taken in again."""
         live = self._live.get(session.session_id)
@@ -365,6 +365,8 @@ class Gateway:
                 log.info("%s sent a malformed frame: %s", sock.label, exc.message)
                 await sock.close(CloseCode.BAD_DATA, f"malformed frame: {exc.message}")
                 return
+            if live.socket(end) is not sock:
+                continue  # replaced: the sender re-emits on its newer connection (§6.6)
             if header.message_type == stream and header.payload_type == PayloadType.OUTPUT:
                 # What the receiver takes as payload, never the header's claim (§4.2).
                 if to_agent:
