@@ -137,7 +137,6 @@ class Agent:
                 a bad identity); the agent must not come back on its own.
         """
         self._generation = await asyncio.to_thread(claim_generation, self.state.state_dir)
-        log.info("agent generation %d of %s", self._generation.number, self.state.state_dir)
         failure: HatchwayError | None = None
         try:
             async with asyncio.TaskGroup() as sessions:
@@ -175,7 +174,12 @@ class Agent:
                 await _sleep(delay, stop)
                 continue
             backoff.reset()
-            log.info("control channel to %s open as %s", self.state.endpoint, self.state.node_id)
+            log.info(
+                "control channel to %s open as %s (agent generation %d)",
+                self.state.endpoint,
+                self.state.node_id,
+                self._generation.number,
+            )
             code = await self._serve(ws, stop)
             if code == CloseCode.DEREGISTERED:
                 raise Deregistered("the server deregistered this node")
