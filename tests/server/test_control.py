@@ -96,7 +96,7 @@ class Harness:
         self.store.nodes.beat_written.clear()
 
     async def finish(self) -> None:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(60):
             await asyncio.gather(*self.tasks)
 
 
@@ -303,3 +303,21 @@ def test_heartbeat_payload_with_bad_fields_is_dropped() -> None:
     frame = control_frame(MessageType.AGENT_HEARTBEAT, payload, now=1.0)
     with pytest.raises(Exception, match="IPAddress"):
         decode(frame, sender=Sender.AGENT)
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_silent_node_is_closed_and_counts_as_gone(tmp_path: Path) -> None:
+    """An agent that vanished without a TCP close (power loss) must not look connected."""
+    h = Harness(tmp_path)
+    agent = h.connect()
+    loop = asyncio.get_running_loop()
+    for _ in range(3):  # heartbeats keep it open
+        await agent.send(beat())
+        await asyncio.sleep(10)
+    assert not agent.closed
+    silent_from = loop.time()
+    await h.finish()
+    assert agent.close_code == CloseCode.UNRESPONSIVE
+    assert loop.time() - silent_from == pytest.approx(11, abs=1.5)  # 21 s after the last beat
+    assert h.gone == [NODE] and not h.channels.is_connected(NODE)

@@ -9,10 +9,11 @@ the agent; the agent sends ``agent_heartbeat`` every ``heartbeat_interval`` seco
 Each channel is independent and hard to kill by accident: a malformed message is dropped and
 counted (the log gets the first few and then a summary at most every 10 s), and only a node that
 keeps sending them is disconnected (``POLICY``); a failing database delays heartbeats and
-acknowledgements but never ends a channel. Heartbeats are written by a per-channel writer that
-keeps only the newest one, so a slow database never holds up reading; each completion is
-handled in a task of its own and acknowledged once it is recorded (the agent resends until
-then).
+acknowledgements but never ends a channel. A node that stays silent for two heartbeat periods
+is closed (``UNRESPONSIVE``), so that an agent that vanished without a TCP close counts as gone.
+Heartbeats are written by a per-channel writer that keeps only the newest one, so a slow
+database never holds up reading; each completion is handled in a task of its own and
+acknowledged once it is recorded (the agent resends until then).
 
 Which agent may hold a node's channel: the one with the highest generation
 (docs/protocol.md §10.3). A newer generation supersedes an older one (``SUPERSEDED``), a lower
@@ -47,6 +48,7 @@ from hatchway.protocol.controlchannel import (
     encode,
 )
 from hatchway.protocol.payloads import AgentTaskPayload
+from hatchway.protocol.timing import liveness_window
 from hatchway.server.settings import ServerSettings
 from hatchway.transport.websocket import AiohttpSocket, Socket, aiohttp_max_msg_size
 
@@ -99,6 +101,8 @@ class ControlChannel:
     beat_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     reading: bool = True
     completing: set[uuid.UUID] = field(default_factory=set)
+    #: When the node was last heard from (loop clock).
+    last_heard: float = 0.0
 
 
 class ControlChannels:
@@ -199,9 +203,12 @@ class ControlChannels:
                 "mark it connected",
                 self._nodes.mark_connected(node_id, True, self._clock()),
             )
+            channel.last_heard = asyncio.get_running_loop().time()
             async with asyncio.TaskGroup() as tasks:
                 writer = tasks.create_task(self._write_heartbeats(channel))
+                watchdog = tasks.create_task(self._watch(channel))
                 await self._read(channel, tasks)
+                watchdog.cancel()
                 channel.reading = False
                 channel.beat_arrived.set()
                 await writer  # the newest heartbeat is written before the channel ends
@@ -221,7 +228,9 @@ class ControlChannels:
     # ---- receiving -------------------------------------------------------------------------
 
     async def _read(self, channel: ControlChannel, tasks: asyncio.TaskGroup) -> None:
+        loop = asyncio.get_running_loop()
         async for data in channel.socket:
+            channel.last_heard = loop.time()
             try:
                 message = decode(data, sender=Sender.AGENT)
             except RemoteProtocolError as exc:
@@ -233,6 +242,20 @@ class ControlChannels:
                 channel.beat_arrived.set()
             elif isinstance(message, TaskComplete):
                 self._complete_soon(channel, message, tasks)
+
+    async def _watch(self, channel: ControlChannel) -> None:
+        """Close a channel that went silent (an agent that vanished without a TCP close:
+        power loss, a cut link), so the node counts as gone at once."""
+        loop = asyncio.get_running_loop()
+        window = liveness_window(self._settings.heartbeat_interval)
+        while (idle := loop.time() - channel.last_heard) <= window:
+            await asyncio.sleep(window - idle + 0.001)
+        log.info(
+            "node %s sent nothing for %.0f s; closing its control channel", channel.node_id, idle
+        )
+        await channel.socket.close(
+            CloseCode.UNRESPONSIVE, f"no heartbeat for {window:.0f} s; reconnect"
+        )
 
     async def _bad_message(self, channel: ControlChannel, exc: RemoteProtocolError) -> bool:
         """Count a malformed message; True when the node is disconnected for sending too many."""
