@@ -130,7 +130,7 @@ async def test_an_upgrade_needs_a_signed_fresh_nonce_of_its_own(
     # Added after signing: not covered by the signature.
     headers = s.upgrade(None)
     headers[NONCE_HEADER] = s.authn.issue_nonce(NODE)
-    with pytest.raises(IncompleteSignature, match="signed"):
+    with pytest.raises(IncompleteSignature, match="SignedHeader"):
         await s.check(headers)
     with pytest.raises(InvalidSignature, match="another node"):
         await s.check(s.upgrade(s.authn.issue_nonce(OTHER)))
@@ -172,7 +172,7 @@ async def test_generation_header_must_be_signed_and_numeric(
     assert none.generation is None
     unsigned = s.upgrade(s.authn.issue_nonce(NODE))
     unsigned[AGENT_GENERATION_HEADER] = "99"
-    with pytest.raises(IncompleteSignature, match="signed"):
+    with pytest.raises(IncompleteSignature, match="SignedHeader"):
         await s.authn.agent("GET", path, unsigned, b"", "ssmmessages")
     for bad in ("0", "-1", "²", "1" * 40):
         headers = s.upgrade(s.authn.issue_nonce(NODE), {AGENT_GENERATION_HEADER: bad})

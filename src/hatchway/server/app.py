@@ -59,6 +59,7 @@ class Server:
     ca_file: Path | None
     ca_fingerprint: str | None
     ssl_context: ssl.SSLContext | None
+    box: SecretBox
 
     async def close(self) -> None:
         await self.control.close_all()
@@ -114,9 +115,9 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         ca_file,
         fingerprint,
         ssl_context,
+        box,
     )
     _routes(server, api)
-    app["box"] = box
     return server
 
 
@@ -246,7 +247,7 @@ async def serve(
     host = "::1" if host == "::" else host
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     endpoint = settings.public_url or f"{settings.scheme}://{netloc}"
-    admin = await ensure_admin(server.store, server.app["box"], settings.admin_user, time.time())
+    admin = await ensure_admin(server.store, server.box, settings.admin_user, time.time())
     write_profile(
         settings.admin_profile_path,
         endpoint=endpoint,

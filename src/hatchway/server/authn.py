@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -22,6 +22,7 @@ from hatchway.auth.verify import (
     ParsedAuthorization,
     check_request_time,
     check_scope,
+    check_signed_headers,
     parse_authorization,
     verify_hmac_signature,
     verify_rsa_signature,
@@ -84,10 +85,20 @@ class Authenticator:
         return parsed
 
     async def user(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        must_sign: Collection[str] = (),
     ) -> Principal:
-        """The user whose access key signed this request (SigV4, service ``ssm``)."""
+        """The user whose access key signed this request (SigV4, service ``ssm``).
+
+        ``must_sign``: lower-case header names the signature must cover besides ``host``.
+        """
         parsed = self._parse(headers, "ssm")
+        check_signed_headers(parsed, must_sign)
         key = await self._store.identity.access_key(parsed.access_key_id)
         if key is None or key.status != "Active":
             raise AuthError(UNKNOWN_KEY)
@@ -128,11 +139,12 @@ class Authenticator:
         """
         parsed = self._parse(headers, service)
         nonce = _header(headers, NONCE_HEADER)
-        if nonce is None or NONCE_HEADER.lower() not in parsed.signed_headers:
+        if nonce is None:
             raise IncompleteSignature(
                 f"an agent upgrade must carry a signed {NONCE_HEADER} header "
                 "(GET /v1/agent-nonce gives one)"
             )
+        check_signed_headers(parsed, (NONCE_HEADER.lower(),))
         now = self._clock()
         checked = self._nonces.check(nonce.strip(), parsed.access_key_id, now)
         generation = self._generation(headers, parsed)
@@ -152,8 +164,7 @@ class Authenticator:
         raw = _header(headers, AGENT_GENERATION_HEADER)
         if raw is None:
             return None
-        if AGENT_GENERATION_HEADER.lower() not in parsed.signed_headers:
-            raise IncompleteSignature(f"{AGENT_GENERATION_HEADER} must be a signed header")
+        check_signed_headers(parsed, (AGENT_GENERATION_HEADER.lower(),))
         raw = raw.strip()
         if _GENERATION.fullmatch(raw) is None or int(raw) < 1:
             raise IncompleteSignature(f"{AGENT_GENERATION_HEADER} must be a positive integer")
