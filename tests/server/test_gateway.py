@@ -579,3 +579,28 @@ async def test_a_failing_database_drops_no_connection() -> None:
         again = await h.client("alice-0123456789abcdef0", token)
         await again.frame_of(MessageType.START_PUBLICATION)
         assert not agent.peer.closed
+
+
+async def test_a_node_back_without_the_session_ends_it_at_once() -> None:
+    async with Harness() as h:
+        client, agent = await h.joined()
+        _other_client, other_agent = await h.joined("alice-11111111111111111")
+        await agent.peer.close()
+        await other_agent.peer.close()
+        await h.service.node_gone(NODE)
+        await client.frame_of(MessageType.HATCHWAY_NOTICE)
+        # The agent restarted: its first heartbeat lists only the other session.
+        await h.service.sessions_reported(NODE, frozenset({"alice-11111111111111111"}))
+        bye = await client.frame_of(MessageType.CHANNEL_CLOSED, timeout=1)
+        reason = "the node's agent no longer runs the session (it restarted)"
+        assert ChannelClosedPayload.from_json(bye.payload).output == reason
+        assert h.status() == SessionStatus.TERMINATED
+        assert h.status("alice-11111111111111111") == SessionStatus.CONNECTED
+
+
+async def test_a_heartbeat_does_not_end_a_session_that_just_started() -> None:
+    async with Harness() as h:
+        sid, _token = await h.new_session()
+        await h.service.sessions_reported(NODE, frozenset())  # not listed yet
+        await h.agent(sid)
+        assert h.status(sid) == SessionStatus.CONNECTING

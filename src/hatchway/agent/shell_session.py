@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from hatchway.agent.dialer import Dialer, Socket
+from hatchway.agent.dialer import Socket, SocketDialer
 from hatchway.agent.runas import RunAsUser
 from hatchway.agent.terminal import PtyShell
 from hatchway.errors import AuthError, HatchwayError, NotFound, RemoteProtocolError
@@ -70,7 +70,7 @@ class ShellSession:
     def __init__(
         self,
         task: AgentTaskPayload,
-        dialer: Dialer,
+        dialer: SocketDialer,
         user: RunAsUser,
         complete: Completion,
         clock: Callable[[], float] = time.time,
@@ -112,11 +112,17 @@ class ShellSession:
         try:
             status, output = await self._run_cancellable()
         except HatchwayError as exc:
+            # Details stay in the agent's log; the client and the server get a fixed reason
+            # (a protocol failure raised here is one of this module's own fixed texts).
             log.warning("session %s failed: %s", self.session_id, exc.message)
-            output = exc.message
-        except Exception as exc:
+            output = (
+                exc.message
+                if isinstance(exc, RemoteProtocolError)
+                else "the agent could not run the session"
+            )
+        except Exception:
             log.exception("session %s crashed", self.session_id)
-            output = f"the agent could not run the session: {exc}"
+            output = "the agent could not run the session"
         finally:
             if self._shell is not None:
                 self._stop_reading()
@@ -239,13 +245,15 @@ class ShellSession:
             try:
                 ws = await self._dialer.connect(path)
             except (NotFound, AuthError) as exc:
-                self.cancel(f"data channel refused: {exc.message}")
+                log.warning("session %s: data channel refused: %s", self.session_id, exc.message)
+                self.cancel("the server refused the session's data channel")
                 return
             except HatchwayError as exc:
                 now = self._clock()
                 lost_at = lost_at or now
                 if now - lost_at > RECONNECT_FOR:
-                    self.cancel(f"data channel lost: {exc.message}")
+                    log.warning("session %s: data channel lost: %s", self.session_id, exc.message)
+                    self.cancel("the agent lost the session's data channel")
                     return
                 await asyncio.sleep(backoff.next_delay())
                 continue

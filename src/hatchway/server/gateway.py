@@ -206,6 +206,19 @@ class Gateway:
             log.info("node %s went away with %d live session(s)", node_id, len(affected))
         return len(affected)
 
+    def no_longer_run(self, node_id: str, running: frozenset[str]) -> list[str]:
+        """The node's agent reported the sessions it runs: of this node's sessions that went
+        away with it (or with a server restart), the ones it no longer runs (its agent
+        restarted), which will never come back. A session started a moment ago, not listed
+        yet, is not among them."""
+        return [
+            live.session_id
+            for live in self._live.values()
+            if live.target == node_id
+            and (live.node_away or live.restored)
+            and live.session_id not in running
+        ]
+
     def _node_away_notice(self) -> NoticePayload:
         grace = self._settings.disconnect_grace
         return NoticePayload(

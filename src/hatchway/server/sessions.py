@@ -23,7 +23,8 @@ from hatchway.errors import (
     TargetNotConnected,
     ValidationError,
 )
-from hatchway.protocol.payloads import AgentTaskComplete, AgentTaskPayload
+from hatchway.protocol.controlchannel import TaskComplete
+from hatchway.protocol.payloads import AgentTaskPayload
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content
 from hatchway.server.gateway import Gateway
@@ -184,15 +185,13 @@ class SessionService:
 
     # ---- events from agents and timers ----------------------------------------------------
 
-    async def task_complete(self, node_id: str, done: AgentTaskComplete) -> None:
+    async def task_complete(self, node_id: str, done: TaskComplete) -> None:
         """The agent finished a session (shell exited, or it was cancelled)."""
         session = await self._store.sessions.get(done.task_id)
         if session is None or session.target != node_id:
             log.info("node %s completed unknown task %s", node_id, done.task_id)
             return
-        exit_code: int | None = None
-        if done.output.strip().lstrip("-").isdigit():
-            exit_code = int(done.output.strip())
+        exit_code = done.exit_code  # a decimal int32 in Output, else None
         status = (
             SessionStatus.TERMINATED
             if done.final_task_status != "Failed"
@@ -215,6 +214,14 @@ class SessionService:
         within ``disconnect_grace`` ends saying so (docs/protocol.md §9.6).
         """
         self.gateway.node_gone(node_id)
+
+    async def sessions_reported(self, node_id: str, running: frozenset[str]) -> None:
+        """The node's heartbeat lists the sessions its agent runs: a session that went away
+        with the node (or with a server restart) and is not among them ends now instead of
+        after the grace: the agent restarted and lost it."""
+        for session_id in self.gateway.no_longer_run(node_id, running):
+            reason = "the node's agent no longer runs the session (it restarted)"
+            await self._finish(session_id, SessionStatus.TERMINATED, reason, output=reason)
 
     async def restore(self) -> int:
         """At start: go on with every session a previous server process left active.
