@@ -22,6 +22,7 @@ Every pool and time-out setting is chosen in :class:`DatabaseLimits`, never a li
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
@@ -161,8 +162,9 @@ def _engine(url: str, pool: Pool, connect_args: dict[str, Any]) -> AsyncEngine:
 def _sqlite_engine(url: str, pool: Pool, limits: DatabaseLimits, *, writer: bool) -> AsyncEngine:
     """A SQLite engine for the writer or for the readers.
 
-    The writer's transactions begin ``IMMEDIATE`` (``sqlite3``'s ``isolation_level``, which it
-    emits with the first INSERT/UPDATE/DELETE of a transaction, in the same call): the write
+    The writer's transactions begin ``IMMEDIATE`` (``sqlite3``'s ``isolation_level`` in its
+    legacy transaction control, chosen explicitly: ``sqlite3`` emits the BEGIN with the first
+    INSERT/UPDATE/DELETE of a transaction, in the same call to its thread): the write
     lock is taken at BEGIN, where SQLite's busy handler waits for another process holding it;
     a deferred transaction that upgrades a read lock later can get SQLITE_BUSY at once, busy
     handler or not. Reads run as single statements under WAL (a snapshot each, never blocked
@@ -170,7 +172,9 @@ def _sqlite_engine(url: str, pool: Pool, limits: DatabaseLimits, *, writer: bool
     turn. (SQLAlchemy's recipe of emitting BEGIN from the ``begin`` event costs two more
     round trips to aiosqlite's thread per transaction: twice the time of a heartbeat write.)
     """
-    connect_args: dict[str, Any] = {"isolation_level": "IMMEDIATE"} if writer else {}
+    connect_args: dict[str, Any] = {"isolation_level": "IMMEDIATE" if writer else "DEFERRED"}
+    if hasattr(sqlite3, "LEGACY_TRANSACTION_CONTROL"):  # Python 3.12+: say so, as 3.16 changes it
+        connect_args["autocommit"] = sqlite3.LEGACY_TRANSACTION_CONTROL
     engine = _engine(url, pool, connect_args)
     busy_ms = round((limits.lock_wait or 0.0) * 1000)
 
