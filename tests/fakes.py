@@ -6,14 +6,18 @@
 * :class:`MemorySocket` — an in-memory :class:`hatchway.transport.websocket.Socket`; two of
   them joined by :func:`socket_pair` are the two ends of one WebSocket connection. A socket
   can be made to stop reading (``stall``) to model a peer that keeps TCP open but never reads.
+* :class:`FakeNodeStore` — the node status the control channels write, in memory (and able
+  to fail like a locked database).
+* :class:`FakeDialer` — the agent's dialer over in-memory sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from hatchway.errors import StoreError
 from hatchway.protocol.closecodes import CloseCode
 
 
@@ -172,3 +176,78 @@ def socket_pair(
     b = MemorySocket(right, capacity=capacity, send_timeout=send_timeout)
     a.peer, b.peer = b, a
     return a, b
+
+
+# ---- control channels --------------------------------------------------------------------
+
+
+@dataclass
+class FakeNodeStatus:
+    """What ``server.control.ControlChannels`` writes about nodes, kept in memory.
+
+    ``fail_heartbeats`` makes the next that many heartbeat writes raise ``StoreError``, as a
+    locked SQLite database does.
+    """
+
+    connected: dict[str, bool] = field(default_factory=dict)
+    beats: list[tuple[str, float, dict[str, str]]] = field(default_factory=list)
+    generations: dict[str, int] = field(default_factory=dict)
+    fail_heartbeats: int = 0
+    beat_written: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def mark_connected(self, instance_id: str, connected: bool, now: float) -> None:
+        self.connected[instance_id] = connected
+
+    async def heartbeat(self, instance_id: str, now: float, **facts: str) -> None:
+        if self.fail_heartbeats:
+            self.fail_heartbeats -= 1
+            raise StoreError("database write failed: OperationalError")
+        self.beats.append((instance_id, now, facts))
+        self.connected[instance_id] = True
+        self.beat_written.set()
+
+    async def claim_generation(self, instance_id: str, generation: int) -> bool:
+        if generation < self.generations.get(instance_id, 0):
+            return False
+        self.generations[instance_id] = generation
+        return True
+
+
+@dataclass
+class FakeNodeStore:
+    """A ``store.Store`` stand-in with just the nodes the control channels need."""
+
+    nodes: FakeNodeStatus = field(default_factory=FakeNodeStatus)
+
+
+class FakeDialer:
+    """The agent's dialer over in-memory sockets: every ``connect`` hands the agent one end
+    of a new :func:`socket_pair` and queues the other end (the server's) for the test.
+
+    Put an exception in ``refusals`` to make the next dial fail with it.
+    """
+
+    def __init__(self) -> None:
+        self.server_ends: asyncio.Queue[tuple[str, dict[str, str], MemorySocket]] = asyncio.Queue()
+        self.refusals: list[BaseException] = []
+        self.dials: list[str] = []
+        self.closed = False
+
+    async def connect(
+        self, path_and_query: str, headers: Mapping[str, str] | None = None, *, max_size: int = 0
+    ) -> MemorySocket:
+        self.dials.append(path_and_query)
+        if self.refusals:
+            raise self.refusals.pop(0)
+        agent_end, server_end = socket_pair("agent", "server")
+        await self.server_ends.put((path_and_query, dict(headers or {}), server_end))
+        return agent_end
+
+    async def next_server_end(
+        self, timeout: float = 30.0
+    ) -> tuple[str, dict[str, str], MemorySocket]:
+        async with asyncio.timeout(timeout):
+            return await self.server_ends.get()
+
+    async def close(self) -> None:
+        self.closed = True

@@ -27,3 +27,15 @@ def test_a_hostile_node_cannot_draw_on_the_admins_terminal() -> None:
     assert "\x1b" not in text and "\x07" not in text and "\r" not in text
     assert text.count("\n") == 2  # header and one row: no forged row
     assert "\\x1b[2J" in text
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    from pathlib import Path
+
+    from hatchway.client.config import Profile
+    from hatchway.server.bootstrap import AdminCredentials
+
+    profile = Profile("default", "https://h:1", "local", "HWAKX", "s3cr3t-value", Path("/ca"))
+    admin = AdminCredentials("admin", "HWAKX", "s3cr3t-value")
+    for value in (profile, admin):
+        assert "s3cr3t-value" not in repr(value) and "HWAKX" in repr(value)

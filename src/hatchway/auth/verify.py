@@ -4,8 +4,8 @@ Verification is split into small steps so that the API layer can look the key up
 and audit exactly which step failed:
 
 1. :func:`parse_authorization`: syntax of ``Authorization`` and ``X-Amz-Date``;
-2. :func:`check_request_time` and :func:`check_scope`: freshness and scope, before any
-   database lookup;
+2. :func:`check_request_time`, :func:`check_scope` and :func:`check_signed_headers`: freshness,
+   scope and what the signature must cover, before any database lookup;
 3. :func:`verify_hmac_signature` (users' access keys) or :func:`verify_rsa_signature` (agents,
    protocol.md §9.1).
 
@@ -23,7 +23,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,6 +49,7 @@ __all__ = [
     "ParsedAuthorization",
     "check_request_time",
     "check_scope",
+    "check_signed_headers",
     "parse_authorization",
     "verify_hmac_signature",
     "verify_rsa_signature",
@@ -254,6 +255,32 @@ def check_scope(parsed: ParsedAuthorization, *, region: str, service: str) -> No
         )
     if parsed.service != service:
         raise InvalidSignature(f"Credential should be scoped to correct service: '{service}'.")
+
+
+def _display_name(header: str) -> str:
+    """``x-amz-target`` → ``X-Amz-Target``, as AWS names headers in its messages."""
+    return "-".join(part.capitalize() for part in header.split("-"))
+
+
+def check_signed_headers(parsed: ParsedAuthorization, required: Iterable[str]) -> None:
+    """Require each of ``required`` (lower-case names) to be among the ``SignedHeaders``.
+
+    SigV4 itself only insists on ``host`` (checked by :func:`parse_authorization`); an edge
+    whose meaning depends on other headers names them here, so that a captured signature cannot
+    be replayed with those headers changed. The API requires ``X-Amz-Target`` (the operation)
+    and ``Content-Type``; WebSocket upgrades, which carry neither, require nothing more.
+
+    Raises:
+        IncompleteSignature: ``IncompleteSignatureException`` naming each missing header.
+    """
+    missing = [name for name in required if name not in parsed.signed_headers]
+    if missing:
+        raise IncompleteSignature(
+            " ".join(
+                f"'{_display_name(name)}' must be a 'SignedHeader' in the AWS Authorization."
+                for name in missing
+            )
+        )
 
 
 class _ClientSignedHeadersSigV4(SigV4Auth):

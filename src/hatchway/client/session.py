@@ -58,6 +58,7 @@ class ClientSession:
         stdin_fd: int = 0,
         stdout_fd: int = 1,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
         self.session_id: str = start["SessionId"]
@@ -66,9 +67,10 @@ class ClientSession:
         self._in = stdin_fd
         self._out = stdout_fd
         self._clock = clock
+        self._now = monotonic  # the reliability layer's timers
         self._client_id = str(uuid.uuid4())
-        self.endpoint = Endpoint(Role.CLIENT, now=clock())
-        self._driver = ChannelDriver(self.endpoint, clock)
+        self.endpoint = Endpoint(Role.CLIENT, wall_clock=clock)
+        self._driver = ChannelDriver(self.endpoint, monotonic)
         self._interactive = os.isatty(stdin_fd)
         self._started = False
         self._stdin_open = True
@@ -170,7 +172,7 @@ class ClientSession:
             try:
                 await ws.send(opened.to_json().decode())
                 self._driver.attach(fast)
-                self.endpoint.retransmit_all(self._clock())
+                self.endpoint.retransmit_all(self._now())
                 await self._driver.flush()
                 async for message in ws:
                     if isinstance(message, bytes):
@@ -211,7 +213,7 @@ class ClientSession:
 
     async def _receive(self, message: bytes) -> None:
         try:
-            events = self.endpoint.receive(message, now=self._clock())
+            events = self.endpoint.receive(message, now=self._now())
         except RemoteProtocolError:
             return  # a corrupt frame is dropped; the agent resends it
         for event in events:
@@ -244,9 +246,7 @@ class ClientSession:
             request = HandshakeRequest.from_json(event.payload)
             supported = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
             response, _type, _props, negotiated = answer_request(request, supported=supported)
-            self.endpoint.send(
-                PayloadType.HANDSHAKE_RESPONSE, response.to_json(), now=self._clock()
-            )
+            self.endpoint.send(PayloadType.HANDSHAKE_RESPONSE, response.to_json(), now=self._now())
             self.endpoint.max_payload_size = negotiated.max_payload_size
         elif kind == PayloadType.HANDSHAKE_COMPLETE:
             complete = HandshakeComplete.from_json(event.payload)
@@ -271,7 +271,7 @@ class ClientSession:
             return
         self._last_size = size
         payload = SizePayload(cols=size[1], rows=size[0]).to_json()
-        self.endpoint.send(PayloadType.SIZE, payload, now=self._clock())
+        self.endpoint.send(PayloadType.SIZE, payload, now=self._now())
         self._driver.flush_soon()
 
     def _start_reading(self) -> None:
@@ -306,13 +306,13 @@ class ClientSession:
 
     def _input(self, data: bytes) -> None:
         if data:
-            self.endpoint.send(PayloadType.OUTPUT, data, now=self._clock())
+            self.endpoint.send(PayloadType.OUTPUT, data, now=self._now())
         else:
             self._stop_reading()
             self._stdin_open = False
             if not self._eot_sent:  # end of input: one end-of-transmission, then wait
                 self._eot_sent = True
-                self.endpoint.send(PayloadType.OUTPUT, EOT, now=self._clock())
+                self.endpoint.send(PayloadType.OUTPUT, EOT, now=self._now())
         self._driver.flush_soon()
 
     async def _read_in_thread(self) -> None:

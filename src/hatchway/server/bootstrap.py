@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hatchway.auth.atomicfile import write_private_text
@@ -16,7 +16,7 @@ from hatchway.store.store import Store
 class AdminCredentials:
     user_name: str
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)  # never in a log line or traceback
 
 
 async def ensure_account_id(store: Store) -> str:

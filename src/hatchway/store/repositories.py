@@ -274,6 +274,37 @@ class NodeRepository(_Repository):
         if count == 0:
             raise InvalidInstanceId(f"Instance {instance_id} does not exist.")
 
+    async def claim_generation(self, instance_id: str, generation: int) -> bool:
+        """Record that agent ``generation`` connects, unless a higher one already did.
+
+        One conditional ``UPDATE``, so two replicas cannot both let the older agent in.
+        """
+        c = t.nodes.c
+        count = await self._write(
+            update(t.nodes)
+            .where(and_(c.instance_id == instance_id, c.agent_generation <= generation))
+            .values(agent_generation=generation)
+        )
+        return count == 1
+
+
+class NonceRepository(_Repository):
+    """Agent nonces already used, kept until they expire (replay protection)."""
+
+    async def use(self, digest: str, node_id: str, expires_at: float) -> bool:
+        """Remember a nonce; False if it was used before (a replay)."""
+        try:
+            await self._write(
+                insert(t.used_nonces).values(digest=digest, node_id=node_id, expires_at=expires_at)
+            )
+        except Conflict:
+            return False
+        return True
+
+    async def purge(self, now: float) -> int:
+        """Forget nonces that expired before ``now``; returns how many."""
+        return await self._write(delete(t.used_nonces).where(t.used_nonces.c.expires_at < now))
+
 
 class DocumentRepository(_Repository):
     async def get(self, name: str) -> Document | None:

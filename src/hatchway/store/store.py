@@ -12,6 +12,7 @@ from hatchway.store.repositories import (
     DocumentRepository,
     IdentityRepository,
     NodeRepository,
+    NonceRepository,
     SessionRepository,
     SettingsRepository,
 )
@@ -28,6 +29,7 @@ class Store:
     nodes: NodeRepository
     documents: DocumentRepository
     sessions: SessionRepository
+    nonces: NonceRepository
 
     @classmethod
     def open(
@@ -49,6 +51,7 @@ class Store:
             nodes=NodeRepository(db),
             documents=DocumentRepository(db),
             sessions=SessionRepository(db),
+            nonces=NonceRepository(db),
         )
 
     @property
