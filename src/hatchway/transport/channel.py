@@ -6,8 +6,8 @@ produced them. Work that cannot be done at once (a timer fired, the socket appli
 backpressure) goes to one writer task the driver owns, ended by ``close()``. The endpoint's
 retransmission deadline is kept as one timer handle, moved only when the deadline moves.
 
-The socket is a :class:`hatchway.transport.websocket.Socket`, of which the driver needs only
-``send`` and, where the socket has it, ``send_now`` (:class:`Sender`).
+The socket is a :class:`hatchway.transport.websocket.Socket`, named here only for the type
+checker: that module imports aiohttp, which the CLI (whose socket is its own) never loads.
 """
 
 from __future__ import annotations
@@ -15,25 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from hatchway.protocol.reliability import Endpoint
+
+if TYPE_CHECKING:
+    from hatchway.transport.websocket import Socket
 
 log = logging.getLogger(__name__)
 
 ACK_DELAY = 0.005  # seconds an acknowledgement may wait for data to ride along with
 STOP_TIMEOUT = 1.0  # seconds close() waits for the writer task to end once cancelled
-
-
-class Sender(Protocol):
-    """What the driver needs of a socket; every ``transport.websocket.Socket`` is one.
-
-    ``send`` returns False once the connection is gone (None: a socket that does not say; the
-    agent's, until it moves to ``AiohttpSocket``). A socket may also have the synchronous
-    ``send_now(frames) -> bool`` of ``Socket``, which :meth:`ChannelDriver.flush_now` uses.
-    """
-
-    async def send(self, data: bytes) -> bool | None: ...
 
 
 class ChannelDriver:
@@ -50,7 +42,7 @@ class ChannelDriver:
     def __init__(self, endpoint: Endpoint, clock: Callable[[], float] | None = None) -> None:
         self.endpoint = endpoint
         self._clock = clock
-        self._ws: Sender | None = None
+        self._ws: Socket | None = None
         self._lock = asyncio.Lock()
         self._closed = False
         self._retransmit: asyncio.TimerHandle | None = None
@@ -71,12 +63,12 @@ class ChannelDriver:
     def connected(self) -> bool:
         return self._ws is not None
 
-    def attach(self, ws: Sender) -> None:
+    def attach(self, ws: Socket) -> None:
         """Use ``ws`` from now on (a reconnect)."""
         self._ws = ws
         self._rearm()
 
-    def detach(self, ws: Sender) -> None:
+    def detach(self, ws: Socket) -> None:
         if self._ws is ws:
             self._ws = None
 
@@ -101,9 +93,9 @@ class ChannelDriver:
         self._rearm()
 
     @staticmethod
-    async def _send_all(ws: Sender, frames: list[bytes]) -> bool:
+    async def _send_all(ws: Socket, frames: list[bytes]) -> bool:
         for frame in frames:
-            if await ws.send(frame) is False:  # (None: the socket does not say)
+            if not await ws.send(frame):
                 return False
         return True
 
@@ -118,12 +110,9 @@ class ChannelDriver:
         ws = self._ws
         if ws is None or self._lock.locked() or self._backlog:
             return False
-        send_now = getattr(ws, "send_now", None)  # (see Sender)
-        if send_now is None:
-            return False
         self._cancel_ack_timer()
         frames = self.endpoint.data_to_send()
-        sent = not frames or bool(send_now(frames))
+        sent = not frames or ws.send_now(frames)
         if not sent:
             self._backlog = frames
         self._rearm()
