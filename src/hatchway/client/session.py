@@ -299,7 +299,11 @@ class ClientSession:
                 client_id=self._client_id,
                 client_version=CLIENT_VERSION,
             )
-            await ws.send_text(opened.to_json().decode())
+            try:
+                await ws.send_text(opened.to_json().decode())
+            except BaseException:  # cancelled: the session ended meanwhile
+                ws.abort()
+                raise
             return ws
 
     async def _resume(self) -> bool:

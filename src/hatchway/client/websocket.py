@@ -424,7 +424,7 @@ class WebSocket(asyncio.Protocol):
         self._messages.append(message)
         if len(self._messages) >= RECEIVE_HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
-            if self._transport is not None:
+            if self._transport is not None and not self._transport.is_closing():
                 self._transport.pause_reading()
         self._wake_reader()
 
