@@ -3,7 +3,7 @@
 * :class:`FakeClock` — a wall clock the test advances by hand (timestamps, CreatedDate).
   Timers run on the event loop's clock, which ``looptime`` fast-forwards in async tests
   (``@pytest.mark.looptime``).
-* :class:`MemorySocket` — an in-memory :class:`hatchway.transport.websocket.Socket`; two of
+* :class:`MemorySocket` — an in-memory :class:`hatchway.transport.socket.Socket`; two of
   them joined by :func:`socket_pair` are the two ends of one WebSocket connection. A socket
   can be made to stop reading (``stall``) to model a peer that keeps TCP open but never reads.
 * :class:`MemorySessions` / :class:`MemoryStore` — the session records of
@@ -117,7 +117,7 @@ class MemorySocket:
 
     async def receive_text(self, timeout: float = 10.0) -> str:
         """The next message, which must be text (the client's OpenDataChannelInput), as
-        :class:`~hatchway.transport.websocket.TextSocket` says."""
+        :class:`~hatchway.transport.socket.TextSocket` says."""
         async with asyncio.timeout(timeout):
             await self._reading.wait()
             item = await self._inbox.get()

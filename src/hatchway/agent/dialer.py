@@ -42,15 +42,14 @@ from hatchway.errors import AuthError, Conflict, NotFound, Unavailable
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
 from hatchway.protocol.timing import PING_INTERVAL
 from hatchway.transport.apiclient import client_ssl_context
-from hatchway.transport.websocket import AiohttpSocket, Socket, aiohttp_max_msg_size
+from hatchway.transport.socket import CLOSE_TIMEOUT, Socket
+from hatchway.transport.websocket import AiohttpSocket, aiohttp_max_msg_size
 
 __all__ = ["DIAL_TIMEOUT", "ERROR_HEADER", "Dialer", "Socket", "SocketDialer"]
 
 ERROR_HEADER: Final = "X-Hatchway-Error"  # why the server refused an upgrade (server/app.py)
 #: Seconds for one dial: fetching the nonce, connecting, TLS and the upgrade.
 DIAL_TIMEOUT: Final = 20.0
-#: Seconds a close handshake may take before the connection is dropped.
-CLOSE_TIMEOUT: Final = 2.0
 
 
 class SocketDialer(Protocol):

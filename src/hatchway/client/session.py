@@ -54,7 +54,7 @@ from hatchway.transport.backoff import Backoff
 from hatchway.transport.channel import ChannelDriver
 
 if TYPE_CHECKING:
-    from hatchway.transport.websocket import Socket
+    from hatchway.transport.socket import Socket
 
     class DataSocket(Socket, Protocol):
         """The client's end of a data channel: a :class:`Socket` whose first message is text

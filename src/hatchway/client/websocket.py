@@ -9,8 +9,8 @@ produces. Owning that half is what lets the keystroke path write a frame synchro
 the CLI's start-up lean: no aiohttp (the server and the agent use it; importing it costs
 several hundred milliseconds) and not even websockets' own asyncio layer.
 
-:class:`WebSocket` implements :class:`hatchway.transport.websocket.Socket` (that module imports
-aiohttp, so it is only named for the type checker), plus ``send_text`` for the data channel's
+:class:`WebSocket` implements :class:`hatchway.transport.socket.Socket` (send and close
+bounded by its ``SEND_TIMEOUT``/``CLOSE_TIMEOUT``), plus ``send_text`` for the data channel's
 open message (docs/protocol.md §3.1).
 """
 
@@ -37,6 +37,7 @@ from hatchway.errors import ConfigError, Unavailable
 from hatchway.protocol.closecodes import CloseCode, close_reason
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
 from hatchway.protocol.timing import PING_INTERVAL
+from hatchway.transport.socket import CLOSE_TIMEOUT, SEND_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,6 @@ __all__ = [
 
 #: Seconds to open a connection: TCP, TLS and the WebSocket upgrade.
 OPEN_TIMEOUT = 15.0
-#: Seconds the server may take to take one message off our hands before it counts as stalled
-#: (as ``transport.websocket.SEND_TIMEOUT``).
-SEND_TIMEOUT = 10.0
-#: Seconds a close handshake may take before the connection is simply dropped.
-CLOSE_TIMEOUT = 2.0
 #: The close code of a connection that ended without a close frame (RFC 6455 §7.1.5); it is
 #: never sent on the wire.
 ABNORMAL_CLOSURE = int(WsCloseCode.ABNORMAL_CLOSURE)
@@ -150,7 +146,7 @@ async def connect(
 
 
 class WebSocket(asyncio.Protocol):
-    """One client WebSocket connection (a :class:`~hatchway.transport.websocket.Socket`).
+    """One client WebSocket connection (a :class:`~hatchway.transport.socket.Socket`).
 
     Made by :func:`connect`. Binary messages are read by iterating; text messages are ignored
     (docs/protocol.md §3.1: nothing after the open message is text). Writes go straight to the

@@ -39,7 +39,8 @@ from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
 from hatchway.store.database import sqlite_url
 from hatchway.store.store import Store
-from hatchway.transport.websocket import CLOSE_TIMEOUT, AiohttpSocket, aiohttp_max_msg_size
+from hatchway.transport.socket import CLOSE_TIMEOUT
+from hatchway.transport.websocket import AiohttpSocket, aiohttp_max_msg_size
 
 log = logging.getLogger(__name__)
 

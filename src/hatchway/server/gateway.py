@@ -52,7 +52,7 @@ from hatchway.protocol.payloads import (
 from hatchway.server.settings import ServerSettings
 from hatchway.store.records import Session, SessionStatus
 from hatchway.store.store import Store
-from hatchway.transport.websocket import CLOSE_TIMEOUT, SEND_TIMEOUT, Socket, TextSocket
+from hatchway.transport.socket import CLOSE_TIMEOUT, SEND_TIMEOUT, Socket, TextSocket
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ produced them. Work that cannot be done at once (a timer fired, the socket appli
 backpressure) goes to one writer task the driver owns, ended by ``close()``. The endpoint's
 retransmission deadline is kept as one timer handle, moved only when the deadline moves.
 
-The socket is a :class:`hatchway.transport.websocket.Socket`, named here only for the type
+The socket is a :class:`hatchway.transport.socket.Socket`, named here only for the type
 checker: that module imports aiohttp, which the CLI (whose socket is its own) never loads.
 """
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from hatchway.protocol.reliability import Endpoint
 
 if TYPE_CHECKING:
-    from hatchway.transport.websocket import Socket
+    from hatchway.transport.socket import Socket
 
 log = logging.getLogger(__name__)
 
