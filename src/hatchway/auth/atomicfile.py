@@ -12,17 +12,25 @@ Standard library only: the CLI imports this (through ``auth.pinning``) and must 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from hatchway.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["create_exclusive", "ensure_private_dir", "write_atomic", "write_private_text"]
+__all__ = [
+    "create_exclusive",
+    "ensure_private_dir",
+    "exclusive_lock",
+    "write_atomic",
+    "write_private_text",
+]
 
 
 def _write_temp(path: Path, data: bytes, mode: int) -> Path:
@@ -174,3 +182,41 @@ def ensure_private_dir(path: Path, *, what: str) -> None:
             stat.S_IMODE(info.st_mode),
             stat.S_IMODE(info.st_mode) & 0o700,
         )
+
+
+@contextlib.contextmanager
+def exclusive_lock(directory: Path, name: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory/name`` without trusting the file system.
+
+    ``directory`` is created private (0700) if missing and must be a real directory owned by
+    us and writable by nobody else; the lock file is opened without following a symlink and
+    must be a regular file we own. Anything else is refused rather than used.
+
+    Raises:
+        ConfigError: the directory or the lock file is not safe to use.
+    """
+    uid = os.geteuid()
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory, 0o700)
+    try:
+        info = os.lstat(directory)
+    except OSError as exc:
+        raise ConfigError(f"cannot use lock directory {directory}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o022:
+        raise ConfigError(
+            f"lock directory {directory} must be a directory owned by uid {uid} that no one "
+            "else can write"
+        )
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(directory / name, flags, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot open lock file {directory / name}: {exc.strerror}") from exc
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != uid:
+            raise ConfigError(f"lock file {directory / name} is not a regular file of ours")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

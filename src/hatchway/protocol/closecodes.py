@@ -39,6 +39,8 @@ class CloseCode(IntEnum):
     DEREGISTERED = 4003
     #: A newer agent process took over this node's identity; this one must stop.
     SUPERSEDED = 4004
+    #: Nothing arrived for longer than the liveness window (two missed heartbeats); reconnect.
+    UNRESPONSIVE = 4005
 
     @classmethod
     def describe(cls, code: int | None) -> str:

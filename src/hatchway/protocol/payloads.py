@@ -27,6 +27,8 @@ __all__ = [
     "AgentTaskPayload",
     "ChannelClosedPayload",
     "MGSPayload",
+    "NoticeKind",
+    "NoticePayload",
     "OpenDataChannelInput",
     "SizePayload",
     "decode_exit_code",
@@ -371,7 +373,11 @@ class AgentTaskAcknowledge:
 
 @dataclass(frozen=True, slots=True)
 class AgentHeartbeat:
-    """Payload of Hatchway's ``agent_heartbeat`` control message (docs/protocol.md)."""
+    """Payload of Hatchway's ``agent_heartbeat`` control message (docs/protocol.md §10.7).
+
+    This is the wire shape only; ``protocol.controlchannel.Heartbeat`` bounds and checks the
+    fields (a node is untrusted input). ``SessionIds`` is absent from older agents' heartbeats.
+    """
 
     hostname: str
     platform_type: str
@@ -380,6 +386,7 @@ class AgentHeartbeat:
     ip_address: str
     agent_version: str
     active_sessions: int
+    session_ids: tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
         return dumps(
@@ -391,12 +398,16 @@ class AgentHeartbeat:
                 "IPAddress": self.ip_address,
                 "AgentVersion": self.agent_version,
                 "ActiveSessions": self.active_sessions,
+                "SessionIds": list(self.session_ids),
             }
         )
 
     @classmethod
     def from_json(cls, data: bytes) -> AgentHeartbeat:
         obj = loads_object(data, "agent_heartbeat payload")
+        ids = obj.get_list("SessionIds") or []
+        if not all(isinstance(sid, str) for sid in ids):
+            raise RemoteProtocolError("agent_heartbeat payload: SessionIds must hold strings")
         return cls(
             hostname=obj.get_str("Hostname"),
             platform_type=obj.get_str("PlatformType", ""),
@@ -404,7 +415,8 @@ class AgentHeartbeat:
             platform_version=obj.get_str("PlatformVersion", ""),
             ip_address=obj.get_str("IPAddress", ""),
             agent_version=obj.get_str("AgentVersion"),
-            active_sessions=obj.get_int("ActiveSessions", 0, low=0),
+            active_sessions=obj.get_int("ActiveSessions", 0, low=0, high=UINT32_MAX),
+            session_ids=tuple(ids),
         )
 
 

@@ -18,8 +18,17 @@ from typing import TextIO
 from aiohttp import web
 
 from hatchway.auth.atomicfile import ensure_private_dir
+from hatchway.auth.nonce import NONCE_LIFETIME, NonceIssuer, derive_key
 from hatchway.auth.secretbox import SecretBox, load_or_create_master_key
-from hatchway.errors import AccessDenied, HatchwayError, NotFound, Unavailable
+from hatchway.errors import (
+    AccessDenied,
+    AuthError,
+    Conflict,
+    HatchwayError,
+    NotFound,
+    Throttled,
+    Unavailable,
+)
 from hatchway.server.api import Api
 from hatchway.server.authn import Authenticator
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
@@ -33,8 +42,9 @@ from hatchway.server.settings import ServerSettings
 from hatchway.server.throttle import FailureLimiter
 from hatchway.server.verifier import SecretVerifier
 from hatchway.store.database import sqlite_url
-from hatchway.store.records import SessionStatus
 from hatchway.store.store import Store
+from hatchway.transport.socket import CLOSE_TIMEOUT
+from hatchway.transport.websocket import AiohttpSocket, aiohttp_max_msg_size
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +78,10 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     """Open (and migrate) the store, make the TLS identity and wire every service."""
     ensure_private_dir(settings.data_dir, what="data directory")
     store = Store.open(settings.database_url or sqlite_url(settings.db_path))
-    box = SecretBox(load_or_create_master_key(settings.master_key_path))
+    master_key = load_or_create_master_key(settings.master_key_path)
+    box = SecretBox(master_key)
+    nonces = NonceIssuer(derive_key(master_key, b"agent upgrade nonce"))
+    del master_key
     ca_file = fingerprint = ssl_context = None
     if settings.tls:
         from hatchway.server.certificates import ensure_tls_identity, ssl_server_context
@@ -80,17 +93,18 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     account_id = await ensure_account_id(store)
     for document in builtin_documents(now):
         await store.documents.ensure(document)
-    # One server holds every relay and control channel in memory: after a restart none exist.
+    # No control channel survives a restart: the agents re-dial theirs.
     await store.nodes.disconnect_all()
-    ended = await store.sessions.end_all_active(
-        SessionStatus.TERMINATED, now=now, details="the server restarted"
-    )
-    if ended:
-        log.info("ended %d session(s) left over from before the restart", ended)
 
     control = ControlChannels(store, settings, clock)
     sessions = SessionService(store, settings, clock, control)
     control.on_task_complete = sessions.task_complete
+    control.on_node_gone = sessions.node_gone
+    control.on_sessions_reported = sessions.sessions_reported
+    # Sessions do survive it: their ends re-dial and each has the grace to come back.
+    restored = await sessions.restore()
+    if restored:
+        log.info("going on with %d session(s) from before the restart", restored)
     nodes = NodeService(
         store,
         settings,
@@ -100,7 +114,9 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         verifier=SecretVerifier(workers=settings.kdf_workers, max_waiting=settings.kdf_max_waiting),
         limiter=FailureLimiter(),
     )
-    authn = Authenticator(store, box, region=settings.region, account_id=account_id, clock=clock)
+    authn = Authenticator(
+        store, box, region=settings.region, account_id=account_id, clock=clock, nonces=nonces
+    )
     api = Api(settings, authn, sessions, nodes)
     guard = ConnectionGuard(
         ConnectionLimits.derive(
@@ -145,42 +161,83 @@ def _routes(server: Server, api: Api) -> None:
             raise web.HTTPNotFound(text="this server does not use TLS\n")
         return web.Response(body=ca_file.read_bytes(), content_type="application/x-pem-file")
 
+    async def agent_nonce(request: web.Request) -> web.Response:
+        # Unauthenticated and stateless: an HMAC, no lookup (docs/protocol.md §10.2).
+        try:
+            nonce = server.authn.issue_nonce(request.query.get("node", ""))
+        except HatchwayError as exc:
+            return _refuse(exc)
+        return web.json_response(
+            {"Nonce": nonce, "ExpiresInSeconds": NONCE_LIFETIME},
+            headers={"Cache-Control": "no-store"},
+        )
+
     async def control_channel(request: web.Request) -> web.StreamResponse:
         node_id = request.match_info["node_id"]
         try:
-            signer = await server.authn.node(
+            agent = await server.authn.agent(
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
-            if signer != node_id:
+            if agent.node_id != node_id:
                 raise AccessDenied("signature is not from this node")
+            generation = agent.generation or 0  # an agent that names none is the oldest
+            await server.control.admit(node_id, generation)
         except HatchwayError as exc:
             return _refuse(exc)
-        return await server.control.serve(request, node_id)
+        return await server.control.serve(request, node_id, generation)
 
     async def data_channel(request: web.Request) -> web.StreamResponse:
+        """A data channel's end: the client's (token in its first message) or the agent's
+        (signed upgrade, checked before it is accepted) (docs/protocol.md §3)."""
         session_id = request.match_info["session_id"]
         gateway = server.sessions.gateway
         if "Authorization" not in request.headers:
-            return await gateway.client_connect(request, session_id)
+            ws, sock = await _accept(request, f"client:{session_id}", server.settings)
+            await gateway.serve_client(sock, session_id)
+            return ws
         try:
             node_id = await server.authn.node(
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
-            return await gateway.agent_connect(request, session_id, node_id)
+            live = await gateway.admit_agent(session_id, node_id)
         except HatchwayError as exc:
             return _refuse(exc)
+        ws, sock = await _accept(request, f"agent:{session_id}", server.settings)
+        await gateway.serve_agent(sock, live)
+        return ws
 
     server.app.router.add_get("/healthz", healthz)
     server.app.router.add_get("/ca.pem", ca_pem)
     server.app.router.add_post("/", api.handle)
+    server.app.router.add_get("/v1/agent-nonce", agent_nonce)
     server.app.router.add_get("/v1/control-channel/{node_id}", control_channel)
     server.app.router.add_get("/v1/data-channel/{session_id}", data_channel)
 
 
+async def _accept(
+    request: web.Request, label: str, settings: ServerSettings
+) -> tuple[web.WebSocketResponse, AiohttpSocket]:
+    """Accept a data-channel upgrade: the frame limit, a bounded close, and a socket whose
+    sends are bounded (a peer that stops reading is dropped, never waited for)."""
+    ws = web.WebSocketResponse(
+        max_msg_size=aiohttp_max_msg_size(settings.max_frame_size),
+        autoping=True,
+        timeout=CLOSE_TIMEOUT,
+    )
+    await ws.prepare(request)
+    abort = request.transport.abort if request.transport is not None else None
+    sock = AiohttpSocket(ws, label, abort=abort, max_size=settings.max_frame_size)
+    return ws, sock
+
+
 def _refuse(exc: HatchwayError) -> web.Response:
     """Refuse a WebSocket upgrade: JSON body, and the reason in a header that WebSocket
-    clients (which rarely read the body of a failed upgrade) can show."""
-    status = 404 if isinstance(exc, NotFound) else 403
+    clients (which rarely read the body of a failed upgrade) can show.
+
+    The status tells the agent what to do (docs/protocol.md §11.2): 403 stop (identity refused),
+    404 the session is gone, 409 a newer agent took over (stop), 429/503 try again later.
+    """
+    status = next((code for kind, code in _REFUSAL_STATUS if isinstance(exc, kind)), 503)
     body = {"__type": exc.code, "message": exc.message}
     reason = f"{exc.message} ({exc.code})".encode("ascii", "replace").decode()[:300]
     return web.Response(
@@ -189,6 +246,15 @@ def _refuse(exc: HatchwayError) -> web.Response:
         content_type="application/json",
         headers={"X-Hatchway-Error": reason},
     )
+
+
+_REFUSAL_STATUS: tuple[tuple[type[HatchwayError], int], ...] = (
+    (NotFound, 404),
+    (AuthError, 403),
+    (AccessDenied, 403),
+    (Conflict, 409),
+    (Throttled, 429),
+)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,21 @@ class Node:
     last_ping_at: float | None
     connected: bool
     tags: dict[str, str] = field(default_factory=dict)
+    agent_generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """One agent heartbeat to record: when it arrived and what the node said about itself."""
+
+    instance_id: str
+    at: float
+    computer_name: str
+    platform_type: str
+    platform_name: str
+    platform_version: str
+    ip_address: str
+    agent_version: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,7 @@
-"""One WebSocket abstraction for every end of every channel.
+"""The :class:`~hatchway.transport.socket.Socket` over aiohttp's WebSockets.
 
-:class:`Socket` is what the gateway, the control channels, the agent's sessions and the client
-session program against; tests provide in-memory sockets with the same shape
-(``tests/fakes.py``). :class:`AiohttpSocket` adapts aiohttp's server- and client-side WebSockets
-(the server and the agent use aiohttp: C-accelerated frames, docs/design.md); the CLI has its
-own lean adapter in ``client/``.
-
-Every socket has one writer (a lock), a bounded send (a peer that does not read within
-``send_timeout`` is aborted, so it cannot hold up anybody else) and a bounded, idempotent close.
+The server and the agent use aiohttp (C-accelerated frames, docs/design.md); the CLI has its
+own lean adapter on websockets' sans-I/O layer in ``client/websocket.py``.
 """
 
 from __future__ import annotations
@@ -16,60 +10,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
 
 import aiohttp
 from aiohttp import web
 
+from hatchway.errors import ChannelClosed, RemoteProtocolError
 from hatchway.protocol.closecodes import CloseCode, close_reason
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
+from hatchway.transport.socket import CLOSE_TIMEOUT, SEND_TIMEOUT
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CLOSE_TIMEOUT", "SEND_TIMEOUT", "AiohttpSocket", "Socket", "aiohttp_max_msg_size"]
-
-#: Seconds a peer may take to take one message off our hands before it counts as stalled.
-SEND_TIMEOUT = 10.0
-#: Seconds a close handshake may take before the connection is simply dropped.
-CLOSE_TIMEOUT = 2.0
-
-
-class Socket(Protocol):
-    """An open WebSocket carrying binary frames.
-
-    ``send`` never raises for a connection that is gone: it returns False, and the reader
-    (iteration) notices the close. Iteration yields binary messages until the connection
-    closes; ``close_code``/``close_reason`` then say why.
-    """
-
-    label: str
-
-    @property
-    def closed(self) -> bool: ...
-
-    @property
-    def close_code(self) -> int | None: ...
-
-    @property
-    def close_reason(self) -> str: ...
-
-    async def send(self, data: bytes) -> bool:
-        """Send one binary message; False if the connection is gone or stalled (aborted)."""
-        ...
-
-    def send_now(self, frames: Sequence[bytes]) -> bool:
-        """Send without yielding to the event loop if the socket can; False: use ``send``."""
-        ...
-
-    def __aiter__(self) -> AsyncIterator[bytes]: ...
-
-    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
-        """Close once (later calls do nothing), within a bounded time."""
-        ...
-
-    def abort(self) -> None:
-        """Drop the connection at once, without a close handshake."""
-        ...
+__all__ = ["AiohttpSocket", "aiohttp_max_msg_size"]
 
 
 def aiohttp_max_msg_size(max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> int:
@@ -80,7 +32,8 @@ def aiohttp_max_msg_size(max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> int:
 
 
 class AiohttpSocket:
-    """:class:`Socket` over aiohttp's ``web.WebSocketResponse`` or ``ClientWebSocketResponse``.
+    """:class:`Socket` over aiohttp's ``web.WebSocketResponse`` or ``ClientWebSocketResponse``
+    (and :class:`TextSocket`, for the server's end of a client's data channel).
 
     Args:
         ws: the prepared (server) or connected (client) WebSocket.
@@ -141,6 +94,20 @@ class AiohttpSocket:
 
     def send_now(self, frames: Sequence[bytes]) -> bool:
         return False  # aiohttp has no synchronous send; the driver awaits send()
+
+    async def receive_text(self) -> str:
+        try:
+            msg = await self._ws.receive()
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            raise ChannelClosed(f"{self.label} closed: {exc}") from exc
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            return str(msg.data)
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            raise RemoteProtocolError("expected a text message, got a binary one")
+        if msg.type == aiohttp.WSMsgType.CLOSE and isinstance(msg.data, int):
+            self._close_code = self._close_code or msg.data
+            self._close_reason = str(msg.extra or "")
+        raise ChannelClosed(f"{self.label} closed before its first message")
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
