@@ -50,22 +50,26 @@ def test_success_forgets_the_failures() -> None:
 def test_only_failures_count() -> None:
     lim, _ = limiter(free_failures=1)
     for _ in range(1000):  # e.g. a provisioning host registering many nodes
-        lim.check("127.0.0.1")
-        lim.succeeded("127.0.0.1")
+        attempt = lim.begin("127.0.0.1")
+        attempt.outcome = True
+        lim.end(attempt)
     assert len(lim) == 0
 
 
-def test_a_source_that_failed_has_no_more_attempts_in_flight_than_failures_left() -> None:
+def test_no_more_attempts_in_flight_than_free_failures_left() -> None:
     lim, clock = limiter(free_failures=3, first_delay=1.0)
-    fresh = [lim.begin("127.0.0.1") for _ in range(50)]  # never failed: not held back
-    for attempt in fresh:
+    for _ in range(20):  # one after the other: never held back
+        attempt = lim.begin("127.0.0.1")
         attempt.outcome = True
         lim.end(attempt)
-    lim.failed("10.0.0.1")
-    first, second = lim.begin("10.0.0.1"), lim.begin("10.0.0.1")  # 2 free failures left
+    burst = [lim.begin("10.0.0.1") for _ in range(3)]  # as many at once as free failures
     with pytest.raises(Throttled, match="at once"):
         lim.begin("10.0.0.1")
-    for attempt in (first, second):
+    burst[0].outcome = False
+    lim.end(burst[0])
+    with pytest.raises(Throttled, match="at once"):  # 2 in flight, 2 free failures left
+        lim.begin("10.0.0.1")
+    for attempt in burst[1:]:
         attempt.outcome = False
         lim.end(attempt)
     assert lim.failed("10.0.0.1") == 1.0  # the fourth failure: a wait
@@ -76,6 +80,7 @@ def test_a_source_that_failed_has_no_more_attempts_in_flight_than_failures_left(
     probe.outcome = None  # refused for another reason: neither counted nor forgiven
     lim.end(probe)
     lim.end(lim.begin("10.0.0.1"))
+    assert len(lim) == 1
 
 
 def test_a_right_answer_ends_the_back_off() -> None:

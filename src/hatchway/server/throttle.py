@@ -76,7 +76,7 @@ class _Record:
     failures: int = 0
     last_failure: float = 0.0
     blocked_until: float = 0.0
-    in_flight: int = 0  # attempts begun and not ended, once the source has failed
+    in_flight: int = 0  # attempts begun and not ended
 
 
 @dataclass(slots=True)
@@ -91,7 +91,6 @@ class Attempt:
 
     source: str
     outcome: bool | None = None
-    counted: bool = False  # holds one of the source's in-flight places
 
 
 class FailureLimiter:
@@ -132,34 +131,37 @@ class FailureLimiter:
     def begin(self, source: str) -> Attempt:
         """Start an attempt of ``source``, to be given to :meth:`end` with its outcome.
 
-        A source that has failed may have only as many attempts in flight as it has free
-        failures left, and one at a time once it is past them: otherwise a burst of attempts
-        sent while the first ones are still being checked would all get through each time
-        its wait ends. A source that has never failed is not held back.
+        A source may have only as many attempts in flight as it has free failures left (one
+        at a time once it is past them): otherwise a burst sent while the first attempts are
+        still being checked would all get through, on the first try and each time a wait
+        ends, and a single source could lock an activation in one burst.
 
         Raises:
             Throttled: the source must wait, or has as many attempts in flight as it may.
         """
         self.check(source)
         record = self._sources.get(source)
-        if record is None or record.failures == 0:
-            return Attempt(source)
+        if record is None:
+            record = self._sources[source] = _Record()
+            self._evict()
         if record.in_flight >= max(1, self.policy.free_failures - record.failures):
             raise Throttled(
                 "Too many registration attempts from this address at once; retry in a second."
             )
         record.in_flight += 1
-        return Attempt(source, counted=True)
+        return Attempt(source)
 
     def end(self, attempt: Attempt) -> None:
-        """Finish an attempt: count its failure, forget the source after a success."""
+        """Finish an attempt: count its failure, forget the source's failures after a success."""
         record = self._sources.get(attempt.source)
-        if attempt.counted and record is not None:
+        if record is not None:
             record.in_flight = max(0, record.in_flight - 1)
         if attempt.outcome is True:
             self.succeeded(attempt.source)
         elif attempt.outcome is False:
             self.failed(attempt.source)
+        elif record is not None and record.failures == 0 and record.in_flight == 0:
+            del self._sources[attempt.source]
 
     def failed(self, source: str) -> float:
         """Count a failure of ``source``; returns the wait it now has (0 while still free)."""
@@ -174,10 +176,19 @@ class FailureLimiter:
         wait = self.policy.delay(record.failures)
         record.blocked_until = now + wait
         self._sources[source] = record  # most recent last
-        while len(self._sources) > self.policy.max_sources:
-            self._sources.popitem(last=False)
+        self._evict()
         return wait
 
     def succeeded(self, source: str) -> None:
         """A right answer from ``source``: forget its failures."""
-        self._sources.pop(source, None)
+        record = self._sources.get(source)
+        if record is None:
+            return
+        if record.in_flight:  # keep counting the attempts still in flight
+            record.failures, record.blocked_until = 0, 0.0
+        else:
+            del self._sources[source]
+
+    def _evict(self) -> None:
+        while len(self._sources) > self.policy.max_sources:
+            self._sources.popitem(last=False)
