@@ -3,7 +3,7 @@
 Measured (``benchmarks/bench_connections.py``, 5,000 idle connections per burst): the memory
 a burst took stayed with the process after its connections were closed, and the next burst
 added more (e.g. 93 → 350 → 600 MiB over two bursts of connections in a TLS handshake; TLS
-connections idle before their first request take ~12–20 KiB each). The objects were all freed
+connections idle before their first request take ~12–25 KiB each). The objects were all freed
 (``gc.collect()`` found nothing to collect); glibc's allocator kept the freed heap, and one
 ``malloc_trim(0)`` brought the process back to ~110 MiB. So when the number of open
 connections has fallen far below its peak, the server trims the heap: off the event loop
