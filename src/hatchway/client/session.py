@@ -181,6 +181,9 @@ class ClientSession:
                 pass
             finally:
                 self._driver.detach(fast)
+                # Also when run() cancels us once the session ended: the socket is closed
+                # here, not left open to the garbage collector (a ResourceWarning).
+                await ws.close()
             if self._done.is_set():
                 return
             code, reason = ws.close_code, ws.close_reason
