@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import HATCHWAY, Cluster, wait_for
+from tests.integration.cluster import HATCHWAY, Cluster, reap, wait_for
 
 
 @pytest.fixture
@@ -54,9 +54,7 @@ def test_vanished_client_ends_the_session_after_the_grace(quick_cluster: Cluster
         # the node side ended too: the shell was hung up
         wait_for(lambda: not Path(f"/proc/{shell_pid}").exists(), 10, what="shell to end")
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+        reap(client)
         Path(marker).unlink(missing_ok=True)
 
 
@@ -98,9 +96,7 @@ def test_agent_sigterm_ends_its_sessions_and_exits(quick_cluster: Cluster) -> No
         ended = [s for s in c.sessions("History") if s["Target"] == node]
         assert ended and ended[0]["Status"] == "Terminated"
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+        reap(client)
 
 
 def test_server_restart_ends_sessions_it_can_no_longer_relay(quick_cluster: Cluster) -> None:
@@ -118,9 +114,7 @@ def test_server_restart_ends_sessions_it_can_no_longer_relay(quick_cluster: Clus
         assert client.wait(60) == 255  # ResumeSession told it the session has ended
         wait_for(lambda: c.node_status(node) == "Online", 30, what="agent back Online")
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+        reap(client)
 
 
 def test_redial_with_the_same_token_keeps_the_session(quick_cluster: Cluster) -> None:
@@ -128,7 +122,7 @@ def test_redial_with_the_same_token_keeps_the_session(quick_cluster: Cluster) ->
     the session must neither pause nor expire (grace is 1 s here)."""
     import asyncio
 
-    from tests.integration.test_bad_input import (
+    from tests.integration.bad_input import (
         api_client,
         client_ssl,
         closed_as,
