@@ -1,4 +1,4 @@
-"""``hatchway.protocol`` stays sans-I/O: standard library and ``hatchway.errors`` only."""
+"""Layering: ``hatchway.protocol`` stays sans-I/O, and dependencies point one way."""
 
 from __future__ import annotations
 
@@ -81,3 +81,19 @@ def test_checker_catches_forbidden_imports(tmp_path: Path) -> None:
         "hatchway.transport",
         "hatchway.store",
     ]
+
+
+def test_dependencies_point_one_way() -> None:
+    """The import-linter contract in pyproject.toml: cli → quickstart → service → server |
+    agent | client → transport → auth | store | protocol → errors | eventloop."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    exe = Path(sys.executable).parent / "lint-imports"
+    command = str(exe) if exe.exists() else shutil.which("lint-imports")
+    assert command, "import-linter is a test dependency"
+    result = subprocess.run(
+        [command, "--no-cache"], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

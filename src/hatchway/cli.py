@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from hatchway import __version__
+from hatchway.client.exitstatus import ExitStatus
 from hatchway.errors import HatchwayError
 
 GLOBAL_OPTIONS = ("--config", "--profile")
@@ -66,8 +67,8 @@ def cli(ctx: click.Context, config: str | None, profile: str | None) -> None:
 
 def _api(ctx: click.Context) -> Any:
     from hatchway.auth.sigv4 import Credentials
-    from hatchway.client.api import ApiClient
     from hatchway.client.config import load_profile
+    from hatchway.transport.apiclient import ApiClient
 
     p = load_profile(ctx.obj["config"], ctx.obj["profile"])
     return ApiClient(
@@ -87,7 +88,7 @@ def _emit(data: dict[str, Any], output: str, columns: list[tuple[str, str]], key
         print_table(data.get(key, []), columns)
 
 
-def _fail(message: str, status: int = 1) -> NoReturn:
+def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
     click.echo(f"hatchway: {message}", err=True)
     sys.exit(status)
 
@@ -428,11 +429,14 @@ def up(ctx: click.Context, data_dir: Path | None, listen: str, run_as_default: s
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: one line per error, never a traceback."""
+    """Console-script entry point: one line per error, never a traceback.
+
+    ``HATCHWAY_DEBUG=1`` adds the traceback of an unexpected error, for bug reports.
+    """
     try:
         cli.main(args=argv, prog_name="hatchway", standalone_mode=False)
     except click.exceptions.Abort:
-        _fail("aborted", 130)
+        _fail("aborted", ExitStatus.INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
@@ -441,11 +445,28 @@ def main(argv: list[str] | None = None) -> None:
     except HatchwayError as exc:
         code = getattr(exc, "code", "")
         prefix = f"{code}: " if code and exc.__class__.__name__ == "ApiError" else ""
-        _fail(prefix + exc.message)
+        _fail(prefix + _one_line(exc.message))
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", ExitStatus.INTERRUPTED)
     except BrokenPipeError:
-        sys.exit(1)
+        sys.exit(ExitStatus.ERROR)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(_one_line(f"{exc.strerror or exc}{where}"))
+    except Exception as exc:  # the last line of defence: never a traceback to a user
+        if os.environ.get("HATCHWAY_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        _fail(_one_line(f"unexpected error ({type(exc).__name__}): {exc}"))
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line, without control characters, cut to a readable length."""
+    from hatchway.client.output import escape_controls
+
+    flat = escape_controls(" ".join(text.split()))
+    return flat if len(flat) <= 500 else flat[:499] + "…"
 
 
 if __name__ == "__main__":

@@ -2,22 +2,40 @@
 
 ::
 
-    HatchwayError
-    ├── ConfigError            bad settings, profile or command-line input
-    ├── ProtocolError          a frame or message that breaks the wire protocol
-    │   ├── LocalProtocolError     we tried to do something illegal (our bug)
-    │   └── RemoteProtocolError    the peer sent something illegal
-    ├── ChannelClosed          the session or channel has ended
-    ├── AuthError              bad or missing credentials, signature, token
-    ├── AccessDenied           authenticated, but not allowed
-    ├── NotFound               no such session, node, activation, ...
-    ├── Conflict               the request clashes with current state
-    ├── Unavailable            the peer or service cannot be reached right now
-    └── StoreError             the database failed
+    HatchwayError                       InternalServerError                  500
+    ├── ConfigError                     ValidationException                  400
+    ├── ValidationError                 ValidationException                  400
+    │   ├── SerializationError          SerializationException               400
+    │   ├── UnknownOperation            UnknownOperationException            400
+    │   ├── InvalidNextToken            InvalidNextToken                     400
+    │   ├── InvalidFilterKey            InvalidFilterKey                     400
+    │   └── RequestTooLarge             RequestEntityTooLargeException       413
+    ├── ProtocolError                   ProtocolError                        400
+    │   ├── LocalProtocolError          (our bug)
+    │   └── RemoteProtocolError         (the peer's)
+    ├── ChannelClosed                   ChannelClosed                        400
+    ├── AuthError                       UnrecognizedClientException          400
+    │   ├── MissingAuthenticationToken  MissingAuthenticationTokenException  400
+    │   ├── IncompleteSignature         IncompleteSignatureException         400
+    │   ├── InvalidSignature            InvalidSignatureException            400
+    │   └── InvalidActivation           InvalidActivation                    400
+    ├── AccessDenied                    AccessDeniedException                400
+    ├── NotFound                        DoesNotExistException                400
+    │   ├── InvalidDocument             InvalidDocument                      400
+    │   ├── InvalidInstanceId           InvalidInstanceId                    400
+    │   └── InvalidActivationId         InvalidActivationId                  400
+    ├── Conflict                        ConflictException                    400
+    ├── Throttled                       ThrottlingException                  400
+    ├── Unavailable                     ServiceUnavailable                   400
+    │   └── TargetNotConnected          TargetNotConnected                   400
+    └── StoreError                      InternalServerError                  500
+        └── CorruptData                 InternalServerError                  500
 
-Each edge (HTTP API, data channel, CLI) has exactly one table that maps these to its own
-vocabulary: AWS error types and HTTP statuses in ``server.errormap``, one-line messages and exit
-codes in ``cli``.
+Each class carries its AWS error type (``code``) and the HTTP status the API answers with
+(``status``): that is the API edge's table, and raise sites pick a class, never a string. The
+other edges have one table each: WebSocket close codes in ``protocol.closecodes.CloseCode``, CLI
+exit statuses in ``cli.ExitStatus``. AWS JSON services answer every client error with HTTP 400;
+a 5xx never carries the exception's message to the caller (``server.errormap``).
 """
 
 from __future__ import annotations
@@ -26,15 +44,12 @@ from __future__ import annotations
 class HatchwayError(Exception):
     """Root of every error Hatchway raises on purpose.
 
-    ``code`` is a stable machine-readable name (AWS error type where one exists).
+    ``code`` is a stable machine-readable name (the AWS error type where one exists) and
+    ``status`` the HTTP status of an API response carrying this error.
     """
 
     code: str = "InternalServerError"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
+    status: int = 500
 
     @property
     def message(self) -> str:
@@ -42,15 +57,55 @@ class HatchwayError(Exception):
 
 
 class ConfigError(HatchwayError):
-    """Invalid configuration, profile or command-line input."""
+    """Invalid local configuration, profile or command-line input."""
 
     code = "ValidationException"
+    status = 400
+
+
+class ValidationError(HatchwayError):
+    """An API request whose parameters break the operation's rules."""
+
+    code = "ValidationException"
+    status = 400
+
+
+class SerializationError(ValidationError):
+    """The request body is not the JSON object the protocol requires."""
+
+    code = "SerializationException"
+
+
+class UnknownOperation(ValidationError):
+    """``X-Amz-Target`` names no operation this server implements."""
+
+    code = "UnknownOperationException"
+
+
+class InvalidNextToken(ValidationError):
+    """A pagination token this server did not issue."""
+
+    code = "InvalidNextToken"
+
+
+class InvalidFilterKey(ValidationError):
+    """A filter key the operation does not support."""
+
+    code = "InvalidFilterKey"
+
+
+class RequestTooLarge(ValidationError):
+    """The request body exceeds the configured limit."""
+
+    code = "RequestEntityTooLargeException"
+    status = 413
 
 
 class ProtocolError(HatchwayError):
     """The wire protocol was broken."""
 
     code = "ProtocolError"
+    status = 400
 
 
 class LocalProtocolError(ProtocolError):
@@ -65,39 +120,105 @@ class ChannelClosed(HatchwayError):
     """The channel or session has closed."""
 
     code = "ChannelClosed"
+    status = 400
 
 
 class AuthError(HatchwayError):
-    """Authentication failed: bad signature, unknown key, expired or revoked token."""
+    """Authentication failed: unknown key, expired or revoked token, refused identity."""
 
     code = "UnrecognizedClientException"
+    status = 400
+
+
+class MissingAuthenticationToken(AuthError):
+    """The request carries no ``Authorization`` header."""
+
+    code = "MissingAuthenticationTokenException"
+
+
+class IncompleteSignature(AuthError):
+    """The ``Authorization`` header or ``X-Amz-Date`` is malformed or incomplete."""
+
+    code = "IncompleteSignatureException"
+
+
+class InvalidSignature(AuthError):
+    """The signature does not match, is stale, or is scoped wrongly."""
+
+    code = "InvalidSignatureException"
+
+
+class InvalidActivation(AuthError):
+    """The activation id or code is not valid (the two are never told apart)."""
+
+    code = "InvalidActivation"
 
 
 class AccessDenied(HatchwayError):
     """The principal is authenticated but not allowed to do this."""
 
     code = "AccessDeniedException"
+    status = 400
 
 
 class NotFound(HatchwayError):
     """The named resource does not exist."""
 
     code = "DoesNotExistException"
+    status = 400
+
+
+class InvalidDocument(NotFound):
+    """The session document does not exist or cannot be run here."""
+
+    code = "InvalidDocument"
+
+
+class InvalidInstanceId(NotFound):
+    """The managed node does not exist."""
+
+    code = "InvalidInstanceId"
+
+
+class InvalidActivationId(NotFound):
+    """The activation does not exist."""
+
+    code = "InvalidActivationId"
 
 
 class Conflict(HatchwayError):
     """The request conflicts with the current state of a resource."""
 
     code = "ConflictException"
+    status = 400
+
+
+class Throttled(HatchwayError):
+    """Too many requests or failed attempts from this caller; retry later."""
+
+    code = "ThrottlingException"
+    status = 400
 
 
 class Unavailable(HatchwayError):
     """A peer or service is unreachable or not connected."""
 
     code = "ServiceUnavailable"
+    status = 400
+
+
+class TargetNotConnected(Unavailable):
+    """The managed node is not connected to this server."""
+
+    code = "TargetNotConnected"
 
 
 class StoreError(HatchwayError):
     """The database failed."""
 
     code = "InternalServerError"
+    status = 500
+
+
+class CorruptData(StoreError):
+    """Stored data (an encrypted secret, a hash) cannot be used: a server-side fault."""

@@ -92,8 +92,8 @@ async def _up(
 def _register(running: Running, agent_dir: Path) -> AgentState:
     from hatchway.agent.registration import register
     from hatchway.auth.sigv4 import Credentials
-    from hatchway.client.api import ApiClient
     from hatchway.client.config import load_profile
+    from hatchway.transport.apiclient import ApiClient
 
     profile = load_profile(str(running.profile_path), "default")
     api = ApiClient(
@@ -127,8 +127,8 @@ def _install_profile(profile_path: Path, config: str | None) -> str:
 
     Returns the ``--config`` option the user needs ("" when the default config works).
     """
+    from hatchway.auth.atomicfile import write_private_text
     from hatchway.client.config import config_path, read_profiles
-    from hatchway.server.bootstrap import write_private_file
 
     target = config_path(config)
     try:
@@ -141,7 +141,8 @@ def _install_profile(profile_path: Path, config: str | None) -> str:
         return "" if existing["default"] == mine else f" --config {profile_path}"
     previous = target.read_text(encoding="utf-8") if target.exists() else ""
     joined = (previous.rstrip() + "\n\n" if previous.strip() else "") + admin_text
-    write_private_file(target, joined)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_private_text(target, joined)
     print(f"hatchway: wrote the admin profile as 'default' in {target}", file=sys.stderr)
     return ""
 

@@ -16,7 +16,7 @@ from hatchway.auth.secretbox import (
     new_access_key_id,
     new_secret_access_key,
 )
-from hatchway.errors import AuthError, ConfigError
+from hatchway.errors import ConfigError, CorruptData
 
 
 def test_master_key_created_once(tmp_path: Path) -> None:
@@ -84,23 +84,23 @@ def test_round_trip_and_format() -> None:
 def test_tamper_wrong_context_and_wrong_key_fail() -> None:
     box = SecretBox(bytes(32))
     token = box.encrypt(b"secret", context=b"HWAK1")
-    with pytest.raises(AuthError):
+    with pytest.raises(CorruptData):
         box.decrypt(token, context=b"HWAK2")
-    with pytest.raises(AuthError):
+    with pytest.raises(CorruptData):
         box.decrypt(token)
-    with pytest.raises(AuthError):
+    with pytest.raises(CorruptData):
         SecretBox(bytes([1]) * 32).decrypt(token, context=b"HWAK1")
     raw = bytearray(base64.b64decode(token[3:]))
     for index in (0, 12, len(raw) - 1):  # nonce, ciphertext, tag
         flipped = bytearray(raw)
         flipped[index] ^= 1
-        with pytest.raises(AuthError):
+        with pytest.raises(CorruptData):
             box.decrypt("v1:" + base64.b64encode(bytes(flipped)).decode(), context=b"HWAK1")
 
 
 @pytest.mark.parametrize("bad", ["", "v2:AAAA", "v1:not base64!", "v1:" + "A" * 36])
-def test_malformed_ciphertext_is_config_error(bad: str) -> None:
-    with pytest.raises(ConfigError):
+def test_malformed_ciphertext_is_a_server_fault(bad: str) -> None:
+    with pytest.raises(CorruptData):
         SecretBox(bytes(32)).decrypt(bad)
 
 

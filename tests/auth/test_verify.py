@@ -28,7 +28,7 @@ from hatchway.auth.verify import (
     verify_hmac_signature,
     verify_rsa_signature,
 )
-from hatchway.errors import AuthError
+from hatchway.errors import AuthError, CorruptData
 
 CREDS = Credentials("HWAKABCDEFGHIJ012345", "s3cr3t/Secret+Key0123456789abcdefghijklm")
 NOW = datetime(2026, 1, 1, 0, 10, tzinfo=UTC)
@@ -531,9 +531,12 @@ def test_agent_signature_not_base64(agent_key: rsa.RSAPrivateKey) -> None:
         rsa_check("POST", URL, sent, BODY, public_key_b64(agent_key))
 
 
-def test_unusable_stored_key(agent_key: rsa.RSAPrivateKey) -> None:
-    with expect_auth_error("UnrecognizedClientException"):
+def test_unusable_stored_key_is_a_server_fault(agent_key: rsa.RSAPrivateKey) -> None:
+    # A registered key that no longer loads is corrupt data on our side: a logged 500 at the
+    # edge, never a 400 that tells the caller about it.
+    with pytest.raises(CorruptData) as info:
         rsa_check("POST", URL, rsa_signed(agent_key), BODY, "bm90IGEga2V5")
+    assert info.value.status == 500
 
 
 def test_body_of_boto3_json_is_what_we_hash(captured_boto3: tuple[Any, list[Any]]) -> None:

@@ -25,11 +25,11 @@ from typing import Any, TypeVar
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from hatchway.client.api import ApiClient
 from hatchway.client.config import load_profile
 from hatchway.client.session import ClientSession
 from hatchway.protocol.frames import peek_header
 from hatchway.protocol.payloads import OpenDataChannelInput
+from hatchway.transport.apiclient import ApiClient
 from tests.integration.cluster import Cluster
 
 MiB = 1024 * 1024

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hatchway.auth.sigv4 import Credentials
-from hatchway.client.api import ApiClient
 from hatchway.client.config import load_profile
+from hatchway.transport.apiclient import ApiClient
 
 BIN = Path(sys.executable).parent
 HATCHWAY = str(BIN / "hatchway") if (BIN / "hatchway").exists() else shutil.which("hatchway")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from hatchway.client.api import ApiError
+from hatchway.transport.apiclient import ApiError
 from tests.integration.bad_input import (
     JSON_TYPE,
     MiB,

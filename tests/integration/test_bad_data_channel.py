@@ -189,7 +189,7 @@ def test_malformed_payload_is_dropped_and_the_stream_goes_on(
         async def attempt() -> bytes:
             ws = await dial(start["StreamUrl"], ctx)
             await ws.send(open_message(start["TokenValue"]))
-            endpoint = Endpoint(Role.CLIENT, now=time.time())
+            endpoint = Endpoint(Role.CLIENT, wall_clock=time.time)
             output = bytearray()
             injected = False
             async for message in ws:

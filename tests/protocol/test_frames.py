@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 import uuid
@@ -21,6 +22,7 @@ from hatchway.protocol.frames import (
     encode_frame,
     make_frame,
     peek_header,
+    with_message_id,
 )
 
 MESSAGE_ID = uuid.UUID("dd01e56b-ff48-483e-a508-b5f073f31b16")
@@ -110,6 +112,26 @@ def test_peek_header_reads_fields_without_digest() -> None:
     assert peek_header(corrupted) == FrameHeader(
         message_type="input_stream_data", sequence_number=1, payload_type=1, payload_length=7
     )
+
+
+def test_with_message_id_changes_only_the_message_id() -> None:
+    other = uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
+    replaced = with_message_id(VECTOR_1, other)
+    assert replaced[64:80] == bytes.fromhex("8899aabbccddeeff0011223344556677")  # halves swapped
+    assert decode_frame(replaced) == dataclasses.replace(FRAME_1, message_id=other)
+    assert replaced[:64] == VECTOR_1[:64] and replaced[80:] == VECTOR_1[80:]
+    with pytest.raises(LocalProtocolError, match="not a frame"):
+        with_message_id(VECTOR_1[:119], other)
+
+
+def test_decode_accepts_a_frame_of_exactly_the_limit() -> None:
+    """docs/protocol.md §13.1: at most 1 MiB, header included."""
+    payload = bytes(DEFAULT_MAX_FRAME_SIZE - FRAME_HEADER_SIZE)
+    data = encode_frame(make_frame("output_stream_data", payload, now=1.0))
+    assert len(data) == DEFAULT_MAX_FRAME_SIZE
+    assert decode_frame(data).payload == payload
+    with pytest.raises(RemoteProtocolError, match="too large: 1048577 bytes"):
+        decode_frame(encode_frame(make_frame("output_stream_data", payload + b"x", now=1.0)))
 
 
 def test_peek_header_rejects_short_data() -> None:

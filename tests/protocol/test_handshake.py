@@ -20,6 +20,7 @@ from hatchway.protocol.handshake import (
     answer_request,
     build_request,
     negotiated_from_response,
+    peer_is_hatchway,
     response_failed,
 )
 
@@ -105,6 +106,7 @@ def test_negotiation_between_hatchway_peers() -> None:
     wire_response = HandshakeResponse.from_json(response.to_json())
     assert response_failed(wire_response) is None
     assert negotiated_from_response(wire_response) == client_side
+    assert peer_is_hatchway(wire_response)
 
 
 @pytest.mark.parametrize(
@@ -130,6 +132,7 @@ def test_aws_plugin_answer_falls_back_to_defaults() -> None:
     assert response.processed_client_actions[1].action_result == 3
     assert negotiated_from_response(response) == Extensions()
     assert response_failed(response) is None
+    assert not peer_is_hatchway(response)  # its acks are then read cumulatively
 
 
 def test_aws_plugin_without_any_extensions_entry() -> None:
@@ -152,6 +155,7 @@ def test_malformed_extension_result_falls_back(result: object) -> None:
         None,
     )
     assert negotiated_from_response(response) == Extensions()
+    assert not peer_is_hatchway(response)
 
 
 def test_negotiated_result_is_clamped_to_the_offer() -> None:

@@ -249,3 +249,28 @@ def test_exit_code_format_and_errors() -> None:
     for bad in (b"", b"EXIT_CODE:", b"EXIT_CODE: x", b"exit 1"):
         with pytest.raises(RemoteProtocolError, match="exit-code"):
             decode_exit_code(bad)
+
+
+def test_notice_round_trip_and_endpoint_event() -> None:
+    from hatchway.protocol.control import control_frame
+    from hatchway.protocol.events import Notice
+    from hatchway.protocol.frames import MessageType
+    from hatchway.protocol.payloads import NoticeKind, NoticePayload
+    from hatchway.protocol.reliability import Endpoint, Role
+
+    notice = NoticePayload(NoticeKind.NODE_AWAY, "the node went away", grace=120)
+    assert NoticePayload.from_json(notice.to_json()) == notice
+    assert NoticePayload.from_json(b'{"Kind":"Future","Message":"m"}').grace is None
+    client = Endpoint(Role.CLIENT, wall_clock=lambda: 1.0)
+    frame = control_frame(MessageType.HATCHWAY_NOTICE, notice.to_json(), now=1.0)
+    assert client.receive(frame, now=0.0) == [Notice(notice)]
+
+
+@pytest.mark.parametrize(
+    "data", [b"{}", b'{"Kind":1}', b'{"Kind":"NodeAway","Grace":-1}', b'{"Kind":"x","Grace":"5"}']
+)
+def test_malformed_notice(data: bytes) -> None:
+    from hatchway.protocol.payloads import NoticePayload
+
+    with pytest.raises(RemoteProtocolError):
+        NoticePayload.from_json(data)

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from hatchway.errors import RemoteProtocolError
 from hatchway.protocol.frames import Frame, PayloadType, decode_frame, encode_frame
-from hatchway.protocol.reliability import Role
+from hatchway.protocol.reliability import MAX_RTO, Role
 
-from .pair import Pair, Wire
+from .pair import T0, Pair, Wire
 
 _TYPE_ALPHABET = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
 
@@ -72,6 +72,13 @@ def _assert_delivered(pair: Pair, role: Role, sent: list[bytes]) -> None:
     assert len(stream) == sender.next_sequence_number
 
 
+def _cut_or_rejoin(pair: Pair, role: Role) -> None:
+    if role in pair.absent:
+        pair.rejoin(role)
+    else:
+        pair.cut(role)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     wire=wires,
@@ -79,6 +86,7 @@ def _assert_delivered(pair: Pair, role: Role, sent: list[bytes]) -> None:
     to_client=messages,
     payload_size=st.sampled_from([1, 7, 64, 1024]),
     receive_capacity=st.sampled_from([0, 1, 4, 10_000]),
+    cuts=st.lists(st.sampled_from([None, Role.CLIENT, Role.AGENT]), max_size=8),
 )
 def test_exactly_once_in_order_over_a_hostile_wire(
     wire: Wire,
@@ -86,19 +94,117 @@ def test_exactly_once_in_order_over_a_hostile_wire(
     to_client: list[bytes],
     payload_size: int,
     receive_capacity: int,
+    cuts: list[Role | None],
 ) -> None:
     pair = Pair(wire=wire, max_payload_size=payload_size, receive_capacity=receive_capacity)
-    # Interleave sending with carrying, so frames cross on the wire.
-    for index in range(max(len(to_agent), len(to_client))):
+    # Interleave sending with carrying, timers and connections cut or made again, so frames
+    # cross on the wire.
+    for index in range(max(len(to_agent), len(to_client), len(cuts))):
         _send_all(pair, Role.CLIENT, to_agent[index : index + 1])
         _send_all(pair, Role.AGENT, to_client[index : index + 1])
         pair.collect()
         for _ in range(wire.rng.randrange(3)):
             pair.deliver_one()
+        if index < len(cuts) and (role := cuts[index]) is not None:
+            _cut_or_rejoin(pair, role)
+        if wire.rng.random() < 0.2:
+            pair.advance()
+    for role in list(pair.absent):
+        pair.rejoin(role)
     pair.run_until_acked(max_steps=200_000)
     _assert_delivered(pair, Role.AGENT, to_agent)
     _assert_delivered(pair, Role.CLIENT, to_client)
     assert pair.client.next_deadline() is None and pair.agent.next_deadline() is None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    to_agent=messages,
+    to_client=st.lists(st.binary(min_size=1, max_size=700), min_size=1, max_size=12),
+    payload_size=st.sampled_from([1, 7, 64, 1024]),
+    steps=st.lists(
+        st.sampled_from(["deliver", "deliver", "deliver", "timer", Role.CLIENT, Role.AGENT]),
+        max_size=40,
+    ),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_aws_plugin_gets_everything_once_across_cuts_with_inferred_acks(
+    to_agent: list[bytes],
+    to_client: list[bytes],
+    payload_size: int,
+    steps: list[str | Role],
+    seed: int,
+) -> None:
+    """The real deployment with AWS's plugin as the client: WebSockets deliver in order and
+    lose nothing until cut; the plugin drops duplicates without an ack. No inferred ack may
+    give up a frame the plugin does not have, and one new frame after the last reconnect
+    settles every frame whose ack was lost."""
+    pair = Pair(
+        wire=Wire(rng=random.Random(seed)),
+        client_drops_duplicates=True,
+        max_payload_size=payload_size,
+        agent={"cumulative_acks": True},
+    )
+    rng = random.Random(seed)
+    for index, step in enumerate(steps):
+        _send_all(pair, Role.CLIENT, to_agent[index : index + 1])
+        _send_all(pair, Role.AGENT, to_client[index : index + 1])
+        pair.collect()
+        if step == "deliver":
+            for _ in range(rng.randrange(6)):
+                pair.deliver_one()
+        elif step == "timer":
+            pair.advance()
+        else:
+            assert isinstance(step, Role)
+            _cut_or_rejoin(pair, step)
+    _send_all(pair, Role.CLIENT, to_agent[len(steps) :])
+    _send_all(pair, Role.AGENT, to_client[len(steps) :])
+    for role in list(pair.absent):
+        pair.rejoin(role)
+    pair.deliver()  # no timers: a path change re-sends everything
+    assert pair.client.all_acked
+    _assert_delivered(pair, Role.AGENT, to_agent)
+    _assert_delivered(pair, Role.CLIENT, to_client)
+    probe = b"$ "
+    pair.agent.send(PayloadType.OUTPUT, probe, now=pair.now)
+    pair.deliver()
+    assert pair.agent.all_acked
+    _assert_delivered(pair, Role.CLIENT, [*to_client, probe])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    frames=st.integers(100, 3000),
+    latency=st.floats(0.0002, 0.004),
+    window=st.integers(8, 2000),
+)
+def test_a_slow_lossless_reader_causes_few_resends(
+    frames: int, latency: float, window: int
+) -> None:
+    """Issue 5: a slow reader got 3,114 resent frames for 1,486 real ones.
+
+    The agent writes as fast as its send window allows into a link that carries one frame
+    per ``latency`` (acks included), so frames queue for up to ``2 * window * latency`` seconds,
+    beyond the RTO's cap for the larger windows. Timers fire whenever due.
+    """
+    pair = Pair(latency=latency, agent={"max_payload_size": 1, "send_capacity": window})
+    sent = 0
+    while sent < frames:
+        room = min(pair.agent.send_window(), frames - sent)
+        if room:
+            pair.agent.send(PayloadType.OUTPUT, bytes(room), now=pair.now)
+            sent += room
+        pair.collect()
+        pair.fire_timers()
+        pair.collect()
+        if not pair.deliver_one():
+            pair.advance()
+    pair.run_until_acked(max_steps=1_000_000, timers_while_busy=True)
+    assert pair.received(Role.CLIENT) == bytes(frames)
+    elapsed = pair.now - T0
+    assert pair.agent.retransmissions <= elapsed / MAX_RTO + 2
+    assert pair.agent.retransmissions <= frames / 10
 
 
 @settings(max_examples=60, deadline=None)

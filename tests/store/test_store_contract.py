@@ -248,3 +248,32 @@ def test_session_status_tokens_and_listing(url: str) -> None:
         assert [x.session_id for x in await s.sessions.describe(active=True, target="mi-2")] == []
 
     with_store(url, body)
+
+
+def test_agent_generation_only_grows(url: str) -> None:
+    async def body(s: Store) -> None:
+        a = activation()
+        await s.activations.create(a)
+        n = node(a.activation_id)
+        assert await s.activations.register_node(a.activation_id, n, 5.0)
+        assert await s.nodes.claim_generation(n.instance_id, 0)  # an agent that names none
+        assert await s.nodes.claim_generation(n.instance_id, 2)
+        assert await s.nodes.claim_generation(n.instance_id, 2)  # the same agent re-dials
+        assert not await s.nodes.claim_generation(n.instance_id, 1)  # an older one: refused
+        got = await s.nodes.get(n.instance_id)
+        assert got is not None and got.agent_generation == 2
+        assert not await s.nodes.claim_generation("mi-00000000000000000", 1)
+
+    with_store(url, body)
+
+
+def test_used_nonces_are_refused_until_they_expire(url: str) -> None:
+    async def body(s: Store) -> None:
+        digest = secrets.token_hex(32)
+        assert await s.nonces.use(digest, "mi-1", 100.0)
+        assert not await s.nonces.use(digest, "mi-1", 100.0)  # a replay
+        assert await s.nonces.purge(99.0) == 0
+        assert await s.nonces.purge(100.5) >= 1
+        assert await s.nonces.use(digest, "mi-1", 200.0)  # forgotten after expiry
+
+    with_store(url, body)

@@ -1,59 +1,79 @@
-"""Outbound, RSA-signed WebSocket connections to the server (protocol.md §9.1, §9.3).
+"""Outbound, RSA-signed WebSocket connections to the server (docs/protocol.md §10.2, §3.2).
 
 The agent speaks WebSocket through aiohttp, like the server: its frame parser and writer are
 C-accelerated, which matters on the relay path of every keystroke (benchmarks/bench_echo.py).
 The CLI uses ``websockets`` instead, which imports much faster (DESIGN.md §8).
+
+Every upgrade is signed with the node's key and carries a fresh server nonce
+(``X-Hatchway-Nonce``, fetched from ``GET /v1/agent-nonce`` just before): the server takes each
+nonce once, so a captured upgrade cannot be replayed.
+
+Limits chosen here, not inherited (issue 5, "no limit of ours may be a library default"):
+
+* **Connections**: aiohttp's connector allows 100 connections by default, so the control
+  channel plus 99 sessions was the most one agent could hold, and the 100th session failed
+  with "the agent did not connect". The agent bounds its sessions itself
+  (``MAX_SESSIONS_PER_NODE``, refused with a clear message), and every session holds one
+  connection, so the connector gets no limit of its own (``limit=0``).
+* **Dialing**: nonce plus upgrade must finish within :data:`DIAL_TIMEOUT` (aiohttp's default
+  waits forever for an upgrade answer).
+* **Message size**: :data:`MAX_CONTROL_MESSAGE` on the control channel, the 1 MiB frame limit on
+  data channels.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import ssl
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Any, Final, NoReturn, Protocol
 
 import aiohttp
 
 from hatchway.agent.state import AgentState
 from hatchway.auth.agentkey import load_private_key, pss_signer
+from hatchway.auth.nonce import NONCE_HEADER
 from hatchway.auth.sigv4 import sign_request_rsa
-from hatchway.client.api import client_ssl_context
-from hatchway.errors import AuthError, NotFound, Unavailable
+from hatchway.errors import AuthError, Conflict, NotFound, Unavailable
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
+from hatchway.protocol.timing import PING_INTERVAL
+from hatchway.transport.apiclient import client_ssl_context
+from hatchway.transport.websocket import AiohttpSocket, Socket, aiohttp_max_msg_size
 
-ERROR_HEADER = "X-Hatchway-Error"  # why the server refused an upgrade (server/app.py)
-PING_INTERVAL = 20.0  # seconds; a dead link is noticed (and resumed) quickly (DESIGN.md §9)
+__all__ = ["DIAL_TIMEOUT", "ERROR_HEADER", "Dialer", "Socket", "SocketDialer"]
+
+ERROR_HEADER: Final = "X-Hatchway-Error"  # why the server refused an upgrade (server/app.py)
+#: Seconds for one dial: fetching the nonce, connecting, TLS and the upgrade.
+DIAL_TIMEOUT: Final = 20.0
+#: Seconds a close handshake may take before the connection is dropped.
+CLOSE_TIMEOUT: Final = 2.0
 
 
-class Socket:
-    """An open WebSocket: ``send`` binary messages, iterate over received binary messages."""
+class SocketDialer(Protocol):
+    """What the agent and its sessions dial with (tests give an in-memory one)."""
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self._ws = ws
-        self.close_reason = ""
+    async def connect(
+        self,
+        path_and_query: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        max_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> Socket:
+        """Open a signed WebSocket to ``path_and_query`` on the server.
 
-    async def send(self, data: bytes) -> None:
-        await self._ws.send_bytes(data)
+        Raises:
+            AuthError: the server refused this node's identity: stop.
+            Conflict: a newer agent took over this node (HTTP 409): stop.
+            NotFound: the session or path no longer exists.
+            Unavailable: the server could not be reached or is busy: retry later.
+        """
+        ...
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            msg = await self._ws.receive()
-            if msg.type == aiohttp.WSMsgType.BINARY:
-                yield msg.data
-            elif msg.type == aiohttp.WSMsgType.CLOSE:
-                self.close_reason = str(msg.extra or "")
-            elif msg.type in (
-                aiohttp.WSMsgType.CLOSED,
-                aiohttp.WSMsgType.CLOSING,
-                aiohttp.WSMsgType.ERROR,
-            ):
-                return
-
-    @property
-    def close_code(self) -> int | None:
-        return self._ws.close_code
-
-    async def close(self) -> None:
-        await self._ws.close()
+    async def close(self) -> None: ...
 
 
 class Dialer:
@@ -65,26 +85,67 @@ class Dialer:
         self._ssl: ssl.SSLContext | None = (
             client_ssl_context(state.ca_file) if state.endpoint.startswith("https:") else None
         )
-        base = state.endpoint
+        base = state.endpoint.rstrip("/")
+        self._http_base = base
         self._ws_base = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base[7:]
         self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"Dialer({self.state.node_id} at {self.state.endpoint})"
 
     def url(self, path_and_query: str) -> str:
         return self._ws_base + path_and_query
 
-    async def connect(self, path_and_query: str) -> Socket:
-        """Dial ``path_and_query`` with a fresh signature.
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
 
-        Raises:
-            AuthError: the server refused our identity (deregistered, bad clock, ...).
-            NotFound: the session or path no longer exists.
-            Unavailable: the server could not be reached (retry later).
-        """
+    async def connect(
+        self,
+        path_and_query: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        max_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> Socket:
+        """Dial ``path_and_query`` with a fresh nonce and signature (see :class:`SocketDialer`)."""
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                nonce = await self._nonce()
+                return await self._upgrade(path_and_query, nonce, headers or {}, max_size)
+        except TimeoutError as exc:
+            raise Unavailable(
+                f"{self.state.endpoint} did not answer within {DIAL_TIMEOUT:.0f} s"
+            ) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise AuthError(f"TLS verification failed: {exc.certificate_error}") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise Unavailable(f"cannot reach {self.state.endpoint}: {exc}") from exc
+
+    async def _nonce(self) -> str:
+        query = urllib.parse.urlencode({"node": self.state.node_id})
+        async with self._http().get(
+            f"{self._http_base}/v1/agent-nonce?{query}", ssl=self._ssl or False
+        ) as response:
+            if response.status != 200:
+                _refused(response.status, response.headers, "/v1/agent-nonce")
+            data: Any = await response.json(content_type=None)
+        nonce = data.get("Nonce") if isinstance(data, dict) else None
+        if not isinstance(nonce, str) or not nonce:
+            raise Unavailable("the server sent no agent nonce")
+        return nonce
+
+    async def _upgrade(
+        self, path_and_query: str, nonce: str, extra: Mapping[str, str], max_size: int
+    ) -> Socket:
         url = self.url(path_and_query)
-        headers = sign_request_rsa(
+        signed = sign_request_rsa(
             "GET",
             url,
-            {},
+            {**extra, NONCE_HEADER: nonce},
             b"",
             node_id=self.state.node_id,
             private_key_sign=self._sign,
@@ -92,34 +153,52 @@ class Dialer:
             service="ssmmessages",
             now=datetime.now(UTC),
         )
-        headers.pop("Host", None)  # aiohttp sends the same Host itself
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+        signed.pop("Host", None)  # aiohttp sends the same Host itself
         try:
-            ws = await self._session.ws_connect(
+            ws = await self._http().ws_connect(
                 url,
-                ssl=self._ssl if self._ssl is not None else False,
-                headers=headers,
-                max_msg_size=DEFAULT_MAX_FRAME_SIZE,
+                ssl=self._ssl or False,
+                headers=signed,
+                max_msg_size=aiohttp_max_msg_size(max_size),
                 heartbeat=PING_INTERVAL,
                 autoping=True,
                 compress=0,
-                timeout=aiohttp.ClientWSTimeout(ws_close=2),
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
             )
         except aiohttp.WSServerHandshakeError as exc:
-            reason = (exc.headers.get(ERROR_HEADER) if exc.headers else None) or exc.message
-            if exc.status == 404:
-                raise NotFound(f"{path_and_query}: {reason}") from exc
-            if exc.status in (401, 403):
-                raise AuthError(f"the server refused this node: {reason}") from exc
-            raise Unavailable(f"the server answered HTTP {exc.status}") from exc
-        except aiohttp.ClientConnectorCertificateError as exc:
-            raise AuthError(f"TLS verification failed: {exc.certificate_error}") from exc
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise Unavailable(f"cannot reach {self.state.endpoint}: {exc}") from exc
-        return Socket(ws)
+            _refused(exc.status, exc.headers, path_and_query, exc.message)
+        label = f"server:{path_and_query.split('?', 1)[0]}"
+        return AiohttpSocket(ws, label, abort=_shutdown(ws), max_size=max_size)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _refused(
+    status: int, headers: Mapping[str, str] | None, what: str, fallback: str = ""
+) -> NoReturn:
+    """Raise the error that a refused request's HTTP status means for the agent."""
+    reason = (headers.get(ERROR_HEADER) if headers else None) or fallback or f"HTTP {status}"
+    if status == 404:
+        raise NotFound(f"{what}: {reason}")
+    if status in (401, 403):
+        raise AuthError(f"the server refused this node: {reason}")
+    if status == 409:
+        raise Conflict(reason)
+    raise Unavailable(f"the server answered HTTP {status} to {what}")
+
+
+def _shutdown(ws: aiohttp.ClientWebSocketResponse) -> Callable[[], None] | None:
+    """Drop a client WebSocket's connection at once (a peer that stopped reading): shutting
+    the socket down makes the reader see the end, without aiohttp's private transport."""
+    sock = ws.get_extra_info("socket")
+    if sock is None:
+        return None
+
+    def abort() -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    return abort

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from hatchway.agent.state import CA_FILE, KEY_FILE, AgentState
 from hatchway.auth.agentkey import generate_private_key, public_key_b64, save_private_key
+from hatchway.auth.atomicfile import ensure_private_dir
 from hatchway.auth.pinning import fetch_and_pin_ca, normalize_fingerprint
-from hatchway.client.api import ApiClient
 from hatchway.errors import ConfigError, RemoteProtocolError
+from hatchway.transport.apiclient import ApiClient
 
 
 def register(
@@ -31,7 +32,7 @@ def register(
     """Register this node and write its state directory; returns the new state."""
     if (ca_file is None) == (ca_fingerprint is None) and endpoint.startswith("https:"):
         raise ConfigError("give exactly one of --ca-file or --ca-fingerprint")
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(state_dir, what="state directory")
     if (state_dir / "registration.json").exists():
         raise ConfigError(f"{state_dir} already holds a registration; use a new --state-dir")
     pinned = state_dir / CA_FILE

@@ -4,7 +4,6 @@ shell and no sudo rights."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pwd
 import re
@@ -13,11 +12,16 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from hatchway.auth.atomicfile import exclusive_lock
 from hatchway.errors import ConfigError
 
 DEFAULT_RUN_AS = "hatchway-user"
 _USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-_LOCK_FILE = Path("/run/lock/hatchway-useradd.lock")
+#: Serialises ``useradd`` between agents on one machine. It lives in a directory that only
+#: root can write (not in the world-writable ``/run/lock``, where anyone could plant a symlink
+#: that root would then follow and truncate).
+LOCK_DIR = Path("/run/hatchway")
+LOCK_NAME = "useradd.lock"
 
 
 @dataclass(frozen=True)
@@ -72,9 +76,7 @@ def ensure_user(name: str) -> RunAsUser:
         pass
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
     shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
-    _LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-    with open(_LOCK_FILE, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(LOCK_DIR, LOCK_NAME):
         try:
             return _from_pwd(pwd.getpwnam(name))
         except KeyError:

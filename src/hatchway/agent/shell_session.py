@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from hatchway.agent.dialer import Dialer, Socket
+from hatchway.agent.dialer import Socket, SocketDialer
 from hatchway.agent.runas import RunAsUser
 from hatchway.agent.terminal import PtyShell
 from hatchway.errors import AuthError, HatchwayError, NotFound, RemoteProtocolError
@@ -33,6 +33,7 @@ from hatchway.protocol.handshake import (
     HandshakeResponse,
     build_request,
     negotiated_from_response,
+    peer_is_hatchway,
     response_failed,
 )
 from hatchway.protocol.payloads import (
@@ -68,19 +69,21 @@ class ShellSession:
     def __init__(
         self,
         task: AgentTaskPayload,
-        dialer: Dialer,
+        dialer: SocketDialer,
         user: RunAsUser,
         complete: Completion,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.session_id = task.session_id
         self._task = task
         self._dialer = dialer
         self._user = user
         self._complete = complete
-        self._clock = clock
-        self.endpoint = Endpoint(Role.AGENT, now=clock(), verify_digest=False)
-        self._driver = ChannelDriver(self.endpoint, clock)
+        self._clock = clock  # wall clock: CreatedDate
+        self._now = monotonic  # the reliability layer's timers
+        self.endpoint = Endpoint(Role.AGENT, wall_clock=clock)
+        self._driver = ChannelDriver(self.endpoint, monotonic)
         self._shell: PtyShell | None = None
         self._pending_input = bytearray()
         self._exited = False  # the shell exited: its PTY is drained once, then left alone
@@ -108,11 +111,17 @@ class ShellSession:
         try:
             status, output = await self._run_cancellable()
         except HatchwayError as exc:
+            # Details stay in the agent's log; the client and the server get a fixed reason
+            # (a protocol failure raised here is one of this module's own fixed texts).
             log.warning("session %s failed: %s", self.session_id, exc.message)
-            output = exc.message
-        except Exception as exc:
+            output = (
+                exc.message
+                if isinstance(exc, RemoteProtocolError)
+                else "the agent could not run the session"
+            )
+        except Exception:
             log.exception("session %s crashed", self.session_id)
-            output = f"the agent could not run the session: {exc}"
+            output = "the agent could not run the session"
         finally:
             if self._shell is not None:
                 self._stop_reading()
@@ -144,7 +153,7 @@ class ShellSession:
 
     async def _run_shell(self) -> tuple[str, str]:
         request = build_request("Standard_Stream", None, OFFER)
-        self.endpoint.send(PayloadType.HANDSHAKE_REQUEST, request.to_json(), now=self._clock())
+        self.endpoint.send(PayloadType.HANDSHAKE_REQUEST, request.to_json(), now=self._now())
         self._driver.flush_soon()
         try:
             await asyncio.wait_for(self._handshake_done.wait(), HANDSHAKE_TIMEOUT)
@@ -173,7 +182,7 @@ class ShellSession:
         self._stop_reading()
         code = PtyShell.exit_status(returncode)
         if self._extensions.exit_code:
-            self.endpoint.send(PayloadType.EXIT_CODE, encode_exit_code(code), now=self._clock())
+            self.endpoint.send(PayloadType.EXIT_CODE, encode_exit_code(code), now=self._now())
         await self._driver.flush()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wait_acked(), ACK_WAIT)
@@ -203,13 +212,15 @@ class ShellSession:
             try:
                 ws = await self._dialer.connect(path)
             except (NotFound, AuthError) as exc:
-                self.cancel(f"data channel refused: {exc.message}")
+                log.warning("session %s: data channel refused: %s", self.session_id, exc.message)
+                self.cancel("the server refused the session's data channel")
                 return
             except HatchwayError as exc:
                 now = self._clock()
                 lost_at = lost_at or now
                 if now - lost_at > RECONNECT_FOR:
-                    self.cancel(f"data channel lost: {exc.message}")
+                    log.warning("session %s: data channel lost: %s", self.session_id, exc.message)
+                    self.cancel("the agent lost the session's data channel")
                     return
                 await asyncio.sleep(backoff.next_delay())
                 continue
@@ -217,7 +228,7 @@ class ShellSession:
             lost_at = None
             self._ws = ws
             self._driver.attach(ws)
-            self.endpoint.retransmit_all(self._clock())
+            self.endpoint.retransmit_all(self._now())
             await self._driver.flush()
             try:
                 async for message in ws:
@@ -233,7 +244,7 @@ class ShellSession:
 
     async def _receive(self, message: bytes) -> None:
         try:
-            events = self.endpoint.receive(message, now=self._clock())
+            events = self.endpoint.receive(message, now=self._now())
         except RemoteProtocolError as exc:
             log.info("session %s: dropping bad frame: %s", self.session_id, exc.message)
             return
@@ -277,11 +288,11 @@ class ShellSession:
                 self.cancel(f"handshake failed: {failure}")
                 return
             self._extensions = negotiated_from_response(response, offer=OFFER)
+            # AWS's plugin never re-acknowledges a duplicate: read its acks cumulatively.
+            self.endpoint.cumulative_acks = not peer_is_hatchway(response)
             self.endpoint.max_payload_size = self._extensions.max_payload_size
             complete = HandshakeComplete(handshake_time_to_complete_ns=0, customer_message="")
-            self.endpoint.send(
-                PayloadType.HANDSHAKE_COMPLETE, complete.to_json(), now=self._clock()
-            )
+            self.endpoint.send(PayloadType.HANDSHAKE_COMPLETE, complete.to_json(), now=self._now())
             self._handshake_done.set()
         elif kind == PayloadType.FLAG and decode_flag(event.payload) == FlagValue.TERMINATE_SESSION:
             self.cancel("terminated by the client")
@@ -365,7 +376,7 @@ class ShellSession:
             self._stop_reading()
             self._output_eof.set()
             return False
-        self.endpoint.send(PayloadType.OUTPUT, data, now=self._clock())
+        self.endpoint.send(PayloadType.OUTPUT, data, now=self._now())
         return True
 
     def _drain_output(self) -> None:

@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from hatchway.auth.atomicfile import create_exclusive
-from hatchway.errors import AuthError, ConfigError
+from hatchway.errors import ConfigError, CorruptData
 
 __all__ = [
     "ACCESS_KEY_ID_PREFIX",
@@ -138,23 +138,23 @@ class SecretBox:
         """Decrypt a value made by :meth:`encrypt` with the same ``context``.
 
         Raises:
-            ConfigError: not something :meth:`encrypt` produces (unknown version, bad base64,
-                too short): stored data is corrupt.
-            AuthError: authentication failed: the data was changed, the context differs, or it
-                was encrypted under another master key.
+            CorruptData: not something :meth:`encrypt` produces (unknown version, bad base64,
+                too short), or authentication failed (the data was changed, the context
+                differs, or it was encrypted under another master key). Either way it is a
+                server-side fault, never the caller's: a logged 500 at the API edge.
         """
         if not token.startswith(_VERSION_PREFIX):
-            raise ConfigError("encrypted secret has an unknown format (expected 'v1:')")
+            raise CorruptData("encrypted secret has an unknown format (expected 'v1:')")
         try:
             raw = base64.b64decode(token[len(_VERSION_PREFIX) :], validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ConfigError("encrypted secret is not valid base64") from exc
+            raise CorruptData("encrypted secret is not valid base64") from exc
         if len(raw) < _NONCE_BYTES + _TAG_BYTES:
-            raise ConfigError("encrypted secret is too short")
+            raise CorruptData("encrypted secret is too short")
         try:
             return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], context)
         except InvalidTag as exc:
-            raise AuthError(
+            raise CorruptData(
                 "encrypted secret failed authentication: it was altered, belongs to another "
                 "record, or was encrypted with a different master key"
             ) from exc

@@ -187,15 +187,17 @@ def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 
 def _headers_to_sign(headers: Mapping[str, str]) -> list[str]:
-    """Choose what to sign: host, content-type and every ``x-amz-*`` header.
+    """Choose what to sign: host, content-type, every ``x-amz-*`` and ``x-hatchway-*`` header.
 
     This is what botocore signs for AWS JSON requests (it also signs any other header not on
-    its blacklist, but the CLI sends no others); the server verifies exactly the list we send.
+    its blacklist, but the CLI sends no others), plus Hatchway's own headers, which carry the
+    agent's nonce and generation (docs/protocol.md §10.2); the server verifies exactly the list
+    we send.
     """
     names = set()
     for name in headers:
         lower = name.strip().lower()
-        if lower in ("host", "content-type") or lower.startswith("x-amz-"):
+        if lower in ("host", "content-type") or lower.startswith(("x-amz-", "x-hatchway-")):
             names.add(lower)
     return sorted(names)
 

@@ -4,8 +4,8 @@ Verification is split into small steps so that the API layer can look the key up
 and audit exactly which step failed:
 
 1. :func:`parse_authorization`: syntax of ``Authorization`` and ``X-Amz-Date``;
-2. :func:`check_request_time` and :func:`check_scope`: freshness and scope, before any
-   database lookup;
+2. :func:`check_request_time`, :func:`check_scope` and :func:`check_signed_headers`: freshness,
+   scope and what the signature must cover, before any database lookup;
 3. :func:`verify_hmac_signature` (users' access keys) or :func:`verify_rsa_signature` (agents,
    protocol.md §9.1).
 
@@ -23,7 +23,7 @@ import binascii
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,26 +31,29 @@ from typing import Any
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest, HTTPHeaders
 from botocore.credentials import Credentials as BotocoreCredentials
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature as BadRsaSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from hatchway.auth.agentkey import PSS_SALT_LENGTH, load_public_key_b64
 from hatchway.auth.sigv4 import ALGORITHM, AMZ_DATE_FORMAT
-from hatchway.errors import AuthError, ConfigError
+from hatchway.errors import (
+    ConfigError,
+    CorruptData,
+    IncompleteSignature,
+    InvalidSignature,
+    MissingAuthenticationToken,
+)
 
 __all__ = [
     "ParsedAuthorization",
     "check_request_time",
     "check_scope",
+    "check_signed_headers",
     "parse_authorization",
     "verify_hmac_signature",
     "verify_rsa_signature",
 ]
-
-MISSING_TOKEN = "MissingAuthenticationTokenException"
-INCOMPLETE_SIGNATURE = "IncompleteSignatureException"
-INVALID_SIGNATURE = "InvalidSignatureException"
 
 SIGNATURE_MISMATCH_MESSAGE = (
     "The request signature we calculated does not match the signature you provided. "
@@ -96,8 +99,8 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _incomplete(message: str) -> AuthError:
-    return AuthError(message, code=INCOMPLETE_SIGNATURE)
+def _incomplete(message: str) -> IncompleteSignature:
+    return IncompleteSignature(message)
 
 
 def parse_authorization(headers: Mapping[str, str]) -> ParsedAuthorization:
@@ -111,7 +114,7 @@ def parse_authorization(headers: Mapping[str, str]) -> ParsedAuthorization:
     """
     raw = _header(headers, "Authorization")
     if raw is None or not raw.strip():
-        raise AuthError("Missing Authentication Token", code=MISSING_TOKEN)
+        raise MissingAuthenticationToken("Missing Authentication Token")
     raw = raw.strip()
     algorithm, _, rest = raw.partition(" ")
     if algorithm != ALGORITHM:
@@ -216,10 +219,9 @@ def check_request_time(
         AuthError: ``InvalidSignatureException`` with AWS's wording.
     """
     if parsed.date != parsed.amz_date[:8]:
-        raise AuthError(
+        raise InvalidSignature(
             "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
-            f"from HTTP: '{parsed.date}' != '{parsed.amz_date[:8]}', from '{parsed.amz_date}'.",
-            code=INVALID_SIGNATURE,
+            f"from HTTP: '{parsed.date}' != '{parsed.amz_date[:8]}', from '{parsed.amz_date}'."
         )
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
@@ -229,17 +231,15 @@ def check_request_time(
     now_text = now.strftime(AMZ_DATE_FORMAT)
     if signed_at < now - max_skew:
         earliest = (now - max_skew).strftime(AMZ_DATE_FORMAT)
-        raise AuthError(
+        raise InvalidSignature(
             f"Signature expired: {parsed.amz_date} is now earlier than {earliest} "
-            f"({now_text} - {skew})",
-            code=INVALID_SIGNATURE,
+            f"({now_text} - {skew})"
         )
     if signed_at > now + max_skew:
         latest = (now + max_skew).strftime(AMZ_DATE_FORMAT)
-        raise AuthError(
+        raise InvalidSignature(
             f"Signature not yet current: {parsed.amz_date} is still later than {latest} "
-            f"({now_text} + {skew})",
-            code=INVALID_SIGNATURE,
+            f"({now_text} + {skew})"
         )
 
 
@@ -250,14 +250,36 @@ def check_scope(parsed: ParsedAuthorization, *, region: str, service: str) -> No
         AuthError: ``InvalidSignatureException`` with AWS's wording.
     """
     if parsed.region != region:
-        raise AuthError(
-            f"Credential should be scoped to a valid region, not '{parsed.region[:64]}'.",
-            code=INVALID_SIGNATURE,
+        raise InvalidSignature(
+            f"Credential should be scoped to a valid region, not '{parsed.region[:64]}'."
         )
     if parsed.service != service:
-        raise AuthError(
-            f"Credential should be scoped to correct service: '{service}'.",
-            code=INVALID_SIGNATURE,
+        raise InvalidSignature(f"Credential should be scoped to correct service: '{service}'.")
+
+
+def _display_name(header: str) -> str:
+    """``x-amz-target`` → ``X-Amz-Target``, as AWS names headers in its messages."""
+    return "-".join(part.capitalize() for part in header.split("-"))
+
+
+def check_signed_headers(parsed: ParsedAuthorization, required: Iterable[str]) -> None:
+    """Require each of ``required`` (lower-case names) to be among the ``SignedHeaders``.
+
+    SigV4 itself only insists on ``host`` (checked by :func:`parse_authorization`); an edge
+    whose meaning depends on other headers names them here, so that a captured signature cannot
+    be replayed with those headers changed. The API requires ``X-Amz-Target`` (the operation)
+    and ``Content-Type``; WebSocket upgrades, which carry neither, require nothing more.
+
+    Raises:
+        IncompleteSignature: ``IncompleteSignatureException`` naming each missing header.
+    """
+    missing = [name for name in required if name not in parsed.signed_headers]
+    if missing:
+        raise IncompleteSignature(
+            " ".join(
+                f"'{_display_name(name)}' must be a 'SignedHeader' in the AWS Authorization."
+                for name in missing
+            )
         )
 
 
@@ -300,9 +322,8 @@ def _string_to_sign(
 
     for name in parsed.signed_headers:
         if not request.headers.get_all(name):
-            raise AuthError(
-                f"{SIGNATURE_MISMATCH_MESSAGE} (signed header '{name}' is not in the request)",
-                code=INVALID_SIGNATURE,
+            raise InvalidSignature(
+                f"{SIGNATURE_MISMATCH_MESSAGE} (signed header '{name}' is not in the request)"
             )
     # botocore would take X-Amz-Content-SHA256 on trust (even "UNSIGNED-PAYLOAD"); we only
     # accept it if it is the true hash, so the signature always covers the body.
@@ -310,9 +331,8 @@ def _string_to_sign(
     if declared is not None and not hmac.compare_digest(
         declared.strip().lower().encode(), hashlib.sha256(body).hexdigest().encode()
     ):
-        raise AuthError(
-            "The provided 'x-amz-content-sha256' header does not match what was computed.",
-            code=INVALID_SIGNATURE,
+        raise InvalidSignature(
+            "The provided 'x-amz-content-sha256' header does not match what was computed."
         )
 
     credentials = BotocoreCredentials(parsed.access_key_id, secret)
@@ -347,7 +367,7 @@ def verify_hmac_signature(
     signer, request, to_sign = _string_to_sign(method, url, headers, body, parsed, secret)
     expected: Any = signer.signature(to_sign, request)
     if not hmac.compare_digest(str(expected).encode(), parsed.signature.encode()):
-        raise AuthError(SIGNATURE_MISMATCH_MESSAGE, code=INVALID_SIGNATURE)
+        raise InvalidSignature(SIGNATURE_MISMATCH_MESSAGE)
 
 
 def verify_rsa_signature(
@@ -365,17 +385,17 @@ def verify_rsa_signature(
         Other arguments as for :func:`verify_hmac_signature`.
 
     Raises:
-        AuthError: ``InvalidSignatureException`` if the signature does not verify;
-            ``UnrecognizedClientException`` if the stored key is unusable.
+        InvalidSignature: the signature does not verify.
+        CorruptData: the stored key is unusable (a server-side fault).
     """
     try:
         public_key = load_public_key_b64(public_key_der_b64)
     except ConfigError as exc:
-        raise AuthError(f"The node's registered public key is unusable: {exc.message}") from exc
+        raise CorruptData(f"the node's registered public key is unusable: {exc.message}") from exc
     try:
         signature = base64.b64decode(parsed.signature, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise AuthError(SIGNATURE_MISMATCH_MESSAGE, code=INVALID_SIGNATURE) from exc
+        raise InvalidSignature(SIGNATURE_MISMATCH_MESSAGE) from exc
     _, _, to_sign = _string_to_sign(method, url, headers, body, parsed, "")
     try:
         public_key.verify(
@@ -384,5 +404,5 @@ def verify_rsa_signature(
             padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PSS_SALT_LENGTH),
             hashes.SHA256(),
         )
-    except InvalidSignature as exc:
-        raise AuthError(SIGNATURE_MISMATCH_MESSAGE, code=INVALID_SIGNATURE) from exc
+    except BadRsaSignature as exc:
+        raise InvalidSignature(SIGNATURE_MISMATCH_MESSAGE) from exc

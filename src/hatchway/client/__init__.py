@@ -1,4 +1,4 @@
-"""The client side: profiles, the signed API client, interactive sessions, output formatting.
+"""The client side: profiles, interactive sessions, output formatting.
 
 Everything here is imported by the CLI on its hot path, so it keeps to the standard library
 plus ``websockets`` (imported only when a session opens) — no botocore, no cryptography.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hatchway.errors import ConfigError
@@ -24,7 +24,7 @@ class Profile:
     endpoint: str
     region: str
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)  # never in a log line or traceback
     ca_file: Path | None
 
 

@@ -55,7 +55,25 @@ def print_table(
         out.write("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with every control character (C0, DEL, C1) and bidirectional override shown
+    as an escape (``\\x1b``), so values from nodes cannot drive the terminal."""
+    return text.translate(_ESCAPES)
+
+
+# C0 controls, DEL, C1 controls, and the Unicode bidi embeddings, overrides and isolates
+# (which can reorder what a table shows).
+_ESCAPES = {
+    c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+    for c in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+}
+
+
 def _cell(value: Any) -> str:
+    return escape_controls(_plain(value))
+
+
+def _plain(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):

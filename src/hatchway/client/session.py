@@ -20,9 +20,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from hatchway.client.api import ApiClient, ApiError
+from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.terminal import raw_mode, window_size
 from hatchway.errors import AuthError, ChannelClosed, HatchwayError, RemoteProtocolError
+from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.events import ChannelClosedEvent, StreamData
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE, PayloadType
 from hatchway.protocol.handshake import (
@@ -35,15 +36,13 @@ from hatchway.protocol.handshake import (
 )
 from hatchway.protocol.payloads import OpenDataChannelInput, SizePayload, decode_exit_code
 from hatchway.protocol.reliability import Endpoint, Role
+from hatchway.protocol.timing import PING_INTERVAL
+from hatchway.transport.apiclient import ApiClient, ApiError
 from hatchway.transport.backoff import Backoff
 from hatchway.transport.channel import ChannelDriver
 
 EOT = b"\x04"
 READ_CHUNK = 65536
-TERMINATED_STATUS = 255  # like ssh when the connection ends without an exit status
-CLOSE_REPLACED = 4000
-CLOSE_ENDED = 4001
-CLOSE_POLICY = 1008
 RECONNECT_FOR = 120.0  # seconds without a connection before giving up
 EXIT_LINGER = 5.0  # after the exit code, wait this long for channel_closed
 
@@ -59,6 +58,7 @@ class ClientSession:
         stdin_fd: int = 0,
         stdout_fd: int = 1,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
         self.session_id: str = start["SessionId"]
@@ -67,9 +67,10 @@ class ClientSession:
         self._in = stdin_fd
         self._out = stdout_fd
         self._clock = clock
+        self._now = monotonic  # the reliability layer's timers
         self._client_id = str(uuid.uuid4())
-        self.endpoint = Endpoint(Role.CLIENT, now=clock())
-        self._driver = ChannelDriver(self.endpoint, clock)
+        self.endpoint = Endpoint(Role.CLIENT, wall_clock=clock)
+        self._driver = ChannelDriver(self.endpoint, monotonic)
         self._interactive = os.isatty(stdin_fd)
         self._started = False
         self._stdin_open = True
@@ -106,7 +107,7 @@ class ClientSession:
             return self.exit_code
         message = self.closed_message or "the session was terminated"
         sys.stderr.write(f"\r\nSession {self.session_id} ended: {message}\r\n")
-        return TERMINATED_STATUS
+        return ExitStatus.SESSION_ENDED
 
     # ---- the data channel -----------------------------------------------------------------
 
@@ -151,8 +152,8 @@ class ClientSession:
                     self._url,
                     ssl=ssl_ctx,
                     max_size=DEFAULT_MAX_FRAME_SIZE,
-                    ping_interval=20,
-                    ping_timeout=20,
+                    ping_interval=PING_INTERVAL,
+                    ping_timeout=PING_INTERVAL,
                     open_timeout=15,
                     close_timeout=1,
                     compression=None,
@@ -171,7 +172,7 @@ class ClientSession:
             try:
                 await ws.send(opened.to_json().decode())
                 self._driver.attach(fast)
-                self.endpoint.retransmit_all(self._clock())
+                self.endpoint.retransmit_all(self._now())
                 await self._driver.flush()
                 async for message in ws:
                     if isinstance(message, bytes):
@@ -187,11 +188,11 @@ class ClientSession:
             if self._done.is_set():
                 return
             code, reason = ws.close_code, ws.close_reason
-            if code == CLOSE_POLICY and not was_connected:
+            if code == CloseCode.POLICY and not was_connected:
                 raise AuthError(f"the server refused the session: {reason}")
-            if code == CLOSE_REPLACED:
+            if code == CloseCode.REPLACED:
                 raise ChannelClosed("another connection took over this session")
-            if code == CLOSE_ENDED:
+            if code == CloseCode.ENDED:
                 self.closed_message = self.closed_message or reason or "session ended"
                 self._done.set()
                 return
@@ -215,7 +216,7 @@ class ClientSession:
 
     async def _receive(self, message: bytes) -> None:
         try:
-            events = self.endpoint.receive(message, now=self._clock())
+            events = self.endpoint.receive(message, now=self._now())
         except RemoteProtocolError:
             return  # a corrupt frame is dropped; the agent resends it
         for event in events:
@@ -248,9 +249,7 @@ class ClientSession:
             request = HandshakeRequest.from_json(event.payload)
             supported = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
             response, _type, _props, negotiated = answer_request(request, supported=supported)
-            self.endpoint.send(
-                PayloadType.HANDSHAKE_RESPONSE, response.to_json(), now=self._clock()
-            )
+            self.endpoint.send(PayloadType.HANDSHAKE_RESPONSE, response.to_json(), now=self._now())
             self.endpoint.max_payload_size = negotiated.max_payload_size
         elif kind == PayloadType.HANDSHAKE_COMPLETE:
             complete = HandshakeComplete.from_json(event.payload)
@@ -275,7 +274,7 @@ class ClientSession:
             return
         self._last_size = size
         payload = SizePayload(cols=size[1], rows=size[0]).to_json()
-        self.endpoint.send(PayloadType.SIZE, payload, now=self._clock())
+        self.endpoint.send(PayloadType.SIZE, payload, now=self._now())
         self._driver.flush_soon()
 
     def _start_reading(self) -> None:
@@ -310,13 +309,13 @@ class ClientSession:
 
     def _input(self, data: bytes) -> None:
         if data:
-            self.endpoint.send(PayloadType.OUTPUT, data, now=self._clock())
+            self.endpoint.send(PayloadType.OUTPUT, data, now=self._now())
         else:
             self._stop_reading()
             self._stdin_open = False
             if not self._eot_sent:  # end of input: one end-of-transmission, then wait
                 self._eot_sent = True
-                self.endpoint.send(PayloadType.OUTPUT, EOT, now=self._clock())
+                self.endpoint.send(PayloadType.OUTPUT, EOT, now=self._now())
         self._driver.flush_soon()
 
     async def _read_in_thread(self) -> None:

@@ -29,6 +29,8 @@ def control_frame(
 ) -> bytes:
     """Encode a non-stream frame: seq 0, payload type 0, CreatedDate from ``now``.
 
+    ``now`` is wall-clock Unix seconds (``time.time()``), never a monotonic reading.
+
     Raises:
         LocalProtocolError: empty payload or an unencodable message type.
     """
@@ -46,7 +48,10 @@ def control_frame(
 
 
 def ack_for(frame: Frame, *, now: float, message_id: uuid.UUID | None = None) -> bytes:
-    """Encode the ``acknowledge`` frame for a received stream ``frame`` (protocol.md §5.1)."""
+    """Encode the ``acknowledge`` frame for a received stream ``frame`` (protocol.md §5.1).
+
+    ``now`` is wall-clock Unix seconds: it only becomes the ack's CreatedDate.
+    """
     content = AcknowledgeContent(
         acknowledged_message_type=frame.message_type,
         acknowledged_message_id=str(frame.message_id),

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hatchway.protocol.payloads import ChannelClosedPayload
+from hatchway.protocol.payloads import ChannelClosedPayload, NoticePayload
 
 __all__ = [
     "ChannelClosedEvent",
     "Event",
+    "Notice",
     "PublicationPaused",
     "PublicationStarted",
     "SessionStateChanged",
@@ -54,6 +55,13 @@ class SessionStateChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class Notice:
+    """``hatchway_notice``: news from the gateway about the other end (docs/protocol.md)."""
+
+    payload: NoticePayload
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownMessage:
     """A frame of a type this endpoint does not handle; the caller may log and ignore it."""
 
@@ -66,5 +74,6 @@ Event = (
     | PublicationPaused
     | PublicationStarted
     | SessionStateChanged
+    | Notice
     | UnknownMessage
 )

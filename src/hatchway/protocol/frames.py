@@ -32,6 +32,7 @@ __all__ = [
     "encode_frame",
     "make_frame",
     "peek_header",
+    "with_message_id",
 ]
 
 
@@ -50,6 +51,9 @@ class MessageType(StrEnum):
     AGENT_TASK_ACKNOWLEDGE = "agent_task_acknowledge"
     #: Hatchway's own control-channel heartbeat (docs/protocol.md).
     AGENT_HEARTBEAT = "agent_heartbeat"
+    #: Hatchway's own data-channel notice from the gateway to the client (docs/protocol.md);
+    #: AWS's plugin logs an unknown message type and ignores it.
+    HATCHWAY_NOTICE = "hatchway_notice"
 
 
 class PayloadType(IntEnum):
@@ -89,6 +93,7 @@ FLAG_SYN: Final = 1
 FLAG_FIN: Final = 2
 
 _TYPE_FIELD_SIZE: Final = 32
+_MESSAGE_ID_OFFSET: Final = 64
 # HeaderLength, MessageType, SchemaVersion, CreatedDate, SequenceNumber, Flags, MessageId,
 # PayloadDigest, PayloadType, PayloadLength.
 _HEADER: Final = struct.Struct(">I32sIQqQ16s32sII")
@@ -182,6 +187,19 @@ def encode_frame(frame: Frame) -> bytes:
         len(frame.payload),
     )
     return header + frame.payload
+
+
+def with_message_id(data: bytes, message_id: uuid.UUID) -> bytes:
+    """An encoded frame with its MessageId replaced, everything else (digest included) kept.
+
+    Raises:
+        LocalProtocolError: ``data`` is shorter than a frame header.
+    """
+    if len(data) < FRAME_HEADER_SIZE:
+        raise LocalProtocolError(f"not a frame: {len(data)} bytes")
+    return (
+        data[:_MESSAGE_ID_OFFSET] + _swap_halves(message_id.bytes) + data[_MESSAGE_ID_OFFSET + 16 :]
+    )
 
 
 def _decode_type(raw: bytes) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "answer_request",
     "build_request",
     "negotiated_from_response",
+    "peer_is_hatchway",
     "response_failed",
 ]
 
@@ -364,6 +365,21 @@ def negotiated_from_response(
             exit_code=result.exit_code and offer.exit_code,
         )
     return result
+
+
+def peer_is_hatchway(resp: HandshakeResponse) -> bool:
+    """Whether the client accepted Hatchway's extensions (a successful, well-formed
+    HatchwayExtensions action). False for AWS's session-manager-plugin, which answers the
+    action with status 0 (§6.3): its acknowledgements are then read cumulatively, because it
+    drops a duplicate frame without acknowledging it (docs/protocol.md §6)."""
+    action = _find(resp, ActionType.HATCHWAY_EXTENSIONS)
+    if action is None or action.action_status != ActionStatus.SUCCESS:
+        return False
+    try:
+        Extensions.from_dict(action.action_result)
+    except RemoteProtocolError:
+        return False
+    return True
 
 
 def response_failed(resp: HandshakeResponse) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Final
 
 from hatchway.errors import LocalProtocolError, RemoteProtocolError
@@ -370,7 +371,11 @@ class AgentTaskAcknowledge:
 
 @dataclass(frozen=True, slots=True)
 class AgentHeartbeat:
-    """Payload of Hatchway's ``agent_heartbeat`` control message (docs/protocol.md)."""
+    """Payload of Hatchway's ``agent_heartbeat`` control message (docs/protocol.md §10.7).
+
+    This is the wire shape only; ``protocol.controlchannel.Heartbeat`` bounds and checks the
+    fields (a node is untrusted input). ``SessionIds`` is absent from older agents' heartbeats.
+    """
 
     hostname: str
     platform_type: str
@@ -379,6 +384,7 @@ class AgentHeartbeat:
     ip_address: str
     agent_version: str
     active_sessions: int
+    session_ids: tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
         return dumps(
@@ -390,12 +396,16 @@ class AgentHeartbeat:
                 "IPAddress": self.ip_address,
                 "AgentVersion": self.agent_version,
                 "ActiveSessions": self.active_sessions,
+                "SessionIds": list(self.session_ids),
             }
         )
 
     @classmethod
     def from_json(cls, data: bytes) -> AgentHeartbeat:
         obj = loads_object(data, "agent_heartbeat payload")
+        ids = obj.get_list("SessionIds") or []
+        if not all(isinstance(sid, str) for sid in ids):
+            raise RemoteProtocolError("agent_heartbeat payload: SessionIds must hold strings")
         return cls(
             hostname=obj.get_str("Hostname"),
             platform_type=obj.get_str("PlatformType", ""),
@@ -403,7 +413,48 @@ class AgentHeartbeat:
             platform_version=obj.get_str("PlatformVersion", ""),
             ip_address=obj.get_str("IPAddress", ""),
             agent_version=obj.get_str("AgentVersion"),
-            active_sessions=obj.get_int("ActiveSessions", 0, low=0),
+            active_sessions=obj.get_int("ActiveSessions", 0, low=0, high=UINT32_MAX),
+            session_ids=tuple(ids),
+        )
+
+
+class NoticeKind(StrEnum):
+    """What a ``hatchway_notice`` says."""
+
+    #: The node's agent went away; the session waits ``Grace`` seconds for it to come back.
+    NODE_AWAY = "NodeAway"
+    #: The node's agent is back; the session goes on.
+    NODE_BACK = "NodeBack"
+
+
+@dataclass(frozen=True, slots=True)
+class NoticePayload:
+    """Payload of Hatchway's ``hatchway_notice`` (gateway → client, docs/protocol.md).
+
+    ``message`` is for a person (the CLI prints it on stderr); ``kind`` for programs.
+    Unknown kinds are kept as they are, so an older client still prints the message.
+    """
+
+    kind: str
+    message: str
+    grace: int | None = None
+
+    def to_json(self) -> bytes:
+        out: dict[str, object] = {"Kind": self.kind, "Message": self.message}
+        if self.grace is not None:
+            out["Grace"] = self.grace
+        return dumps(out)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> NoticePayload:
+        obj = loads_object(data, "hatchway_notice payload")
+        grace = obj.get_any("Grace")
+        if grace is not None:
+            grace = obj.get_int("Grace", low=0, high=UINT32_MAX)
+        return cls(
+            kind=obj.get_str("Kind")[:64],
+            message=obj.get_str("Message", "")[:1024],
+            grace=grace,
         )
 
 

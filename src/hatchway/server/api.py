@@ -1,7 +1,16 @@
 """The AWS JSON 1.1 API edge: ``POST /`` with ``X-Amz-Target: AmazonSSM.<Operation>``.
 
-Parses the request, authenticates it (SigV4), dispatches to a service and maps errors through
-``errormap`` — the only place where Hatchway errors become AWS error responses.
+Authenticates the request (SigV4), then parses and validates its body against the SSM model
+(``validation``), dispatches to a service and maps errors through ``errormap`` — the only place
+where Hatchway errors become AWS error responses.
+
+Work done for a caller grows with what the caller has proved. Before the signature is checked:
+the target header, the body's size and its framing (UTF-8, ``{…}``), nothing that builds
+anything. The signature covers the raw bytes, so it is checked before they are parsed; and it
+must cover ``X-Amz-Target`` and ``Content-Type`` (:data:`API_SIGNED_HEADERS`), or a captured
+request could be replayed as another operation. The one anonymous operation,
+RegisterManagedInstance (the activation code is its credential), is parsed only when its body
+is at most :data:`MAX_ANONYMOUS_BODY` bytes.
 """
 
 from __future__ import annotations
@@ -14,17 +23,28 @@ from typing import Any
 
 from aiohttp import web
 
-from hatchway.errors import ConfigError, HatchwayError
+from hatchway.errors import HatchwayError, RequestTooLarge, UnknownOperation
 from hatchway.server.authn import Authenticator
 from hatchway.server.errormap import error_body, error_status
 from hatchway.server.nodes import NodeService
 from hatchway.server.principal import Principal
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
+from hatchway.server.validation import RequestValidator, check_framing, decode_body, echo
 
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/x-amz-json-1.1"
+TARGET_PREFIX = "AmazonSSM"
+ANONYMOUS = "RegisterManagedInstance"
+"""The one operation without a signature: the activation code is its credential."""
+MAX_ANONYMOUS_BODY = 16 * 1024
+"""Largest RegisterManagedInstance body parsed (a real one is about 600 bytes)."""
+API_SIGNED_HEADERS = ("content-type", "x-amz-target")
+"""Headers every signed API request must sign, besides ``host`` (which SigV4 always requires):
+the target names the operation, so an unsigned target lets a captured request be replayed as a
+different operation. botocore, the aws CLI and ``auth.sigv4`` all sign both."""
+
 Operation = Callable[[Principal, dict[str, Any], web.Request], Awaitable[dict[str, Any]]]
 
 
@@ -37,6 +57,7 @@ class Api:
         authn: Authenticator,
         sessions: SessionService,
         nodes: NodeService,
+        validator: RequestValidator | None = None,
     ) -> None:
         self._settings = settings
         self._authn = authn
@@ -53,6 +74,9 @@ class Api:
             "DeleteActivation": lambda p, b, r: nodes.delete_activation(b),
             "DeregisterManagedInstance": lambda p, b, r: nodes.deregister(p, b),
         }
+        self._validator = validator or RequestValidator.for_operations(
+            [*self._operations, ANONYMOUS]
+        )
 
     def stream_base(self, request: web.Request) -> str:
         """Base of StreamUrl: ``--public-url`` or the Host the caller signed (DESIGN.md §9)."""
@@ -64,33 +88,22 @@ class Api:
     async def handle(self, request: web.Request) -> web.Response:
         request_id = str(uuid.uuid4())
         try:
-            try:
-                body = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                return _json(
-                    {
-                        "__type": "RequestEntityTooLargeException",
-                        "message": f"request body exceeds {self._settings.max_body_size} bytes",
-                    },
-                    413,
-                    request_id,
-                )
-            target = request.headers.get("X-Amz-Target", "")
-            prefix, _, name = target.partition(".")
-            if prefix != "AmazonSSM" or (
-                name not in self._operations and name != "RegisterManagedInstance"
-            ):
-                raise ConfigError(
-                    f"operation {target or '(none)'} is not supported",
-                    code="UnknownOperationException",
-                )
-            data = _parse_body(body)
-            if name == "RegisterManagedInstance":
+            name = self._operation_name(request.headers.get("X-Amz-Target", ""))
+            if name == ANONYMOUS:
+                body = await self._read(request, MAX_ANONYMOUS_BODY)
+                data = self._validator.validate(name, decode_body(body))
                 result = await self._nodes.register(data)
             else:
+                body = await self._read(request, self._settings.max_body_size)
+                check_framing(body)
                 principal = await self._authn.user(
-                    request.method, request.raw_path, request.headers, body
+                    request.method,
+                    request.raw_path,
+                    request.headers,
+                    body,
+                    must_sign=API_SIGNED_HEADERS,
                 )
+                data = self._validator.validate(name, decode_body(body))
                 result = await self._operations[name](principal, data, request)
             return _json(result, 200, request_id)
         except HatchwayError as exc:
@@ -106,15 +119,25 @@ class Api:
                 request_id,
             )
 
+    def _operation_name(self, target: str) -> str:
+        prefix, _, name = target.partition(".")
+        if prefix != TARGET_PREFIX or (name not in self._operations and name != ANONYMOUS):
+            shown = echo(target) if target else "(none)"
+            raise UnknownOperation(f"operation {shown} is not supported")
+        return name
 
-def _parse_body(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError("request body is not valid JSON", code="SerializationException") from exc
-    if not isinstance(data, dict):
-        raise ConfigError("request body must be a JSON object", code="SerializationException")
-    return data
+    @staticmethod
+    async def _read(request: web.Request, limit: int) -> bytes:
+        """The body, refused with 413 past ``limit`` (the app's own cap is max_body_size)."""
+        if request.content_length is not None and request.content_length > limit:
+            raise RequestTooLarge(f"request body exceeds {limit} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise RequestTooLarge(f"request body exceeds {limit} bytes") from exc
+        if len(body) > limit:
+            raise RequestTooLarge(f"request body exceeds {limit} bytes")
+        return body
 
 
 def _json(data: dict[str, Any], status: int, request_id: str) -> web.Response:

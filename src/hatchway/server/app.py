@@ -17,8 +17,18 @@ from typing import TextIO
 
 from aiohttp import web
 
+from hatchway.auth.atomicfile import ensure_private_dir
+from hatchway.auth.nonce import NONCE_LIFETIME, NonceIssuer, derive_key
 from hatchway.auth.secretbox import SecretBox, load_or_create_master_key
-from hatchway.errors import AuthError, HatchwayError, NotFound, Unavailable
+from hatchway.errors import (
+    AccessDenied,
+    AuthError,
+    Conflict,
+    HatchwayError,
+    NotFound,
+    Throttled,
+    Unavailable,
+)
 from hatchway.server.api import Api
 from hatchway.server.authn import Authenticator
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
@@ -49,6 +59,7 @@ class Server:
     ca_file: Path | None
     ca_fingerprint: str | None
     ssl_context: ssl.SSLContext | None
+    box: SecretBox
 
     async def close(self) -> None:
         await self.control.close_all()
@@ -58,9 +69,12 @@ class Server:
 
 async def build_server(settings: ServerSettings, clock: Callable[[], float] = time.time) -> Server:
     """Open (and migrate) the store, make the TLS identity and wire every service."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_private_dir(settings.data_dir, what="data directory")
     store = Store.open(settings.database_url or sqlite_url(settings.db_path))
-    box = SecretBox(load_or_create_master_key(settings.master_key_path))
+    master_key = load_or_create_master_key(settings.master_key_path)
+    box = SecretBox(master_key)
+    nonces = NonceIssuer(derive_key(master_key, b"agent upgrade nonce"))
+    del master_key
     ca_file = fingerprint = ssl_context = None
     if settings.tls:
         from hatchway.server.certificates import ensure_tls_identity, ssl_server_context
@@ -84,7 +98,9 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     sessions = SessionService(store, settings, clock, control)
     control.on_task_complete = sessions.task_complete
     nodes = NodeService(store, settings, clock, control, sessions)
-    authn = Authenticator(store, box, region=settings.region, account_id=account_id, clock=clock)
+    authn = Authenticator(
+        store, box, region=settings.region, account_id=account_id, clock=clock, nonces=nonces
+    )
     api = Api(settings, authn, sessions, nodes)
     app = web.Application(client_max_size=settings.max_body_size)
     server = Server(
@@ -99,9 +115,9 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         ca_file,
         fingerprint,
         ssl_context,
+        box,
     )
     _routes(server, api)
-    app["box"] = box
     return server
 
 
@@ -116,17 +132,30 @@ def _routes(server: Server, api: Api) -> None:
             raise web.HTTPNotFound(text="this server does not use TLS\n")
         return web.Response(body=ca_file.read_bytes(), content_type="application/x-pem-file")
 
+    async def agent_nonce(request: web.Request) -> web.Response:
+        # Unauthenticated and stateless: an HMAC, no lookup (docs/protocol.md §10.2).
+        try:
+            nonce = server.authn.issue_nonce(request.query.get("node", ""))
+        except HatchwayError as exc:
+            return _refuse(exc)
+        return web.json_response(
+            {"Nonce": nonce, "ExpiresInSeconds": NONCE_LIFETIME},
+            headers={"Cache-Control": "no-store"},
+        )
+
     async def control_channel(request: web.Request) -> web.StreamResponse:
         node_id = request.match_info["node_id"]
         try:
-            signer = await server.authn.node(
+            agent = await server.authn.agent(
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
-            if signer != node_id:
-                raise AuthError("signature is not from this node", code="AccessDeniedException")
+            if agent.node_id != node_id:
+                raise AccessDenied("signature is not from this node")
+            generation = agent.generation or 0  # an agent that names none is the oldest
+            await server.control.admit(node_id, generation)
         except HatchwayError as exc:
             return _refuse(exc)
-        return await server.control.serve(request, node_id)
+        return await server.control.serve(request, node_id, generation)
 
     async def data_channel(request: web.Request) -> web.StreamResponse:
         session_id = request.match_info["session_id"]
@@ -144,14 +173,19 @@ def _routes(server: Server, api: Api) -> None:
     server.app.router.add_get("/healthz", healthz)
     server.app.router.add_get("/ca.pem", ca_pem)
     server.app.router.add_post("/", api.handle)
+    server.app.router.add_get("/v1/agent-nonce", agent_nonce)
     server.app.router.add_get("/v1/control-channel/{node_id}", control_channel)
     server.app.router.add_get("/v1/data-channel/{session_id}", data_channel)
 
 
 def _refuse(exc: HatchwayError) -> web.Response:
     """Refuse a WebSocket upgrade: JSON body, and the reason in a header that WebSocket
-    clients (which rarely read the body of a failed upgrade) can show."""
-    status = 404 if isinstance(exc, NotFound) else 403
+    clients (which rarely read the body of a failed upgrade) can show.
+
+    The status tells the agent what to do (docs/protocol.md §11.2): 403 stop (identity refused),
+    404 the session is gone, 409 a newer agent took over (stop), 429/503 try again later.
+    """
+    status = next((code for kind, code in _REFUSAL_STATUS if isinstance(exc, kind)), 503)
     body = {"__type": exc.code, "message": exc.message}
     reason = f"{exc.message} ({exc.code})".encode("ascii", "replace").decode()[:300]
     return web.Response(
@@ -160,6 +194,15 @@ def _refuse(exc: HatchwayError) -> web.Response:
         content_type="application/json",
         headers={"X-Hatchway-Error": reason},
     )
+
+
+_REFUSAL_STATUS: tuple[tuple[type[HatchwayError], int], ...] = (
+    (NotFound, 404),
+    (AuthError, 403),
+    (AccessDenied, 403),
+    (Conflict, 409),
+    (Throttled, 429),
+)
 
 
 @dataclass(frozen=True)
@@ -204,7 +247,7 @@ async def serve(
     host = "::1" if host == "::" else host
     netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     endpoint = settings.public_url or f"{settings.scheme}://{netloc}"
-    admin = await ensure_admin(server.store, server.app["box"], settings.admin_user, time.time())
+    admin = await ensure_admin(server.store, server.box, settings.admin_user, time.time())
     write_profile(
         settings.admin_profile_path,
         endpoint=endpoint,

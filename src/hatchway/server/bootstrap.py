@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from hatchway.auth.atomicfile import write_private_text
 from hatchway.auth.secretbox import SecretBox, new_access_key_id, new_secret_access_key
 from hatchway.store.records import User
 from hatchway.store.store import Store
@@ -17,7 +16,7 @@ from hatchway.store.store import Store
 class AdminCredentials:
     user_name: str
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)  # never in a log line or traceback
 
 
 async def ensure_account_id(store: Store) -> str:
@@ -70,18 +69,5 @@ def write_profile(
         f"access_key_id = {toml_string(credentials.access_key_id)}",
         f"secret_access_key = {toml_string(credentials.secret_access_key)}",
     ]
-    write_private_file(path, "\n".join(lines) + "\n")
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Atomically replace ``path`` with ``text``, readable by the owner only."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_private_text(path, "\n".join(lines) + "\n")

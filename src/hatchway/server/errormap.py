@@ -1,42 +1,27 @@
-"""The one table that maps Hatchway errors to AWS JSON error responses at the API edge."""
+"""The API edge's mapping of Hatchway errors to AWS JSON error responses.
+
+The table itself is the exception tree: each class in ``hatchway.errors`` carries its AWS error
+type (``code``) and HTTP status (``status``). This module only decides what a response may say:
+a server-side fault (5xx) never carries the exception's message to the caller.
+"""
 
 from __future__ import annotations
 
-from hatchway.errors import (
-    AccessDenied,
-    AuthError,
-    ConfigError,
-    Conflict,
-    HatchwayError,
-    NotFound,
-    ProtocolError,
-    StoreError,
-    Unavailable,
-)
+from hatchway.errors import HatchwayError
 
-# exception class → HTTP status. AWS JSON services answer client errors with 400.
-_STATUS: list[tuple[type[HatchwayError], int]] = [
-    (AuthError, 400),
-    (AccessDenied, 400),
-    (ConfigError, 400),
-    (NotFound, 400),
-    (Conflict, 400),
-    (ProtocolError, 400),
-    (Unavailable, 400),
-    (StoreError, 500),
-]
+MAX_MESSAGE = 1024  # characters of an error message sent back (inputs echoed in it are cut too)
 
 
 def error_status(exc: HatchwayError) -> int:
-    """HTTP status for an error (500 for anything unexpected)."""
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            return status
-    return 500
+    """HTTP status for an error."""
+    return exc.status
 
 
 def error_body(exc: HatchwayError) -> dict[str, str]:
     """The AWS JSON 1.1 error body (``__type`` is what botocore reads as the error code)."""
-    if error_status(exc) >= 500:
+    if exc.status >= 500:
         return {"__type": "InternalServerError", "message": "internal server error"}
-    return {"__type": exc.code, "message": exc.message}
+    message = exc.message
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "…"
+    return {"__type": exc.code, "message": message}

@@ -20,6 +20,7 @@ from aiohttp import WSMsgType, web
 
 from hatchway.auth.tokens import hash_token
 from hatchway.errors import AuthError, HatchwayError, NotFound, RemoteProtocolError
+from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.control import control_frame
 from hatchway.protocol.frames import MessageType, PayloadType, peek_header
 from hatchway.protocol.payloads import ChannelClosedPayload, OpenDataChannelInput
@@ -31,10 +32,6 @@ from hatchway.store.store import Store
 log = logging.getLogger(__name__)
 
 OPEN_TIMEOUT = 10.0  # seconds for a client to send its OpenDataChannelInput
-CLOSE_POLICY = 1008  # RFC 6455 §7.4.1: policy violation (bad token)
-CLOSE_BAD_DATA = 1007  # malformed frame
-CLOSE_REPLACED = 4000  # a newer connection took over this end
-CLOSE_ENDED = 4001  # the session ended
 
 
 @dataclass
@@ -101,7 +98,7 @@ class Gateway:
         for peer in (live.client, live.agent):
             if peer is not None:
                 await peer.send(frame)
-                await peer.close(CLOSE_ENDED, "session ended")
+                await peer.close(CloseCode.ENDED, "session ended")
         with contextlib.suppress(HatchwayError):
             await self._store.sessions.add_bytes(session_id, live.bytes_in, live.bytes_out)
 
@@ -110,7 +107,7 @@ class Gateway:
             self._disarm(live)
             for peer in (live.client, live.agent):
                 if peer is not None:
-                    await peer.close(1001, "server shutting down")
+                    await peer.close(CloseCode.GOING_AWAY, "server shutting down")
         self._live.clear()
 
     # ---- client end -----------------------------------------------------------------------
@@ -124,11 +121,11 @@ class Gateway:
             await self._authenticate_client(ws, session_id)
         except HatchwayError as exc:
             log.info("client for %s refused: %s", session_id, exc.message)
-            await peer.close(CLOSE_POLICY, exc.message)
+            await peer.close(CloseCode.POLICY, exc.message)
             return ws
         live = self._live.get(session_id)
         if live is None or live.ended:
-            await peer.close(CLOSE_ENDED, "session has ended")
+            await peer.close(CloseCode.ENDED, "session has ended")
             return ws
         await self._serve_end(ws, peer, live, client=True)
         return ws
@@ -182,16 +179,16 @@ class Gateway:
         """
         end = "client" if client else "agent"
         if live.ended:  # ended while this connection was being set up
-            await peer.close(CLOSE_ENDED, "session has ended")
+            await peer.close(CloseCode.ENDED, "session has ended")
             return
         # Take the place first: the older connection's relay then sees it is no longer the
         # current end and leaves without pausing the other end or arming the grace timer.
         older: Peer | None = getattr(live, end)
         setattr(live, end, peer)
         if older is not None:
-            await older.close(CLOSE_REPLACED, "replaced by a newer connection")
+            await older.close(CloseCode.REPLACED, "replaced by a newer connection")
         if live.ended:
-            await peer.close(CLOSE_ENDED, "session has ended")
+            await peer.close(CloseCode.ENDED, "session has ended")
             return
         await self._joined(live)
         try:
@@ -215,7 +212,7 @@ class Gateway:
                 header = peek_header(data)
             except RemoteProtocolError as exc:
                 log.info("%s sent a malformed frame: %s", peer.label, exc.message)
-                await peer.close(CLOSE_BAD_DATA, f"malformed frame: {exc.message}")
+                await peer.close(CloseCode.BAD_DATA, f"malformed frame: {exc.message}")
                 return
             if header.message_type == stream_type and header.payload_type == PayloadType.OUTPUT:
                 if to_agent:

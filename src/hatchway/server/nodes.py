@@ -6,20 +6,25 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import re
 import secrets
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from hatchway.auth.tokens import hash_secret, new_activation_code, verify_secret
-from hatchway.errors import AuthError, ConfigError, NotFound
+from hatchway.errors import (
+    InvalidActivation,
+    InvalidFilterKey,
+    InvalidInstanceId,
+    ValidationError,
+)
+from hatchway.protocol.timing import liveness_window
 from hatchway.server.control import ControlChannels
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
+from hatchway.server.validation import echo
 from hatchway.store.records import Activation, Node
 from hatchway.store.store import Store
 
@@ -28,7 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_EXPIRY = 24 * 3600.0
 MAX_EXPIRY = 30 * 24 * 3600.0
 MAX_REGISTRATIONS = 1000
-_TAG_KEY = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
+MAX_TAGS = 50
 
 
 class NodeService:
@@ -51,25 +56,24 @@ class NodeService:
     # ---- activations ----------------------------------------------------------------------
 
     async def create_activation(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        """CreateActivation; ``body`` has been validated against the model (api.Api)."""
         now = self._clock()
-        limit = body.get("RegistrationLimit", 1)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
-            raise ConfigError("RegistrationLimit must be an integer from 1 to 1000")
-        expiry = body.get("ExpirationDate")
-        expires_at = now + DEFAULT_EXPIRY if expiry is None else _timestamp(expiry)
+        expiry: float | None = body.get("ExpirationDate")
+        expires_at = now + DEFAULT_EXPIRY if expiry is None else expiry
+        # The model says a timestamp; the window is Hatchway's (AWS allows 30 days too).
         if expires_at <= now:
-            raise ConfigError("ExpirationDate must be in the future")
+            raise ValidationError("ExpirationDate must be in the future")
         if expires_at - now > MAX_EXPIRY + 60:
-            raise ConfigError("ExpirationDate must be at most 30 days ahead")
-        tags = tags_from_list(body.get("Tags"))
+            raise ValidationError("ExpirationDate must be at most 30 days ahead")
+        tags = tags_from_list(body.get("Tags", []))
         code = new_activation_code()
         activation = Activation(
             activation_id=str(uuid.uuid4()),
             code_hash=hash_secret(code),
-            description=_str(body, "Description", 256),
-            default_instance_name=_str(body, "DefaultInstanceName", 256),
-            iam_role=_str(body, "IamRole", 64),
-            registration_limit=limit,
+            description=body.get("Description", ""),
+            default_instance_name=body.get("DefaultInstanceName", ""),
+            iam_role=body.get("IamRole", ""),
+            registration_limit=body.get("RegistrationLimit", 1),
             registrations_count=0,
             expiration_date=expires_at,
             created_date=now,
@@ -80,16 +84,14 @@ class NodeService:
         return {"ActivationId": activation.activation_id, "ActivationCode": code}
 
     async def describe_activations(self, body: dict[str, Any]) -> dict[str, Any]:
-        limit, offset = page_request(body, default=50, maximum=50)
+        limit, offset = page_request(body, default=50)
         wanted: dict[str, set[str]] = {}
-        for f in body.get("Filters") or []:
-            if not isinstance(f, dict) or f.get("FilterKey") not in (
-                "ActivationIds",
-                "DefaultInstanceName",
-                "IamRole",
-            ):
-                raise ConfigError("FilterKey must be ActivationIds, DefaultInstanceName or IamRole")
-            wanted[f["FilterKey"]] = {str(v) for v in f.get("FilterValues") or []}
+        for f in body.get("Filters", []):
+            # The model makes FilterKey optional (and checks its values); a filter without one
+            # would filter on nothing.
+            if "FilterKey" not in f:
+                raise ValidationError("each filter of DescribeActivations needs a FilterKey")
+            wanted[f["FilterKey"]] = set(f.get("FilterValues", []))
         now = self._clock()
         rows = [
             a
@@ -106,33 +108,28 @@ class NodeService:
         }
 
     async def delete_activation(self, body: dict[str, Any]) -> dict[str, Any]:
-        activation_id = body.get("ActivationId")
-        if not isinstance(activation_id, str) or not activation_id:
-            raise ConfigError("ActivationId is required")
-        await self._store.activations.delete(activation_id)
+        await self._store.activations.delete(body["ActivationId"])
         return {}
 
     # ---- registration ---------------------------------------------------------------------
 
     async def register(self, body: dict[str, Any]) -> dict[str, Any]:
-        """RegisterManagedInstance (anonymous; the activation code is the credential)."""
-        activation_id = body.get("ActivationId")
-        code = body.get("ActivationCode")
-        public_key = body.get("PublicKey")
-        if not all(isinstance(v, str) and v for v in (activation_id, code, public_key)):
-            raise ConfigError("ActivationId, ActivationCode and PublicKey are required")
-        assert isinstance(activation_id, str) and isinstance(code, str)
-        assert isinstance(public_key, str)
-        if body.get("PublicKeyType", "Rsa") != "Rsa":
-            raise ConfigError("PublicKeyType must be Rsa")
+        """RegisterManagedInstance (anonymous; the activation code is the credential).
+
+        ``body`` has been validated against ``validation.REGISTER_MODEL`` (api.Api): the three
+        strings are present and well-formed; whether the key is a usable RSA key is checked here.
+        """
+        activation_id: str = body["ActivationId"]
+        code: str = body["ActivationCode"]
+        public_key: str = body["PublicKey"]
         _check_public_key(public_key)
         activation = await self._store.activations.get(activation_id)
         # Same answer for an unknown id and a wrong code: don't help guessers.
         if activation is None or not verify_secret(code, activation.code_hash):
-            raise AuthError("Activation ID or code is not valid.", code="InvalidActivation")
+            raise InvalidActivation("Activation ID or code is not valid.")
         now = self._clock()
         if activation.expired(now):
-            raise AuthError("Activation has expired.", code="InvalidActivation")
+            raise InvalidActivation("Activation has expired.")
         node = Node(
             instance_id="mi-" + secrets.token_hex(9)[:17],
             activation_id=activation_id,
@@ -152,10 +149,7 @@ class NodeService:
             tags=dict(activation.tags),
         )
         if not await self._store.activations.register_node(activation_id, node, now):
-            raise AuthError(
-                "Activation has reached its registration limit or has expired.",
-                code="InvalidActivation",
-            )
+            raise InvalidActivation("Activation has reached its registration limit or has expired.")
         log.info("node %s registered with activation %s", node.instance_id, activation_id)
         # Region is a Hatchway extension: the agent needs it for its signing scope.
         return {"InstanceId": node.instance_id, "Region": self._settings.region}
@@ -166,27 +160,28 @@ class NodeService:
         """Online while the control channel is up and heartbeats arrive (two missed → lost)."""
         if node.last_ping_at is None or not node.connected:
             return "ConnectionLost"
-        fresh = self._clock() - node.last_ping_at <= 2 * self._settings.heartbeat_interval + 1
+        age = self._clock() - node.last_ping_at
+        fresh = age <= liveness_window(self._settings.heartbeat_interval)
         return "Online" if fresh else "ConnectionLost"
 
     async def describe_instances(self, body: dict[str, Any]) -> dict[str, Any]:
-        limit, offset = page_request(body, default=50, maximum=50)
+        limit, offset = page_request(body, default=50)
         ids: list[str] | None = None
         ping: set[str] | None = None
         tag_filters: list[tuple[str, set[str]]] = []
-        for f in (body.get("Filters") or []) + (body.get("InstanceInformationFilterList") or []):
-            if not isinstance(f, dict):
-                raise ConfigError("each filter must be an object")
-            key = f.get("Key") or f.get("key")
-            values = [str(v) for v in (f.get("Values") or f.get("valueSet") or [])]
+        # Two filter lists in the model, with different member names; validated already.
+        filters = [(f["Key"], f["Values"]) for f in body.get("Filters", [])] + [
+            (f["key"], f["valueSet"]) for f in body.get("InstanceInformationFilterList", [])
+        ]
+        for key, values in filters:
             if key == "InstanceIds":
                 ids = values
             elif key == "PingStatus":
                 ping = set(values)
-            elif isinstance(key, str) and key.startswith("tag:"):
+            elif key.startswith("tag:"):
                 tag_filters.append((key[4:], set(values)))
             else:
-                raise ConfigError(f"unsupported filter key {key!r}", code="InvalidFilterKey")
+                raise InvalidFilterKey(f"The filter key {echo(key)} is not supported.")
         nodes = await self._store.nodes.list(ids)
         rows = [
             n
@@ -225,11 +220,9 @@ class NodeService:
         return out
 
     async def deregister(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        instance_id = body.get("InstanceId")
-        if not isinstance(instance_id, str) or not instance_id:
-            raise ConfigError("InstanceId is required")
+        instance_id: str = body["InstanceId"]
         if await self._store.nodes.get(instance_id) is None:
-            raise NotFound(f"Instance {instance_id} does not exist.", code="InvalidInstanceId")
+            raise InvalidInstanceId(f"Instance {instance_id} does not exist.")
         await self._sessions.end_sessions_on(instance_id, "node deregistered")
         await self._store.nodes.delete(instance_id)
         await self._control.drop(instance_id, "node deregistered")
@@ -237,23 +230,14 @@ class NodeService:
         return {}
 
 
-def tags_from_list(tags: Any) -> dict[str, str]:
-    """AWS ``[{"Key":..,"Value":..}]`` tags → dict, validated."""
-    if tags is None:
-        return {}
-    if not isinstance(tags, list) or len(tags) > 50:
-        raise ConfigError("Tags must be a list of at most 50 {Key, Value} objects")
-    out: dict[str, str] = {}
-    for tag in tags:
-        if not isinstance(tag, dict):
-            raise ConfigError("each tag must be an object with Key and Value")
-        key, value = tag.get("Key"), tag.get("Value", "")
-        if not isinstance(key, str) or not _TAG_KEY.match(key) or not isinstance(value, str):
-            raise ConfigError(f"invalid tag {tag!r}")
-        if len(value) > 256:
-            raise ConfigError(f"tag value for {key} is longer than 256 characters")
-        out[key] = value
-    return out
+def tags_from_list(tags: list[dict[str, str]]) -> dict[str, str]:
+    """AWS ``[{"Key":..,"Value":..}]`` tags (validated by the model) → dict.
+
+    Adds what the model does not say: Hatchway keeps at most 50 tags (the model allows 1,000).
+    """
+    if len(tags) > MAX_TAGS:
+        raise ValidationError(f"at most {MAX_TAGS} tags are allowed, not {len(tags)}")
+    return {tag["Key"]: tag["Value"] for tag in tags}
 
 
 def _activation_json(a: Activation, now: float) -> dict[str, Any]:
@@ -271,24 +255,6 @@ def _activation_json(a: Activation, now: float) -> dict[str, Any]:
     }
 
 
-def _str(body: dict[str, Any], key: str, max_len: int) -> str:
-    value = body.get(key, "")
-    if not isinstance(value, str) or len(value) > max_len:
-        raise ConfigError(f"{key} must be a string of at most {max_len} characters")
-    return value
-
-
-def _timestamp(value: Any) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    raise ConfigError(f"not a timestamp: {value!r}")
-
-
 def _check_public_key(public_key: str) -> None:
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import load_der_public_key
@@ -296,6 +262,6 @@ def _check_public_key(public_key: str) -> None:
     try:
         key = load_der_public_key(base64.b64decode(public_key, validate=True))
     except (ValueError, binascii.Error) as exc:
-        raise ConfigError("PublicKey is not a base64 DER RSA public key") from exc
+        raise ValidationError("PublicKey is not a base64 DER RSA public key") from exc
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
-        raise ConfigError("PublicKey must be an RSA key of at least 2048 bits")
+        raise ValidationError("PublicKey must be an RSA key of at least 2048 bits")

@@ -8,6 +8,8 @@ import logging
 
 from aiohttp import web
 
+from hatchway.protocol.closecodes import CloseCode, close_reason
+
 log = logging.getLogger(__name__)
 
 
@@ -35,9 +37,9 @@ class Peer:
             log.debug("send to %s failed: %s", self.label, exc)
             return False
 
-    async def close(self, code: int = 1000, reason: str = "") -> None:
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close once; later calls do nothing."""
         if self.ws.closed:
             return
         with contextlib.suppress(ConnectionError, RuntimeError, asyncio.TimeoutError):
-            await self.ws.close(code=code, message=reason.encode()[:120])
+            await self.ws.close(code=code, message=close_reason(reason).encode())

@@ -11,17 +11,27 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from hatchway.auth.tokens import hash_token, new_token
-from hatchway.errors import ConfigError, HatchwayError, NotFound, Unavailable
-from hatchway.protocol.payloads import AgentTaskComplete, AgentTaskPayload
+from hatchway.errors import (
+    HatchwayError,
+    InvalidDocument,
+    InvalidFilterKey,
+    NotFound,
+    TargetNotConnected,
+    ValidationError,
+)
+from hatchway.protocol.controlchannel import TaskComplete
+from hatchway.protocol.payloads import AgentTaskPayload
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content
 from hatchway.server.gateway import Gateway
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
 from hatchway.server.settings import ServerSettings
+from hatchway.server.validation import TIMESTAMP_MAX, TIMESTAMP_MIN, echo
 from hatchway.store.records import Session, SessionStatus
 from hatchway.store.store import Store
 
@@ -54,30 +64,27 @@ class SessionService:
     async def start(
         self, principal: Principal, body: dict[str, Any], stream_base: str
     ) -> dict[str, Any]:
-        target = _required_str(body, "Target")
-        document_name = _optional_str(body, "DocumentName") or DEFAULT_SHELL_DOCUMENT
-        reason = _optional_str(body, "Reason") or ""
-        parameters = body.get("Parameters") or {}
-        if not isinstance(parameters, dict) or not all(
-            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in parameters.values()
-        ):
-            raise ConfigError("Parameters must map names to lists of strings")
+        """StartSession; ``body`` has been validated against the model (api.Api)."""
+        target: str = body["Target"]
+        document_name: str = body.get("DocumentName", DEFAULT_SHELL_DOCUMENT)
+        reason: str = body.get("Reason", "")
+        parameters: dict[str, list[str]] = body.get("Parameters", {})
+        # The model allows any target up to 400 characters; this server's nodes are mi-….
         if not NODE_ID.match(target):
-            raise Unavailable(f"{target} is not connected.", code="TargetNotConnected")
+            raise TargetNotConnected(f"{target} is not connected.")
         document = await self._store.documents.get(document_name)
         if document is None:
-            raise NotFound(f"Document {document_name} does not exist.", code="InvalidDocument")
+            raise InvalidDocument(f"Document {document_name} does not exist.")
         content = parse_content(document)
         session_type = content.get("sessionType")
         if session_type not in SUPPORTED_SESSION_TYPES:
-            raise ConfigError(
+            raise InvalidDocument(
                 f"Document {document_name} has sessionType {session_type}, which this server "
-                "does not run yet",
-                code="InvalidDocument",
+                "does not run yet"
             )
         node = await self._store.nodes.get(target)
         if node is None or not self._control.is_connected(target):
-            raise Unavailable(f"{target} is not connected.", code="TargetNotConnected")
+            raise TargetNotConnected(f"{target} is not connected.")
 
         now = self._clock()
         session_id = f"{principal.user_name}-{secrets.token_hex(9)[:17]}"
@@ -113,7 +120,7 @@ class SessionService:
         )
         try:
             await self._control.start_session(target, task)
-        except Unavailable:
+        except TargetNotConnected:
             await self._finish(session_id, SessionStatus.FAILED, "target not connected")
             raise
         log.info("session %s started by %s on %s", session_id, principal.user_name, target)
@@ -126,7 +133,7 @@ class SessionService:
     async def resume(
         self, principal: Principal, body: dict[str, Any], stream_base: str
     ) -> dict[str, Any]:
-        session_id = _required_str(body, "SessionId")
+        session_id: str = body["SessionId"]
         session = await self._store.sessions.get(session_id)
         if session is None:
             raise NotFound(f"Session {session_id} does not exist.")
@@ -142,7 +149,7 @@ class SessionService:
         }
 
     async def terminate(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
-        session_id = _required_str(body, "SessionId")
+        session_id: str = body["SessionId"]
         session = await self._store.sessions.get(session_id)
         if session is None:
             raise NotFound(f"Session {session_id} does not exist.")
@@ -156,15 +163,14 @@ class SessionService:
         return {"SessionId": session_id}
 
     async def describe(self, body: dict[str, Any]) -> dict[str, Any]:
-        state = body.get("State")
-        if state not in ("Active", "History"):
-            raise ConfigError("State must be Active or History")
-        limit, offset = page_request(body, default=50, maximum=200)
+        state: str = body["State"]
+        limit, offset = page_request(body, default=50)
         criteria: dict[str, Any] = {}
-        for item in body.get("Filters") or []:
-            if not isinstance(item, dict) or item.get("key") not in _FILTER_KEYS:
-                raise ConfigError(f"Filter keys must be one of {', '.join(_FILTER_KEYS)}")
-            key, value = item["key"], str(item.get("value", ""))
+        for item in body.get("Filters", []):
+            key, value = item["key"], item["value"]
+            # The model's keys include AccessType, which this server does not record.
+            if key not in _FILTER_KEYS:
+                raise InvalidFilterKey(f"The filter key {key} is not supported.")
             if key in ("InvokedAfter", "InvokedBefore"):
                 criteria[key.replace("Invoked", "invoked_").lower()] = _parse_time(value)
             else:
@@ -179,15 +185,13 @@ class SessionService:
 
     # ---- events from agents and timers ----------------------------------------------------
 
-    async def task_complete(self, node_id: str, done: AgentTaskComplete) -> None:
+    async def task_complete(self, node_id: str, done: TaskComplete) -> None:
         """The agent finished a session (shell exited, or it was cancelled)."""
         session = await self._store.sessions.get(done.task_id)
         if session is None or session.target != node_id:
             log.info("node %s completed unknown task %s", node_id, done.task_id)
             return
-        exit_code: int | None = None
-        if done.output.strip().lstrip("-").isdigit():
-            exit_code = int(done.output.strip())
+        exit_code = done.exit_code  # a decimal int32 in Output, else None
         status = (
             SessionStatus.TERMINATED
             if done.final_task_status != "Failed"
@@ -273,30 +277,19 @@ def session_json(s: Session) -> dict[str, Any]:
     return out
 
 
-def _required_str(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key} is required and must be a non-empty string")
-    return value
-
-
-def _optional_str(body: dict[str, Any], key: str) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{key} must be a string")
-    return value
-
-
 def _parse_time(value: str) -> float:
-    from datetime import datetime
-
+    """An InvokedAfter/InvokedBefore filter value: seconds since the epoch or ISO 8601."""
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError as exc:
-        raise ConfigError(f"not a timestamp: {value!r}") from exc
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise ValidationError(f"not a timestamp: '{echo(value)}'") from exc
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    # float() takes "nan", "inf" and "1e400": none is a time.
+    if not TIMESTAMP_MIN <= seconds <= TIMESTAMP_MAX:
+        raise ValidationError(f"not a timestamp: '{echo(value)}'")
+    return seconds

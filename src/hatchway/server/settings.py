@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hatchway.errors import ConfigError
+from hatchway.protocol.timing import HEARTBEAT_INTERVAL
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
 MiB = 1024 * 1024
@@ -36,7 +37,7 @@ class ServerSettings:
     master_key_file: Path | None = None
     database_url: str | None = None
     region: str = "local"
-    heartbeat_interval: float = 10.0
+    heartbeat_interval: float = HEARTBEAT_INTERVAL
     disconnect_grace: float = 120.0
     agent_attach_timeout: float = 30.0
     token_first_use: float = 60.0

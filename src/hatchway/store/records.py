@@ -77,6 +77,7 @@ class Node:
     last_ping_at: float | None
     connected: bool
     tags: dict[str, str] = field(default_factory=dict)
+    agent_generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

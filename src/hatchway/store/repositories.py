@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from hatchway.errors import Conflict, NotFound, StoreError
+from hatchway.errors import Conflict, InvalidActivationId, InvalidInstanceId, StoreError
 from hatchway.store import schema as t
 from hatchway.store.records import (
     ACTIVE_STATUSES,
@@ -132,9 +132,7 @@ class ActivationRepository(_Repository):
             delete(t.activations).where(t.activations.c.activation_id == activation_id)
         )
         if count == 0:
-            raise NotFound(
-                f"Activation ID {activation_id} does not exist.", code="InvalidActivationId"
-            )
+            raise InvalidActivationId(f"Activation ID {activation_id} does not exist.")
 
     async def register_node(self, activation_id: str, node: Node, now: float) -> bool:
         """Consume one registration of the activation and insert the node, atomically.
@@ -196,7 +194,38 @@ class NodeRepository(_Repository):
     async def delete(self, instance_id: str) -> None:
         count = await self._write(delete(t.nodes).where(t.nodes.c.instance_id == instance_id))
         if count == 0:
-            raise NotFound(f"Instance {instance_id} does not exist.", code="InvalidInstanceId")
+            raise InvalidInstanceId(f"Instance {instance_id} does not exist.")
+
+    async def claim_generation(self, instance_id: str, generation: int) -> bool:
+        """Record that agent ``generation`` connects, unless a higher one already did.
+
+        One conditional ``UPDATE``, so two replicas cannot both let the older agent in.
+        """
+        c = t.nodes.c
+        count = await self._write(
+            update(t.nodes)
+            .where(and_(c.instance_id == instance_id, c.agent_generation <= generation))
+            .values(agent_generation=generation)
+        )
+        return count == 1
+
+
+class NonceRepository(_Repository):
+    """Agent nonces already used, kept until they expire (replay protection)."""
+
+    async def use(self, digest: str, node_id: str, expires_at: float) -> bool:
+        """Remember a nonce; False if it was used before (a replay)."""
+        try:
+            await self._write(
+                insert(t.used_nonces).values(digest=digest, node_id=node_id, expires_at=expires_at)
+            )
+        except Conflict:
+            return False
+        return True
+
+    async def purge(self, now: float) -> int:
+        """Forget nonces that expired before ``now``; returns how many."""
+        return await self._write(delete(t.used_nonces).where(t.used_nonces.c.expires_at < now))
 
 
 class DocumentRepository(_Repository):

@@ -81,6 +81,9 @@ nodes = Table(
     Column("last_ping_at", Float),
     Column("connected", Boolean, nullable=False, default=False),
     Column("tags", JSON, nullable=False),
+    # The highest agent generation that connected (docs/protocol.md §10.3): an agent started
+    # later on the same state directory has a higher one and wins; a lower one is refused.
+    Column("agent_generation", Integer, nullable=False, default=0, server_default="0"),
 )
 
 documents = Table(
@@ -122,4 +125,14 @@ session_tokens = Table(
     Column("created_at", Float, nullable=False),
     Column("first_used_at", Float),
     Column("revoked", Boolean, nullable=False, default=False),
+)
+
+# Agent nonces already used (docs/protocol.md §10.2): a replayed upgrade carries one of these.
+# Rows are useless once ``expires_at`` has passed and are deleted from time to time.
+used_nonces = Table(
+    "used_nonces",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("node_id", String(20), nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
 )

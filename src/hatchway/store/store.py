@@ -12,6 +12,7 @@ from hatchway.store.repositories import (
     DocumentRepository,
     IdentityRepository,
     NodeRepository,
+    NonceRepository,
     SessionRepository,
     SettingsRepository,
 )
@@ -28,6 +29,7 @@ class Store:
     nodes: NodeRepository
     documents: DocumentRepository
     sessions: SessionRepository
+    nonces: NonceRepository
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> Store:
@@ -43,6 +45,7 @@ class Store:
             nodes=NodeRepository(engine),
             documents=DocumentRepository(engine),
             sessions=SessionRepository(engine),
+            nonces=NonceRepository(engine),
         )
 
     async def close(self) -> None:

@@ -20,7 +20,10 @@ ACK_DELAY = 0.005  # seconds an acknowledgement may wait for data to ride along 
 
 
 class ChannelDriver:
-    """Owns an endpoint's timers and its (current) WebSocket connection."""
+    """Owns an endpoint's timers and its (current) WebSocket connection.
+
+    ``clock`` is the monotonic clock the endpoint's timers run on (``time.monotonic``).
+    """
 
     def __init__(self, endpoint: Endpoint, clock: Callable[[], float]) -> None:
         self.endpoint = endpoint

@@ -1,4 +1,5 @@
-"""A small AWS JSON 1.1 client over ``http.client``, signed with the stdlib SigV4 signer."""
+"""The signed AWS JSON 1.1 API client (stdlib ``http.client`` + SigV4) and the TLS context
+that verifies the server, shared by the CLI and the agent (registration, WebSocket dials)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ class ApiError(HatchwayError):
     """An error response from the server, with its AWS error type as ``code``."""
 
     def __init__(self, code: str, message: str, status: int) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message)
+        self.code = code
         self.status = status
 
 

@@ -1,0 +1,189 @@
+"""One WebSocket abstraction for every end of every channel.
+
+:class:`Socket` is what the gateway, the control channels, the agent's sessions and the client
+session program against; tests provide in-memory sockets with the same shape
+(``tests/fakes.py``). :class:`AiohttpSocket` adapts aiohttp's server- and client-side WebSockets
+(the server and the agent use aiohttp: C-accelerated frames, docs/design.md); the CLI has its
+own lean adapter in ``client/``.
+
+Every socket has one writer (a lock), a bounded send (a peer that does not read within
+``send_timeout`` is aborted, so it cannot hold up anybody else) and a bounded, idempotent close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
+
+import aiohttp
+from aiohttp import web
+
+from hatchway.protocol.closecodes import CloseCode, close_reason
+from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CLOSE_TIMEOUT", "SEND_TIMEOUT", "AiohttpSocket", "Socket", "aiohttp_max_msg_size"]
+
+#: Seconds a peer may take to take one message off our hands before it counts as stalled.
+SEND_TIMEOUT = 10.0
+#: Seconds a close handshake may take before the connection is simply dropped.
+CLOSE_TIMEOUT = 2.0
+
+
+class Socket(Protocol):
+    """An open WebSocket carrying binary frames.
+
+    ``send`` never raises for a connection that is gone: it returns False, and the reader
+    (iteration) notices the close. Iteration yields binary messages until the connection
+    closes; ``close_code``/``close_reason`` then say why.
+    """
+
+    label: str
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    @property
+    def close_reason(self) -> str: ...
+
+    async def send(self, data: bytes) -> bool:
+        """Send one binary message; False if the connection is gone or stalled (aborted)."""
+        ...
+
+    def send_now(self, frames: Sequence[bytes]) -> bool:
+        """Send without yielding to the event loop if the socket can; False: use ``send``."""
+        ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Close once (later calls do nothing), within a bounded time."""
+        ...
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a close handshake."""
+        ...
+
+
+def aiohttp_max_msg_size(max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> int:
+    """aiohttp refuses a message of exactly ``max_msg_size`` bytes; our limit is inclusive
+    (docs/protocol.md: "1 MiB at most"), so ask aiohttp for one byte more and check exactly in
+    :class:`AiohttpSocket`."""
+    return max_frame_size + 1
+
+
+class AiohttpSocket:
+    """:class:`Socket` over aiohttp's ``web.WebSocketResponse`` or ``ClientWebSocketResponse``.
+
+    Args:
+        ws: the prepared (server) or connected (client) WebSocket.
+        label: for logs (``client:<session>``, ``control:<node>``).
+        abort: drops the underlying connection (the server passes ``request.transport.abort``);
+            without it a stalled connection is closed as well as aiohttp can.
+        max_size: messages larger than this close the connection with ``TOO_BIG``.
+        send_timeout: see :data:`SEND_TIMEOUT`.
+    """
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+        label: str,
+        *,
+        abort: Callable[[], None] | None = None,
+        max_size: int = DEFAULT_MAX_FRAME_SIZE,
+        send_timeout: float = SEND_TIMEOUT,
+    ) -> None:
+        self.label = label
+        self._ws = ws
+        self._abort = abort
+        self._max_size = max_size
+        self._send_timeout = send_timeout
+        self._lock = asyncio.Lock()
+        self._close_code: int | None = None
+        self._close_reason = ""
+        self._closing = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closing or self._ws.closed
+
+    @property
+    def close_code(self) -> int | None:
+        return self._close_code if self._close_code is not None else self._ws.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self._close_reason
+
+    async def send(self, data: bytes) -> bool:
+        if self.closed:
+            return False
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                async with self._lock:
+                    await self._ws.send_bytes(data)
+            return True
+        except TimeoutError:
+            log.info("%s did not read for %.0f s; dropping it", self.label, self._send_timeout)
+            self._close_code = CloseCode.STALLED
+            self.abort()
+            return False
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            log.debug("send to %s failed: %s", self.label, exc)
+            return False
+
+    def send_now(self, frames: Sequence[bytes]) -> bool:
+        return False  # aiohttp has no synchronous send; the driver awaits send()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                msg = await self._ws.receive()
+            except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+                log.debug("receive from %s failed: %s", self.label, exc)
+                return
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                data: bytes = msg.data
+                if len(data) > self._max_size:
+                    await self.close(CloseCode.TOO_BIG, f"message over {self._max_size} bytes")
+                    return
+                yield data
+            elif msg.type == aiohttp.WSMsgType.CLOSE:
+                self._close_reason = str(msg.extra or "")
+                if self._close_code is None and isinstance(msg.data, int):
+                    self._close_code = msg.data
+            elif msg.type in (
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                return
+            # TEXT after the first message carries nothing we use (docs/protocol.md §2).
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if self._close_code is None:
+            self._close_code = code
+            self._close_reason = reason
+        if self._ws.closed:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._ws.close(code=code, message=close_reason(reason).encode())
+        except (TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError):
+            self.abort()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self._abort is not None:
+            with contextlib.suppress(Exception):
+                self._abort()
