@@ -6,6 +6,10 @@
 * :class:`MemorySocket` — an in-memory :class:`hatchway.transport.websocket.Socket`; two of
   them joined by :func:`socket_pair` are the two ends of one WebSocket connection. A socket
   can be made to stop reading (``stall``) to model a peer that keeps TCP open but never reads.
+* :class:`MemorySessions` / :class:`MemoryStore` — the session records of
+  :class:`hatchway.store.store.Store` in memory, for in-process tests of the gateway and the
+  session service on a fast-forwarded loop clock (the real store answers from a thread, which
+  the fast-forwarding cannot see). Same semantics as ``SessionRepository`` for what they have.
 * :class:`FakeNodeStore` — the node status the control channels write, in memory (and able
   to fail like a locked database).
 * :class:`FakeDialer` — the agent's dialer over in-memory sockets.
@@ -15,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-from hatchway.errors import StoreError
+from hatchway.errors import ChannelClosed, RemoteProtocolError, StoreError
 from hatchway.protocol.closecodes import CloseCode
+from hatchway.store.records import Session, SessionStatus, SessionToken
 
 
 @dataclass
@@ -110,11 +116,15 @@ class MemorySocket:
             yield item
 
     async def receive_text(self, timeout: float = 10.0) -> str:
-        """The next message, which must be text (the client's OpenDataChannelInput)."""
+        """The next message, which must be text (the client's OpenDataChannelInput), as
+        :class:`~hatchway.transport.websocket.TextSocket` says."""
         async with asyncio.timeout(timeout):
+            await self._reading.wait()
             item = await self._inbox.get()
+        if item is _CLOSED:
+            raise ChannelClosed(f"{self.label} closed before its first message")
         if not isinstance(item, str):
-            raise AssertionError(f"expected a text message, got {item!r:.80}")
+            raise RemoteProtocolError(f"expected a text message, got {item!r:.80}")
         return item
 
     async def send_text(self, text: str) -> None:
@@ -251,3 +261,124 @@ class FakeDialer:
 
     async def close(self) -> None:
         self.closed = True
+
+
+class MemorySessions:
+    """Sessions and their client tokens in memory (the subset of ``SessionRepository`` the
+    gateway and the session service use)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Session] = {}
+        self.tokens: dict[str, SessionToken] = {}
+        self.fail_writes = False  # make every write raise StoreError (a database outage)
+
+    def _check(self) -> None:
+        if self.fail_writes:
+            raise StoreError("database write failed: OperationalError")
+
+    async def create(self, session: Session, token_hash: str, now: float) -> None:
+        self._check()
+        self.rows[session.session_id] = session
+        self.tokens[token_hash] = SessionToken(token_hash, session.session_id, now, None, False)
+
+    async def get(self, session_id: str) -> Session | None:
+        return self.rows.get(session_id)
+
+    async def set_status(
+        self,
+        session_id: str,
+        status: SessionStatus,
+        *,
+        now: float,
+        only_if: Sequence[SessionStatus] | None = None,
+        exit_code: int | None = None,
+        details: str | None = None,
+    ) -> bool:
+        self._check()
+        row = self.rows.get(session_id)
+        if row is None or (only_if is not None and row.status not in only_if):
+            return False
+        changes: dict[str, Any] = {"status": status}
+        if not status.is_active:
+            changes["end_date"] = now
+            self._revoke(session_id)
+        if exit_code is not None:
+            changes["exit_code"] = exit_code
+        if details is not None:
+            changes["details"] = details
+        self.rows[session_id] = replace(row, **changes)
+        return True
+
+    async def add_bytes(self, session_id: str, bytes_in: int, bytes_out: int) -> None:
+        self._check()
+        row = self.rows[session_id]
+        self.rows[session_id] = replace(
+            row, bytes_in=row.bytes_in + bytes_in, bytes_out=row.bytes_out + bytes_out
+        )
+
+    async def describe(
+        self, *, active: bool, target: str | None = None, limit: int = 200, offset: int = 0
+    ) -> list[Session]:
+        rows = [
+            r
+            for r in self.rows.values()
+            if r.status.is_active == active and target in (None, r.target)
+        ]
+        rows.sort(key=lambda r: (-r.start_date, r.session_id))
+        return rows[offset : offset + limit]
+
+    async def active_on(self, target: str) -> list[Session]:
+        return await self.describe(active=True, target=target, limit=10_000)
+
+    async def token(self, token_hash: str) -> SessionToken | None:
+        return self.tokens.get(token_hash)
+
+    async def mark_token_used(self, token_hash: str, now: float) -> None:
+        self._check()
+        token = self.tokens.get(token_hash)
+        if token is not None and token.first_used_at is None:
+            self.tokens[token_hash] = replace(token, first_used_at=now)
+
+    async def replace_tokens(self, session_id: str, token_hash: str, now: float) -> None:
+        self._check()
+        self._revoke(session_id)
+        self.tokens[token_hash] = SessionToken(token_hash, session_id, now, None, False)
+
+    def _revoke(self, session_id: str) -> None:
+        for key, token in self.tokens.items():
+            if token.session_id == session_id:
+                self.tokens[key] = replace(token, revoked=True)
+
+
+@dataclass
+class MemoryStore:
+    """Stands in for :class:`hatchway.store.store.Store` where only sessions are used."""
+
+    sessions: MemorySessions = field(default_factory=MemorySessions)
+
+
+def session_record(
+    session_id: str,
+    target: str,
+    *,
+    status: SessionStatus = SessionStatus.CONNECTING,
+    start_date: float = 1_700_000_000.0,
+) -> Session:
+    """A session row as StartSession writes it."""
+    return Session(
+        session_id=session_id,
+        target=target,
+        status=status,
+        start_date=start_date,
+        end_date=None,
+        document_name="SSM-SessionManagerRunShell",
+        owner="arn:aws:iam::123456789012:user/alice",
+        reason="",
+        details="",
+        max_session_duration="",
+        parameters={},
+        run_as="",
+        exit_code=None,
+        bytes_in=0,
+        bytes_out=0,
+    )

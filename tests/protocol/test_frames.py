@@ -110,8 +110,28 @@ def test_vector_2_decodes() -> None:
 def test_peek_header_reads_fields_without_digest() -> None:
     corrupted = VECTOR_1[:-1] + b"X"
     assert peek_header(corrupted) == FrameHeader(
-        message_type="input_stream_data", sequence_number=1, payload_type=1, payload_length=7
+        message_type="input_stream_data",
+        sequence_number=1,
+        payload_type=1,
+        payload_length=7,
+        payload_size=7,
     )
+
+
+def test_peek_header_measures_the_payload_not_the_header_claim() -> None:
+    # PayloadLength says 7; the payload is everything after HeaderLength + 4 (§4.2).
+    padded = VECTOR_1 + b"x" * 1000
+    assert peek_header(padded).payload_length == 7
+    assert peek_header(padded).payload_size == 1007
+    lying = VECTOR_1[:116] + (2**32 - 1).to_bytes(4, "big") + VECTOR_1[120:]
+    assert peek_header(lying).payload_size == 7
+
+
+@pytest.mark.parametrize("header_length", [0, 115, 2**32 - 1])
+def test_peek_header_rejects_a_header_length_that_does_not_fit(header_length: int) -> None:
+    bad = header_length.to_bytes(4, "big") + VECTOR_1[4:]
+    with pytest.raises(RemoteProtocolError, match="HeaderLength"):
+        peek_header(bad)
 
 
 def test_with_message_id_changes_only_the_message_id() -> None:

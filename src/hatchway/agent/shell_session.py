@@ -52,6 +52,7 @@ SIZE_WAIT = 1.0  # start the shell this long after the handshake if no Size came
 HANDSHAKE_TIMEOUT = 60.0
 DRAIN_AFTER_EXIT = 0.5  # keep reading output this long after the shell exits
 ACK_WAIT = 150.0  # how long to wait for the client to acknowledge the last output
+STALLED_WAIT = 3.0  # ... if the client acknowledges later frames but not the last ones
 RECONNECT_FOR = 150.0
 READ_CHUNK = 65536
 INPUT_BUFFER = 1024 * 1024  # input held for a slow PTY before more is refused
@@ -92,7 +93,7 @@ class ShellSession:
         self._size: tuple[int, int] | None = None
         self._size_seen = asyncio.Event()
         self._handshake_done = asyncio.Event()
-        self._acked = asyncio.Event()
+        self._heard = asyncio.Event()  # set whenever a message from the client was processed
         self._cancelled = asyncio.Event()
         self._cancel_reason = ""
         self._extensions = Extensions()
@@ -184,14 +185,46 @@ class ShellSession:
         if self._extensions.exit_code:
             self.endpoint.send(PayloadType.EXIT_CODE, encode_exit_code(code), now=self._now())
         await self._driver.flush()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wait_acked(), ACK_WAIT)
+        try:
+            async with asyncio.timeout(ACK_WAIT):
+                await self._wait_acked()
+        except TimeoutError:
+            log.info("session %s: the client did not acknowledge everything", self.session_id)
         return "Success", str(code)
 
     async def _wait_acked(self) -> None:
+        """Wait until the client has acknowledged every frame (docs/protocol.md §9.3).
+
+        While the client is away this goes on (the caller bounds it by ``ACK_WAIT``, longer
+        than the server's grace: the server ends the session if the client does not come
+        back). A peer that acknowledges later frames but not the last unacknowledged ones
+        (AWS's plugin drops a duplicate without an ack, §12) is waited for ``STALLED_WAIT``
+        seconds at most, on the event loop's clock.
+        """
+        loop = asyncio.get_running_loop()
+        stalled_since: float | None = None
+        unacked = self.endpoint.unacked_count
         while not self.endpoint.all_acked:
-            self._acked.clear()
-            await self._acked.wait()
+            if self.endpoint.unacked_count < unacked:  # progress: waiting helps
+                unacked, stalled_since = self.endpoint.unacked_count, None
+            # Once stalled, a resend of the dropped frames makes the endpoint unsure again
+            # (nothing acknowledged since) although nothing changed: keep the first moment.
+            if stalled_since is None and self.endpoint.stalled_on_duplicates:
+                stalled_since = loop.time()
+            if stalled_since is not None and loop.time() - stalled_since >= STALLED_WAIT:
+                log.info(
+                    "session %s: %d frame(s) left unacknowledged by a peer that acknowledged "
+                    "later ones; not waiting longer",
+                    self.session_id,
+                    self.endpoint.unacked_count,
+                )
+                return
+            self._heard.clear()
+            # Woken by anything the client sends; re-checked at least every STALLED_WAIT / 4
+            # (resends change what is stalled without anything arriving).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STALLED_WAIT / 4):
+                    await self._heard.wait()
 
     async def _say_terminating(self) -> None:
         frame = session_state_frame("Terminating", self.session_id, now=self._clock())
@@ -258,8 +291,7 @@ class ShellSession:
                 # The frame is already acknowledged and will not come again: drop its payload,
                 # keep the channel and the events delivered with it.
                 log.info("session %s: dropping bad payload: %s", self.session_id, exc.message)
-        if self.endpoint.all_acked:
-            self._acked.set()
+        self._heard.set()  # for _wait_acked: acknowledgements may have come
         if (
             not self._reading
             and self._shell is not None

@@ -24,7 +24,7 @@ from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.terminal import raw_mode, window_size
 from hatchway.errors import AuthError, ChannelClosed, HatchwayError, RemoteProtocolError
 from hatchway.protocol.closecodes import CloseCode
-from hatchway.protocol.events import ChannelClosedEvent, StreamData
+from hatchway.protocol.events import ChannelClosedEvent, Notice, StreamData
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE, PayloadType
 from hatchway.protocol.handshake import (
     CLIENT_VERSION,
@@ -226,6 +226,8 @@ class ClientSession:
                 elif isinstance(event, ChannelClosedEvent):
                     self.closed_message = event.payload.output
                     self._done.set()
+                elif isinstance(event, Notice):  # e.g. the node went away (§9.6)
+                    sys.stderr.write(f"\r\nhatchway: {event.payload.message}\r\n")
             except RemoteProtocolError as exc:
                 # Already acknowledged, so it will not come again: drop this payload only.
                 sys.stderr.write(f"\r\nhatchway: ignored a bad message: {exc.message}\r\n")

@@ -128,12 +128,18 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class FrameHeader:
-    """The header fields a relay needs, read without checking the digest (protocol.md §3)."""
+    """The header fields a relay needs, read without checking the digest (protocol.md §3).
+
+    ``payload_length`` is what the header claims; ``payload_size`` is what the receivers take
+    as the payload (everything after HeaderLength + 4, docs/protocol.md §4.2). Count bytes with
+    ``payload_size``: the claim can lie.
+    """
 
     message_type: str
     sequence_number: int
     payload_type: int
     payload_length: int
+    payload_size: int
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:
@@ -285,18 +291,26 @@ def peek_header(data: bytes) -> FrameHeader:
     Meant for a gateway that relays frames unchanged (protocol.md §0): it costs no hashing.
 
     Raises:
-        RemoteProtocolError: fewer than 120 bytes, or a non-ASCII/empty type.
+        RemoteProtocolError: fewer than 120 bytes, a HeaderLength below 116 or beyond the end
+            of the frame, or a non-ASCII/empty type.
     """
-    if len(data) < FRAME_HEADER_SIZE:
+    size = len(data)
+    if size < FRAME_HEADER_SIZE:
         raise RemoteProtocolError(
-            f"frame too short: {len(data)} bytes, a frame needs at least {FRAME_HEADER_SIZE}"
+            f"frame too short: {size} bytes, a frame needs at least {FRAME_HEADER_SIZE}"
         )
     fields = _HEADER.unpack_from(data)
+    header_length = fields[0]
+    if header_length < HEADER_LENGTH or header_length + 4 > size:
+        raise RemoteProtocolError(
+            f"frame HeaderLength {header_length} does not fit a {size}-byte frame"
+        )
     return FrameHeader(
         message_type=_decode_type(fields[1]),
         sequence_number=fields[4],
         payload_type=fields[8],
         payload_length=fields[9],
+        payload_size=size - header_length - 4,
     )
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "AgentTaskPayload",
     "ChannelClosedPayload",
     "MGSPayload",
+    "NoticeKind",
+    "NoticePayload",
     "OpenDataChannelInput",
     "SizePayload",
     "decode_exit_code",

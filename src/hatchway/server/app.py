@@ -38,8 +38,8 @@ from hatchway.server.nodes import NodeService
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
 from hatchway.store.database import sqlite_url
-from hatchway.store.records import SessionStatus
 from hatchway.store.store import Store
+from hatchway.transport.websocket import CLOSE_TIMEOUT, AiohttpSocket, aiohttp_max_msg_size
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +86,18 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     account_id = await ensure_account_id(store)
     for document in builtin_documents(now):
         await store.documents.ensure(document)
-    # One server holds every relay and control channel in memory: after a restart none exist.
+    # No control channel survives a restart: the agents re-dial theirs.
     await store.nodes.disconnect_all()
-    ended = await store.sessions.end_all_active(
-        SessionStatus.TERMINATED, now=now, details="the server restarted"
-    )
-    if ended:
-        log.info("ended %d session(s) left over from before the restart", ended)
 
     control = ControlChannels(store, settings, clock)
     sessions = SessionService(store, settings, clock, control)
     control.on_task_complete = sessions.task_complete
+    control.on_node_gone = sessions.node_gone
+    control.on_sessions_reported = sessions.sessions_reported
+    # Sessions do survive it: their ends re-dial and each has the grace to come back.
+    restored = await sessions.restore()
+    if restored:
+        log.info("going on with %d session(s) from before the restart", restored)
     nodes = NodeService(store, settings, clock, control, sessions)
     authn = Authenticator(
         store, box, region=settings.region, account_id=account_id, clock=clock, nonces=nonces
@@ -158,17 +159,24 @@ def _routes(server: Server, api: Api) -> None:
         return await server.control.serve(request, node_id, generation)
 
     async def data_channel(request: web.Request) -> web.StreamResponse:
+        """A data channel's end: the client's (token in its first message) or the agent's
+        (signed upgrade, checked before it is accepted) (docs/protocol.md §3)."""
         session_id = request.match_info["session_id"]
         gateway = server.sessions.gateway
         if "Authorization" not in request.headers:
-            return await gateway.client_connect(request, session_id)
+            ws, sock = await _accept(request, f"client:{session_id}", server.settings)
+            await gateway.serve_client(sock, session_id)
+            return ws
         try:
             node_id = await server.authn.node(
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
-            return await gateway.agent_connect(request, session_id, node_id)
+            live = await gateway.admit_agent(session_id, node_id)
         except HatchwayError as exc:
             return _refuse(exc)
+        ws, sock = await _accept(request, f"agent:{session_id}", server.settings)
+        await gateway.serve_agent(sock, live)
+        return ws
 
     server.app.router.add_get("/healthz", healthz)
     server.app.router.add_get("/ca.pem", ca_pem)
@@ -176,6 +184,22 @@ def _routes(server: Server, api: Api) -> None:
     server.app.router.add_get("/v1/agent-nonce", agent_nonce)
     server.app.router.add_get("/v1/control-channel/{node_id}", control_channel)
     server.app.router.add_get("/v1/data-channel/{session_id}", data_channel)
+
+
+async def _accept(
+    request: web.Request, label: str, settings: ServerSettings
+) -> tuple[web.WebSocketResponse, AiohttpSocket]:
+    """Accept a data-channel upgrade: the frame limit, a bounded close, and a socket whose
+    sends are bounded (a peer that stops reading is dropped, never waited for)."""
+    ws = web.WebSocketResponse(
+        max_msg_size=aiohttp_max_msg_size(settings.max_frame_size),
+        autoping=True,
+        timeout=CLOSE_TIMEOUT,
+    )
+    await ws.prepare(request)
+    abort = request.transport.abort if request.transport is not None else None
+    sock = AiohttpSocket(ws, label, abort=abort, max_size=settings.max_frame_size)
+    return ws, sock
 
 
 def _refuse(exc: HatchwayError) -> web.Response:

@@ -1,87 +1,179 @@
-"""The data-channel gateway: joins a session's client and agent WebSockets and relays frames.
+"""The data-channel gateway: joins each session's client and agent sockets and relays frames.
 
-Acknowledgements are end to end between client and agent (DESIGN.md §1.2); the gateway only
-parses frame headers to count bytes and validate framing. While one end is away it sends
-``pause_publication`` to the other, and ``start_publication`` when both are back (protocol.md
-§5.5), so frames are never pushed into a void. A vanished end has ``disconnect_grace`` seconds to
-come back (ResumeSession for the client, a re-dial for the agent) before the session ends.
+Acknowledgements are end to end between client and agent (docs/protocol.md §1.1); the gateway
+only reads frame headers to count bytes and validate framing. While one end is away it sends
+``pause_publication`` to the other, and ``start_publication`` to both whenever both are there
+(§6.7), so frames are never pushed into a void and both ends re-emit what is unacknowledged.
+
+A session has one timer at a time (:class:`Deadline`): a new session's agent must attach, then
+its client must use its token; an end that went away has ``disconnect_grace`` seconds to come
+back (ResumeSession for the client, a re-dial for the agent) before the session ends. The timers
+run on the event loop's clock; timestamps (tokens, status changes) come from the injected wall
+clock.
+
+The gateway keeps nothing that the two ends and the database cannot re-create: after a server
+restart, an end of a session the database says is active is simply taken in again (§9.7).
+
+No peer can hold up anybody else: every send is bounded by the socket's send time-out, and
+ending a session (``channel_closed`` and a close to both ends) runs in the background, both ends
+at once, so ``TerminateSession`` and the node's control channel never wait for a slow client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-
-from aiohttp import WSMsgType, web
+from enum import Enum
+from typing import Any
 
 from hatchway.auth.tokens import hash_token
-from hatchway.errors import AuthError, HatchwayError, NotFound, RemoteProtocolError
+from hatchway.errors import (
+    AuthError,
+    ChannelClosed,
+    HatchwayError,
+    NotFound,
+    RemoteProtocolError,
+    StoreError,
+    Unavailable,
+)
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.control import control_frame
 from hatchway.protocol.frames import MessageType, PayloadType, peek_header
-from hatchway.protocol.payloads import ChannelClosedPayload, OpenDataChannelInput
-from hatchway.server.peer import Peer
+from hatchway.protocol.payloads import (
+    ChannelClosedPayload,
+    NoticeKind,
+    NoticePayload,
+    OpenDataChannelInput,
+)
 from hatchway.server.settings import ServerSettings
-from hatchway.store.records import SessionStatus
+from hatchway.store.records import Session, SessionStatus
 from hatchway.store.store import Store
+from hatchway.transport.websocket import CLOSE_TIMEOUT, SEND_TIMEOUT, Socket, TextSocket
 
 log = logging.getLogger(__name__)
 
-OPEN_TIMEOUT = 10.0  # seconds for a client to send its OpenDataChannelInput
+__all__ = ["OPEN_TIMEOUT", "Deadline", "End", "Expired", "Gateway", "LiveSession"]
+
+OPEN_TIMEOUT = 10.0  # seconds for a client to send its OpenDataChannelInput (§3.1)
+
+#: Called when a session's timer runs out: (session id, final status, reason).
+Expired = Callable[[str, SessionStatus, str], object]
 
 
-@dataclass
+class End(Enum):
+    """The two ends of a data channel."""
+
+    CLIENT = "client"
+    AGENT = "agent"
+
+    @property
+    def other(self) -> End:
+        return End.AGENT if self is End.CLIENT else End.CLIENT
+
+
+class Deadline(Enum):
+    """What a session's timer waits for."""
+
+    #: A new session's agent must connect within ``agent_attach_timeout`` (else ``Failed``).
+    ATTACH = "attach"
+    #: The agent is there; the client's token has its first-use window (plus slack).
+    FIRST_USE = "first use"
+    #: An end went away (or the server restarted): ``disconnect_grace`` to come back.
+    GRACE = "grace"
+
+
+@dataclass(eq=False)
 class LiveSession:
     """What the gateway knows of one session while it runs."""
 
     session_id: str
     target: str
-    client: Peer | None = None
-    agent: Peer | None = None
+    client: Socket | None = None
+    agent: Socket | None = None
     bytes_in: int = 0
     bytes_out: int = 0
     ended: bool = False
     client_seen: bool = False
+    #: Re-created after a server restart; cleared once both ends are back.
+    restored: bool = False
+    #: The node's control channel closed; cleared when its agent's data channel is back.
+    node_away: bool = False
+    deadline: Deadline | None = None
     timer: asyncio.TimerHandle | None = None
+
+    def socket(self, end: End) -> Socket | None:
+        return self.client if end is End.CLIENT else self.agent
+
+    def attach(self, end: End, sock: Socket | None) -> None:
+        if end is End.CLIENT:
+            self.client = sock
+        else:
+            self.agent = sock
 
 
 class Gateway:
-    """Relays frames between the two ends of each live session on this server."""
+    """Relays frames between the two ends of each live session on this server.
+
+    Args:
+        store: the sessions' records (status, tokens, byte counters).
+        settings: time-outs (``agent_attach_timeout``, ``token_first_use``,
+            ``disconnect_grace``).
+        clock: the wall clock, for timestamps only.
+        on_expired: ends a session whose timer ran out (the session service).
+    """
 
     def __init__(
         self,
         store: Store,
         settings: ServerSettings,
         clock: Callable[[], float],
-        on_expired: Callable[[str, SessionStatus, str], object],
+        on_expired: Expired,
     ) -> None:
         self._store = store
         self._settings = settings
         self._clock = clock
-        self._on_expired = on_expired  # (session_id, status, reason) → ends the session
+        self._on_expired = on_expired
         self._live: dict[str, LiveSession] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def expect(self, session_id: str, target: str) -> None:
         """Register a new session; the agent must attach within ``agent_attach_timeout``."""
         live = self._live.setdefault(session_id, LiveSession(session_id, target))
-        self._arm(
-            live,
-            self._settings.agent_attach_timeout,
-            "the agent did not connect",
-            SessionStatus.FAILED,
-        )
+        self._arm(live, Deadline.ATTACH)
+
+    async def restore(self, sessions: Iterable[Session]) -> int:
+        """Take in the sessions a previous server process left active (at start).
+
+        Both ends re-dial; each session has ``disconnect_grace`` for them to come back.
+        Returns how many sessions were taken in.
+        """
+        count = 0
+        for session in sessions:
+            if session.status.is_active and session.session_id not in self._live:
+                live = self._adopt(session)
+                count += 1
+                if session.status == SessionStatus.CONNECTED:
+                    await self._set_status(
+                        live, SessionStatus.DISCONNECTED, only_if=(SessionStatus.CONNECTED,)
+                    )
+        return count
 
     def live(self, session_id: str) -> LiveSession | None:
         return self._live.get(session_id)
 
-    async def end(self, session_id: str, output: str = "") -> None:
-        """Tell both ends the session is over (channel_closed), close them, flush counters."""
+    def end(self, session_id: str, output: str = "") -> None:
+        """End a session here: ``channel_closed`` and close (4001) to both ends.
+
+        Returns at once: the goodbyes run in the background, both ends concurrently and each
+        bounded by its socket's time-outs, so a slow end holds up nobody.
+        """
         live = self._live.pop(session_id, None)
         if live is None or live.ended:
             return
@@ -95,49 +187,96 @@ class Gateway:
             output=output,
         ).to_json()
         frame = control_frame(MessageType.CHANNEL_CLOSED, payload, now=self._clock())
-        for peer in (live.client, live.agent):
-            if peer is not None:
-                await peer.send(frame)
-                await peer.close(CloseCode.ENDED, "session ended")
-        with contextlib.suppress(HatchwayError):
-            await self._store.sessions.add_bytes(session_id, live.bytes_in, live.bytes_out)
+        ends = [sock for sock in (live.client, live.agent) if sock is not None]
+        self._spawn(self._hang_up(live, ends, frame))
+
+    def node_gone(self, node_id: str) -> int:
+        """The node's control channel closed for good: tell the client of each of its live
+        sessions at once (``hatchway_notice``, §9.6), and let a session whose agent is away
+        end after the grace with a reason that says so. Returns the number of sessions."""
+        notice = self._node_away_notice()
+        affected = [s for s in self._live.values() if s.target == node_id and not s.ended]
+        for live in affected:
+            live.node_away = True
+            if live.agent is None and live.timer is None:
+                self._arm(live, Deadline.GRACE)
+            if live.client is not None:
+                self._spawn(self._notify(live.client, notice))
+        if affected:
+            log.info("node %s went away with %d live session(s)", node_id, len(affected))
+        return len(affected)
+
+    def no_longer_run(self, node_id: str, running: frozenset[str]) -> list[str]:
+        """The node's agent reported the sessions it runs: of this node's sessions that went
+        away with it (or with a server restart), the ones it no longer runs (its agent
+        restarted), which will never come back. A session started a moment ago, not listed
+        yet, is not among them."""
+        return [
+            live.session_id
+            for live in self._live.values()
+            if live.target == node_id
+            and (live.node_away or live.restored)
+            and live.session_id not in running
+        ]
+
+    def _node_away_notice(self) -> NoticePayload:
+        grace = self._settings.disconnect_grace
+        return NoticePayload(
+            kind=NoticeKind.NODE_AWAY,
+            message=f"the node went away; waiting up to {_seconds(grace)} s for it to come back",
+            grace=math.ceil(grace),
+        )
 
     async def close_all(self) -> None:
-        for live in list(self._live.values()):
-            self._disarm(live)
-            for peer in (live.client, live.agent):
-                if peer is not None:
-                    await peer.close(CloseCode.GOING_AWAY, "server shutting down")
+        """Server shutdown: close every end with 1001 (they re-dial the next server process),
+        keep the sessions active in the database, and flush the byte counters."""
+        self._closing = True
+        lives = list(self._live.values())
         self._live.clear()
+        for live in lives:
+            self._disarm(live)
+        async with asyncio.TaskGroup() as tg:
+            for live in lives:
+                for sock in (live.client, live.agent):
+                    if sock is not None:
+                        tg.create_task(sock.close(CloseCode.GOING_AWAY, "the server is restarting"))
+                tg.create_task(self._record_bytes(live))
+        await self._drain_tasks()
 
     # ---- client end -----------------------------------------------------------------------
 
-    async def client_connect(self, request: web.Request, session_id: str) -> web.WebSocketResponse:
-        """Serve a client's data channel: token in the first text frame (protocol.md §2)."""
-        ws = web.WebSocketResponse(max_msg_size=self._settings.max_frame_size, autoping=True)
-        await ws.prepare(request)
-        peer = Peer(ws, f"client:{session_id}")
+    async def serve_client(self, sock: TextSocket, session_id: str) -> None:
+        """Serve a client's data channel: its token comes in the first text message (§3.1)."""
+        if self._closing:
+            await sock.close(CloseCode.GOING_AWAY, "the server is restarting")
+            return
         try:
-            await self._authenticate_client(ws, session_id)
+            session = await self._authenticate_client(sock, session_id)
+            live = self._find(session)
+        except ChannelClosed:
+            return
+        except StoreError as exc:
+            log.warning("client for %s: %s", session_id, exc.message)
+            await sock.close(CloseCode.INTERNAL_ERROR, "the server failed; try again")
+            return
         except HatchwayError as exc:
             log.info("client for %s refused: %s", session_id, exc.message)
-            await peer.close(CloseCode.POLICY, exc.message)
-            return ws
-        live = self._live.get(session_id)
-        if live is None or live.ended:
-            await peer.close(CloseCode.ENDED, "session has ended")
-            return ws
-        await self._serve_end(ws, peer, live, client=True)
-        return ws
+            await sock.close(CloseCode.POLICY, exc.message)
+            return
+        if live is None:
+            await sock.close(CloseCode.ENDED, "the session has ended")
+            return
+        await self._serve_end(sock, live, End.CLIENT)
 
-    async def _authenticate_client(self, ws: web.WebSocketResponse, session_id: str) -> None:
+    async def _authenticate_client(self, sock: TextSocket, session_id: str) -> Session:
         try:
-            msg = await asyncio.wait_for(ws.receive(), OPEN_TIMEOUT)
+            async with asyncio.timeout(OPEN_TIMEOUT):
+                text = await sock.receive_text()
         except TimeoutError as exc:
-            raise AuthError("no OpenDataChannelInput within 10 s") from exc
-        if msg.type != WSMsgType.TEXT:
-            raise AuthError("the first message must be a text OpenDataChannelInput")
-        opened = OpenDataChannelInput.from_json(msg.data.encode())
+            raise AuthError(f"no OpenDataChannelInput within {OPEN_TIMEOUT:g} s") from exc
+        except RemoteProtocolError as exc:
+            raise AuthError("the first message must be a text OpenDataChannelInput") from exc
+        opened = OpenDataChannelInput.from_json(text.encode())
         token_hash = hash_token(opened.token_value)
         token = await self._store.sessions.token(token_hash)
         now = self._clock()
@@ -154,147 +293,261 @@ class Gateway:
             raise NotFound("no such session")
         if not session.status.is_active:
             raise AuthError("session has ended")
+        return session
 
     # ---- agent end ------------------------------------------------------------------------
 
-    async def agent_connect(
-        self, request: web.Request, session_id: str, node_id: str
-    ) -> web.WebSocketResponse:
-        """Serve an agent's data channel (already authenticated by its signed upgrade)."""
+    async def admit_agent(self, session_id: str, node_id: str) -> LiveSession:
+        """Check, before the upgrade is accepted, that ``node_id`` may serve this session.
+
+        Raises:
+            NotFound: the session is not active on that node (the agent ends it).
+            Unavailable: the server is shutting down (the agent tries again).
+        """
+        if self._closing:
+            raise Unavailable("the server is restarting; try again")
         live = self._live.get(session_id)
+        if live is None:
+            session = await self._store.sessions.get(session_id)
+            if session is not None and session.target == node_id:
+                live = self._find(session)
         if live is None or live.ended or live.target != node_id:
             raise NotFound(f"Session {session_id} is not active on {node_id}.")
-        ws = web.WebSocketResponse(max_msg_size=self._settings.max_frame_size, autoping=True)
-        await ws.prepare(request)
-        peer = Peer(ws, f"agent:{session_id}")
-        await self._serve_end(ws, peer, live, client=False)
-        return ws
+        return live
 
-    async def _serve_end(
-        self, ws: web.WebSocketResponse, peer: Peer, live: LiveSession, *, client: bool
-    ) -> None:
-        """Make ``peer`` this session's client (or agent) end, relay until it goes, clean up.
+    async def serve_agent(self, sock: Socket, live: LiveSession) -> None:
+        """Serve an agent's data channel (authenticated and admitted before the upgrade)."""
+        await self._serve_end(sock, live, End.AGENT)
 
-        A newer connection for the same end replaces the older one (DESIGN.md §9).
+    # ---- both ends ------------------------------------------------------------------------
+
+    def _find(self, session: Session) -> LiveSession | None:
+        """The live session for ``session``; one the database says is active but this process
+        does not run (it restarted) is taken in again."""
+        live = self._live.get(session.session_id)
+        if live is not None or self._closing or not session.status.is_active:
+            return live
+        return self._adopt(session)
+
+    def _adopt(self, session: Session) -> LiveSession:
+        live = LiveSession(
+            session.session_id,
+            session.target,
+            client_seen=session.status != SessionStatus.CONNECTING,
+            restored=True,
+        )
+        self._live[session.session_id] = live
+        self._arm(live, Deadline.GRACE)
+        log.info("session %s taken in after a restart; waiting for its ends", session.session_id)
+        return live
+
+    async def _serve_end(self, sock: Socket, live: LiveSession, end: End) -> None:
+        """Make ``sock`` this session's ``end``, relay until it goes, clean up.
+
+        A newer connection for the same end replaces the older one (closed with 4000).
         """
-        end = "client" if client else "agent"
-        if live.ended:  # ended while this connection was being set up
-            await peer.close(CloseCode.ENDED, "session has ended")
+        if self._closing:
+            await sock.close(CloseCode.GOING_AWAY, "the server is restarting")
+            return
+        if live.ended:
+            await sock.close(CloseCode.ENDED, "the session has ended")
             return
         # Take the place first: the older connection's relay then sees it is no longer the
         # current end and leaves without pausing the other end or arming the grace timer.
-        older: Peer | None = getattr(live, end)
-        setattr(live, end, peer)
+        older = live.socket(end)
+        live.attach(end, sock)
         if older is not None:
-            await older.close(CloseCode.REPLACED, "replaced by a newer connection")
-        if live.ended:
-            await peer.close(CloseCode.ENDED, "session has ended")
-            return
-        await self._joined(live)
+            self._spawn(older.close(CloseCode.REPLACED, "replaced by a newer connection"))
         try:
-            await self._relay(ws, peer, live, to_agent=client)
+            await self._joined(live, end)
+            await self._relay(sock, live, end)
         finally:
-            if getattr(live, end) is peer:
-                setattr(live, end, None)
-                await self._left(live, f"the {end} did not reconnect")
+            if live.socket(end) is sock:
+                live.attach(end, None)
+                await self._left(live, end)
 
-    # ---- relay ----------------------------------------------------------------------------
-
-    async def _relay(
-        self, ws: web.WebSocketResponse, peer: Peer, live: LiveSession, *, to_agent: bool
-    ) -> None:
-        stream_type = MessageType.INPUT_STREAM_DATA if to_agent else MessageType.OUTPUT_STREAM_DATA
-        async for msg in ws:
-            if msg.type != WSMsgType.BINARY:
-                continue  # later text frames carry nothing we need
-            data: bytes = msg.data
+    async def _relay(self, sock: Socket, live: LiveSession, end: End) -> None:
+        to_agent = end is End.CLIENT
+        stream = MessageType.INPUT_STREAM_DATA if to_agent else MessageType.OUTPUT_STREAM_DATA
+        # Relays until the connection closes, also after the session ended: the handler of a
+        # connection must outlive the goodbye (channel_closed, then a close) sent on it.
+        async for data in sock:
             try:
                 header = peek_header(data)
             except RemoteProtocolError as exc:
-                log.info("%s sent a malformed frame: %s", peer.label, exc.message)
-                await peer.close(CloseCode.BAD_DATA, f"malformed frame: {exc.message}")
+                log.info("%s sent a malformed frame: %s", sock.label, exc.message)
+                await sock.close(CloseCode.BAD_DATA, f"malformed frame: {exc.message}")
                 return
-            if header.message_type == stream_type and header.payload_type == PayloadType.OUTPUT:
+            if live.socket(end) is not sock:
+                continue  # replaced: the sender re-emits on its newer connection (§6.6)
+            if header.message_type == stream and header.payload_type == PayloadType.OUTPUT:
+                # What the receiver takes as payload, never the header's claim (§4.2).
                 if to_agent:
-                    live.bytes_in += header.payload_length
+                    live.bytes_in += header.payload_size
                 else:
-                    live.bytes_out += header.payload_length
+                    live.bytes_out += header.payload_size
             other = live.agent if to_agent else live.client
             if other is not None:
-                await other.send(data)
+                await other.send(data)  # bounded: a stalled receiver is dropped
 
-    async def _joined(self, live: LiveSession) -> None:
+    async def _joined(self, live: LiveSession, end: End) -> None:
+        sock = live.socket(end)
+        assert sock is not None
         now = self._clock()
-        if live.client is not None:
+        if end is End.CLIENT:
             live.client_seen = True
-        if live.client is not None and live.agent is not None:
+        node_back = end is End.AGENT and live.node_away
+        if node_back:
+            live.node_away = False
+        if live.restored:
+            log.info("session %s: the %s is back after the restart", live.session_id, end.value)
+        client, agent = live.client, live.agent
+        if client is not None and agent is not None:
             self._disarm(live)
+            if live.restored:
+                log.info("session %s: both ends are back after the restart", live.session_id)
+            live.restored = False
+            # Both ends re-emit what is unacknowledged on start_publication (§6.6). Sent to
+            # both at once: a slow end must not delay the other.
             start = control_frame(MessageType.START_PUBLICATION, b"{}", now=now)
-            await live.agent.send(start)
-            await live.client.send(start)
-            await self._store.sessions.set_status(
-                live.session_id,
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(agent.send(start))
+                tg.create_task(client.send(start))
+            if node_back:
+                back = NoticePayload(kind=NoticeKind.NODE_BACK, message="the node is back")
+                await self._notify(client, back)
+            await self._set_status(
+                live,
                 SessionStatus.CONNECTED,
-                now=now,
                 only_if=(SessionStatus.CONNECTING, SessionStatus.DISCONNECTED),
             )
-        else:
-            present = live.client or live.agent
-            if present is not None:
-                await present.send(control_frame(MessageType.PAUSE_PUBLICATION, b"{}", now=now))
-            if live.agent is not None and not live.client_seen:
-                # The agent is here first; the client has its token's first-use window.
-                self._arm(live, self._settings.token_first_use + 5, "the client did not connect")
-
-    async def _left(self, live: LiveSession, reason: str) -> None:
-        if live.ended or (live.client is not None and live.agent is not None):
             return
-        now = self._clock()
-        other = live.client or live.agent
+        await sock.send(control_frame(MessageType.PAUSE_PUBLICATION, b"{}", now=now))
+        if end is End.CLIENT and live.node_away:
+            await self._notify(sock, self._node_away_notice())
+        if end is End.AGENT and live.deadline is Deadline.ATTACH:
+            self._arm(live, Deadline.FIRST_USE)
+
+    async def _left(self, live: LiveSession, end: End) -> None:
+        if live.ended or self._closing:
+            return
+        other = live.socket(end.other)
         if other is not None:
-            await other.send(control_frame(MessageType.PAUSE_PUBLICATION, b"{}", now=now))
-        if live.client is None:
-            await self._store.sessions.set_status(
-                live.session_id,
-                SessionStatus.DISCONNECTED,
-                now=now,
-                only_if=(SessionStatus.CONNECTED,),
+            pause = control_frame(MessageType.PAUSE_PUBLICATION, b"{}", now=self._clock())
+            await other.send(pause)
+        if end is End.CLIENT:
+            await self._set_status(
+                live, SessionStatus.DISCONNECTED, only_if=(SessionStatus.CONNECTED,)
             )
         # The awaits above let the missing end come back (a quick re-dial): then it's joined.
-        if live.ended:
+        if live.ended or self._closing:
             return
         if live.client is not None and live.agent is not None:
-            await self._store.sessions.set_status(
-                live.session_id,
-                SessionStatus.CONNECTED,
-                now=self._clock(),
-                only_if=(SessionStatus.DISCONNECTED,),
+            await self._set_status(
+                live, SessionStatus.CONNECTED, only_if=(SessionStatus.DISCONNECTED,)
             )
             return
-        self._arm(live, self._settings.disconnect_grace, reason)
+        if live.timer is None:
+            self._arm(live, Deadline.GRACE)
 
-    # ---- timers ---------------------------------------------------------------------------
+    async def _hang_up(self, live: LiveSession, ends: list[Socket], frame: bytes) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for sock in ends:
+                tg.create_task(_say_goodbye(sock, frame))
+        await self._record_bytes(live)
 
-    def _arm(
-        self,
-        live: LiveSession,
-        delay: float,
-        reason: str,
-        status: SessionStatus = SessionStatus.TERMINATED,
+    async def _notify(self, sock: Socket, notice: NoticePayload) -> None:
+        frame = control_frame(MessageType.HATCHWAY_NOTICE, notice.to_json(), now=self._clock())
+        await sock.send(frame)
+
+    # ---- records --------------------------------------------------------------------------
+
+    async def _set_status(
+        self, live: LiveSession, status: SessionStatus, *, only_if: tuple[SessionStatus, ...]
     ) -> None:
+        """Record a status change; a failing database delays nobody and drops no connection."""
+        try:
+            await self._store.sessions.set_status(
+                live.session_id, status, now=self._clock(), only_if=only_if
+            )
+        except StoreError as exc:
+            log.warning("session %s: cannot record %s: %s", live.session_id, status, exc.message)
+
+    async def _record_bytes(self, live: LiveSession) -> None:
+        bytes_in, bytes_out = live.bytes_in, live.bytes_out
+        if not bytes_in and not bytes_out:
+            return
+        live.bytes_in = live.bytes_out = 0
+        try:
+            await self._store.sessions.add_bytes(live.session_id, bytes_in, bytes_out)
+        except StoreError as exc:
+            log.warning("session %s: cannot record its byte counts: %s", live.session_id, exc)
+
+    # ---- timers and tasks -----------------------------------------------------------------
+
+    def _arm(self, live: LiveSession, deadline: Deadline) -> None:
+        delay = {
+            Deadline.ATTACH: self._settings.agent_attach_timeout,
+            Deadline.FIRST_USE: self._settings.token_first_use + 5,
+            Deadline.GRACE: self._settings.disconnect_grace,
+        }[deadline]
         self._disarm(live)
+        live.deadline = deadline
         loop = asyncio.get_running_loop()
-        live.timer = loop.call_later(delay, self._expire, live.session_id, status, reason)
+        live.timer = loop.call_later(delay, self._expire, live.session_id)
 
     @staticmethod
     def _disarm(live: LiveSession) -> None:
         if live.timer is not None:
             live.timer.cancel()
-            live.timer = None
+        live.timer = None
+        live.deadline = None
 
-    def _expire(self, session_id: str, status: SessionStatus, reason: str) -> None:
+    def _expire(self, session_id: str) -> None:
         live = self._live.get(session_id)
-        if live is None or live.ended:
+        if live is None or live.ended or live.deadline is None:
             return
+        deadline = live.deadline
+        live.timer = None
+        live.deadline = None
+        status, reason = self._why(live, deadline)
         log.info("session %s expires: %s", session_id, reason)
         self._on_expired(session_id, status, reason)
+
+    def _why(self, live: LiveSession, deadline: Deadline) -> tuple[SessionStatus, str]:
+        """The status and reason a session ends with when ``deadline`` passes."""
+        if deadline is Deadline.ATTACH:
+            return SessionStatus.FAILED, "the agent did not connect"
+        if deadline is Deadline.FIRST_USE:
+            return SessionStatus.TERMINATED, "the client did not connect"
+        if live.node_away and live.agent is None:
+            grace = _seconds(self._settings.disconnect_grace)
+            return SessionStatus.TERMINATED, f"the node did not come back within {grace} s"
+        missing = [f"the {end.value}" for end in End if live.socket(end) is None]
+        who = " and ".join(missing) or "an end"
+        after = " after the server restarted" if live.restored else ""
+        return SessionStatus.TERMINATED, f"{who} did not reconnect{after}"
+
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        """Run ``coro`` in the background (each such task is bounded by socket time-outs)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drain_tasks(self) -> None:
+        if not self._tasks:
+            return
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT + 2 * CLOSE_TIMEOUT):
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        except TimeoutError:
+            log.warning("%d background task(s) of the gateway did not finish", len(self._tasks))
+
+
+async def _say_goodbye(sock: Socket, frame: bytes) -> None:
+    await sock.send(frame)  # bounded by the socket's send time-out
+    await sock.close(CloseCode.ENDED, "session ended")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"

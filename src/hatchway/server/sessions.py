@@ -207,6 +207,40 @@ class SessionService:
             notify_agent=False,
         )
 
+    async def node_gone(self, node_id: str) -> None:
+        """The node's control channel closed for good (not replaced by a newer one).
+
+        Its sessions' clients hear of it at once; a session whose agent does not come back
+        within ``disconnect_grace`` ends saying so (docs/protocol.md §9.6).
+        """
+        self.gateway.node_gone(node_id)
+
+    async def sessions_reported(self, node_id: str, running: frozenset[str]) -> None:
+        """The node's heartbeat lists the sessions its agent runs: a session that went away
+        with the node (or with a server restart) and is not among them ends now instead of
+        after the grace: the agent restarted and lost it."""
+        for session_id in self.gateway.no_longer_run(node_id, running):
+            reason = "the node's agent no longer runs the session (it restarted)"
+            await self._finish(session_id, SessionStatus.TERMINATED, reason, output=reason)
+
+    async def restore(self) -> int:
+        """At start: go on with every session a previous server process left active.
+
+        Nothing of a session lives only in the server's memory: its ends re-dial (the client
+        after ResumeSession) and the reliability layer re-sends what is unacknowledged. Each
+        session gets ``disconnect_grace`` for its ends to come back (docs/protocol.md §9.7).
+        """
+        page_size = 1000
+        active: list[Session] = []
+        while True:
+            page = await self._store.sessions.describe(
+                active=True, limit=page_size, offset=len(active)
+            )
+            active += page
+            if len(page) < page_size:
+                break
+        return await self.gateway.restore(active)
+
     def _expired(self, session_id: str, status: SessionStatus, reason: str) -> None:
         task = asyncio.get_running_loop().create_task(
             self._finish(session_id, status, reason, output=reason)
@@ -237,7 +271,7 @@ class SessionService:
             exit_code=exit_code,
             details=details,
         )
-        await self.gateway.end(session_id, output)
+        self.gateway.end(session_id, output)  # returns at once; the goodbyes run on their own
         if changed and notify_agent:
             try:
                 await self._control.end_session(session.target, session_id, output)

@@ -21,12 +21,20 @@ from typing import Protocol
 import aiohttp
 from aiohttp import web
 
+from hatchway.errors import ChannelClosed, RemoteProtocolError
 from hatchway.protocol.closecodes import CloseCode, close_reason
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CLOSE_TIMEOUT", "SEND_TIMEOUT", "AiohttpSocket", "Socket", "aiohttp_max_msg_size"]
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "SEND_TIMEOUT",
+    "AiohttpSocket",
+    "Socket",
+    "TextSocket",
+    "aiohttp_max_msg_size",
+]
 
 #: Seconds a peer may take to take one message off our hands before it counts as stalled.
 SEND_TIMEOUT = 10.0
@@ -72,6 +80,20 @@ class Socket(Protocol):
         ...
 
 
+class TextSocket(Socket, Protocol):
+    """A server's end of a client's data channel, whose first message is text: the
+    ``OpenDataChannelInput`` (docs/protocol.md §3.1)."""
+
+    async def receive_text(self) -> str:
+        """The next message, which must be text; the caller bounds the wait.
+
+        Raises:
+            RemoteProtocolError: the message is binary.
+            ChannelClosed: the connection closed first.
+        """
+        ...
+
+
 def aiohttp_max_msg_size(max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> int:
     """aiohttp refuses a message of exactly ``max_msg_size`` bytes; our limit is inclusive
     (docs/protocol.md: "1 MiB at most"), so ask aiohttp for one byte more and check exactly in
@@ -80,7 +102,8 @@ def aiohttp_max_msg_size(max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> int:
 
 
 class AiohttpSocket:
-    """:class:`Socket` over aiohttp's ``web.WebSocketResponse`` or ``ClientWebSocketResponse``.
+    """:class:`Socket` over aiohttp's ``web.WebSocketResponse`` or ``ClientWebSocketResponse``
+    (and :class:`TextSocket`, for the server's end of a client's data channel).
 
     Args:
         ws: the prepared (server) or connected (client) WebSocket.
@@ -141,6 +164,20 @@ class AiohttpSocket:
 
     def send_now(self, frames: Sequence[bytes]) -> bool:
         return False  # aiohttp has no synchronous send; the driver awaits send()
+
+    async def receive_text(self) -> str:
+        try:
+            msg = await self._ws.receive()
+        except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+            raise ChannelClosed(f"{self.label} closed: {exc}") from exc
+        if msg.type == aiohttp.WSMsgType.TEXT:
+            return str(msg.data)
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            raise RemoteProtocolError("expected a text message, got a binary one")
+        if msg.type == aiohttp.WSMsgType.CLOSE and isinstance(msg.data, int):
+            self._close_code = self._close_code or msg.data
+            self._close_reason = str(msg.extra or "")
+        raise ChannelClosed(f"{self.label} closed before its first message")
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
