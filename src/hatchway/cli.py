@@ -385,8 +385,8 @@ def start_session(
         body["Reason"] = reason
     if document_name:
         body["DocumentName"] = document_name
-    start = api.call("StartSession", body)
-    status = eventloop.run(ClientSession(api, start).run())
+    session = ClientSession.from_start(api, api.call("StartSession", body))
+    status = eventloop.run(session.run())
     # The session is over and the terminal restored: skip interpreter teardown (~20 ms of
     # module and object finalisation), as a C client would simply exit.
     sys.stdout.flush()

@@ -208,9 +208,8 @@ def run_shell(api: ApiClient, start: dict[str, Any]) -> tuple[int, bytes]:
     os.close(w)
     try:
         with tempfile.TemporaryFile() as out:
-            status = run_async(
-                lambda: ClientSession(api, start, stdin_fd=r, stdout_fd=out.fileno()).run()
-            )
+            session = ClientSession.from_start(api, start, stdin_fd=r, stdout_fd=out.fileno())
+            status = run_async(session.run)
             out.seek(0)
             return status, out.read()
     finally:

@@ -16,15 +16,26 @@ import os
 import secrets
 import uuid
 from collections.abc import Awaitable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import pytest
+from sqlalchemy import event, insert
 from sqlalchemy.engine import make_url
 
-from hatchway.errors import Conflict, NotFound
-from hatchway.store.database import sqlite_url
-from hatchway.store.records import Activation, Node, Session, SessionStatus, User
+from hatchway.errors import Conflict, NotFound, StoreError
+from hatchway.store import schema
+from hatchway.store.database import DatabaseLimits, sqlite_url
+from hatchway.store.records import (
+    Activation,
+    Document,
+    Heartbeat,
+    Node,
+    Session,
+    SessionStatus,
+    User,
+)
 from hatchway.store.store import Store
 
 T = TypeVar("T")
@@ -148,7 +159,9 @@ def test_settings_first_writer_wins(url: str) -> None:
 
 def test_users_and_access_keys(url: str) -> None:
     async def body(s: Store) -> None:
+        assert await s.identity.user_by_name("admin") is None
         await s.identity.create_user(User("AIDA1", "admin", 1.0))
+        assert await s.identity.user_by_name("admin") == User("AIDA1", "admin", 1.0)
         with pytest.raises(Conflict):
             await s.identity.create_user(User("AIDA2", "admin", 1.0))
         await s.identity.create_access_key("HWAK1", "AIDA1", "enc", 2.0)
@@ -277,3 +290,323 @@ def test_used_nonces_are_refused_until_they_expire(url: str) -> None:
         assert await s.nonces.use(digest, "mi-1", 200.0)  # forgotten after expiry
 
     with_store(url, body)
+
+
+def test_activations_list_in_creation_order(url: str) -> None:
+    async def body(s: Store) -> None:
+        assert await s.activations.list() == []
+        first, second = activation(), activation()
+        await s.activations.create(replace(second, created_date=2.0))
+        await s.activations.create(first)
+        with pytest.raises(Conflict):
+            await s.activations.create(first)
+        listed = await s.activations.list()
+        assert [x.activation_id for x in listed] == [first.activation_id, second.activation_id]
+        assert listed[0] == first  # every field, tags included, comes back as stored
+
+    with_store(url, body)
+
+
+def test_nodes_list_and_connection_marks(url: str) -> None:
+    async def body(s: Store) -> None:
+        a = activation(limit=3)
+        await s.activations.create(a)
+        nodes = [replace(node(a.activation_id), registration_date=float(i)) for i in range(3)]
+        for n in nodes:
+            assert await s.activations.register_node(a.activation_id, n, 5.0)
+        assert [n.instance_id for n in await s.nodes.list()] == [n.instance_id for n in nodes]
+        some = await s.nodes.list([nodes[2].instance_id, nodes[0].instance_id, "mi-none"])
+        assert [n.instance_id for n in some] == [nodes[0].instance_id, nodes[2].instance_id]
+        assert await s.nodes.list([]) == []
+        await s.nodes.mark_connected(nodes[1].instance_id, True, 8.0)
+        got = await s.nodes.get(nodes[1].instance_id)
+        assert got is not None and got.connected and got.last_ping_at == 8.0
+        await s.nodes.mark_connected(nodes[1].instance_id, False, 9.0)
+        got = await s.nodes.get(nodes[1].instance_id)
+        assert got is not None and not got.connected and got.last_ping_at == 8.0
+        assert await s.nodes.get("mi-none") is None
+
+    with_store(url, body)
+
+
+def beat(instance_id: str, at: float, host: str = "host") -> Heartbeat:
+    return Heartbeat(
+        instance_id=instance_id, at=at, computer_name=host, platform_type="Linux",
+        platform_name="Debian", platform_version="12", ip_address="10.0.0.1", agent_version="1.0",
+    )  # fmt: skip
+
+
+def test_heartbeats_in_one_batch(url: str) -> None:
+    async def body(s: Store) -> None:
+        a = activation(limit=3)
+        await s.activations.create(a)
+        nodes = [node(a.activation_id) for _ in range(3)]
+        for n in nodes:
+            assert await s.activations.register_node(a.activation_id, n, 5.0)
+        await s.nodes.heartbeats([])  # nothing to do
+        await s.nodes.heartbeats(
+            [
+                beat(nodes[0].instance_id, 9.0, "late"),
+                beat(nodes[0].instance_id, 7.0, "early"),  # older than the one before: ignored
+                beat(nodes[1].instance_id, 8.0),
+                beat("mi-deregistered", 8.0),  # gone meanwhile: skipped, no error
+            ]
+        )
+        first, second, third = [await s.nodes.get(n.instance_id) for n in nodes]
+        assert first is not None and second is not None and third is not None
+        assert (first.connected, first.last_ping_at, first.computer_name) == (True, 9.0, "late")
+        assert (second.connected, second.last_ping_at) == (True, 8.0)
+        assert (second.platform_type, second.platform_name) == ("Linux", "Debian")
+        assert (second.platform_version, second.ip_address) == ("12", "10.0.0.1")
+        assert second.agent_version == "1.0"
+        assert (third.connected, third.last_ping_at) == (False, None)
+        assert len(await s.nodes.list()) == 3
+
+    with_store(url, body)
+
+
+def test_concurrent_heartbeats_share_a_transaction(url: str) -> None:
+    """Heartbeats that arrive while a batch waits for its turn join it (group commit)."""
+
+    async def body(s: Store) -> None:
+        a = activation(limit=200)
+        await s.activations.create(a)
+        nodes = [node(a.activation_id) for _ in range(200)]
+        async with s.engine.begin() as conn:
+            await conn.execute(insert(schema.nodes), [_asrow(n) for n in nodes])
+        commits = 0
+
+        def committed(_conn: Any) -> None:
+            nonlocal commits
+            commits += 1
+
+        event.listen(s.engine.sync_engine, "commit", committed)
+        await asyncio.gather(
+            *(s.nodes.heartbeat(n.instance_id, 30.0, computer_name=f"h{i}")
+              for i, n in enumerate(nodes)),
+            s.nodes.heartbeat(nodes[0].instance_id, 29.0, computer_name="older"),
+        )  # fmt: skip
+        assert commits == 1
+        stored = {n.instance_id: n for n in await s.nodes.list()}
+        assert all(stored[n.instance_id].last_ping_at == 30.0 for n in nodes)
+        assert [stored[n.instance_id].computer_name for n in nodes[:2]] == ["h0", "h1"]
+        with pytest.raises(TypeError):
+            await s.nodes.heartbeat(nodes[0].instance_id, 31.0, public_key="forged")
+
+    with_store(url, body)
+
+
+def test_a_failed_heartbeat_batch_fails_each_caller(tmp_path: Path) -> None:
+    async def body(s: Store) -> None:
+        async with s.engine.begin() as conn:
+            await conn.exec_driver_sql("DROP TABLE nodes")
+        outcomes = await asyncio.gather(
+            *(s.nodes.heartbeat(f"mi-{i}", 1.0) for i in range(3)), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, StoreError)]
+        assert len(errors) == 3
+        assert len({id(e) for e in errors}) == 3  # one exception per caller
+        assert all("UPDATE" not in e.message and "mi-" not in e.message for e in errors)
+        # the next heartbeat is a new batch (and fails the same way, not forever stuck)
+        with pytest.raises(StoreError):
+            await s.nodes.heartbeat("mi-0", 2.0)
+
+    with_store(sqlite_url(tmp_path / "hatchway.db"), body)
+
+
+def test_documents_ensure_never_overwrites(url: str) -> None:
+    async def body(s: Store) -> None:
+        doc = Document("SSM-SessionManagerRunShell", "Session", "JSON", "{}", "Amazon", 1.0)
+        assert await s.documents.get(doc.name) is None
+        await s.documents.ensure(doc)
+        await s.documents.ensure(replace(doc, content='{"edited": true}'))
+        assert await s.documents.get(doc.name) == doc
+
+    with_store(url, body)
+
+
+def test_session_filters_and_end_all_active(url: str) -> None:
+    async def body(s: Store) -> None:
+        for i, target in enumerate(["mi-1", "mi-1", "mi-2"]):
+            await s.sessions.create(session(f"s-{i}", target, start=10.0 + i), f"t{i}", 1.0)
+        await s.sessions.create(replace(session("other", "mi-1", 20.0), owner="arn:y"), "u", 1.0)
+        assert [x.session_id for x in await s.sessions.active_on("mi-1")] == ["other", "s-1", "s-0"]
+        by = s.sessions.describe
+        assert [x.session_id for x in await by(active=True, owner="arn:y")] == ["other"]
+        assert [x.session_id for x in await by(active=True, session_id="s-2")] == ["s-2"]
+        assert len(await by(active=True, status="Connecting")) == 4
+        window = await by(active=True, invoked_after=11.0, invoked_before=12.0)
+        assert [x.session_id for x in window] == ["s-2", "s-1"]
+        await s.sessions.set_status("s-2", SessionStatus.FAILED, now=30.0)
+
+        ended = await s.sessions.end_all_active(SessionStatus.TERMINATED, now=40.0, details="bye")
+        assert ended == 3
+        history = {x.session_id: x for x in await by(active=False)}
+        assert set(history) == {"s-0", "s-1", "s-2", "other"}
+        assert history["s-2"].status is SessionStatus.FAILED and history["s-2"].end_date == 30.0
+        assert history["s-0"].status is SessionStatus.TERMINATED
+        assert (history["s-0"].end_date, history["s-0"].details) == (40.0, "bye")
+        for token in ("t0", "t1", "t2", "u"):
+            stored = await s.sessions.token(token)
+            assert stored is not None and stored.revoked
+        assert await s.sessions.active_on("mi-1") == []
+        assert await s.sessions.end_all_active(SessionStatus.TERMINATED, now=50.0, details="") == 0
+
+    with_store(url, body)
+
+
+# --- the transaction wrapper and behaviour under load ---------------------------------------
+
+
+def test_an_unreachable_database_is_a_store_error() -> None:
+    """Driver errors, a refused connection included, come out as StoreError naming the error
+    class, never SQL or secrets (port 1 refuses: no PostgreSQL server is needed)."""
+    url = "postgresql+asyncpg://hatchway:s3cret-pw@127.0.0.1:1/none"
+
+    async def main() -> None:
+        store = Store.open(url, run_migrations=False)
+        try:
+            with pytest.raises(StoreError) as read:
+                await store.nodes.get("mi-1")
+            with pytest.raises(StoreError) as write:
+                await store.settings.set_if_absent("k", "v")
+            with pytest.raises(StoreError) as beat:
+                await store.nodes.heartbeat("mi-1", 1.0)
+        finally:
+            await store.close()
+        for exc in (read.value, write.value, beat.value):
+            assert "s3cret" not in exc.message and "127.0.0.1" not in exc.message
+            assert exc.__cause__ is not None
+
+    run(main())
+
+
+def test_reads_go_on_while_a_write_is_open(url: str) -> None:
+    """Readers are not queued behind a writer (WAL on SQLite, MVCC on PostgreSQL)."""
+
+    async def body(s: Store) -> None:
+        await s.settings.set_if_absent("k", "before")
+        async with s.database.write() as conn:
+            await conn.execute(insert(schema.server_settings).values(key="k2", value="x"))
+            assert await asyncio.wait_for(s.settings.get("k"), 10) == "before"
+            assert await asyncio.wait_for(s.settings.get("k2"), 10) is None  # not committed
+        assert await s.settings.get("k2") == "x"
+
+    with_store(url, body)
+
+
+def test_callers_beyond_the_pool_wait_their_turn(url: str) -> None:
+    """More callers than connections queue in front of the pool instead of timing out in it.
+
+    The pools here time out almost at once: any caller that met the pool's time-out would fail.
+    """
+    limits = DatabaseLimits.for_url(url)
+    impatient = replace(limits.readers, size=2, timeout=0.001)
+    limits = replace(
+        limits,
+        readers=impatient,
+        writer=None if limits.writer is None else replace(impatient, size=1),
+    )
+
+    async def main() -> None:
+        store = Store.open(url, limits=limits)
+        try:
+            await store.settings.set_if_absent("k", "v")
+            results = await asyncio.gather(
+                *(store.settings.get("k") for _ in range(100)),
+                *(store.settings.set_if_absent(f"k{i}", "v") for i in range(100)),
+            )
+            assert set(results) == {"v"}
+        finally:
+            await store.close()
+
+    run(main())
+
+
+def test_sqlite_write_transactions_take_turns(tmp_path: Path) -> None:
+    """SQLite has one write lock: this process never has two write transactions open at once.
+
+    Pooled connections racing for the lock is what answered "database is locked" (and
+    disconnected agents) with 2,000 nodes: SQLite's busy handler polls, unfairly, and gives up.
+    """
+    url = sqlite_url(tmp_path / "hatchway.db")
+    open_now = 0
+    most = 0
+
+    def began(_conn: Any) -> None:
+        nonlocal open_now, most
+        open_now += 1
+        most = max(most, open_now)
+
+    def ended(_conn: Any) -> None:
+        nonlocal open_now
+        open_now -= 1
+
+    async def body(s: Store) -> None:
+        for name, fn in (("begin", began), ("commit", ended), ("rollback", ended)):
+            event.listen(s.engine.sync_engine, name, fn)
+        a = activation(limit=100)
+        await s.activations.create(a)
+        await asyncio.gather(
+            *(s.activations.register_node(a.activation_id, node(a.activation_id), 5.0)
+              for _ in range(50)),
+            *(s.settings.set_if_absent(f"k{i}", "v") for i in range(50)),
+        )  # fmt: skip
+        assert open_now == 0
+        assert most == 1
+
+    with_store(url, body)
+
+
+def test_a_busy_database_delays_and_never_fails(url: str) -> None:
+    """2,000 registered nodes; 1,000 heartbeats, 20 registrations and session changes at once.
+
+    Everything succeeds: with SQLite's writes queued in this process and callers queued in
+    front of the pool, a busy database makes callers wait, never fail (issue 5 §2).
+    """
+
+    async def body(s: Store) -> None:
+        a = activation(limit=3000)
+        await s.activations.create(a)
+        nodes = [node(a.activation_id) for _ in range(2000)]
+        async with s.engine.begin() as conn:  # set-up: 2,000 registered nodes, quickly
+            await conn.execute(insert(schema.nodes), [_asrow(n) for n in nodes])
+        for i in range(20):
+            await s.sessions.create(session(f"load-{i}", nodes[i].instance_id), f"lt{i}", 1.0)
+
+        async def session_life(i: int) -> None:
+            sid = f"load-{i}"
+            assert await s.sessions.set_status(
+                sid, SessionStatus.CONNECTED, now=20.0, only_if=(SessionStatus.CONNECTING,)
+            )
+            await s.sessions.add_bytes(sid, 10, 20)
+            await s.sessions.replace_tokens(sid, f"lt{i}b", 21.0)
+            assert await s.sessions.set_status(sid, SessionStatus.TERMINATED, now=22.0)
+
+        outcomes = await asyncio.gather(
+            *(s.nodes.heartbeat(n.instance_id, 20.0, computer_name="busy") for n in nodes[:1000]),
+            s.nodes.heartbeats([beat(n.instance_id, 20.0, "batched") for n in nodes[1000:]]),
+            *(s.activations.register_node(a.activation_id, node(a.activation_id), 20.0)
+              for _ in range(20)),
+            *(session_life(i) for i in range(20)),
+            *(s.nodes.list() for _ in range(5)),
+            *(s.sessions.describe(active=True) for _ in range(5)),
+            return_exceptions=True,
+        )  # fmt: skip
+        failures = [repr(o) for o in outcomes if isinstance(o, BaseException)]
+        assert failures == []
+        registered = outcomes[1001 : 1001 + 20]
+        assert registered == [True] * 20
+        stored = await s.nodes.list()
+        assert len(stored) == 2020
+        beats = {n.instance_id: n for n in stored}
+        assert all(beats[n.instance_id].last_ping_at == 20.0 for n in nodes)
+        assert {beats[n.instance_id].computer_name for n in nodes[:1000]} == {"busy"}
+        assert {beats[n.instance_id].computer_name for n in nodes[1000:]} == {"batched"}
+        assert await s.sessions.describe(active=True) == []
+
+    with_store(url, body)
+
+
+def _asrow(record: Any) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in record.__slots__}

@@ -1,22 +1,41 @@
-"""Opening the database and bringing its schema up to date.
+"""Opening the database, bringing its schema up to date, and the one way to reach it.
 
 The embedded default is SQLite in the data directory; any SQLAlchemy URL with an async driver
 works (``postgresql+asyncpg://`` for scale-out). Alembic is configured here in code, so a
 non-editable install finds its migration scripts as package data.
+
+:class:`Database` is the only door to the database: repositories run every statement inside
+its :meth:`~Database.read` or :meth:`~Database.write` transaction, which
+
+* admit callers through a FIFO queue in front of the connection pool, so a busy database makes
+  callers wait their turn instead of failing on a pool time-out;
+* serialize writes on SQLite in this process (SQLite has a single write lock; several pooled
+  connections racing for it is what answered "database is locked" under load), while readers
+  stay concurrent under WAL;
+* map every SQLAlchemy error to the project's tree (``IntegrityError`` → :class:`Conflict`,
+  anything else → :class:`StoreError`), with a message that never carries SQL or values.
+
+Every pool and time-out setting is chosen in :class:`DatabaseLimits`, never a library default;
+``docs/design.md`` ("Storage") gives the reasons.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from hatchway.errors import StoreError
+from hatchway.errors import Conflict, StoreError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -90,18 +109,201 @@ def migrate(url: str) -> None:
         engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """One connection pool's settings, all chosen (SQLAlchemy's ``max_overflow`` is always 0).
+
+    Attributes:
+        size: connections kept open; also how many callers the admission queue lets through
+            at once, so the pool itself never makes anyone wait.
+        timeout: seconds a checkout may wait inside the pool. Admission keeps the pool from
+            running dry, so this is a safety net that reports a bug, not a wait anyone makes.
+        pre_ping: test a connection before handing it out (a server-side database can drop
+            idle connections; a local file cannot).
+        recycle: seconds after which a connection is replaced; ``-1`` never.
+    """
+
+    size: int
+    timeout: float
+    pre_ping: bool
+    recycle: float
 
 
-def open_engine(url: str) -> AsyncEngine:
-    """An async engine for ``url``, with SQLite tuned for concurrent readers (WAL)."""
-    engine = create_async_engine(url)
-    if make_url(url).get_backend_name() == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+@dataclass(frozen=True, slots=True)
+class DatabaseLimits:
+    """Every limit between the repositories and the database (docs/design.md "Storage").
+
+    Attributes:
+        readers: the pool for reads; on PostgreSQL the only pool, shared by writes.
+        writer: SQLite's write pool (one connection: SQLite has one write lock); ``None`` where
+            writes share ``readers`` (PostgreSQL: row locks, many writers at once).
+        lock_wait: SQLite ``busy_timeout``: how long a write waits for *another process*
+            holding the write lock (in this process writes already take turns).
+        connect_timeout: PostgreSQL: seconds to establish a connection before failing.
+        statement_timeout: PostgreSQL: seconds one statement may run before failing; a
+            statement this slow means a broken database, not a busy one.
+
+    A limit that does not apply to a backend is ``None``.
+    """
+
+    readers: Pool
+    writer: Pool | None
+    lock_wait: float | None
+    connect_timeout: float | None
+    statement_timeout: float | None
+
+    @classmethod
+    def sqlite(cls) -> DatabaseLimits:
+        """One writer connection and four readers (WAL lets readers run beside the writer)."""
+        return cls(
+            readers=Pool(size=4, timeout=10.0, pre_ping=False, recycle=-1),
+            writer=Pool(size=1, timeout=10.0, pre_ping=False, recycle=-1),
+            lock_wait=30.0,
+            connect_timeout=None,
+            statement_timeout=None,
+        )
+
+    @classmethod
+    def postgresql(cls) -> DatabaseLimits:
+        """Ten connections per server, tested before use and replaced every 30 minutes."""
+        return cls(
+            readers=Pool(size=10, timeout=10.0, pre_ping=True, recycle=1800.0),
+            writer=None,
+            lock_wait=None,
+            connect_timeout=10.0,
+            statement_timeout=30.0,
+        )
+
+    @classmethod
+    def for_url(cls, url: str) -> DatabaseLimits:
+        """The limits for the backend ``url`` names."""
+        return cls.sqlite() if make_url(url).get_backend_name() == "sqlite" else cls.postgresql()
+
+
+def _engine(url: str, pool: Pool, connect_args: dict[str, Any]) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=pool.size,
+        max_overflow=0,
+        pool_timeout=pool.timeout,
+        pool_pre_ping=pool.pre_ping,
+        pool_recycle=pool.recycle,
+        pool_reset_on_return="rollback",
+        connect_args=connect_args,
+    )
+
+
+def _sqlite_engine(url: str, pool: Pool, limits: DatabaseLimits, *, writer: bool) -> AsyncEngine:
+    """A SQLite engine for the writer or for the readers.
+
+    The writer's transactions begin ``IMMEDIATE`` (``sqlite3``'s ``isolation_level`` in its
+    legacy transaction control, chosen explicitly: ``sqlite3`` emits the BEGIN with the first
+    INSERT/UPDATE/DELETE of a transaction, in the same call to its thread): the write
+    lock is taken at BEGIN, where SQLite's busy handler waits for another process holding it;
+    a deferred transaction that upgrades a read lock later can get SQLITE_BUSY at once, busy
+    handler or not. Reads run as single statements under WAL (a snapshot each, never blocked
+    by the writer), on ``query_only`` connections so that no write can bypass the writer's
+    turn. (SQLAlchemy's recipe of emitting BEGIN from the ``begin`` event costs two more
+    round trips to aiosqlite's thread per transaction: twice the time of a heartbeat write.)
+    """
+    connect_args: dict[str, Any] = {"isolation_level": "IMMEDIATE" if writer else "DEFERRED"}
+    if hasattr(sqlite3, "LEGACY_TRANSACTION_CONTROL"):  # Python 3.12+: say so, as 3.16 changes it
+        connect_args["autocommit"] = sqlite3.LEGACY_TRANSACTION_CONTROL
+    engine = _engine(url, pool, connect_args)
+    busy_ms = round((limits.lock_wait or 0.0) * 1000)
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        if not writer:
+            cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    event.listen(engine.sync_engine, "connect", on_connect)
     return engine
+
+
+@contextmanager
+def _store_errors(action: str) -> Iterator[None]:
+    """Map database failures to the project's tree; the message names only the error class."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict("the record already exists or is still referenced") from exc
+    except (SQLAlchemyError, OSError) as exc:  # OSError: asyncpg's refused or timed-out connect
+        raise StoreError(f"database {action} failed: {exc.__class__.__name__}") from exc
+
+
+class Database:
+    """The database behind its admission queues and transaction wrappers.
+
+    Callers wait in FIFO order for a connection (``asyncio.Semaphore``); nobody's wait has a
+    deadline of ours, because a busy database must delay callers, not fail them. What bounds
+    the queue is the callers: each holds at most one transaction at a time, the server caps its
+    connections, and heartbeats are group-committed (``NodeRepository.heartbeat``), so they take
+    at most two places however many nodes beat. What bounds each turn is the database: the
+    statement time-out on PostgreSQL, the lock wait on SQLite.
+
+    Transactions must not nest: a transaction that waited for a second one while holding its
+    own slot could starve the queue.
+    """
+
+    def __init__(self, url: str, limits: DatabaseLimits | None = None) -> None:
+        self.limits = limits or DatabaseLimits.for_url(url)
+        self.backend = make_url(url).get_backend_name()
+        lim = self.limits
+        if self.backend == "sqlite":
+            writer_pool = lim.writer or replace(lim.readers, size=1)
+            self._reader = _sqlite_engine(url, lim.readers, lim, writer=False)
+            self._writer = _sqlite_engine(url, writer_pool, lim, writer=True)
+            self._read_turns = asyncio.Semaphore(lim.readers.size)
+            # SQLite has one write lock: one write transaction at a time, the rest queue here.
+            self._write_turns = asyncio.Semaphore(1)
+        else:
+            connect_args: dict[str, Any] = {}
+            if make_url(url).get_dialect().driver == "asyncpg":
+                if lim.connect_timeout is not None:
+                    connect_args["timeout"] = lim.connect_timeout
+                if lim.statement_timeout is not None:
+                    connect_args["command_timeout"] = lim.statement_timeout
+            self._reader = self._writer = _engine(url, lim.readers, connect_args)
+            self._read_turns = self._write_turns = asyncio.Semaphore(lim.readers.size)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine writes go through (for migrations and test set-up, not repositories)."""
+        return self._writer
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction (rolled back at the end), after waiting for a turn.
+
+        Raises:
+            StoreError: the database failed.
+        """
+        async with self._read_turns:
+            with _store_errors("read"):
+                async with self._reader.connect() as conn:
+                    yield conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, committed when the block ends without an exception.
+
+        Raises:
+            Conflict: a uniqueness or foreign-key constraint refused the change.
+            StoreError: the database failed.
+        """
+        async with self._write_turns:
+            with _store_errors("write"):
+                async with self._writer.begin() as conn:
+                    yield conn
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()

@@ -81,6 +81,20 @@ class Node:
 
 
 @dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """One agent heartbeat to record: when it arrived and what the node said about itself."""
+
+    instance_id: str
+    at: float
+    computer_name: str
+    platform_type: str
+    platform_name: str
+    platform_version: str
+    ip_address: str
+    agent_version: str
+
+
+@dataclass(frozen=True, slots=True)
 class Session:
     session_id: str
     target: str

@@ -1,28 +1,35 @@
 """Repositories: the only code that writes SQL. One small class per aggregate.
 
-Each method runs in its own transaction unless it says otherwise. Racy updates (registration
-counts, token first use, session status) are single conditional ``UPDATE`` statements, so they
-stay correct with several server replicas on one PostgreSQL database.
+Each method runs in its own transaction unless it says otherwise, always through
+:meth:`_Repository._transaction` (writes) or :meth:`_Repository._snapshot` (reads): the one
+place that queues callers, serializes SQLite's writes and maps database errors
+(``store.database.Database``). Racy updates (registration counts, token first use, session
+status) are single conditional ``UPDATE`` statements, so they stay correct with several server
+replicas on one PostgreSQL database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import and_, bindparam, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hatchway.errors import Conflict, InvalidActivationId, InvalidInstanceId, StoreError
 from hatchway.store import schema as t
+from hatchway.store.database import Database
 from hatchway.store.records import (
     ACTIVE_STATUSES,
     HISTORY_STATUSES,
     AccessKey,
     Activation,
     Document,
+    Heartbeat,
     Node,
     Session,
     SessionStatus,
@@ -32,28 +39,31 @@ from hatchway.store.records import (
 
 
 class _Repository:
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def _transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A write transaction: committed at the end of the block, rolled back on an error.
+
+        Raises ``Conflict`` (a constraint refused the change) or ``StoreError``.
+        """
+        return self._db.write()
+
+    def _snapshot(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A read-only transaction; raises ``StoreError``."""
+        return self._db.read()
 
     async def _fetch(self, stmt: Any) -> Sequence[Any]:
-        try:
-            async with self._engine.connect() as conn:
-                return (await conn.execute(stmt)).all()
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database read failed: {exc.__class__.__name__}") from exc
+        async with self._snapshot() as conn:
+            return (await conn.execute(stmt)).all()
 
     async def _write(self, *stmts: Any) -> int:
         """Run statements in one transaction; returns the last statement's rowcount."""
-        try:
-            async with self._engine.begin() as conn:
-                count = 0
-                for stmt in stmts:
-                    count = (await conn.execute(stmt)).rowcount
-                return count
-        except IntegrityError as exc:
-            raise Conflict("the record already exists or is still referenced") from exc
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+        async with self._transaction() as conn:
+            count = 0
+            for stmt in stmts:
+                count = (await conn.execute(stmt)).rowcount
+            return count
 
 
 class SettingsRepository(_Repository):
@@ -151,17 +161,21 @@ class ActivationRepository(_Repository):
             )
             .values(registrations_count=a.registrations_count + 1)
         )
-        try:
-            async with self._engine.begin() as conn:
-                if (await conn.execute(claim)).rowcount != 1:
-                    return False
-                await conn.execute(insert(t.nodes).values(**_asdict(node)))
-                return True
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+        async with self._transaction() as conn:
+            if (await conn.execute(claim)).rowcount != 1:
+                return False
+            await conn.execute(insert(t.nodes).values(**_asdict(node)))
+            return True
 
 
 class NodeRepository(_Repository):
+    """Registered nodes: their facts, heartbeats and control-channel state."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self._pending: _PendingHeartbeats | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
+
     async def get(self, instance_id: str) -> Node | None:
         rows = await self._fetch(select(t.nodes).where(t.nodes.c.instance_id == instance_id))
         return Node(**rows[0]._mapping) if rows else None
@@ -185,11 +199,75 @@ class NodeRepository(_Repository):
         await self._write(update(t.nodes).values(connected=False))
 
     async def heartbeat(self, instance_id: str, now: float, **facts: str) -> None:
-        await self._write(
-            update(t.nodes)
-            .where(t.nodes.c.instance_id == instance_id)
-            .values(last_ping_at=now, connected=True, **facts)
-        )
+        """Record one heartbeat: the node is connected, seen at ``now``, with these facts.
+
+        Returns once the heartbeat is committed. Heartbeats recorded while another batch waits
+        for its write turn join that batch (group commit), so a thousand nodes beating at once
+        cost one or two transactions, not a thousand turns at SQLite's single write lock, and
+        heartbeats never take more than two places in the write queue. A caller that is
+        cancelled leaves the batch to be written for the others. A node deregistered meanwhile
+        is left alone (no error).
+
+        Args:
+            facts: node columns the agent reports (``computer_name``, ``platform_type``,
+                ``platform_name``, ``platform_version``, ``ip_address``, ``agent_version``).
+
+        Raises:
+            StoreError: the batch's transaction failed (every caller in it gets one).
+        """
+        unknown = set(facts).difference(_HEARTBEAT_FACTS)
+        if unknown:
+            raise TypeError(f"not a heartbeat fact: {', '.join(sorted(unknown))}")
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = _PendingHeartbeats(asyncio.get_running_loop().create_future())
+            flush = asyncio.create_task(self._flush(pending))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        _keep_latest(pending.beats, instance_id, now, facts)
+        try:
+            await asyncio.shield(pending.done)
+        except StoreError as exc:  # one exception object per caller, not one shared by all
+            raise StoreError(exc.message) from exc
+
+    async def _flush(self, pending: _PendingHeartbeats) -> None:
+        try:
+            async with self._transaction() as conn:
+                # Our turn: heartbeats from now on wait for the next batch.
+                if self._pending is pending:
+                    self._pending = None
+                await _record_heartbeats(conn, pending.beats)
+        except Exception as exc:
+            pending.done.set_exception(exc)
+        except BaseException:
+            pending.done.cancel()
+            raise
+        else:
+            pending.done.set_result(None)
+        finally:
+            if self._pending is pending:
+                self._pending = None
+
+    async def heartbeats(self, batch: Iterable[Heartbeat]) -> None:
+        """Record many nodes' heartbeats in one transaction, for callers that batch themselves.
+
+        When a node appears more than once its latest heartbeat wins; nodes deregistered
+        meanwhile are skipped.
+
+        Raises:
+            StoreError: the transaction failed (nothing was written).
+        """
+        beats: _Beats = {}
+        for beat in batch:
+            facts = {name: getattr(beat, name) for name in _HEARTBEAT_FACTS}
+            _keep_latest(beats, beat.instance_id, beat.at, facts)
+        if beats:
+            async with self._transaction() as conn:
+                await _record_heartbeats(conn, beats)
+
+    async def settle(self) -> None:
+        """Wait for heartbeat batches already under way (before the database is closed)."""
+        await asyncio.gather(*self._flushes, return_exceptions=True)
 
     async def delete(self, instance_id: str) -> None:
         count = await self._write(delete(t.nodes).where(t.nodes.c.instance_id == instance_id))
@@ -315,40 +393,32 @@ class SessionRepository(_Repository):
             values["exit_code"] = exit_code
         if details is not None:
             values["details"] = details
-        stmts: list[Any] = [stmt.values(**values)]
-        try:
-            async with self._engine.begin() as conn:
-                changed = (await conn.execute(stmts[0])).rowcount == 1
-                if changed and not status.is_active:
-                    await self._revoke(conn, session_id)
-                return changed
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+        async with self._transaction() as conn:
+            changed = (await conn.execute(stmt.values(**values))).rowcount == 1
+            if changed and not status.is_active:
+                await self._revoke(conn, session_id)
+            return changed
 
     async def end_all_active(self, status: SessionStatus, *, now: float, details: str) -> int:
-        """End every active session (a single server restarted: their relays are gone)."""
+        """End every active session (a single server restarted: their relays are gone).
+
+        Two set-based statements (tokens first, while their sessions are still active), so the
+        number of sessions never meets a bound-parameter limit. Returns how many ended.
+        """
         c = t.sessions.c
-        active = [s.value for s in SessionStatus if s.is_active]
-        try:
-            async with self._engine.begin() as conn:
-                ids = [r[0] for r in await conn.execute(
-                    select(c.session_id).where(c.status.in_(active))
-                )]  # fmt: skip
-                if not ids:
-                    return 0
-                await conn.execute(
-                    update(t.sessions)
-                    .where(c.session_id.in_(ids))
-                    .values(status=status.value, end_date=now, details=details)
-                )
-                await conn.execute(
-                    update(t.session_tokens)
-                    .where(t.session_tokens.c.session_id.in_(ids))
-                    .values(revoked=True)
-                )
-                return len(ids)
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+        active = c.status.in_(ACTIVE_STATUSES)
+        async with self._transaction() as conn:
+            await conn.execute(
+                update(t.session_tokens)
+                .where(t.session_tokens.c.session_id.in_(select(c.session_id).where(active)))
+                .values(revoked=True)
+            )
+            ended = await conn.execute(
+                update(t.sessions)
+                .where(active)
+                .values(status=status.value, end_date=now, details=details)
+            )
+            return int(ended.rowcount)
 
     async def add_bytes(self, session_id: str, bytes_in: int, bytes_out: int) -> None:
         c = t.sessions.c
@@ -379,16 +449,13 @@ class SessionRepository(_Repository):
 
     async def replace_tokens(self, session_id: str, token_hash: str, now: float) -> None:
         """Revoke every token of the session and add a new one (ResumeSession)."""
-        try:
-            async with self._engine.begin() as conn:
-                await self._revoke(conn, session_id)
-                await conn.execute(
-                    insert(t.session_tokens).values(
-                        token_hash=token_hash, session_id=session_id, created_at=now
-                    )
+        async with self._transaction() as conn:
+            await self._revoke(conn, session_id)
+            await conn.execute(
+                insert(t.session_tokens).values(
+                    token_hash=token_hash, session_id=session_id, created_at=now
                 )
-        except SQLAlchemyError as exc:
-            raise StoreError(f"database write failed: {exc.__class__.__name__}") from exc
+            )
 
     @staticmethod
     async def _revoke(conn: AsyncConnection, session_id: str) -> None:
@@ -397,6 +464,50 @@ class SessionRepository(_Repository):
             .where(t.session_tokens.c.session_id == session_id)
             .values(revoked=True)
         )
+
+
+_HEARTBEAT_FACTS = tuple(n for n in Heartbeat.__slots__ if n not in ("instance_id", "at"))
+
+
+_Beats = dict[str, tuple[float, dict[str, str]]]  # instance id → (when, facts)
+
+
+def _keep_latest(beats: _Beats, instance_id: str, at: float, facts: dict[str, str]) -> None:
+    seen = beats.get(instance_id)
+    if seen is None or at >= seen[0]:
+        beats[instance_id] = (at, facts)
+
+
+@dataclass(slots=True)
+class _PendingHeartbeats:
+    """Heartbeats waiting for one transaction, and the future their callers await."""
+
+    done: asyncio.Future[None]
+    beats: _Beats = field(default_factory=dict)
+
+
+async def _record_heartbeats(conn: AsyncConnection, beats: _Beats) -> None:
+    """One ``executemany`` per set of reported facts (in practice: one).
+
+    Rows go in ``instance_id`` order, so that concurrent batches (several replicas on
+    PostgreSQL) lock rows in the same order and cannot deadlock.
+    """
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for instance_id, (at, facts) in sorted(beats.items()):
+        row = {"b_instance_id": instance_id, "b_at": at}
+        row.update({f"b_{name}": value for name, value in facts.items()})
+        groups.setdefault(tuple(sorted(facts)), []).append(row)
+    for names, rows in groups.items():
+        stmt = (
+            update(t.nodes)
+            .where(t.nodes.c.instance_id == bindparam("b_instance_id"))
+            .values(
+                connected=True,
+                last_ping_at=bindparam("b_at"),
+                **{name: bindparam(f"b_{name}") for name in names},
+            )
+        )
+        await conn.execute(stmt, rows)
 
 
 def _session(row: Any) -> Session:

@@ -1,4 +1,4 @@
-"""The composition of all repositories over one engine: what the server is handed."""
+"""The composition of all repositories over one database: what the server is handed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from hatchway.store.database import migrate, open_engine
+from hatchway.store.database import Database, DatabaseLimits, migrate
 from hatchway.store.repositories import (
     ActivationRepository,
     DocumentRepository,
@@ -20,9 +20,9 @@ from hatchway.store.repositories import (
 
 @dataclass(frozen=True)
 class Store:
-    """All repositories sharing one engine."""
+    """All repositories sharing one :class:`Database` (its queues and transaction wrappers)."""
 
-    engine: AsyncEngine
+    database: Database
     settings: SettingsRepository
     identity: IdentityRepository
     activations: ActivationRepository
@@ -32,21 +32,34 @@ class Store:
     nonces: NonceRepository
 
     @classmethod
-    def open(cls, url: str, *, run_migrations: bool = True) -> Store:
-        """Migrate (unless told not to) and open the database at ``url``."""
+    def open(
+        cls, url: str, *, run_migrations: bool = True, limits: DatabaseLimits | None = None
+    ) -> Store:
+        """Migrate (unless told not to) and open the database at ``url``.
+
+        ``limits`` defaults to the chosen limits of the URL's backend
+        (:meth:`DatabaseLimits.for_url`).
+        """
         if run_migrations:
             migrate(url)
-        engine = open_engine(url)
+        db = Database(url, limits)
         return cls(
-            engine=engine,
-            settings=SettingsRepository(engine),
-            identity=IdentityRepository(engine),
-            activations=ActivationRepository(engine),
-            nodes=NodeRepository(engine),
-            documents=DocumentRepository(engine),
-            sessions=SessionRepository(engine),
-            nonces=NonceRepository(engine),
+            database=db,
+            settings=SettingsRepository(db),
+            identity=IdentityRepository(db),
+            activations=ActivationRepository(db),
+            nodes=NodeRepository(db),
+            documents=DocumentRepository(db),
+            sessions=SessionRepository(db),
+            nonces=NonceRepository(db),
         )
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The write engine, for test set-up and tools; repositories go through ``database``."""
+        return self.database.engine
+
     async def close(self) -> None:
-        await self.engine.dispose()
+        """Let heartbeat batches under way finish, then close every connection."""
+        await self.nodes.settle()
+        await self.database.dispose()

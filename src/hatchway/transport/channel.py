@@ -1,8 +1,13 @@
 """Runs a protocol ``Endpoint`` over a WebSocket that may be replaced (resume).
 
-One writer per WebSocket: frames leave only through ``flush``, which drains the endpoint under a
-lock, so their order on the wire is the order the endpoint produced them. The endpoint's
+One writer per WebSocket: frames leave only through the driver (``flush``, under a lock, or
+``flush_now`` when no flush is under way), so their order on the wire is the order the endpoint
+produced them. Work that cannot be done at once (a timer fired, the socket applies
+backpressure) goes to one writer task the driver owns, ended by ``close()``. The endpoint's
 retransmission deadline is kept as one timer handle, moved only when the deadline moves.
+
+The socket is a :class:`hatchway.transport.websocket.Socket`, named here only for the type
+checker: that module imports aiohttp, which the CLI (whose socket is its own) never loads.
 """
 
 from __future__ import annotations
@@ -10,42 +15,60 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from hatchway.protocol.reliability import Endpoint
+
+if TYPE_CHECKING:
+    from hatchway.transport.websocket import Socket
 
 log = logging.getLogger(__name__)
 
 ACK_DELAY = 0.005  # seconds an acknowledgement may wait for data to ride along with
+STOP_TIMEOUT = 1.0  # seconds close() waits for the writer task to end once cancelled
 
 
 class ChannelDriver:
-    """Owns an endpoint's timers and its (current) WebSocket connection.
+    """Owns an endpoint's timers, its writer and its (current) WebSocket connection.
 
-    ``clock`` is the monotonic clock the endpoint's timers run on (``time.monotonic``).
+    Args:
+        endpoint: the sans-I/O endpoint to drive.
+        clock: the monotonic clock the endpoint's timers run on. Defaults to the running
+            event loop's clock (``loop.time()``), on which the driver's timers fire anyway
+            (and which ``looptime`` fast-forwards in tests); pass ``time.monotonic`` only if
+            the loop's clock is the same.
     """
 
-    def __init__(self, endpoint: Endpoint, clock: Callable[[], float]) -> None:
+    def __init__(self, endpoint: Endpoint, clock: Callable[[], float] | None = None) -> None:
         self.endpoint = endpoint
         self._clock = clock
-        self._ws: Any = None
+        self._ws: Socket | None = None
         self._lock = asyncio.Lock()
         self._closed = False
         self._retransmit: asyncio.TimerHandle | None = None
         self._retransmit_at: float | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Frames drained by flush_now() that the socket declined: they go first.
+        self._backlog: list[bytes] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._write_wanted = False
+
+    def now(self) -> float:
+        """The clock the endpoint's ``now`` arguments must come from."""
+        if self._clock is not None:
+            return self._clock()
+        return asyncio.get_running_loop().time()
 
     @property
     def connected(self) -> bool:
         return self._ws is not None
 
-    def attach(self, ws: Any) -> None:
+    def attach(self, ws: Socket) -> None:
         """Use ``ws`` from now on (a reconnect)."""
         self._ws = ws
         self._rearm()
 
-    def detach(self, ws: Any) -> None:
+    def detach(self, ws: Socket) -> None:
         if self._ws is ws:
             self._ws = None
 
@@ -56,50 +79,50 @@ class ChannelDriver:
         ``acks=False`` acknowledgements stay queued for :meth:`acks_later`.
         Frames are dropped while disconnected: the reliability layer retransmits them.
         """
-        if acks and self._ack_timer is not None:
-            self._ack_timer.cancel()
-            self._ack_timer = None
+        if acks:
+            self._cancel_ack_timer()
         async with self._lock:
-            while frames := self.endpoint.data_to_send(acks=acks):
+            while True:
+                frames, self._backlog = self._backlog, []
+                frames += self.endpoint.data_to_send(acks=acks)
                 ws = self._ws
-                if ws is None:
+                if not frames or ws is None:
                     break
-                try:
-                    for frame in frames:
-                        await ws.send(frame)
-                except Exception as exc:  # the reader notices the drop and reconnects
-                    log.debug("send failed: %s", exc)
-                    break
+                if not await self._send_all(ws, frames):
+                    break  # the reader notices the drop and reconnects
         self._rearm()
+
+    @staticmethod
+    async def _send_all(ws: Socket, frames: list[bytes]) -> bool:
+        for frame in frames:
+            if not await ws.send(frame):
+                return False
+        return True
 
     def flush_now(self) -> bool:
         """Send what is ready without yielding to the event loop, if the socket allows it.
 
-        Saves a task switch on the keystroke path. The socket opts in with ``can_send_now()``
-        and ``send_now(frames)``; returns False (nothing drained) when the caller must use
-        :meth:`flush` instead: no such socket, a flush in progress, or the socket is
-        applying backpressure.
+        Saves a task switch on the keystroke path. Returns False when the caller must use
+        :meth:`flush` instead: not connected, a flush in progress, or the socket declined
+        (:meth:`Socket.send_now`; e.g. it is applying backpressure) — the frames already
+        drained are then kept to be sent first.
         """
         ws = self._ws
-        can = getattr(ws, "can_send_now", None)
-        if ws is None or can is None or self._lock.locked() or not can():
+        if ws is None or self._lock.locked() or self._backlog:
             return False
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
-            self._ack_timer = None
+        self._cancel_ack_timer()
         frames = self.endpoint.data_to_send()
-        if frames:
-            try:
-                ws.send_now(frames)
-            except Exception as exc:  # as in flush(): the reader notices and reconnects
-                log.debug("send failed: %s", exc)
+        sent = not frames or ws.send_now(frames)
+        if not sent:
+            self._backlog = frames
         self._rearm()
-        return True
+        return sent
 
     def flush_soon(self) -> None:
-        """Send what is ready now if the socket allows it (:meth:`flush_now`), else in a task."""
-        if not self.flush_now() and not any(not t.done() for t in self._tasks):
-            self._spawn_flush()
+        """Send what is ready now if the socket allows it (:meth:`flush_now`), else from the
+        writer task."""
+        if not self.flush_now():
+            self._wake_writer()
 
     def acks_later(self, delay: float = ACK_DELAY) -> None:
         """Send queued acknowledgements within ``delay`` seconds (delayed ACK).
@@ -113,7 +136,12 @@ class ChannelDriver:
 
     def _acks_due(self) -> None:
         self._ack_timer = None
-        self._spawn_flush()
+        self._wake_writer()
+
+    def _cancel_ack_timer(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
 
     def _rearm(self) -> None:
         """Point the retransmission timer at the endpoint's next deadline (if it moved)."""
@@ -125,27 +153,40 @@ class ChannelDriver:
             self._retransmit = None
         self._retransmit_at = deadline
         if deadline is not None:
-            delay = max(0.0, deadline - self._clock())
+            delay = max(0.0, deadline - self.now())
             self._retransmit = asyncio.get_running_loop().call_later(delay, self._timer_due)
 
     def _timer_due(self) -> None:
         self._retransmit = None
         self._retransmit_at = None
-        self.endpoint.handle_timer(self._clock())
-        self._spawn_flush()
+        self.endpoint.handle_timer(self.now())
+        self._wake_writer()
 
-    def _spawn_flush(self) -> None:
-        task = asyncio.get_running_loop().create_task(self.flush())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    # ---- the writer task -------------------------------------------------------------------
+
+    def _wake_writer(self) -> None:
+        """Have the writer task flush (once more, if it is flushing now)."""
+        if self._closed:
+            return
+        self._write_wanted = True
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._write_wanted and not self._closed:
+            self._write_wanted = False
+            await self.flush()
 
     async def close(self) -> None:
+        """Stop the timers and the writer task (a send it is blocked in is given up). Idempotent."""
         self._closed = True
-        for handle in (self._ack_timer, self._retransmit):
-            if handle is not None:
-                handle.cancel()
-        self._ack_timer = self._retransmit = None
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=1)
+        self._cancel_ack_timer()
+        if self._retransmit is not None:
+            self._retransmit.cancel()
+            self._retransmit = None
+        writer, self._writer = self._writer, None
+        if writer is not None and not writer.done():
+            writer.cancel()
+            # asyncio.wait neither raises the writer's CancelledError here nor lets a send
+            # that ignores cancellation hold us up.
+            await asyncio.wait({writer}, timeout=STOP_TIMEOUT)
