@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -12,18 +15,37 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hatchway.auth.sigv4 import Credentials
+from hatchway.client.config import load_profile
+from hatchway.transport.apiclient import ApiClient
 
 BIN = Path(sys.executable).parent
 HATCHWAY = str(BIN / "hatchway") if (BIN / "hatchway").exists() else shutil.which("hatchway")
 
+# The user every agent the tests start runs sessions as (``--run-as-default``) when the tests
+# run as root: a name of this test run's own, which the session fixture in conftest.py removes
+# at the end, so the suite leaves no system user behind (the agent's default, hatchway-user,
+# would stay on the machine for good).
+RUN_AS = f"hwtest-{secrets.token_hex(4)}"
 
-def free_port() -> int:
+# What ``hatchway server`` prints on stderr once it listens (hatchway.server.app.print_banner).
+LISTENING = re.compile(rb"hatchway server listening on (https?)://127\.0\.0\.1:(\d+)\n")
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port nobody listens on while the block runs: connecting to it is refused.
+
+    The port stays bound (without ``listen``) by this socket, so no other process can take it
+    meanwhile, unlike a port that was free a moment ago.
+    """
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        yield int(s.getsockname()[1])
 
 
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
@@ -43,6 +65,7 @@ class Cluster:
     root: Path
     port: int = 0
     tls: bool = True
+    server_extra: tuple[str, ...] = ()
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     server_proc: subprocess.Popen[bytes] | None = None
 
@@ -68,8 +91,17 @@ class Cluster:
         env.pop("HATCHWAY_PROFILE", None)
         return env
 
+    @property
+    def server_log(self) -> Path:
+        return self.root / "server.log"
+
     def start_server(self, *extra: str) -> None:
-        self.port = self.port or free_port()
+        """Start the server and wait until it serves.
+
+        The first start listens on port 0 and learns the port the kernel chose from the
+        server's banner (no race for a port that was free a moment ago); a restart listens on
+        that same port again, since clients and agents re-dial the URL they know.
+        """
         args = [
             HATCHWAY,
             "server",
@@ -81,14 +113,38 @@ class Cluster:
         ]
         if not self.tls:
             args.append("--no-tls")
-        log = open(self.root / "server.log", "ab")
-        self.server_proc = subprocess.Popen(args, stdout=log, stderr=log, env=self.env())
+        self.server_extra = extra
+        with open(self.server_log, "ab") as log:  # the child keeps its own copy of the fd
+            start = log.tell()  # appended to across restarts: read only this run's part
+            self.server_proc = subprocess.Popen(args, stdout=log, stderr=log, env=self.env())
         self.procs.append(self.server_proc)
+        port = int(wait_for(lambda: self._listening_port(start), 30, what="server banner"))
+        assert self.port in (0, port), f"restarted on port {port}, not {self.port}"
+        self.port = port
         wait_for(self._healthy, 30, what="server /healthz")
 
-    def _healthy(self) -> bool:
+    def _listening_port(self, offset: int) -> int | None:
+        """The port in this run's banner, once the server printed it."""
+        self._check_server_alive()
+        with open(self.server_log, "rb") as f:
+            f.seek(offset)
+            m = LISTENING.search(f.read())
+        if m is None:
+            return None
+        assert m.group(1).decode() == ("https" if self.tls else "http"), m.group(0)
+        return int(m.group(2))
+
+    def _check_server_alive(self) -> None:
         if self.server_proc is not None and self.server_proc.poll() is not None:
-            raise AssertionError("server exited: " + (self.root / "server.log").read_text())
+            raise AssertionError("server exited: " + self.server_log.read_text())
+
+    def ensure_server(self) -> None:
+        """Restart the server (same port, same options) if it is no longer running."""
+        if self.server_proc is not None and self.server_proc.poll() is not None:
+            self.start_server(*self.server_extra)
+
+    def _healthy(self) -> bool:
+        self._check_server_alive()
         if not self.profile.exists():
             return False
         ctx = ssl.create_default_context(cafile=str(self.ca_file)) if self.tls else None
@@ -141,15 +197,15 @@ class Cluster:
         return result.stdout.decode().strip(), state
 
     def start_agent(self, state: Path, node: str) -> subprocess.Popen[bytes]:
-        log = open(state.parent / f"{state.name}.log", "ab")
-        proc = subprocess.Popen(
-            [HATCHWAY, "agent", "run", "--state-dir", str(state)],
-            stdout=log,
-            stderr=log,
-            env=self.env(),
-        )
+        with open(state.parent / f"{state.name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                [HATCHWAY, "agent", "run", "--state-dir", str(state), "--run-as-default", RUN_AS],
+                stdout=log,
+                stderr=log,
+                env=self.env(),
+            )
         self.procs.append(proc)
-        wait_for(lambda: self.node_status(node) == "Online", 30, what=f"{node} Online")
+        wait_for(lambda: self.ping_status(node) == "Online", 30, what=f"{node} Online")
         return proc
 
     def node_status(self, node: str) -> str | None:
@@ -158,6 +214,24 @@ class Cluster:
             if n["InstanceId"] == node:
                 return n["PingStatus"]
         return None
+
+    def api(self) -> ApiClient:
+        """The CLI's own API client, signed with the admin profile (in-process: no start-up)."""
+        p = load_profile(str(self.profile), "default")
+        return ApiClient(
+            p.endpoint,
+            region=p.region,
+            credentials=Credentials(p.access_key_id, p.secret_access_key),
+            ca_file=p.ca_file,
+        )
+
+    def ping_status(self, node: str) -> str | None:
+        """The node's PingStatus, asked in-process (cheaper than ``node_status``'s CLI run)."""
+        found = self.api().call(
+            "DescribeInstanceInformation",
+            {"Filters": [{"Key": "InstanceIds", "Values": [node]}]},
+        )["InstanceInformationList"]
+        return str(found[0]["PingStatus"]) if found else None
 
     def sessions(self, state: str = "Active") -> list[dict]:
         return self.cli_json("sessions", "--state", state)["Sessions"]
@@ -172,6 +246,42 @@ class Cluster:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the process if it still runs, wait for it, and close the pipes to it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None:
+            with contextlib.suppress(OSError):  # e.g. unwritten input to a dead process
+                pipe.close()
+
+
+@dataclass
+class SharedAgent:
+    """An agent that several tests use in turn: each checks it is up before relying on it."""
+
+    cluster: Cluster
+    node_id: str
+    state: Path
+    proc: subprocess.Popen[bytes]
+
+    def ensure_online(self) -> None:
+        """Restart the agent unless it is running and Online, so that a test that killed or
+        broke it fails alone instead of failing every test after it."""
+        if self.proc.poll() is None and self.cluster.ping_status(self.node_id) == "Online":
+            return
+        print(f"shared agent {self.node_id} was not Online: restarting it", file=sys.stderr)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = self.cluster.start_agent(self.state, self.node_id)
 
 
 def run_in_pty(args: Sequence[str], env: dict[str, str], rows: int = 24, cols: int = 80):

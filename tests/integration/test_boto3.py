@@ -21,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from hatchway.client.config import load_profile
 from hatchway.protocol.payloads import OpenDataChannelInput
-from tests.integration.cluster import HATCHWAY, Cluster
+from tests.integration.cluster import HATCHWAY, RUN_AS, Cluster
 
 OK_INPUT = b"echo ok-$((1+1))\nexit\n"
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -328,7 +328,7 @@ def test_deregister_drops_a_running_agent_for_good(ssm: Any, cluster: Cluster, n
 
     # It cannot come back: a restarted agent is refused and exits.
     again = subprocess.run(
-        [str(HATCHWAY), "agent", "run", "--state-dir", str(state)],
+        [str(HATCHWAY), "agent", "run", "--state-dir", str(state), "--run-as-default", RUN_AS],
         capture_output=True,
         env=cluster.env(),
         timeout=60,

@@ -15,7 +15,7 @@ from typing import IO
 
 import pytest
 
-from tests.integration.cluster import HATCHWAY, Cluster, wait_for
+from tests.integration.cluster import HATCHWAY, Cluster, reap, wait_for
 
 
 @pytest.fixture
@@ -59,9 +59,7 @@ def test_vanished_client_ends_the_session_after_the_grace(quick_cluster: Cluster
         # the node side ended too: the shell was hung up
         wait_for(lambda: not Path(f"/proc/{shell_pid}").exists(), 10, what="shell to end")
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+        reap(client)
         Path(marker).unlink(missing_ok=True)
 
 
@@ -103,9 +101,7 @@ def test_agent_sigterm_ends_its_sessions_and_exits(quick_cluster: Cluster) -> No
         ended = [s for s in c.sessions("History") if s["Target"] == node]
         assert ended and ended[0]["Status"] == "Terminated"
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+        reap(client)
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
@@ -154,9 +150,7 @@ def test_the_client_hears_at_once_when_the_node_dies(quick_cluster: Cluster) -> 
         rest = said + client.stderr.read()
         assert b"the node did not come back within 1 s" in rest
     finally:
-        if client.poll() is None:
-            client.kill()
-            client.wait()
+        reap(client)
 
 
 def _read_until(stream: IO[bytes], wanted: bytes, timeout: float) -> bytes:

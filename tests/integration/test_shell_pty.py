@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cluster import HATCHWAY, Cluster, run_in_pty, wait_for
+from tests.integration.cluster import HATCHWAY, RUN_AS, Cluster, reap, run_in_pty, wait_for
 from tests.integration.proxy import CuttableProxy
 
 
@@ -140,8 +140,8 @@ def test_login_environment_and_unprivileged_user(term: Terminal) -> None:
     term.type("echo who:$(id -un):$TERM:$HOME:; sudo -n true 2>/dev/null; echo sudo-$?\r")
     m = term.expect(rb"who:([^:\s]+):([^:\s]+):([^:\s]+):")
     if os.geteuid() == 0:
-        assert m.group(1) == b"hatchway-user"
-        assert m.group(3) == b"/home/hatchway-user"
+        assert m.group(1) == RUN_AS.encode()  # the agent's --run-as-default
+        assert m.group(3) == f"/home/{RUN_AS}".encode()
         term.expect(rb"sudo-[1-9]")
     assert m.group(2) == b"xterm-256color"
     term.type("exit\r")
@@ -217,9 +217,7 @@ def test_client_connection_cut_mid_session_resumes_without_loss(
         proc.stdin.close()
         assert proc.wait(30) == 4
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
         proxy.close()
     lines = re.findall(rb"line-(\d+)\r\n", out)
     assert [int(x) for x in lines] == list(range(1, 401))  # nothing lost, nothing doubled

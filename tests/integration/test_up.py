@@ -10,14 +10,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.integration.cluster import HATCHWAY, free_port
+from tests.integration.cluster import HATCHWAY, RUN_AS, reap
 
 
 def _start_up(home: Path, port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HATCHWAY_", "XDG_"))}
     env["HOME"] = str(home)
     return subprocess.Popen(
-        [HATCHWAY, "up", "--listen", f"127.0.0.1:{port}"],
+        [HATCHWAY, "up", "--listen", f"127.0.0.1:{port}", "--run-as-default", RUN_AS],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
 
@@ -42,19 +42,17 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
     try:
         return proc.wait(20)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        reap(proc)
 
 
 def test_up_then_start_session_then_rerun_reuses_everything(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    port = free_port()
-    up = _start_up(home, port)
+    up = _start_up(home, 0)  # the kernel picks the port; `up` says which
     try:
         out = _read_until(up, rb"hatchway start-session --target (mi-[0-9a-f]{17})")
         node = re.search(rb"--target (mi-[0-9a-f]{17})", out).group(1).decode()  # type: ignore[union-attr]
+        port = int(re.search(rb"server https://127\.0\.0\.1:(\d+),", out).group(1))  # type: ignore[union-attr]
         config = home / ".config" / "hatchway" / "config.toml"
         assert config.exists() and (config.stat().st_mode & 0o777) == 0o600
         env = {k: v for k, v in os.environ.items() if not k.startswith("HATCHWAY_")}
@@ -69,6 +67,7 @@ def test_up_then_start_session_then_rerun_reuses_everything(tmp_path: Path) -> N
         assert busy.wait(60) != 0
         assert busy.stdout is not None
         message = busy.stdout.read().decode()
+        busy.stdout.close()
         assert "already in use" in message and "Traceback" not in message
     finally:
         assert _stop(up) == 0

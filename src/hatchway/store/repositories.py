@@ -427,27 +427,6 @@ class SessionRepository(_Repository):
                 await self._revoke(conn, session_id)
             return changed
 
-    async def end_all_active(self, status: SessionStatus, *, now: float, details: str) -> int:
-        """End every active session (a single server restarted: their relays are gone).
-
-        Two set-based statements (tokens first, while their sessions are still active), so the
-        number of sessions never meets a bound-parameter limit. Returns how many ended.
-        """
-        c = t.sessions.c
-        active = c.status.in_(ACTIVE_STATUSES)
-        async with self._transaction() as conn:
-            await conn.execute(
-                update(t.session_tokens)
-                .where(t.session_tokens.c.session_id.in_(select(c.session_id).where(active)))
-                .values(revoked=True)
-            )
-            ended = await conn.execute(
-                update(t.sessions)
-                .where(active)
-                .values(status=status.value, end_date=now, details=details)
-            )
-            return int(ended.rowcount)
-
     async def add_bytes(self, session_id: str, bytes_in: int, bytes_out: int) -> None:
         c = t.sessions.c
         await self._write(
