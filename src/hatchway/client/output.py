@@ -38,14 +38,18 @@ def render_timestamps(data: Any) -> Any:
     return data
 
 
-def print_json(data: Any, out: TextIO = sys.stdout) -> None:
+def print_json(data: Any, out: TextIO | None = None) -> None:
+    out = out or sys.stdout  # looked up now: stdout may have been replaced since import
     out.write(json.dumps(render_timestamps(data), indent=4) + "\n")
 
 
 def print_table(
-    rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, str]], out: TextIO = sys.stdout
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[tuple[str, str]],
+    out: TextIO | None = None,
 ) -> None:
     """A plain aligned table; ``columns`` are (header, key) pairs."""
+    out = out or sys.stdout
     cells = [[h for h, _ in columns]]
     for row in rows:
         rendered = render_timestamps(row)
