@@ -49,7 +49,7 @@ class MemorySocket:
     ``send`` delivers to the peer's receive queue, bounded by ``capacity`` messages: when the
     peer does not read (``stall()`` on the peer, or a slow reader), ``send`` blocks like a full
     TCP window, and gives up after ``send_timeout`` (returning False and aborting), as
-    :class:`~hatchway.transport.websocket.AiohttpSocket` does.
+    :class:`~hatchway.transport.aiohttp_socket.AiohttpSocket` does.
     """
 
     def __init__(self, label: str, *, capacity: int = 64, send_timeout: float = 10.0) -> None:

@@ -16,7 +16,7 @@ from hatchway.auth.agentkey import generate_private_key, save_private_key
 from hatchway.auth.nonce import NONCE_HEADER
 from hatchway.errors import AuthError, Conflict, NotFound, Unavailable
 from hatchway.protocol.controlchannel import MAX_SESSIONS_PER_NODE
-from hatchway.transport.websocket import AiohttpSocket
+from hatchway.transport.aiohttp_socket import AiohttpSocket
 
 NODE = "mi-0123456789abcdef0"
 

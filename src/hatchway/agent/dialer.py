@@ -41,9 +41,9 @@ from hatchway.auth.sigv4 import sign_request_rsa
 from hatchway.errors import AuthError, Conflict, NotFound, Unavailable
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
 from hatchway.protocol.timing import PING_INTERVAL
+from hatchway.transport.aiohttp_socket import AiohttpSocket, aiohttp_max_msg_size
 from hatchway.transport.apiclient import client_ssl_context
 from hatchway.transport.socket import CLOSE_TIMEOUT, Socket
-from hatchway.transport.websocket import AiohttpSocket, aiohttp_max_msg_size
 
 __all__ = ["DIAL_TIMEOUT", "ERROR_HEADER", "Dialer", "Socket", "SocketDialer"]
 

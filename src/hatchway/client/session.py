@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.output import escape_controls
 from hatchway.client.terminal import raw_mode, window_size
-from hatchway.client.websocket import connect
 from hatchway.errors import (
     AuthError,
     ChannelClosed,
@@ -52,6 +51,7 @@ from hatchway.protocol.reliability import Endpoint, Role
 from hatchway.transport.apiclient import ApiClient, ApiError
 from hatchway.transport.backoff import Backoff
 from hatchway.transport.channel import ChannelDriver
+from hatchway.transport.sansio_socket import connect
 
 if TYPE_CHECKING:
     from hatchway.transport.socket import Socket
@@ -126,7 +126,7 @@ class ClientSession:
     Args:
         started: what StartSession answered.
         api: asks for a fresh token after a drop (:class:`ApiSessions` in the CLI).
-        dial: opens the WebSocket (:func:`hatchway.client.websocket.connect`).
+        dial: opens the WebSocket (:func:`hatchway.transport.sansio_socket.connect`).
         ssl_context: verifies the server of a ``wss://`` stream URL (the profile's CA).
         stdin_fd, stdout_fd, stderr_fd: the terminal. With a terminal on ``stdin_fd`` the
             session runs it in raw mode and follows its size; otherwise stdin is piped input,

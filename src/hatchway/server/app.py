@@ -43,8 +43,8 @@ from hatchway.server.throttle import FailureLimiter
 from hatchway.server.verifier import SecretVerifier
 from hatchway.store.database import sqlite_url
 from hatchway.store.store import Store
+from hatchway.transport.aiohttp_socket import AiohttpSocket, aiohttp_max_msg_size
 from hatchway.transport.socket import CLOSE_TIMEOUT
-from hatchway.transport.websocket import AiohttpSocket, aiohttp_max_msg_size
 
 log = logging.getLogger(__name__)
 

@@ -50,8 +50,8 @@ from hatchway.protocol.controlchannel import (
 from hatchway.protocol.payloads import AgentTaskPayload
 from hatchway.protocol.timing import liveness_window
 from hatchway.server.settings import ServerSettings
+from hatchway.transport.aiohttp_socket import AiohttpSocket, aiohttp_max_msg_size
 from hatchway.transport.socket import Socket
-from hatchway.transport.websocket import AiohttpSocket, aiohttp_max_msg_size
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 :class:`Socket` is what the gateway, the control channels, the agent's sessions and the client
 session program against; tests provide in-memory sockets with the same shape
-(``tests/fakes.py``). The adapters: ``transport/websocket.py`` (aiohttp, for the server and
-the agent) and ``client/websocket.py`` (websockets' sans-I/O layer, for the CLI, which must
+(``tests/fakes.py``). The adapters: ``transport/aiohttp_socket.py`` (aiohttp, for the server and
+the agent) and ``transport/sansio_socket.py`` (websockets' sans-I/O layer, for the CLI, which must
 not pay for importing aiohttp).
 
 Every socket has one writer, a bounded send (a peer that does not read within

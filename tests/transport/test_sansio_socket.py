@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from websockets.frames import Opcode
 
-from hatchway.client.websocket import ABNORMAL_CLOSURE, WebSocket, connect
 from hatchway.errors import ConfigError, Unavailable
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
 from hatchway.server.certificates import ensure_tls_identity, ssl_server_context
-from tests.client.wsserver import ScriptedServer, ServerEnd, close_of, scripted_server
+from hatchway.transport.sansio_socket import ABNORMAL_CLOSURE, WebSocket, connect
+from tests.transport.wsserver import ScriptedServer, ServerEnd, close_of, scripted_server
 
 
 async def open_pair(server: ScriptedServer, **options: Any) -> tuple[WebSocket, ServerEnd]:
@@ -217,7 +217,7 @@ def test_the_client_path_does_not_import_aiohttp() -> None:
     """Start-up time: the CLI's session code pulls in neither the server's stack nor
     websockets' asyncio layer."""
     code = (
-        "import sys, hatchway.cli, hatchway.client.session, hatchway.client.websocket;"
+        "import sys, hatchway.cli, hatchway.client.session, hatchway.transport.sansio_socket;"
         "print(sorted(m for m in sys.modules"
         " if m.startswith(('aiohttp', 'websockets.asyncio', 'botocore', 'cryptography'))))"
     )

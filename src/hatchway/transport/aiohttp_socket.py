@@ -1,7 +1,7 @@
 """The :class:`~hatchway.transport.socket.Socket` over aiohttp's WebSockets.
 
 The server and the agent use aiohttp (C-accelerated frames, docs/design.md); the CLI has its
-own lean adapter on websockets' sans-I/O layer in ``client/websocket.py``.
+own lean adapter on websockets' sans-I/O layer in ``transport/sansio_socket.py``.
 """
 
 from __future__ import annotations
