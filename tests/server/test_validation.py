@@ -508,3 +508,58 @@ def test_tokens_round_trip() -> None:
     token = page_response(True, 999_999_999)["NextToken"]
     assert page_request({"NextToken": token, "MaxResults": 7}, default=50) == (7, 999_999_999)
     assert page_response(False, 100) == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (1_700_000_000, 1_700_000_000.0),
+        ("1700000000.5", 1_700_000_000.5),
+        ("2026-11-30T10:00:00Z", 1_796_032_800.0),
+        ("2026-11-30T10:00:00", 1_796_032_800.0),  # no offset: UTC
+        ("2026-11-30T11:00:00+01:00", 1_796_032_800.0),
+    ],
+)
+def test_one_timestamp_parser(value: Any, seconds: float) -> None:
+    from hatchway.server.validation import parse_timestamp
+
+    assert parse_timestamp(value) == seconds
+
+
+@pytest.mark.parametrize(
+    "value", ["nan", "inf", "1e400", 10**400, -1, True, "yesterday", "9" * 5000, None]
+)
+def test_one_timestamp_parser_refuses(value: Any) -> None:
+    from hatchway.errors import ValidationError
+    from hatchway.server.validation import parse_timestamp
+
+    with pytest.raises(ValidationError, match="not a timestamp") as refused:
+        parse_timestamp(value)
+    assert len(refused.value.message) < 120
+
+
+def test_registration_key_check_is_the_verifiers() -> None:
+    """One public-key check: what registration refuses is what the verifier could not load."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from hatchway.errors import ValidationError
+    from hatchway.server.nodes import _check_public_key
+
+    def b64(key: Any) -> str:
+        der = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return base64.b64encode(der).decode()
+
+    _check_public_key(b64(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+    for bad, why in [
+        (b64(rsa.generate_private_key(public_exponent=65537, key_size=1024)), "at least 2048"),
+        (b64(ec.generate_private_key(ec.SECP256R1())), "must be an RSA key"),
+        ("not base64!", "not valid base64"),
+        (base64.b64encode(b"junk").decode(), "not a DER"),
+    ]:
+        with pytest.raises(ValidationError, match=why):
+            _check_public_key(bad)

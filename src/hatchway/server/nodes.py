@@ -4,8 +4,6 @@ RegisterManagedInstance, DescribeInstanceInformation, DeregisterManagedInstance.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import logging
 import secrets
@@ -15,6 +13,7 @@ from typing import Any
 
 from hatchway.auth.tokens import UNMATCHABLE_HASH, hash_secret, new_activation_code
 from hatchway.errors import (
+    ConfigError,
     InvalidActivation,
     InvalidFilterKey,
     InvalidInstanceId,
@@ -359,12 +358,10 @@ def _activation_json(a: Activation, now: float) -> dict[str, Any]:
 
 
 def _check_public_key(public_key: str) -> None:
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.hazmat.primitives.serialization import load_der_public_key
+    """The same check the signature verifier applies later (``auth.agentkey``), as a 400."""
+    from hatchway.auth.agentkey import load_public_key_b64
 
     try:
-        key = load_der_public_key(base64.b64decode(public_key, validate=True))
-    except (ValueError, binascii.Error) as exc:
-        raise ValidationError("PublicKey is not a base64 DER RSA public key") from exc
-    if not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
-        raise ValidationError("PublicKey must be an RSA key of at least 2048 bits")
+        load_public_key_b64(public_key)
+    except ConfigError as exc:
+        raise ValidationError(exc.message) from exc

@@ -11,7 +11,6 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from hatchway.auth.tokens import hash_token, new_token
@@ -21,7 +20,6 @@ from hatchway.errors import (
     InvalidFilterKey,
     NotFound,
     TargetNotConnected,
-    ValidationError,
 )
 from hatchway.protocol.controlchannel import TaskComplete
 from hatchway.protocol.payloads import AgentTaskPayload
@@ -31,7 +29,7 @@ from hatchway.server.gateway import Gateway
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
 from hatchway.server.settings import ServerSettings
-from hatchway.server.validation import TIMESTAMP_MAX, TIMESTAMP_MIN, echo
+from hatchway.server.validation import parse_timestamp
 from hatchway.store.records import Session, SessionStatus
 from hatchway.store.store import Store
 
@@ -172,7 +170,7 @@ class SessionService:
             if key not in _FILTER_KEYS:
                 raise InvalidFilterKey(f"The filter key {key} is not supported.")
             if key in ("InvokedAfter", "InvokedBefore"):
-                criteria[key.replace("Invoked", "invoked_").lower()] = _parse_time(value)
+                criteria[key.replace("Invoked", "invoked_").lower()] = parse_timestamp(value)
             else:
                 criteria[{"SessionId": "session_id"}.get(key, key.lower())] = value
         rows = await self._store.sessions.describe(
@@ -309,21 +307,3 @@ def session_json(s: Session) -> dict[str, Any]:
     if s.exit_code is not None:
         out["ExitCode"] = s.exit_code
     return out
-
-
-def _parse_time(value: str) -> float:
-    """An InvokedAfter/InvokedBefore filter value: seconds since the epoch or ISO 8601."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise ValidationError(f"not a timestamp: '{echo(value)}'") from exc
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
-    # float() takes "nan", "inf" and "1e400": none is a time.
-    if not TIMESTAMP_MIN <= seconds <= TIMESTAMP_MAX:
-        raise ValidationError(f"not a timestamp: '{echo(value)}'")
-    return seconds
