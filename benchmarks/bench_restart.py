@@ -9,7 +9,7 @@ data directory. For each restart it prints, from the moment the new process is s
 * **session**: until both ends are back (the client resumed too).
 
 AWS's plugin gives up after about 6 reconnect attempts (3–6 s), so the server must serve within
-2 s of starting (docs/protocol.md §12). At the end it checks the client's output: every line
+2 s of starting (docs/protocol.md §9.7, §12). At the end it checks the client's output: every line
 exactly once (lost and doubled lines are counted), and the client's exit status. Never asserts
 on time.
 """

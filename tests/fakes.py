@@ -1,4 +1,4 @@
-"""Test doubles, all in one place (STYLE.md). Only what cannot exist here is faked.
+"""Test doubles, all in one place. Only what cannot exist here is faked.
 
 * :class:`FakeClock` — a wall clock the test advances by hand (timestamps, CreatedDate).
   Timers run on the event loop's clock, which ``looptime`` fast-forwards in async tests

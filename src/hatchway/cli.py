@@ -1,7 +1,7 @@
 """The ``hatchway`` command line.
 
-Imports are lazy: a client command must not pay for the server's dependencies (DESIGN.md §9
-"Start-up time is a feature"). Errors become one line on stderr and a non-zero exit status;
+Imports are lazy: a client command must not pay for the server's dependencies (docs/design.md,
+"Performance choices"). Errors become one line on stderr and a non-zero exit status;
 JSON output goes alone to stdout.
 """
 

@@ -107,7 +107,8 @@ def test_agent_sigterm_ends_its_sessions_and_exits(quick_cluster: Cluster) -> No
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_session_survives_a_server_restart(tmp_path: Path, how: signal.Signals) -> None:
     """Output streams while the server is stopped and started again on the same port: the
-    client resumes, the agent re-dials, and every line arrives exactly once (§9.7)."""
+    client resumes, the agent re-dials, and every line arrives exactly once (docs/protocol.md
+    §9.7)."""
     c = Cluster(tmp_path)
     c.start_server()
     try:

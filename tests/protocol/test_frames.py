@@ -1,4 +1,4 @@
-"""Frame encoding and decoding: golden vectors (protocol.md §3.1, §3.2) and malformed input."""
+"""Frame encoding and decoding: golden vectors (docs/protocol.md §4.5) and malformed input."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ ACK_JSON = (
     b'"AcknowledgedMessageSequenceNumber":0,"IsSequentialMessage":true}'
 )
 
-# protocol.md §3.1, field by field.
+# docs/protocol.md §4.5, vector 1, field by field.
 VECTOR_1 = bytes.fromhex(
     "00000074"
     + "696e7075745f73747265616d5f64617461"
@@ -58,7 +58,7 @@ FRAME_1 = Frame(
     created_date=CREATED,
 )
 
-# protocol.md §3.2.
+# docs/protocol.md §4.5, vector 2.
 VECTOR_2 = (
     bytes.fromhex(
         "00000074"
@@ -262,13 +262,13 @@ def test_decode_rejects_frames_over_the_limit() -> None:
 
 
 def test_decode_without_digest_check_accepts_bad_digest() -> None:
-    # AWS's agent never checks the digest (protocol.md §3).
+    # AWS's agent never checks the digest (docs/protocol.md §4.4).
     frame = decode_frame(VECTOR_1[:-1] + b"X", verify_digest=False)
     assert frame.payload == b"payloaX"
 
 
 def test_payload_is_everything_after_header_length() -> None:
-    # PayloadLength is not used to slice (protocol.md §3).
+    # PayloadLength is not used to slice (docs/protocol.md §4.2).
     data = _patch(VECTOR_1, 116, struct.pack(">I", 1))
     assert decode_frame(data).payload == b"payload"
     longer = _patch(VECTOR_1, 0, struct.pack(">I", 117))
@@ -286,7 +286,7 @@ def test_nul_and_space_padding_are_trimmed() -> None:
 
 @pytest.mark.parametrize("kind", ["start_publication", "pause_publication"])
 def test_publication_frames_skip_date_and_digest_checks(kind: str) -> None:
-    # The plugin skips validation for these two types (protocol.md §3).
+    # The plugin skips validation for these two types (docs/protocol.md §4.4).
     good = encode_frame(make_frame(kind, b"{}", now=1.0))
     bad = _patch(_patch(good, 40, bytes(8)), 80, bytes(32))
     frame = decode_frame(bad)

@@ -1,4 +1,4 @@
-"""Handshake payloads (protocol.md §6.3) and the HatchwayExtensions negotiation."""
+"""Handshake payloads (docs/protocol.md §7.3-§7.5) and the HatchwayExtensions negotiation."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ VERIFIED_COMPLETE = (
     b'{"HandshakeTimeToComplete":1500000000,'
     b'"CustomerMessage":"This session is encrypted using AWS KMS."}'
 )
-# What AWS's plugin answers for an action it does not know (protocol.md §6.3).
+# What AWS's plugin answers for an action it does not know (docs/protocol.md §7.4).
 AWS_PLUGIN_RESPONSE = (
     b'{"ClientVersion":"1.2.677.0","ProcessedClientActions":['
     b'{"ActionType":"SessionType","ActionStatus":1,"ActionResult":null,"Error":""},'
@@ -48,7 +48,7 @@ def _versions(text: str) -> tuple[int, ...]:
 
 
 def test_versions_clear_the_aws_thresholds() -> None:
-    # protocol.md §7.4: 4 components, above the mux and keepalive thresholds.
+    # docs/protocol.md §7.7: 4 components, above the mux and keepalive thresholds.
     assert len(_versions(AGENT_VERSION)) == 4
     assert len(_versions(CLIENT_VERSION)) == 4
     assert _versions(AGENT_VERSION) > _versions("3.1.1511.0") > _versions("3.0.196.0")
@@ -174,7 +174,7 @@ def test_negotiated_result_is_clamped_to_the_offer() -> None:
 
 
 def test_aws_agent_request_without_extensions() -> None:
-    # An AWS agent's request (protocol.md §6.3): SessionType, then KMSEncryption.
+    # An AWS agent's request (docs/protocol.md §7.3): SessionType, then KMSEncryption.
     data = (
         b'{"AgentVersion":"3.3.987.0","RequestedClientActions":['
         b'{"ActionType":"SessionType","ActionParameters":'

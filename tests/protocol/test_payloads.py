@@ -1,4 +1,4 @@
-"""JSON payloads: exact Go bytes from protocol.md, round trips and malformed input."""
+"""JSON payloads: exact Go bytes (docs/protocol.md §3.1, §4.5), round trips, malformed input."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_open_data_channel_input_without_client_version() -> None:
     message = OpenDataChannelInput(token_value="T", request_id="r", client_id="c")
     assert b"ClientVersion" not in message.to_json()
     assert OpenDataChannelInput.from_json(message.to_json()) == message
-    # AWS's agent variant has ClientInstanceId, which we ignore (protocol.md §9.3).
+    # AWS's agent variant has ClientInstanceId, which we ignore (docs/protocol.md §3.2).
     agent = b'{"MessageSchemaVersion":"1.0","RequestId":"r","TokenValue":"T",'
     agent += b'"ClientInstanceId":"mi-1","ClientId":""}'
     assert OpenDataChannelInput.from_json(agent).token_value == "T"

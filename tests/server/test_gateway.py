@@ -234,7 +234,8 @@ async def test_bytes_are_counted_from_the_real_payload_not_the_header_claim() ->
         lying[116:120] = (2**32 - 1).to_bytes(4, "big")
         assert await client.peer.send(bytes(lying))
         await agent.frame_of(MessageType.INPUT_STREAM_DATA)
-        padded = output_frame(0, b"x") + b"y" * 99  # trailing bytes are payload too (§4.2)
+        # Trailing bytes are payload too (docs/protocol.md §4.2).
+        padded = output_frame(0, b"x") + b"y" * 99
         assert await agent.peer.send(padded)
         await client.frame_of(MessageType.OUTPUT_STREAM_DATA)
         await h.service.terminate(ALICE, {"SessionId": "alice-0123456789abcdef0"})

@@ -1,4 +1,4 @@
-"""One storage contract, run against SQLite and PostgreSQL (STYLE.md "Tests").
+"""One storage contract, run against SQLite and PostgreSQL.
 
 PostgreSQL is the machine's local server (127.0.0.1:5432, trust auth; another one with
 HATCHWAY_TEST_PG_URL); each run gets a database of its own, dropped afterwards. HATCHWAY_TEST_PG

@@ -1,6 +1,6 @@
 """The agent process: one outbound control channel, heartbeats, and the sessions it runs.
 
-Structure (STYLE.md "Structured concurrency"): :meth:`Agent.run` holds one task group for the
+Structure (structured concurrency): :meth:`Agent.run` holds one task group for the
 sessions, which outlive control-channel reconnects; each control-channel connection holds a
 task group of its own (reader, heartbeats, resends of unacknowledged completions, stop
 watcher) that ends with the connection. Messages are decoded and encoded by
@@ -65,7 +65,7 @@ SHUTDOWN_GRACE: Final = 3.0
 class AgentSettings:
     run_as_default: str = DEFAULT_RUN_AS
     heartbeat_interval: float = HEARTBEAT_INTERVAL
-    #: Sessions run at once; one more is refused with a clear reason (docs/protocol.md §13).
+    #: Sessions run at once; one more is refused with a clear reason (docs/protocol.md §13.1).
     max_sessions: int = MAX_SESSIONS_PER_NODE
 
 

@@ -2,7 +2,8 @@
 
 The agent speaks WebSocket through aiohttp, like the server: its frame parser and writer are
 C-accelerated, which matters on the relay path of every keystroke (benchmarks/bench_echo.py).
-The CLI uses ``websockets`` instead, which imports much faster (DESIGN.md §8).
+The CLI uses ``websockets`` instead, which imports much faster (docs/design.md, "Performance
+choices").
 
 Every upgrade is signed with the node's key and carries a fresh server nonce
 (``X-Hatchway-Nonce``, fetched from ``GET /v1/agent-nonce`` just before): the server takes each

@@ -1,4 +1,5 @@
-"""Tiny exec helper run between fork and the session's shell (DESIGN.md §9 "Processes").
+"""Tiny exec helper run between fork and the session's shell (docs/design.md, "Shell start
+and input").
 
 The agent starts it with ``start_new_session=True``, so it already leads a new session, and with
 the PTY's slave end on stdin/stdout/stderr. Here, still with the agent's privileges, we make

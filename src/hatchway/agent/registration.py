@@ -1,4 +1,4 @@
-"""Registering a node with an activation (protocol.md §9.1, DESIGN.md §4).
+"""Registering a node with an activation (docs/protocol.md §10.1).
 
 The agent makes an RSA-2048 key pair, keeps the private key in its state directory (0600) and
 sends the public key with the activation id and code; the server answers with the node id.

@@ -1,6 +1,6 @@
-"""Who a session runs as (DESIGN.md §9): the agent's own user, or, when the agent is root, an
-unprivileged user (default ``hatchway-user``) created on first use with a home and a login
-shell and no sudo rights."""
+"""Who a session runs as (docs/design.md, "Shell start and input"): the agent's own user,
+or, when the agent is root, an unprivileged user (default ``hatchway-user``) created on first
+use with a home and a login shell and no sudo rights."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """One shell session on the agent: data channel, handshake, PTY, clean end.
 
-Sequence (DESIGN.md §9 "Handshake always", "Session end without loss"):
+Sequence (docs/protocol.md §7.2, §8.1, §9.3):
 1. dial the data channel (signed), send HandshakeRequest (SessionType + Hatchway extensions);
 2. on HandshakeResponse send HandshakeComplete; start the shell at the first Size message (or
    after 1 s), so the shell never sees a wrong window size;

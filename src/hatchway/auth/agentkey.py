@@ -1,4 +1,4 @@
-"""The agent's identity key pair (protocol.md §9.1, DESIGN.md §4 and §9).
+"""The agent's identity key pair (docs/protocol.md §10.1, §10.2).
 
 At registration the agent creates an RSA-2048 key, sends the public half as base64 of its DER
 SubjectPublicKeyInfo (AWS's ``PublicKey`` field, ≥ 392 characters), and from then on signs every

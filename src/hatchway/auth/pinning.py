@@ -1,8 +1,8 @@
 """Trust on first use, done safely: fetch the server's CA and pin it by fingerprint.
 
-The server creates its own CA (DESIGN.md §4) and prints the CA certificate's SHA-256
+The server creates its own CA and prints the CA certificate's SHA-256
 fingerprint; clients and agents are given that string (``--ca-fingerprint``). To bootstrap
-trust they (DESIGN.md §9):
+trust they:
 
 1. fetch ``GET /ca.pem`` over TLS *without* verification (there is nothing to verify against
    yet) and accept the content only if its DER SHA-256 equals the fingerprint;
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 CA_PATH = "/ca.pem"
-"""Where the server publishes its CA certificate (DESIGN.md §9)."""
+"""Where the server publishes its CA certificate."""
 
 _MAX_CA_BYTES = 256 * 1024
 _FINGERPRINT_RE = re.compile(r"[0-9a-f]{64}")

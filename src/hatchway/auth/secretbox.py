@@ -1,9 +1,9 @@
 """The server's master key, encryption of secrets at rest, and new access keys.
 
 SigV4 needs the plain secret of an access key to verify a signature, so secrets cannot be
-stored as one-way hashes (DESIGN.md §3). They are encrypted instead with AES-256-GCM under a
-master key kept outside the database (``DIR/master.key`` or ``--master-key-file``, DESIGN.md
-§9): a copy of the database alone reveals nothing.
+stored as one-way hashes. They are encrypted instead with AES-256-GCM under a
+master key kept outside the database (``DIR/master.key`` or ``--master-key-file``): a
+copy of the database alone reveals nothing.
 
 Ciphertexts are self-describing text, ``v1:`` + base64(nonce ‖ ciphertext ‖ tag), so the format
 can evolve. Each one can be bound to a *context* (for example the access key id) given as
@@ -43,7 +43,8 @@ MASTER_KEY_BYTES = 32
 """AES-256."""
 
 ACCESS_KEY_ID_PREFIX = "HWAK"
-"""Hatchway access key ids: ``HWAK`` + 16 upper-case alphanumerics (DESIGN.md §9)."""
+"""Hatchway access key ids: ``HWAK`` + 16 upper-case alphanumerics (docs/design.md,
+"Identity, tokens and secrets")."""
 
 _VERSION_PREFIX = "v1:"
 _NONCE_BYTES = 12

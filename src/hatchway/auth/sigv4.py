@@ -1,7 +1,7 @@
 """AWS Signature Version 4 request signing with the standard library only.
 
 The CLI signs every API call and WebSocket upgrade; importing botocore costs more start-up time
-than a whole Hatchway command is allowed (DESIGN.md §9, "Start-up time is a feature"), so this
+than a whole Hatchway command is allowed (docs/design.md, "Performance choices"), so this
 module reimplements the *signing* side of SigV4 with ``hmac``/``hashlib``. Its output is tested
 to be byte-for-byte identical to botocore's ``SigV4Auth``; the server verifies with botocore
 (``auth.verify``), so both ends canonicalise requests the same way.
@@ -9,7 +9,7 @@ to be byte-for-byte identical to botocore's ``SigV4Auth``; the server verifies w
 Two signers share one canonical request and string to sign:
 
 * :func:`sign_request`: the usual hex HMAC-SHA256 signature with an access key secret.
-* :func:`sign_request_rsa`: the agent's variant (protocol.md §9.1): key id = node id,
+* :func:`sign_request_rsa`: the agent's variant (docs/protocol.md §10.2): key id = node id,
   signature = base64 of an RSA-PSS-SHA256 signature made by a callback, so this module needs
   no crypto library.
 
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 ALGORITHM = "AWS4-HMAC-SHA256"
-"""The algorithm name; the RSA variant (protocol.md §9.1) keeps it unchanged."""
+"""The algorithm name; the RSA variant (docs/protocol.md §10.2) keeps it unchanged."""
 
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 """``X-Amz-Date`` format: ISO 8601 basic, UTC."""
@@ -282,7 +282,7 @@ def sign_request_rsa(
     service: str = "ssm",
     now: datetime,
 ) -> dict[str, str]:
-    """Sign a request the way a registered agent does (protocol.md §9.1).
+    """Sign a request the way a registered agent does (docs/protocol.md §10.2).
 
     Canonical request, scope and string to sign are plain SigV4; the key id is the node id and
     the signature is ``base64(private_key_sign(string_to_sign))`` instead of a hex HMAC, where

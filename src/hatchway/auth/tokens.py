@@ -2,9 +2,10 @@
 
 Two kinds of secret, two storage rules:
 
-* **Tokens** (data-channel tokens, DESIGN.md §9) carry 256 random bits. Guessing one is hopeless,
-  so a single SHA-256 is a sufficient at-rest hash: a slow hash only defends low-entropy
-  secrets against offline guessing, and would cost every WebSocket connect a few dozen ms.
+* **Tokens** (data-channel tokens, docs/protocol.md §2.3) carry 256 random bits. Guessing one
+  is hopeless, so a single SHA-256 is a sufficient at-rest hash: a slow hash only defends
+  low-entropy secrets against offline guessing, and would cost every WebSocket connect a few
+  dozen ms.
 * **Activation codes** (and any other secret a person may type or choose) are stored with
   scrypt and a random salt, in a self-describing string ``scrypt$n$r$p$salt$hash``, so the
   cost parameters can be raised later without breaking existing hashes.
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 TOKEN_BYTES = 32
-"""256 random bits per token (DESIGN.md §9)."""
+"""256 random bits per token (docs/protocol.md §2.3)."""
 
 ACTIVATION_CODE_LENGTH = 28
 """Letters and digits only: 28 * log2(62) ≈ 166 bits, and never a leading ``-`` that a command

@@ -7,7 +7,7 @@ and audit exactly which step failed:
 2. :func:`check_request_time`, :func:`check_scope` and :func:`check_signed_headers`: freshness,
    scope and what the signature must cover, before any database lookup;
 3. :func:`verify_hmac_signature` (users' access keys) or :func:`verify_rsa_signature` (agents,
-   protocol.md §9.1).
+   docs/protocol.md §10.2).
 
 Canonicalisation is botocore's own (``SigV4Auth.canonical_request``/``string_to_sign``/
 ``signature``), fed with the client's timestamp and exactly the client's ``SignedHeaders``, so
@@ -213,7 +213,7 @@ def check_request_time(
     """Reject requests signed too long ago or too far in the future, and scope/date mismatches.
 
     Both limits are inclusive: a request exactly ``max_skew`` old is still accepted. This bounds
-    how long a captured request can be replayed (DESIGN.md §9: 5 minutes for agents too).
+    how long a captured request can be replayed (5 minutes, for agents too: docs/protocol.md §10.2).
 
     Raises:
         AuthError: ``InvalidSignatureException`` with AWS's wording.
@@ -378,7 +378,7 @@ def verify_rsa_signature(
     parsed: ParsedAuthorization,
     public_key_der_b64: str,
 ) -> None:
-    """Verify an agent's RSA-PSS-SHA256 (salt 32) SigV4 signature (protocol.md §9.1).
+    """Verify an agent's RSA-PSS-SHA256 (salt 32) SigV4 signature (docs/protocol.md §10.2).
 
     Args:
         public_key_der_b64: the node's registered key, base64 of the DER SubjectPublicKeyInfo.

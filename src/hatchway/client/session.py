@@ -1,7 +1,7 @@
 """An interactive session from the client side (``hatchway start-session``).
 
 Opens the data channel with the StartSession token (docs/protocol.md §3.1), answers the agent's
-handshake (negotiating Hatchway's extensions, §7), then relays the terminal: raw mode, window
+handshake (negotiating Hatchway's extensions, §7.6), then relays the terminal: raw mode, window
 size before the first prompt and on every resize, stdin as Output frames, Output frames to
 stdout. If the WebSocket drops it calls ResumeSession, re-dials and the reliability layer
 resends what was not acknowledged (§9.4).

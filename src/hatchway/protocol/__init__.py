@@ -1,4 +1,4 @@
-"""Hatchway's sans-I/O wire protocol, compatible with AWS Session Manager (protocol.md §3-§9).
+"""Hatchway's sans-I/O wire protocol, compatible with AWS Session Manager (docs/protocol.md §4-§11).
 
 This package owns everything that is bytes on a WebSocket and nothing that touches one:
 
@@ -11,7 +11,7 @@ This package owns everything that is bytes on a WebSocket and nothing that touch
 
 It imports only the standard library and :mod:`hatchway.errors`; it never reads the clock,
 sleeps or does I/O (``tests/test_layering.py`` enforces this). Time comes in as ``now``.
-Hatchway's extensions are described in ``docs/protocol.md``.
+Hatchway's extensions are negotiated in the handshake (docs/protocol.md §7.6).
 """
 
 from hatchway.protocol.control import ack_for, control_frame, session_state_frame

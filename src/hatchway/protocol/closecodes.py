@@ -1,6 +1,6 @@
-"""WebSocket close codes: the one table for both channels and every end (docs/protocol.md).
+"""WebSocket close codes: the one table for both channels and every end (docs/protocol.md §11.1).
 
-Codes below 4000 are RFC 6455's (§7.4.1); 4000-4999 are Hatchway's own. Close reasons are
+Codes below 4000 are those of RFC 6455 §7.4.1; 4000-4999 are Hatchway's own. Close reasons are
 short human-readable text (at most 123 bytes on the wire).
 """
 

@@ -1,8 +1,8 @@
 """Encoders for the non-stream frames: control messages and acknowledgements.
 
 Non-stream frames carry sequence number 0 and payload type 0 and are never acknowledged
-(protocol.md §4.1, §5.1). Acknowledges and ``agent_session_state`` carry flags 3, other control
-replies flags 0 (§3, "Flags as used in practice"); receivers ignore flags.
+(docs/protocol.md §5.1). Acknowledges and ``agent_session_state`` carry flags 3, other control
+replies flags 0 (docs/protocol.md §4.3); receivers ignore flags.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hatchway.protocol.payloads import AcknowledgeContent, AgentSessionState
 
 __all__ = ["ACK_FLAGS", "ack_for", "control_frame", "session_state_frame"]
 
-#: Flags on acknowledges and ``agent_session_state`` frames (protocol.md §3).
+#: Flags on acknowledges and ``agent_session_state`` frames (docs/protocol.md §4.3).
 ACK_FLAGS: Final = FLAG_SYN | FLAG_FIN
 
 
@@ -48,7 +48,7 @@ def control_frame(
 
 
 def ack_for(frame: Frame, *, now: float, message_id: uuid.UUID | None = None) -> bytes:
-    """Encode the ``acknowledge`` frame for a received stream ``frame`` (protocol.md §5.1).
+    """Encode the ``acknowledge`` frame for a received stream ``frame`` (docs/protocol.md §6.2).
 
     ``now`` is wall-clock Unix seconds: it only becomes the ack's CreatedDate.
     """
@@ -65,7 +65,7 @@ def ack_for(frame: Frame, *, now: float, message_id: uuid.UUID | None = None) ->
 def session_state_frame(
     state: str, session_id: str, *, now: float, message_id: uuid.UUID | None = None
 ) -> bytes:
-    """Encode ``agent_session_state`` (protocol.md §4.1), flags 3 like AWS's agent."""
+    """Encode ``agent_session_state`` (docs/protocol.md §9.2), flags 3 like AWS's agent."""
     payload = AgentSessionState(session_state=state, session_id=session_id).to_json()
     return control_frame(
         MessageType.AGENT_SESSION_STATE, payload, now=now, message_id=message_id, flags=ACK_FLAGS

@@ -68,7 +68,7 @@ MAX_CONTROL_PAYLOAD: Final = 120_000
 #: Largest control-channel WebSocket message: one frame (120-byte header plus payload), rounded
 #: up to 128 KiB. The data channel's 1 MiB limit does not apply here.
 MAX_CONTROL_MESSAGE: Final = 128 * 1024
-#: Most sessions one agent runs at once; its heartbeat lists them all (docs/protocol.md §13).
+#: Most sessions one agent runs at once; its heartbeat lists them all (docs/protocol.md §13.1).
 MAX_SESSIONS_PER_NODE: Final = 1000
 
 # Lengths in characters, after sanitising (docs/protocol.md §10.7).
@@ -84,7 +84,7 @@ TOPIC_MAX: Final = 64
 _AGENT_VERSION: Final = re.compile(
     r"[0-9]{1,9}(?:\.[0-9]{1,9}){0,3}(?:[-+.]?[0-9A-Za-z.+-]{1,20})?"
 )
-#: Session ids are ``<user>-<random>`` (DESIGN.md §2): printable ASCII without spaces.
+#: Session ids are ``<user>-<random>`` (docs/protocol.md §2.2): printable ASCII without spaces.
 _SESSION_ID: Final = re.compile(r"[\x21-\x7e]{1,96}")
 #: An exit status as our agent writes it: decimal ASCII, no sign but ``-``, no spaces inside.
 _EXIT_CODE: Final = re.compile(r"-?[0-9]{1,10}")

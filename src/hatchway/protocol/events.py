@@ -23,7 +23,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class StreamData:
-    """One stream frame from the peer, delivered in order and exactly once (protocol.md §5.1)."""
+    """One stream frame from the peer, delivered in order and exactly once (docs/protocol.md
+    §6.3)."""
 
     payload_type: int
     payload: bytes
@@ -32,31 +33,32 @@ class StreamData:
 
 @dataclass(frozen=True, slots=True)
 class ChannelClosedEvent:
-    """The service closed the channel (protocol.md §8.1)."""
+    """The service closed the channel (docs/protocol.md §9.1)."""
 
     payload: ChannelClosedPayload
 
 
 @dataclass(frozen=True, slots=True)
 class PublicationPaused:
-    """``pause_publication``: the other end is away; sending is held back (protocol.md §5.5)."""
+    """``pause_publication``: the other end is away; sending is held back (docs/protocol.md
+    §6.7)."""
 
 
 @dataclass(frozen=True, slots=True)
 class PublicationStarted:
-    """``start_publication``: sending resumes (protocol.md §5.5)."""
+    """``start_publication``: sending resumes (docs/protocol.md §6.7)."""
 
 
 @dataclass(frozen=True, slots=True)
 class SessionStateChanged:
-    """``agent_session_state``: ``Connected`` or ``Terminating`` (protocol.md §4.1)."""
+    """``agent_session_state``: ``Connected`` or ``Terminating`` (docs/protocol.md §9.2)."""
 
     state: str
 
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """``hatchway_notice``: news from the gateway about the other end (docs/protocol.md)."""
+    """``hatchway_notice``: news from the gateway about the other end (docs/protocol.md §9.6)."""
 
     payload: NoticePayload
 

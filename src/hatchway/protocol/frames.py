@@ -1,6 +1,7 @@
 """The 120-byte-header binary frame shared by client, agent and gateway.
 
-Layout, quirks and golden vectors are in ``protocol.md §3``; message and payload types in §4.
+Layout, parsing rules, validation and golden vectors are in docs/protocol.md §4; message and
+payload types in §5.
 This module only turns :class:`Frame` records into bytes and back. It knows nothing about
 sequencing (see :mod:`hatchway.protocol.reliability`) or payload contents (see
 :mod:`hatchway.protocol.payloads`).
@@ -37,7 +38,7 @@ __all__ = [
 
 
 class MessageType(StrEnum):
-    """Frame ``MessageType`` strings (protocol.md §4.1), plus Hatchway's heartbeat."""
+    """Frame ``MessageType`` strings (docs/protocol.md §5.1, §5.2), Hatchway's own included."""
 
     INPUT_STREAM_DATA = "input_stream_data"
     OUTPUT_STREAM_DATA = "output_stream_data"
@@ -49,15 +50,15 @@ class MessageType(StrEnum):
     INTERACTIVE_SHELL = "interactive_shell"
     AGENT_TASK_COMPLETE = "agent_task_complete"
     AGENT_TASK_ACKNOWLEDGE = "agent_task_acknowledge"
-    #: Hatchway's own control-channel heartbeat (docs/protocol.md).
+    #: Hatchway's own control-channel heartbeat (docs/protocol.md §10.7).
     AGENT_HEARTBEAT = "agent_heartbeat"
-    #: Hatchway's own data-channel notice from the gateway to the client (docs/protocol.md);
+    #: Hatchway's own data-channel notice from the gateway to the client (docs/protocol.md §9.6);
     #: AWS's plugin logs an unknown message type and ignores it.
     HATCHWAY_NOTICE = "hatchway_notice"
 
 
 class PayloadType(IntEnum):
-    """Frame ``PayloadType`` values (protocol.md §4.2)."""
+    """Frame ``PayloadType`` values (docs/protocol.md §5.3)."""
 
     NONE = 0
     OUTPUT = 1
@@ -75,20 +76,21 @@ class PayloadType(IntEnum):
 
 
 class FlagValue(IntEnum):
-    """Values carried by a ``PayloadType.FLAG`` payload (protocol.md §4.2)."""
+    """Values carried by a ``PayloadType.FLAG`` payload (docs/protocol.md §5.4)."""
 
     DISCONNECT_TO_PORT = 1
     TERMINATE_SESSION = 2
     CONNECT_TO_PORT_ERROR = 3
 
 
-#: Value of the HeaderLength field: the offset of PayloadLength (protocol.md §3).
+#: Value of the HeaderLength field: the offset of PayloadLength (docs/protocol.md §4.1).
 HEADER_LENGTH: Final = 116
 #: Bytes before the payload: the header plus the PayloadLength field.
 FRAME_HEADER_SIZE: Final = 120
-#: Hatchway's frame size limit (docs/protocol.md); AWS defines none.
+#: Hatchway's frame size limit, header included and inclusive (docs/protocol.md §13.1); AWS
+#: defines none.
 DEFAULT_MAX_FRAME_SIZE: Final = 1024 * 1024
-#: Flags bits (protocol.md §3). Receivers ignore them.
+#: Flags bits (docs/protocol.md §4.3). Receivers ignore them.
 FLAG_SYN: Final = 1
 FLAG_FIN: Final = 2
 
@@ -104,13 +106,13 @@ _UINT64_MAX: Final = 2**64 - 1
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
-# protocol.md §3: the plugin skips every check for these two types.
+# docs/protocol.md §4.4: the plugin skips every check for these two types.
 _UNCHECKED_TYPES: Final = frozenset({MessageType.START_PUBLICATION, MessageType.PAUSE_PUBLICATION})
 
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded frame (protocol.md §3).
+    """One decoded frame (docs/protocol.md §4.1).
 
     ``message_type`` stays a plain ``str`` so that unknown types survive a round trip; compare it
     with :class:`MessageType` members, which are ``str`` too.
@@ -128,7 +130,7 @@ class Frame:
 
 @dataclass(frozen=True, slots=True)
 class FrameHeader:
-    """The header fields a relay needs, read without checking the digest (protocol.md §3).
+    """The header fields a relay needs, read without checking the digest (docs/protocol.md §4.4).
 
     ``payload_length`` is what the header claims; ``payload_size`` is what the receivers take
     as the payload (everything after HeaderLength + 4, docs/protocol.md §4.2). Count bytes with
@@ -148,12 +150,12 @@ def _check_range(name: str, value: int, low: int, high: int) -> None:
 
 
 def _swap_halves(raw: bytes) -> bytes:
-    # protocol.md §3: MessageId is written as bytes 8..15 of the UUID, then bytes 0..7.
+    # docs/protocol.md §4.1: MessageId is written as bytes 8..15 of the UUID, then bytes 0..7.
     return raw[8:] + raw[:8]
 
 
 def encode_frame(frame: Frame) -> bytes:
-    """Serialise ``frame`` exactly as AWS's plugin and agent do (protocol.md §3).
+    """Serialise ``frame`` exactly as AWS's plugin and agent do (docs/protocol.md §4.1, §4.2).
 
     The type is space-padded, the MessageId halves are swapped and the digest is SHA-256 of the
     payload.
@@ -163,7 +165,7 @@ def encode_frame(frame: Frame) -> bytes:
             is empty, non-ASCII or longer than 32 bytes, or an integer field out of range.
     """
     if not frame.payload:
-        raise LocalProtocolError("cannot encode a frame with an empty payload (protocol.md §3)")
+        raise LocalProtocolError("cannot encode an empty payload (docs/protocol.md §4.2)")
     try:
         type_bytes = frame.message_type.encode("ascii")
     except UnicodeEncodeError as exc:
@@ -209,7 +211,7 @@ def with_message_id(data: bytes, message_id: uuid.UUID) -> bytes:
 
 
 def _decode_type(raw: bytes) -> str:
-    # protocol.md §3: trim NULs, then whitespace.
+    # docs/protocol.md §4.2: trim NULs, then whitespace.
     trimmed = raw.strip(b"\x00").strip()
     try:
         text = trimmed.decode("ascii")
@@ -223,7 +225,7 @@ def _decode_type(raw: bytes) -> str:
 def decode_frame(
     data: bytes, *, verify_digest: bool = True, max_size: int = DEFAULT_MAX_FRAME_SIZE
 ) -> Frame:
-    """Parse one frame (protocol.md §3).
+    """Parse one frame (docs/protocol.md §4.2, §4.4).
 
     As in both AWS implementations, the payload is everything from HeaderLength+4 to the end;
     PayloadLength is not used to slice. Validation follows the plugin's table: HeaderLength and
@@ -288,7 +290,7 @@ def decode_frame(
 def peek_header(data: bytes) -> FrameHeader:
     """Read a frame's type, sequence number and payload fields without any other checks.
 
-    Meant for a gateway that relays frames unchanged (protocol.md §0): it costs no hashing.
+    Meant for a gateway that relays frames unchanged (docs/protocol.md §1.1): it costs no hashing.
 
     Raises:
         RemoteProtocolError: fewer than 120 bytes, a HeaderLength below 116 or beyond the end

@@ -1,8 +1,8 @@
-"""JSON the way Go's ``encoding/json`` writes and reads it (protocol.md, "Go JSON conventions").
+"""JSON the way Go's ``encoding/json`` writes and reads it (docs/protocol.md §1.3).
 
 Writing: compact, fields in struct order, ``None`` as ``null``, non-ASCII as raw UTF-8 and the
 HTML-sensitive characters ``<``, ``>``, ``&`` (plus U+2028/U+2029) escaped as Go does, so that
-our payloads are byte-identical to the Go peers' (checked against protocol.md §3.2 and §6.3).
+our payloads are byte-identical to the Go peers' (checked against docs/protocol.md §4.5 and §7.4).
 
 Reading: keys match exactly or else case-insensitively, as Go's decoder does; ``null`` counts as
 absent; a field of the wrong JSON type is an error (Go's ``UnmarshalTypeError``).

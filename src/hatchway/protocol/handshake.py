@@ -1,10 +1,10 @@
-"""The data-channel handshake (protocol.md §6) and Hatchway's ``HatchwayExtensions`` action.
+"""The data-channel handshake (docs/protocol.md §7) and Hatchway's ``HatchwayExtensions`` action.
 
 The agent sends a :class:`HandshakeRequest` (SessionType first, then our extensions offer), the
 client answers with a :class:`HandshakeResponse`, and the agent finishes with a
 :class:`HandshakeComplete`. AWS's plugin answers an unknown action with ActionStatus 0 and
-ActionResult 3 (§6.3); we read that, like any non-success, as "no extensions" and fall back to
-AWS behaviour. Our extension is described in docs/protocol.md.
+ActionResult 3 (§7.4); we read that, like any non-success, as "no extensions" and fall back to
+AWS behaviour. Our extension is specified in docs/protocol.md §7.6.
 """
 
 from __future__ import annotations
@@ -36,18 +36,18 @@ __all__ = [
     "response_failed",
 ]
 
-#: Versions we announce: 4-part and above every threshold in protocol.md §7.4, so AWS's plugin
+#: Versions we announce: 4-part and above every threshold in docs/protocol.md §7.7, so AWS's plugin
 #: and agent pick mux and disable smux keepalives. Not Hatchway's release version.
 AGENT_VERSION: Final = "3.3.1802.0"
 CLIENT_VERSION: Final = "1.2.700.0"
-#: The largest stream payload Hatchway offers or accepts (docs/protocol.md).
+#: The largest stream payload Hatchway offers or accepts (docs/protocol.md §7.6).
 HATCHWAY_MAX_PAYLOAD: Final = 65536
 
 _KMS_UNSUPPORTED: Final = "KMS encryption is not supported"
 
 
 class ActionType(StrEnum):
-    """``ActionType`` values of requested/processed client actions (protocol.md §6.3)."""
+    """``ActionType`` values of requested/processed client actions (docs/protocol.md §7.3)."""
 
     SESSION_TYPE = "SessionType"
     KMS_ENCRYPTION = "KMSEncryption"
@@ -55,7 +55,8 @@ class ActionType(StrEnum):
 
 
 class ActionStatus(IntEnum):
-    """``ActionStatus`` values (protocol.md §6.3). AWS's plugin also sends 0 for unknown actions."""
+    """``ActionStatus`` values (docs/protocol.md §7.4). AWS's plugin also sends 0 for unknown
+    actions."""
 
     SUCCESS = 1
     FAILED = 2
@@ -63,7 +64,7 @@ class ActionStatus(IntEnum):
 
 
 class SessionType(StrEnum):
-    """Session types a document can name (protocol.md §6.1, §7.1)."""
+    """Session types a document can name (docs/protocol.md §7.3, §8)."""
 
     STANDARD_STREAM = "Standard_Stream"
     INTERACTIVE_COMMANDS = "InteractiveCommands"
@@ -79,7 +80,7 @@ class Extensions:
     """What Hatchway's extension negotiated; the defaults are plain AWS behaviour.
 
     Attributes:
-        max_payload_size: largest stream payload either side may send (AWS: 1024, §5.6).
+        max_payload_size: largest stream payload either side may send (AWS: 1024, §7.6).
         exit_code: whether the agent sends ``PayloadType.EXIT_CODE`` for shell sessions.
     """
 
@@ -119,7 +120,7 @@ class RequestedClientAction:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeRequest:
-    """``PayloadType.HANDSHAKE_REQUEST``, agent → client (protocol.md §6.3)."""
+    """``PayloadType.HANDSHAKE_REQUEST``, agent → client (docs/protocol.md §7.3)."""
 
     agent_version: str
     requested_client_actions: tuple[RequestedClientAction, ...]
@@ -171,7 +172,7 @@ class ProcessedClientAction:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeResponse:
-    """``PayloadType.HANDSHAKE_RESPONSE``, client → agent (protocol.md §6.3)."""
+    """``PayloadType.HANDSHAKE_RESPONSE``, client → agent (docs/protocol.md §7.4)."""
 
     client_version: str
     processed_client_actions: tuple[ProcessedClientAction, ...]
@@ -217,7 +218,7 @@ class HandshakeResponse:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeComplete:
-    """``PayloadType.HANDSHAKE_COMPLETE``, agent → client (protocol.md §6.3)."""
+    """``PayloadType.HANDSHAKE_COMPLETE``, agent → client (docs/protocol.md §7.5)."""
 
     handshake_time_to_complete_ns: int
     customer_message: str = ""
@@ -246,9 +247,9 @@ def build_request(
     *,
     agent_version: str = AGENT_VERSION,
 ) -> HandshakeRequest:
-    """The agent's HandshakeRequest: SessionType first (§6.3), then our extensions offer.
+    """The agent's HandshakeRequest: SessionType first (§7.3), then our extensions offer.
 
-    ``properties`` are the document's properties for Port and ``None`` for shells (§6.3).
+    ``properties`` are the document's properties for Port and ``None`` for shells (§7.3).
     """
     return HandshakeRequest(
         agent_version=agent_version,
@@ -349,7 +350,7 @@ def negotiated_from_response(
     """The extensions the client accepted, on the agent side.
 
     Only a HatchwayExtensions action with status SUCCESS and a well-formed ActionResult counts;
-    anything else, including AWS's status 0 / ActionResult 3 (§6.3), gives ``Extensions()``. When
+    anything else, including AWS's status 0 / ActionResult 3 (§7.4), gives ``Extensions()``. When
     ``offer`` is given, a result above the offer is clamped to it.
     """
     action = _find(resp, ActionType.HATCHWAY_EXTENSIONS)
@@ -370,8 +371,8 @@ def negotiated_from_response(
 def peer_is_hatchway(resp: HandshakeResponse) -> bool:
     """Whether the client accepted Hatchway's extensions (a successful, well-formed
     HatchwayExtensions action). False for AWS's session-manager-plugin, which answers the
-    action with status 0 (§6.3): its acknowledgements are then read cumulatively, because it
-    drops a duplicate frame without acknowledging it (docs/protocol.md §6)."""
+    action with status 0 (§7.4): its acknowledgements are then read cumulatively, because it
+    drops a duplicate frame without acknowledging it (docs/protocol.md §6.3, §6.6)."""
     action = _find(resp, ActionType.HATCHWAY_EXTENSIONS)
     if action is None or action.action_status != ActionStatus.SUCCESS:
         return False
@@ -383,7 +384,7 @@ def peer_is_hatchway(resp: HandshakeResponse) -> bool:
 
 
 def response_failed(resp: HandshakeResponse) -> str | None:
-    """Why the session cannot start, or ``None`` if the SessionType action succeeded (§6.2)."""
+    """Why the session cannot start, or ``None`` if the SessionType action succeeded (§7.2)."""
     action = _find(resp, ActionType.SESSION_TYPE)
     if action is None:
         return "the client did not process the SessionType action"

@@ -1,9 +1,10 @@
 """Frame payloads: the JSON documents and small binary encodings carried inside frames.
 
-Each JSON payload is a frozen dataclass with ``to_json()`` (compact, Go field names and order from
-protocol.md, ``None`` → ``null``) and ``from_json()`` (Go-style case-insensitive keys; raises
-:class:`~hatchway.errors.RemoteProtocolError` for bad JSON, missing or mistyped fields). Fields
-that Go peers always send are required; the rest fall back to their defaults when absent.
+Each JSON payload is a frozen dataclass with ``to_json()`` (compact, Go field names and order as
+in docs/protocol.md §1.3, ``None`` → ``null``) and ``from_json()`` (Go-style case-insensitive
+keys; raises :class:`~hatchway.errors.RemoteProtocolError` for bad JSON, missing or mistyped
+fields). Fields that Go peers always send are required; the rest fall back to their defaults
+when absent.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class AcknowledgeContent:
-    """Payload of an ``acknowledge`` frame (protocol.md §5.1; exact bytes in §3.2)."""
+    """Payload of an ``acknowledge`` frame (docs/protocol.md §6.2; exact bytes in §4.5)."""
 
     acknowledged_message_type: str
     acknowledged_message_id: str
@@ -70,7 +71,7 @@ class AcknowledgeContent:
 
 @dataclass(frozen=True, slots=True)
 class ChannelClosedPayload:
-    """Payload of ``channel_closed`` on either channel (protocol.md §8.1).
+    """Payload of ``channel_closed`` on either channel (docs/protocol.md §9.1).
 
     Only ``SessionId`` is required on input: it is all the Go peers read besides ``Output``.
     """
@@ -112,7 +113,7 @@ class ChannelClosedPayload:
 
 @dataclass(frozen=True, slots=True)
 class SizePayload:
-    """Terminal size, ``PayloadType.SIZE`` (protocol.md §7.2): ``{"cols":80,"rows":24}``."""
+    """Terminal size, ``PayloadType.SIZE`` (docs/protocol.md §5.3): ``{"cols":80,"rows":24}``."""
 
     cols: int
     rows: int
@@ -131,7 +132,8 @@ class SizePayload:
 
 @dataclass(frozen=True, slots=True)
 class AgentSessionState:
-    """Payload of ``agent_session_state`` (protocol.md §4.1): ``Connected`` or ``Terminating``."""
+    """Payload of ``agent_session_state`` (docs/protocol.md §9.2): ``Connected`` or
+    ``Terminating``."""
 
     session_state: str
     session_id: str
@@ -158,9 +160,9 @@ class AgentSessionState:
 
 @dataclass(frozen=True, slots=True)
 class OpenDataChannelInput:
-    """The client's first (text) WebSocket message on the data channel (protocol.md §2).
+    """The client's first (text) WebSocket message on the data channel (docs/protocol.md §3.1).
 
-    ``client_version=None`` omits ``ClientVersion``, as plugins older than the one in §2 do.
+    ``client_version=None`` omits ``ClientVersion``, as older plugins do (docs/protocol.md §3.1).
     """
 
     token_value: str
@@ -197,7 +199,7 @@ class OpenDataChannelInput:
 
 @dataclass(frozen=True, slots=True)
 class AgentTaskPayload:
-    """The session-start document inside ``MGSPayload.Content`` (protocol.md §9.4)."""
+    """The session-start document inside ``MGSPayload.Content`` (docs/protocol.md §10.4)."""
 
     session_id: str
     document_name: str
@@ -233,7 +235,7 @@ class AgentTaskPayload:
 
 @dataclass(frozen=True, slots=True)
 class MGSPayload:
-    """Payload of ``interactive_shell`` (protocol.md §9.4); ``content`` is itself JSON text."""
+    """Payload of ``interactive_shell`` (docs/protocol.md §10.4); ``content`` is JSON text."""
 
     content: str
     task_id: str
@@ -262,7 +264,7 @@ class MGSPayload:
 
     @classmethod
     def wrap(cls, task: AgentTaskPayload, topic: str, *, task_id: str | None = None) -> MGSPayload:
-        """Double-encode ``task`` into ``Content`` (protocol.md §9.4).
+        """Double-encode ``task`` into ``Content`` (docs/protocol.md §10.4).
 
         ``task_id`` defaults to the session id (the agent treats it as opaque).
         """
@@ -283,7 +285,7 @@ class MGSPayload:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AgentTaskComplete:
-    """Payload of ``agent_task_complete`` on the control channel (protocol.md §9.5).
+    """Payload of ``agent_task_complete`` on the control channel (docs/protocol.md §10.5).
 
     Keyword-only: ``topic`` has a default but precedes required fields in the Go struct order.
     """
@@ -343,7 +345,7 @@ class AgentTaskComplete:
 
 @dataclass(frozen=True, slots=True)
 class AgentTaskAcknowledge:
-    """Payload of ``agent_task_acknowledge`` (protocol.md §9.5); matched on ``MessageId``."""
+    """Payload of ``agent_task_acknowledge`` (docs/protocol.md §10.5); matched on ``MessageId``."""
 
     message_id: str
     task_id: str
@@ -431,7 +433,7 @@ class NoticeKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class NoticePayload:
-    """Payload of Hatchway's ``hatchway_notice`` (gateway → client, docs/protocol.md).
+    """Payload of Hatchway's ``hatchway_notice`` (gateway → client, docs/protocol.md §9.6).
 
     ``message`` is for a person (the CLI prints it on stderr); ``kind`` for programs.
     Unknown kinds are kept as they are, so an older client still prints the message.
@@ -465,7 +467,7 @@ _EXIT_CODE_RE: Final = re.compile(rb"\s*EXIT_CODE:\s*([+-]?[0-9]{1,19})\s*")
 
 
 def encode_flag(flag: FlagValue) -> bytes:
-    """A ``PayloadType.FLAG`` payload: 4-byte big-endian uint32 (protocol.md §4.2)."""
+    """A ``PayloadType.FLAG`` payload: 4-byte big-endian uint32 (docs/protocol.md §5.4)."""
     value = int(flag)
     if not 0 <= value <= UINT32_MAX:
         raise LocalProtocolError(f"flag value {value} does not fit in a uint32")
@@ -485,7 +487,7 @@ def decode_flag(payload: bytes) -> int:
 
 
 def encode_exit_code(code: int) -> bytes:
-    """A ``PayloadType.EXIT_CODE`` payload: ASCII ``EXIT_CODE: <n>`` (protocol.md §7.2)."""
+    """A ``PayloadType.EXIT_CODE`` payload: ASCII ``EXIT_CODE: <n>`` (docs/protocol.md §7.8)."""
     return f"EXIT_CODE: {int(code)}".encode("ascii")
 
 

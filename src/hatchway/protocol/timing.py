@@ -1,4 +1,4 @@
-"""Periods both ends of a channel must agree on, defined once (docs/protocol.md §13).
+"""Periods both ends of a channel must agree on, defined once (docs/protocol.md §13.1).
 
 Time-outs that only one process uses stay with that process; these are the ones a peer's
 behaviour depends on.

@@ -79,7 +79,7 @@ class Api:
         )
 
     def stream_base(self, request: web.Request) -> str:
-        """Base of StreamUrl: ``--public-url`` or the Host the caller signed (DESIGN.md §9)."""
+        """Base of StreamUrl: ``--public-url`` or the signed Host (docs/protocol.md §2.3)."""
         if self._settings.public_url:
             base = self._settings.public_url.rstrip("/")
             return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)

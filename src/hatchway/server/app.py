@@ -188,7 +188,7 @@ def _routes(server: Server, api: Api) -> None:
 
     async def data_channel(request: web.Request) -> web.StreamResponse:
         """A data channel's end: the client's (token in its first message) or the agent's
-        (signed upgrade, checked before it is accepted) (docs/protocol.md §3)."""
+        (signed upgrade, checked before it is accepted) (docs/protocol.md §3.1, §3.2)."""
         session_id = request.match_info["session_id"]
         gateway = server.sessions.gateway
         if "Authorization" not in request.headers:

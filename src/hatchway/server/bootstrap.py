@@ -20,7 +20,7 @@ class AdminCredentials:
 
 
 async def ensure_account_id(store: Store) -> str:
-    """A 12-digit account id, generated once (DESIGN.md §9)."""
+    """A 12-digit account id, generated once (docs/design.md, "Identity, tokens and secrets")."""
     candidate = "".join(secrets.choice("0123456789") for _ in range(12))
     return await store.settings.set_if_absent("account_id", candidate)
 

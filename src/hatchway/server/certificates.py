@@ -1,6 +1,6 @@
 """The server's TLS identity: its own CA and a server certificate signed by it.
 
-On first start the server creates a private CA and a server certificate (DESIGN.md §4) so that
+On first start the server creates a private CA and a server certificate so that
 TLS works with no setup; clients and agents pin the CA by fingerprint (``auth.pinning``).
 Files, all in one directory:
 

@@ -1,4 +1,4 @@
-"""Agents' control channels: one outbound WebSocket per node (DESIGN.md §4, docs/protocol.md §10).
+"""Agents' control channels: one outbound WebSocket per node (docs/protocol.md §10.3).
 
 The server pushes ``interactive_shell`` (start a session) and ``channel_closed`` (end one) to
 the agent; the agent sends ``agent_heartbeat`` every ``heartbeat_interval`` seconds and

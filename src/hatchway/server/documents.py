@@ -1,4 +1,4 @@
-"""Built-in session documents (AWS's schema and names, DESIGN.md §2), shipped as package data."""
+"""Built-in session documents (AWS's schema and document names), shipped as package data."""
 
 from __future__ import annotations
 

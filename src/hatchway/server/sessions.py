@@ -136,7 +136,7 @@ class SessionService:
         if session is None:
             raise NotFound(f"Session {session_id} does not exist.")
         if not session.status.is_active:
-            # AWS's plugin reads an absent token as "the session has ended" (protocol.md §1.4).
+            # AWS's plugin reads an absent token as "the session has ended" (docs/protocol.md §9.4).
             return {"SessionId": session_id}
         token = new_token()
         await self._store.sessions.replace_tokens(session_id, hash_token(token), self._clock())
@@ -286,7 +286,7 @@ class SessionService:
 
 
 def session_json(s: Session) -> dict[str, Any]:
-    """A ``Session`` in DescribeSessions' shape (protocol.md §1.2), plus Hatchway extras."""
+    """A ``Session`` in DescribeSessions' shape (docs/protocol.md §2.2), plus Hatchway extras."""
     out: dict[str, Any] = {
         "SessionId": s.session_id,
         "Target": s.target,

@@ -8,7 +8,7 @@ from typing import Any
 
 
 class SessionStatus(StrEnum):
-    """DescribeSessions' ``Status`` values (protocol.md §1.2)."""
+    """DescribeSessions' ``Status`` values (docs/protocol.md §2.2)."""
 
     CONNECTING = "Connecting"
     CONNECTED = "Connected"

@@ -26,7 +26,7 @@ __all__ = ["AiohttpSocket", "aiohttp_max_msg_size"]
 
 def aiohttp_max_msg_size(max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> int:
     """aiohttp refuses a message of exactly ``max_msg_size`` bytes; our limit is inclusive
-    (docs/protocol.md: "1 MiB at most"), so ask aiohttp for one byte more and check exactly in
+    (docs/protocol.md §13.1: "at most 1 MiB"), so ask aiohttp for one byte more and check exactly in
     :class:`AiohttpSocket`."""
     return max_frame_size + 1
 
@@ -132,7 +132,7 @@ class AiohttpSocket:
                 aiohttp.WSMsgType.ERROR,
             ):
                 return
-            # TEXT after the first message carries nothing we use (docs/protocol.md §2).
+            # TEXT after the first message carries nothing we use (docs/protocol.md §3.1).
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         if self._closing:

@@ -1,4 +1,4 @@
-"""Jittered exponential backoff for reconnect loops (DESIGN.md §4)."""
+"""Jittered exponential backoff for reconnect loops."""
 
 from __future__ import annotations
 

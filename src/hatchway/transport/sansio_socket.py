@@ -80,7 +80,7 @@ async def connect(
         ssl_context: verifies the server of a ``wss://`` URL (the profile's CA); None: the
             system's trust store. Ignored for ``ws://``.
         label: names the connection in logs.
-        max_size: the largest message accepted, in bytes, inclusive (docs/protocol.md §13: a
+        max_size: the largest message accepted, in bytes, inclusive (docs/protocol.md §13.1: a
             frame is "1 MiB at most"); a larger one closes the connection with 1009.
         open_timeout: for TCP, TLS and the upgrade together.
         ping_interval: seconds between pings (None: no pings); a pong must arrive within
