@@ -40,9 +40,9 @@ def _sources() -> list[Path]:
     files = []
     for top in SCANNED:
         for path in sorted((ROOT / top).rglob("*")):
-            if path.suffix in SUFFIXES and path.is_file() and path.resolve() != me:
-                if "egg-info" not in path.as_posix():
-                    files.append(path)
+            wanted = path.suffix in SUFFIXES and "egg-info" not in path.as_posix()
+            if wanted and path.is_file() and path.resolve() != me:
+                files.append(path)
     return files
 
 
@@ -76,7 +76,8 @@ def test_protocol_citations_name_existing_sections() -> None:
             cited = _SECTION.findall(match["sections"])
             if not cited:
                 problems.append(f"{where}: cites docs/protocol.md without a section")
-            problems += [f"{where}: docs/protocol.md has no §{s}" for s in cited if s not in sections]
+            missing = [s for s in cited if s not in sections]
+            problems += [f"{where}: docs/protocol.md has no §{s}" for s in missing]
         for match in _OTHER_DOCUMENT.finditer(text):
             claimed.append(range(match.start(), match.end()))
         for match in _SECTION.finditer(text):
