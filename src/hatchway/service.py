@@ -39,11 +39,18 @@ def run_until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> Non
 
 
 def run_server(settings: ServerSettings) -> None:
-    from hatchway.server.app import print_banner, serve
+    from hatchway.server.listening import open_listeners
 
     setup_logging()
     os.umask(0o077)  # the database, keys and logs are the server's alone
-    run_until_signalled(lambda stop: serve(settings, stop, on_ready=print_banner))
+    # Bind before the ~1 s of imports and set-up below: during a restart, re-dialling clients
+    # and agents then wait in the accept queue instead of being refused.
+    listeners = open_listeners(settings.host, settings.port)
+    from hatchway.server.app import print_banner, serve
+
+    run_until_signalled(
+        lambda stop: serve(settings, stop, on_ready=print_banner, listeners=listeners)
+    )
 
 
 def run_agent(state_dir: Path, run_as_default: str) -> None:

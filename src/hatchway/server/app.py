@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import gc
 import json
 import logging
+import socket
 import ssl
 import sys
 import time
@@ -27,14 +27,14 @@ from hatchway.errors import (
     HatchwayError,
     NotFound,
     Throttled,
-    Unavailable,
 )
 from hatchway.server.api import Api
 from hatchway.server.authn import Authenticator
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import builtin_documents
-from hatchway.server.guard import ConnectionGuard, ConnectionLimits, listen
+from hatchway.server.guard import ConnectionGuard, ConnectionLimits
+from hatchway.server.listening import open_listeners
 from hatchway.server.memory import MemoryReclaimer
 from hatchway.server.nodes import NodeService
 from hatchway.server.sessions import SessionService
@@ -273,9 +273,19 @@ async def serve(
     stop: asyncio.Event,
     *,
     on_ready: Callable[[Running], None] | None = None,
+    listeners: list[socket.socket] | None = None,
 ) -> None:
-    """Run the server until ``stop`` is set; then close every channel and the store."""
-    server = await build_server(settings)
+    """Run the server until ``stop`` is set; then close every channel and the store.
+
+    ``listeners`` are sockets already bound to ``settings``' address (``hatchway server``
+    binds first, see ``server/listening.py``); without them ``serve`` binds its own.
+    """
+    try:
+        server = await build_server(settings)
+    except BaseException:
+        for sock in listeners or ():
+            sock.close()
+        raise
     runner = web.AppRunner(
         server.app,
         handle_signals=False,
@@ -286,17 +296,17 @@ async def serve(
     await runner.setup()
     assert runner.server is not None
     try:
+        if listeners is None:
+            listeners = open_listeners(settings.host, settings.port)
         # Instead of web.TCPSite: the guard accepts, admits and times each connection and
         # hands it to aiohttp's public protocol factory.
-        await server.guard.start(runner.server, listen(settings.host, settings.port))
-    except OSError as exc:
+        await server.guard.start(runner.server, listeners)
+    except BaseException:
+        for sock in listeners or ():
+            sock.close()
         await runner.cleanup()
         await server.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise Unavailable(
-                f"cannot listen on {settings.host}:{settings.port}: the port is already in use"
-            ) from exc
-        raise Unavailable(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+        raise
     try:
         port = int(server.guard.sockets[0].getsockname()[1])
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host

@@ -55,6 +55,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from hatchway.server.listening import listen
 from hatchway.server.memory import MemoryReclaimer
 from hatchway.server.throttle import source_key
 
@@ -71,37 +72,12 @@ log = logging.getLogger(__name__)
 LOG_INTERVAL = 10.0
 """Refusals and time-outs are summed up in the log at most this often."""
 
-LISTEN_BACKLOG = 1024
-"""Connections the kernel queues for ``accept``; the guard then admits or refuses them."""
-
 ACCEPT_RETRY = 0.1
 """Pause of the accept loop when the process is out of descriptors or memory."""
 
 _ACCEPT_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def listen(host: str, port: int, backlog: int = LISTEN_BACKLOG) -> list[socket.socket]:
-    """Listening sockets for every address ``host`` resolves to, all on one port (``port``,
-    or the one the first socket got when ``port`` is 0).
-
-    Raises:
-        OSError: an address cannot be resolved or bound (e.g. ``EADDRINUSE``).
-    """
-    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    listeners: list[socket.socket] = []
-    try:
-        for family, address in dict.fromkeys((info[0], str(info[4][0])) for info in infos):
-            bound = listeners[0].getsockname()[1] if listeners else port
-            sock = socket.create_server((address, bound), family=family, backlog=backlog)
-            sock.setblocking(False)
-            listeners.append(sock)
-    except BaseException:
-        for sock in listeners:
-            sock.close()
-        raise
-    return listeners
 
 
 def default_max_connections(nofile: int | None = None) -> int:
