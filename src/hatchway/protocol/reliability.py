@@ -72,10 +72,10 @@ is excluded.
 
 Two more rules bound what inference cannot settle, in ``cumulative_acks`` mode only:
 
-* a frame that satisfies condition 2, was re-sent by the timer :data:`MAX_IGNORED_RESENDS` times
-  on the current path and is still unacknowledged although the peer has acknowledged something
-  since its latest emission is treated as delivered (this happens when the round trip exceeds
-  the RTO, so condition 1 never holds);
+* a frame that satisfies condition 2, was re-sent :data:`MAX_IGNORED_RESENDS` times (by the
+  timer or ack-clocked) on the current path and is still unacknowledged although the peer has
+  acknowledged something since its latest emission is treated as delivered (this happens when
+  the round trip exceeds the RTO, so condition 1 never holds);
 * :attr:`Endpoint.stalled_on_duplicates` tells a session that waits at exit that every
   unacknowledged frame looks like such a duplicate, so it can wait a few seconds instead of
   minutes.
@@ -142,7 +142,8 @@ MAX_RTO: Final = 4.0
 INITIAL_RTO: Final = MIN_RTO
 #: Seed of the smoothed RTT, as in AWS's plugin and agent (docs/protocol.md §6.5).
 INITIAL_RTT: Final = 0.1
-#: Timer resends on one path after which a frame the plugin keeps ignoring counts as delivered.
+#: Resends on one path (timer or ack-clocked) after which a frame the plugin keeps ignoring
+#: counts as delivered.
 MAX_IGNORED_RESENDS: Final = 5
 
 # Raw byte streams may be split at any byte; every other payload type is one message.
