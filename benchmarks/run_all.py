@@ -1,16 +1,25 @@
-"""Run every benchmark against one private sshd and one Hatchway server + agent; summarise.
+"""Run the benchmarks the issues name, in one run, and summarise.
 
-/tmp/hv/bin/python benchmarks/run_all.py [--runs 30] [--samples 500]
+Session start and keystroke echo against one private sshd and one Hatchway server + agent (the
+anchor: OpenSSH on this machine, same run); then, on the same server, echo while 64 clients
+guess activation codes; then a server restarted under a live session (its own server).
+
+/tmp/hv/bin/python benchmarks/run_all.py [--runs 30] [--samples 500] [--guessers 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import bench_echo
+import bench_guessing
+import bench_restart
 import bench_start
 from common import CpuWatch, exit_cleanly_on_sigterm, machine_line, verdict
 from hatchway_env import hatchway_binary, hatchway_cluster
@@ -29,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=bench_echo.GAP_MS,
         help=f"pause after each echo sample ({bench_echo.GAP_MS:g})",
     )
+    parser.add_argument("--guessers", type=int, default=64, help="activation guessers (64)")
+    parser.add_argument("--restarts", type=int, default=4, help="server restarts (4)")
     args = parser.parse_args(argv)
     exit_cleanly_on_sigterm()
     hatchway_binary()
@@ -42,6 +53,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             hw, sshd, max(1, args.samples), max(0, args.echo_warmup), max(0.0, args.gap_ms)
         )
         print(bench_echo.report(echo) + "\n", flush=True)
+        guessing = bench_guessing.run(
+            hw, max(1, args.guessers), max(10, args.samples // 2), max(0.0, args.gap_ms)
+        )
+        print(guessing + "\n", flush=True)
+    root = Path(tempfile.mkdtemp(prefix="hatchway-bench-restart-"))
+    try:
+        restarts = bench_restart.run(root, 4000, max(1, args.restarts))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(bench_restart.report(*restarts) + "\n", flush=True)
     print(f"summary (anchor: OpenSSH on this machine, same run; {time.monotonic() - began:.0f} s)")
     start_verdict = verdict(start.ratio, bench_start.AIM, bench_start.FLOOR)
     print(
@@ -57,6 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  echo p99       hatchway {echo.hatchway.p99:6.0f} µs  ssh {echo.ssh.p99:6.0f} µs"
         f"  ratio {echo.p99_ratio:4.2f}"
     )
+    results, output, status = restarts
+    if results:
+        port = sorted(r.port_ms for r in results)[len(results) // 2]
+        health = sorted(r.healthz_ms for r in results)[len(results) // 2]
+        print(
+            f"  restart        port open {port:5.0f} ms  /healthz {health:5.0f} ms (median of "
+            f"{len(results)}); {output.line()}; client exit {status}"
+        )
     print(cpu.line())
     return 0
 
