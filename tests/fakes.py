@@ -13,18 +13,47 @@
 * :class:`FakeNodeStore` — the node status the control channels write, in memory (and able
   to fail like a locked database).
 * :class:`FakeDialer` — the agent's dialer over in-memory sockets.
+* :class:`FakeClient` — the client end of an agent's data channel: a real client ``Endpoint``
+  over the sockets a :class:`FakeDialer` hands out, with no gateway in between.
+* :func:`real_time` — lets the loop's clock follow the real one while a real process (a shell
+  in a PTY) works, in a test whose clock looptime otherwise fast-forwards.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hatchway.errors import ChannelClosed, RemoteProtocolError, StoreError
 from hatchway.protocol.closecodes import CloseCode
+from hatchway.protocol.control import control_frame
+from hatchway.protocol.events import Event, StreamData
+from hatchway.protocol.frames import MessageType, PayloadType, decode_frame
+from hatchway.protocol.handshake import (
+    ActionStatus,
+    ActionType,
+    Extensions,
+    HandshakeComplete,
+    HandshakeRequest,
+    HandshakeResponse,
+    ProcessedClientAction,
+    answer_request,
+)
+from hatchway.protocol.payloads import (
+    AcknowledgeContent,
+    ChannelClosedPayload,
+    SizePayload,
+    decode_exit_code,
+)
+from hatchway.protocol.reliability import Endpoint, Role
 from hatchway.store.records import Session, SessionStatus, SessionToken
+from hatchway.transport.channel import ChannelDriver
 
 
 @dataclass
@@ -261,6 +290,246 @@ class FakeDialer:
 
     async def close(self) -> None:
         self.closed = True
+
+
+# ---- the client end of an agent's data channel --------------------------------------------
+
+#: What a client that knows Hatchway's extensions supports (docs/protocol.md §7.6).
+CLIENT_EXTENSIONS = Extensions(max_payload_size=65536, exit_code=True)
+#: What AWS's session-manager-plugin announces (docs/protocol.md §7.7).
+AWS_PLUGIN_VERSION = "1.2.677.0"
+
+
+def aws_plugin_response(request: HandshakeRequest) -> HandshakeResponse:
+    """The HandshakeResponse of AWS's plugin: SessionType done, any action it does not know
+    answered with ActionStatus 0 and ActionResult 3 (docs/protocol.md §7.4)."""
+    actions = tuple(
+        ProcessedClientAction(action.action_type, ActionStatus.SUCCESS, None)
+        if action.action_type == ActionType.SESSION_TYPE
+        else ProcessedClientAction(action.action_type, 0, 3)
+        for action in request.requested_client_actions
+    )
+    return HandshakeResponse(AWS_PLUGIN_VERSION, actions, None)
+
+
+class FakeClient:
+    """The client end of an agent's data channel, for in-process tests of the agent's sessions.
+
+    A real client :class:`Endpoint`, driven by a :class:`ChannelDriver` (its timers on the
+    loop's clock), over the server ends a :class:`FakeDialer` hands out. There is no gateway in
+    between: what the agent sends arrives here and the other way round, and control messages
+    the gateway would send (``channel_closed``, ``pause_publication``…) are sent by the test
+    (:meth:`control`). It delivers and acknowledges as Hatchway's client does, or, with
+    ``aws_plugin``, answers the handshake as AWS's plugin does and drops a duplicate frame
+    without acknowledging it (docs/protocol.md §6.3, §12).
+
+    Test controls: :meth:`hold` stops taking in what arrives (nothing is delivered or
+    acknowledged, as with a terminal that does not keep up) until :meth:`release`;
+    :meth:`drop` cuts the connection, and whatever was on its way is lost; :meth:`accept`
+    takes the agent's next connection.
+    """
+
+    def __init__(self, dialer: FakeDialer, *, aws_plugin: bool = False) -> None:
+        self.endpoint = Endpoint(Role.CLIENT, wall_clock=time.time)
+        self.aws_plugin = aws_plugin
+        self.stream: list[StreamData] = []  # every stream payload delivered, in order
+        self.output = bytearray()  # the Output payloads, joined
+        self.events: list[Event] = []  # everything else the endpoint reported
+        self.acks: list[AcknowledgeContent] = []  # the agent's acknowledgements
+        self.socket: MemorySocket | None = None
+        self._dialer = dialer
+        self._driver = ChannelDriver(self.endpoint)
+        self._reader: asyncio.Task[None] | None = None
+        self._held: list[bytes] | None = None
+        self._changed = asyncio.Event()
+
+    # -- the connection ----------------------------------------------------------------------
+
+    async def accept(self, timeout: float = 30.0) -> str:
+        """Take the agent's next connection and resend what the agent has not acknowledged
+        (the gateway's ``start_publication`` would do that); returns the dialled path."""
+        path, _headers, sock = await self._dialer.next_server_end(timeout)
+        self.socket = sock
+        self._driver.attach(sock)
+        self.endpoint.retransmit_all(self._driver.now())
+        await self._driver.flush()
+        self._reader = asyncio.get_running_loop().create_task(self._read(sock))
+        return path
+
+    async def drop(self) -> list[bytes]:
+        """Cut the connection as a TCP reset does; returns what was held, which is lost too."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.wait({reader})
+        sock, self.socket = self.socket, None
+        if sock is not None:
+            self._driver.detach(sock)
+            sock.abort()
+        held = self._held or []
+        if self._held is not None:
+            self._held = []
+        return held
+
+    async def close(self) -> None:
+        await self.drop()
+        await self._driver.close()
+
+    async def _read(self, sock: MemorySocket) -> None:
+        async for message in sock:
+            if self._held is not None:
+                self._held.append(message)
+            else:
+                await self.take(message)
+            self._changed.set()
+        self._changed.set()
+
+    async def take(self, message: bytes, *, acknowledge: bool = True) -> None:
+        """Take in one message from the agent (as if it had just arrived); with
+        ``acknowledge=False`` the acknowledgements it causes are lost."""
+        frame = decode_frame(message, verify_digest=False)
+        if frame.message_type == MessageType.ACKNOWLEDGE:
+            self.acks.append(AcknowledgeContent.from_json(frame.payload))
+        elif (
+            self.aws_plugin
+            and frame.message_type == MessageType.OUTPUT_STREAM_DATA
+            and frame.sequence_number < self.endpoint.expected_sequence_number
+        ):
+            return  # AWS's plugin drops a duplicate without acknowledging it
+        for event in self.endpoint.receive(message, now=self._driver.now()):
+            if isinstance(event, StreamData):
+                self.stream.append(event)
+                if event.payload_type == PayloadType.OUTPUT:
+                    self.output += event.payload
+            else:
+                self.events.append(event)
+        if not acknowledge:
+            self.endpoint.data_to_send()
+        await self._driver.flush()
+
+    # -- test controls -----------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Stop taking in what arrives: nothing is delivered or acknowledged until
+        :meth:`release`."""
+        if self._held is None:
+            self._held = []
+
+    async def release(self) -> None:
+        """Take in what was held, in order, and go on taking in what arrives."""
+        while self._held:
+            await self.take(self._held.pop(0))
+        self._held = None
+        self._changed.set()
+
+    @property
+    def held(self) -> list[bytes]:
+        """The messages waiting in :meth:`hold`, oldest first."""
+        return list(self._held or [])
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Wait until ``predicate()`` holds, checked whenever a message arrives."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def output_contains(self, text: bytes, timeout: float = 30.0) -> None:
+        await self.until(lambda: text in self.output, timeout)
+
+    # -- what the agent sent -----------------------------------------------------------------
+
+    def payloads(self, payload_type: int) -> list[bytes]:
+        """The delivered stream payloads of one type, in order."""
+        return [data.payload for data in self.stream if data.payload_type == payload_type]
+
+    @property
+    def exit_code(self) -> int | None:
+        codes = self.payloads(PayloadType.EXIT_CODE)
+        return decode_exit_code(codes[-1]) if codes else None
+
+    # -- sending -----------------------------------------------------------------------------
+
+    async def handshake(self, timeout: float = 30.0) -> HandshakeRequest:
+        """Answer the agent's HandshakeRequest, as Hatchway's client or as AWS's plugin, and
+        wait for its HandshakeComplete; returns the request."""
+        await self.until(lambda: bool(self.payloads(PayloadType.HANDSHAKE_REQUEST)), timeout)
+        request = HandshakeRequest.from_json(self.payloads(PayloadType.HANDSHAKE_REQUEST)[0])
+        if self.aws_plugin:
+            response = aws_plugin_response(request)
+        else:
+            response, _type, _properties, negotiated = answer_request(
+                request, supported=CLIENT_EXTENSIONS
+            )
+            self.endpoint.max_payload_size = negotiated.max_payload_size
+        await self.send(PayloadType.HANDSHAKE_RESPONSE, response.to_json())
+        await self.until(lambda: bool(self.payloads(PayloadType.HANDSHAKE_COMPLETE)), timeout)
+        HandshakeComplete.from_json(self.payloads(PayloadType.HANDSHAKE_COMPLETE)[0])
+        return request
+
+    async def send(self, payload_type: int, data: bytes) -> None:
+        """Send stream data (dropped while disconnected: resent after :meth:`accept`)."""
+        self.endpoint.send(payload_type, data, now=self._driver.now())
+        await self._driver.flush()
+
+    async def send_corrupted(self, payload_type: int, data: bytes) -> uuid.UUID:
+        """Send stream data whose first sending fails its payload digest (a flipped bit on
+        the way); the endpoint resends it intact when its timer says so. Returns the MessageId
+        of the damaged sending."""
+        assert self.socket is not None
+        self.endpoint.send(payload_type, data, now=self._driver.now())
+        damaged: uuid.UUID | None = None
+        for wire in self.endpoint.data_to_send():
+            frame = decode_frame(wire)
+            if frame.message_type == MessageType.INPUT_STREAM_DATA:
+                damaged = frame.message_id
+                wire = wire[:-1] + bytes([wire[-1] ^ 1])  # the payload's last byte
+            await self.socket.send(wire)
+        await self._driver.flush()  # arms the retransmission timer
+        assert damaged is not None
+        return damaged
+
+    async def type(self, keys: bytes) -> None:
+        await self.send(PayloadType.OUTPUT, keys)
+
+    async def size(self, rows: int, cols: int) -> None:
+        await self.send(PayloadType.SIZE, SizePayload(cols=cols, rows=rows).to_json())
+
+    async def control(self, message_type: str, payload: bytes = b"{}") -> None:
+        """Send a control message as the gateway would."""
+        assert self.socket is not None
+        await self.socket.send(control_frame(message_type, payload, now=time.time()))
+
+    async def channel_closed(self, session_id: str, output: str) -> None:
+        """``channel_closed``, as the server sends it when it ends the session."""
+        closed = ChannelClosedPayload(
+            message_id="m-1",
+            created_date="0",
+            destination_id="mi-0123456789abcdef0",
+            session_id=session_id,
+            output=output,
+        )
+        await self.control(MessageType.CHANNEL_CLOSED, closed.to_json())
+
+
+@contextlib.asynccontextmanager
+async def real_time() -> AsyncIterator[None]:
+    """Let the loop's clock follow the real clock for a while, in a looptime test.
+
+    looptime fast-forwards the loop's clock to the next timer whenever nothing is ready. A
+    real process (a shell in a PTY) answers in real time, so a test waiting for it with a
+    time-out on the loop's clock would time out at once. While a call in an executor is
+    pending, looptime instead waits for real, moving the loop's clock by no more than the
+    real time that passed: this keeps one pending for the duration of the block. Time-outs
+    inside then last at least as long in real time as they say.
+    """
+    stop = threading.Event()
+    pacer = asyncio.get_running_loop().run_in_executor(None, stop.wait, 600)
+    try:
+        yield
+    finally:
+        stop.set()
+        await pacer
 
 
 class MemorySessions:

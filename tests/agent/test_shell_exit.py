@@ -43,7 +43,7 @@ async def _last_frame_dropped_as_a_duplicate(session: ShellSession) -> None:
     first = [decode_frame(wire) for wire in endpoint.data_to_send()]
     endpoint.retransmit_all(loop.time())  # a reconnect
     endpoint.data_to_send()
-    await session._receive(ack_for(first[1], now=1.0))
+    session._receive(ack_for(first[1], now=1.0))
 
 
 async def test_exit_waits_a_few_seconds_at_most_for_a_peer_that_acks_later_frames() -> None:

@@ -9,6 +9,11 @@ Sequence (docs/protocol.md §7.2, §8.1, §9.3):
 4. when the shell exits, send its exit code (if negotiated), wait until the client has
    acknowledged everything, then report ``agent_task_complete``.
 If the data channel drops, it is re-dialled with backoff and the reliability layer resends.
+
+Concurrency: a session is one task group, the shell's work in the body and the data channel
+as a child task. Whatever ends the session (the shell exits, :meth:`ShellSession.cancel`, a
+failure, or cancellation of the task running it) ends both, hangs the shell up and closes the
+PTY; only a cancelled task reports nothing (and stays cancelled).
 """
 
 from __future__ import annotations
@@ -54,18 +59,32 @@ DRAIN_AFTER_EXIT = 0.5  # keep reading output this long after the shell exits
 ACK_WAIT = 150.0  # how long to wait for the client to acknowledge the last output
 STALLED_WAIT = 3.0  # ... if the client acknowledges later frames but not the last ones
 RECONNECT_FOR = 150.0
+HANGUP_WAIT = 3.0  # how long an ended session waits for its shell to go (SIGKILL after 2 s)
 READ_CHUNK = 65536
 INPUT_BUFFER = 1024 * 1024  # input held for a slow PTY before more is refused
 INPUT_READY_MAX = 1.0  # longest wait for a starting shell before input is written anyway
 QUIET = 0.2  # a shell that printed and then stayed quiet this long is waiting for input
 
 OFFER = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
+#: What the client and the server are told when the agent failed (details stay in its log).
+COULD_NOT_RUN = "the agent could not run the session"
 
 Completion = Callable[[str, str, str], Awaitable[None]]  # (session id, status, output)
 
 
 class ShellSession:
-    """Runs one Standard_Stream session to its end."""
+    """Runs one Standard_Stream session to its end.
+
+    Args:
+        task: the session to run.
+        dialer: opens the session's data channel (and re-dials it after a drop).
+        user: who the shell runs as.
+        complete: called once with (session id, status, output) when the session has ended.
+        clock: the wall clock, only for timestamps in frames.
+        monotonic: the clock of the reliability layer's timers and of every other time-out
+            the session measures itself; it must be the event loop's clock (``time.monotonic``
+            is, for asyncio's default loops).
+    """
 
     def __init__(
         self,
@@ -85,9 +104,12 @@ class ShellSession:
         self._now = monotonic  # the reliability layer's timers
         self.endpoint = Endpoint(Role.AGENT, wall_clock=clock)
         self._driver = ChannelDriver(self.endpoint, monotonic)
+        self._ws: Socket | None = None
         self._shell: PtyShell | None = None
         self._pending_input = bytearray()
-        self._exited = False  # the shell exited: its PTY is drained once, then left alone
+        # The shell exited (or was hung up): no more input for it, and its PTY is drained
+        # once, then left alone.
+        self._exited = False
         self._input_ready = False
         self._first_output_seq = 0
         self._size: tuple[int, int] | None = None
@@ -96,72 +118,88 @@ class ShellSession:
         self._heard = asyncio.Event()  # set whenever a message from the client was processed
         self._cancelled = asyncio.Event()
         self._cancel_reason = ""
+        self._cancel_scope: asyncio.Timeout | None = None  # while the shell's work runs
         self._extensions = Extensions()
         self._reading = False
         self._output_eof = asyncio.Event()
 
+    @property
+    def shell(self) -> PtyShell | None:
+        """The session's shell once it started (it starts after the handshake and the size)."""
+        return self._shell
+
     def cancel(self, reason: str) -> None:
-        """End the session from outside (channel_closed, terminate flag)."""
-        if not self._cancelled.is_set():
-            self._cancel_reason = reason
-            self._cancelled.set()
+        """End the session from outside (channel_closed, terminate flag); it reports
+        ``Cancelled`` with ``reason``."""
+        if self._cancelled.is_set():
+            return
+        self._cancel_reason = reason
+        self._cancelled.set()
+        if self._cancel_scope is not None:
+            self._cancel_scope.reschedule(asyncio.get_running_loop().time())
 
     async def run(self) -> None:
-        status, output = "Failed", ""
-        connection = asyncio.get_running_loop().create_task(self._connection_loop())
+        """Run the session to its end, then report it through the completion callback.
+
+        Raises:
+            asyncio.CancelledError: the task running this was cancelled; the shell is hung up
+                and the PTY closed all the same, and nothing is reported.
+        """
+        status, output = "Failed", COULD_NOT_RUN
         try:
-            status, output = await self._run_cancellable()
-        except HatchwayError as exc:
+            async with asyncio.TaskGroup() as tasks:
+                connection = tasks.create_task(self._connection_loop())
+                try:
+                    status, output = await self._outcome()
+                finally:
+                    await self._hang_up()
+                    connection.cancel()
+        except* Exception:
+            # The data channel's task crashed (a bug): the group ended the shell's work.
+            log.exception("session %s: its data channel failed", self.session_id)
+            status, output = "Failed", COULD_NOT_RUN
+        finally:
+            try:
+                await self._driver.close()
+                await self._shell_gone()
+            finally:
+                if self._shell is not None:
+                    self._shell.close()  # even if cancelled again meanwhile
+        await self._complete(self.session_id, status, output)
+
+    async def _outcome(self) -> tuple[str, str]:
+        """Run the shell until it exits or :meth:`cancel` ends it: (status, output)."""
+        # asyncio.timeout is the standard library's cancel scope: cancel() expires it, which
+        # cancels the shell's work in this block only. A cancellation of the task itself
+        # still propagates (asyncio.Timeout tells the two apart).
+        scope = asyncio.timeout(None)
+        try:
+            async with scope:
+                self._cancel_scope = scope
+                if self._cancelled.is_set():  # cancelled before the work began
+                    scope.reschedule(asyncio.get_running_loop().time())
+                return await self._run_shell()
+        except Exception as exc:
+            if scope.expired():  # whatever the work raised on its way out
+                return "Cancelled", self._cancel_reason
+            if not isinstance(exc, HatchwayError):
+                log.exception("session %s crashed", self.session_id)
+                return "Failed", COULD_NOT_RUN
             # Details stay in the agent's log; the client and the server get a fixed reason
             # (a protocol failure raised here is one of this module's own fixed texts).
             log.warning("session %s failed: %s", self.session_id, exc.message)
-            output = (
-                exc.message
-                if isinstance(exc, RemoteProtocolError)
-                else "the agent could not run the session"
-            )
-        except Exception:
-            log.exception("session %s crashed", self.session_id)
-            output = "the agent could not run the session"
+            output = exc.message if isinstance(exc, RemoteProtocolError) else COULD_NOT_RUN
+            return "Failed", output
         finally:
-            if self._shell is not None:
-                self._stop_reading()
-                self._shell.hangup()
-            await self._say_terminating()
-            connection.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connection
-            await self._driver.close()
-            if self._shell is not None:
-                with contextlib.suppress(ProcessLookupError, asyncio.TimeoutError):
-                    await asyncio.wait_for(self._shell.process.wait(), 3)
-                self._shell.close()
-        _reraise_if_cancelled()  # after the cleanup above: the PTY is closed either way
-        await self._complete(self.session_id, status, output)
-
-    async def _run_cancellable(self) -> tuple[str, str]:
-        work = asyncio.get_running_loop().create_task(self._run_shell())
-        cancelled = asyncio.get_running_loop().create_task(self._cancelled.wait())
-        done, _ = await asyncio.wait({work, cancelled}, return_when=asyncio.FIRST_COMPLETED)
-        if work in done:
-            cancelled.cancel()
-            return work.result()
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError, HatchwayError):
-            await work
-        _reraise_if_cancelled()
-        return "Cancelled", self._cancel_reason
+            self._cancel_scope = None
 
     async def _run_shell(self) -> tuple[str, str]:
         request = build_request("Standard_Stream", None, OFFER)
         self.endpoint.send(PayloadType.HANDSHAKE_REQUEST, request.to_json(), now=self._now())
         self._driver.flush_soon()
-        try:
-            await asyncio.wait_for(self._handshake_done.wait(), HANDSHAKE_TIMEOUT)
-        except TimeoutError as exc:
-            raise RemoteProtocolError("the client did not complete the handshake") from exc
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._size_seen.wait(), SIZE_WAIT)
+        if not await _wait_at_most(self._handshake_done, HANDSHAKE_TIMEOUT):
+            raise RemoteProtocolError("the client did not complete the handshake")
+        await _wait_at_most(self._size_seen, SIZE_WAIT)
         rows, cols = self._size or (24, 80)
         self._shell = await PtyShell.spawn(self._user, rows=rows, cols=cols)
         self._first_output_seq = self.endpoint.next_sequence_number
@@ -177,8 +215,8 @@ class ShellSession:
         self._write_input(b"")
         returncode = await self._shell.process.wait()
         self._exited = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._output_eof.wait(), DRAIN_AFTER_EXIT)
+        self._drop_input()  # nobody reads it any more
+        await _wait_at_most(self._output_eof, DRAIN_AFTER_EXIT)
         self._drain_output()
         self._stop_reading()
         code = PtyShell.exit_status(returncode)
@@ -222,9 +260,24 @@ class ShellSession:
             self._heard.clear()
             # Woken by anything the client sends; re-checked at least every STALLED_WAIT / 4
             # (resends change what is stalled without anything arriving).
+            await _wait_at_most(self._heard, STALLED_WAIT / 4)
+
+    async def _hang_up(self) -> None:
+        """Stop the shell's processes (SIGHUP, SIGKILL later), stop relaying its terminal, and
+        tell the client the session ends."""
+        if self._shell is not None:
+            self._exited = True  # nothing more goes in or (reading again on an ack) comes out
+            self._stop_reading()
+            self._drop_input()
+            self._shell.hangup()
+        await self._say_terminating()
+
+    async def _shell_gone(self) -> None:
+        """Wait (a little) until the hung-up shell has exited."""
+        if self._shell is not None:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STALLED_WAIT / 4):
-                    await self._heard.wait()
+                async with asyncio.timeout(HANGUP_WAIT):
+                    await self._shell.process.wait()
 
     async def _say_terminating(self) -> None:
         frame = session_state_frame("Terminating", self.session_id, now=self._clock())
@@ -235,9 +288,9 @@ class ShellSession:
 
     # ---- the data channel -----------------------------------------------------------------
 
-    _ws: Socket | None = None
-
     async def _connection_loop(self) -> None:
+        """Keep the data channel up: dial, resend what is unacknowledged, relay; after a drop,
+        re-dial with back-off for up to ``RECONNECT_FOR`` seconds, then cancel the session."""
         backoff = Backoff(initial=0.1, maximum=5.0)
         lost_at: float | None = None
         path = f"/v1/data-channel/{self.session_id}?role=publish_subscribe"
@@ -249,8 +302,9 @@ class ShellSession:
                 self.cancel("the server refused the session's data channel")
                 return
             except HatchwayError as exc:
-                now = self._clock()
-                lost_at = lost_at or now
+                now = self._now()
+                if lost_at is None:
+                    lost_at = now
                 if now - lost_at > RECONNECT_FOR:
                     log.warning("session %s: data channel lost: %s", self.session_id, exc.message)
                     self.cancel("the agent lost the session's data channel")
@@ -259,23 +313,29 @@ class ShellSession:
                 continue
             backoff.reset()
             lost_at = None
-            self._ws = ws
-            self._driver.attach(ws)
-            self.endpoint.retransmit_all(self._now())
-            await self._driver.flush()
-            try:
-                async for message in ws:
-                    await self._receive(message)
-            except Exception as exc:
-                log.info("session %s: data channel dropped: %s", self.session_id, exc)
-            finally:
-                self._driver.detach(ws)
-                self._ws = None
+            await self._relay(ws)
             if self._cancelled.is_set():
                 return
-            lost_at = self._clock()
+            log.info("session %s: data channel dropped (%s)", self.session_id, ws.close_code)
+            lost_at = self._now()
 
-    async def _receive(self, message: bytes) -> None:
+    async def _relay(self, ws: Socket) -> None:
+        """Use ``ws`` until it closes (a socket's iteration ends, it never raises, on a drop)."""
+        self._ws = ws
+        self._driver.attach(ws)
+        try:
+            # Resent from the writer task: reading starts at once, so the client's acks of
+            # a long resend never pile up unread until its sends (and its reading) stop.
+            self.endpoint.retransmit_all(self._now())
+            self._driver.flush_soon()
+            async for message in ws:
+                self._receive(message)
+        finally:
+            self._driver.detach(ws)
+            self._ws = None
+
+    def _receive(self, message: bytes) -> None:
+        """Take in one message from the client; never waits (see ``_relay``)."""
         try:
             events = self.endpoint.receive(message, now=self._now())
         except RemoteProtocolError as exc:
@@ -299,8 +359,8 @@ class ShellSession:
             and not self._output_eof.is_set()
         ):
             self._start_reading()
-        await self._driver.flush(acks=False)  # data (e.g. handshake) now
-        self._driver.acks_later()
+        self._driver.flush_soon(acks=False)  # data (e.g. HandshakeComplete, resends) now
+        self._driver.acks_later()  # acknowledgements ride along with the next output
 
     def _on_stream(self, event: StreamData) -> None:
         kind = event.payload_type
@@ -342,13 +402,13 @@ class ShellSession:
         output has been quiet for a moment; never longer than ``INPUT_READY_MAX``.
         """
         assert self._shell is not None
-        start = self._clock()
+        start = self._now()
         quiet_since: float | None = None
         seen = -1
-        while self._clock() - start < INPUT_READY_MAX and self._shell.process.returncode is None:
+        while self._now() - start < INPUT_READY_MAX and self._shell.process.returncode is None:
             if not self._shell.canonical():
                 return
-            now = self._clock()
+            now = self._now()
             if self.endpoint.next_sequence_number != seen:
                 seen, quiet_since = self.endpoint.next_sequence_number, now
             elif seen > self._first_output_seq and quiet_since and now - quiet_since > QUIET:
@@ -356,6 +416,8 @@ class ShellSession:
             await asyncio.sleep(0.005)
 
     def _write_input(self, data: bytes) -> None:
+        if self._exited:
+            return  # the shell will never read it
         self._pending_input += data
         shell = self._shell
         if shell is not None and self._input_ready and self._pending_input:
@@ -378,6 +440,15 @@ class ShellSession:
                 len(self._pending_input),
             )
             self.endpoint.accepting = accepting
+
+    def _drop_input(self) -> None:
+        """Forget input that the shell will never read, and stop waiting for the PTY to take
+        it: once the shell has exited, the PTY's master end polls as writable for ever and
+        the writer callback would spin, and a closed PTY must leave nothing registered."""
+        self._pending_input.clear()
+        if self._shell is not None:
+            asyncio.get_running_loop().remove_writer(self._shell.master_fd)
+        self.endpoint.accepting = True
 
     def _start_reading(self) -> None:
         if self._shell is not None and not self._reading:
@@ -417,8 +488,9 @@ class ShellSession:
                 pass
 
 
-def _reraise_if_cancelled() -> None:
-    """After suppressing a child's CancelledError, don't swallow our own cancellation."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
+async def _wait_at_most(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until ``event`` is set, ``seconds`` at most; whether it is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()

@@ -99,29 +99,35 @@ class ChannelDriver:
                 return False
         return True
 
-    def flush_now(self) -> bool:
+    def flush_now(self, *, acks: bool = True) -> bool:
         """Send what is ready without yielding to the event loop, if the socket allows it.
 
         Saves a task switch on the keystroke path. Returns False when the caller must use
         :meth:`flush` instead: not connected, a flush in progress, or the socket declined
         (:meth:`Socket.send_now`; e.g. it is applying backpressure) — the frames already
-        drained are then kept to be sent first.
+        drained are then kept to be sent first. With ``acks=False`` acknowledgements stay
+        queued, as with :meth:`flush`.
         """
         ws = self._ws
         if ws is None or self._lock.locked() or self._backlog:
             return False
-        self._cancel_ack_timer()
-        frames = self.endpoint.data_to_send()
+        if acks:
+            self._cancel_ack_timer()
+        frames = self.endpoint.data_to_send(acks=acks)
         sent = not frames or ws.send_now(frames)
         if not sent:
             self._backlog = frames
         self._rearm()
         return sent
 
-    def flush_soon(self) -> None:
+    def flush_soon(self, *, acks: bool = True) -> None:
         """Send what is ready now if the socket allows it (:meth:`flush_now`), else from the
-        writer task."""
-        if not self.flush_now():
+        writer task (which sends queued acknowledgements too).
+
+        Never waits: a reader that calls this keeps reading while a slow flush is under way,
+        so two peers that both write a lot cannot end up each waiting for the other to read.
+        """
+        if not self.flush_now(acks=acks):
             self._wake_writer()
 
     def acks_later(self, delay: float = ACK_DELAY) -> None:
@@ -157,9 +163,15 @@ class ChannelDriver:
             self._retransmit = asyncio.get_running_loop().call_later(delay, self._timer_due)
 
     def _timer_due(self) -> None:
+        due = self._retransmit_at
         self._retransmit = None
         self._retransmit_at = None
-        self.endpoint.handle_timer(self.now())
+        # asyncio runs a timer up to its clock resolution early, so the clock may still read
+        # a hair before the deadline: the endpoint would do nothing and the timer, re-armed
+        # for the same deadline, fire again at once (for ever, on a clock that moves only
+        # when the loop is idle, as looptime's). The timer is due: run it at its deadline.
+        now = self.now()
+        self.endpoint.handle_timer(now if due is None else max(now, due))
         self._wake_writer()
 
     # ---- the writer task -------------------------------------------------------------------

@@ -1,0 +1,641 @@
+"""``ShellSession`` in process: a real login shell in a real PTY, its data channel over in-memory
+sockets from a :class:`FakeDialer`, and a :class:`FakeClient` (a real client ``Endpoint``) at the
+other end, with no gateway in between.
+
+The shell runs as the current user (``current_user()``): no test creates a system user.
+
+Clocks: the session's monotonic clock is the event loop's, which looptime fast-forwards, and its
+wall clock a :class:`FakeClock` that never moves (so a timer on the wall clock would never fire:
+the tests notice). Whatever only the loop's own timers decide (the size wait, the handshake
+time-out, the wait for the last acknowledgements, re-dialling) is fast-forwarded. The shell
+answers in real time, so every wait for it is inside ``real_time()`` (tests/fakes.py), where the
+loop's clock moves no faster than the real one: its time-outs are then real time-outs, generous
+ones, and no test asserts how long the shell took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from hatchway.agent.runas import RunAsUser, current_user
+from hatchway.agent.shell_session import (
+    ACK_WAIT,
+    DRAIN_AFTER_EXIT,
+    HANDSHAKE_TIMEOUT,
+    INPUT_BUFFER,
+    READ_CHUNK,
+    RECONNECT_FOR,
+    SIZE_WAIT,
+    STALLED_WAIT,
+    ShellSession,
+)
+from hatchway.agent.terminal import PtyShell
+from hatchway.errors import NotFound, Unavailable
+from hatchway.protocol.control import ack_for
+from hatchway.protocol.events import SessionStateChanged
+from hatchway.protocol.frames import FlagValue, MessageType, PayloadType, decode_frame
+from hatchway.protocol.handshake import (
+    ActionStatus,
+    Extensions,
+    HandshakeResponse,
+    ProcessedClientAction,
+)
+from hatchway.protocol.payloads import AgentTaskPayload, encode_flag
+from tests.fakes import FakeClient, FakeClock, FakeDialer, real_time
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
+
+SESSION = "alice-0123456789abcdef0"
+#: Seconds allowed for anything the shell does (real seconds, inside ``real_time()``).
+SHELL_TIMEOUT = 30.0
+COULD_NOT_RUN = "the agent could not run the session"
+
+
+# ---- the rig -------------------------------------------------------------------------------
+
+
+@dataclass
+class Completions:
+    """The session's completion callback: what it reported, once."""
+
+    reports: list[tuple[str, str, str]] = field(default_factory=list)
+    reported: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, session_id: str, status: str, output: str) -> None:
+        self.reports.append((session_id, status, output))
+        self.reported.set()
+
+    async def wait(self, timeout: float = SHELL_TIMEOUT) -> tuple[str, str]:
+        """The (status, output) the session reported."""
+        async with asyncio.timeout(timeout):
+            await self.reported.wait()
+        [(session_id, status, output)] = self.reports
+        assert session_id == SESSION
+        return status, output
+
+
+@dataclass
+class Rig:
+    session: ShellSession
+    client: FakeClient
+    dialer: FakeDialer
+    completions: Completions
+    run: asyncio.Task[None]
+
+    @property
+    def shell(self) -> PtyShell:
+        assert self.session.shell is not None
+        return self.session.shell
+
+    async def shell_started(self) -> PtyShell:
+        await eventually(lambda: self.session.shell is not None)
+        return self.shell
+
+
+@asynccontextmanager
+async def session(*, aws_plugin: bool = False, user: RunAsUser | None = None) -> AsyncIterator[Rig]:
+    """A running session whose data channel the client has accepted (nothing else yet).
+
+    On the way out, whatever a failed test left running is cancelled and the shell reaped.
+    """
+    dialer = FakeDialer()
+    task = AgentTaskPayload(
+        SESSION, "SSM-SessionManagerRunShell", {"sessionType": "Standard_Stream"}, {}
+    )
+    completions = Completions()
+    loop = asyncio.get_running_loop()
+    shell_session = ShellSession(
+        task,
+        dialer,
+        user or current_user(),
+        completions,
+        clock=FakeClock(),
+        monotonic=loop.time,
+    )
+    run = loop.create_task(shell_session.run())
+    client = FakeClient(dialer, aws_plugin=aws_plugin)
+    rig = Rig(shell_session, client, dialer, completions, run)
+    try:
+        path = await client.accept()
+        assert path == f"/v1/data-channel/{SESSION}?role=publish_subscribe"
+        yield rig
+    finally:
+        run.cancel()
+        await asyncio.wait({run})
+        await client.close()
+        if shell_session.shell is not None:
+            async with real_time():
+                await asyncio.wait_for(shell_session.shell.process.wait(), SHELL_TIMEOUT)
+
+
+async def start_shell(rig: Rig, rows: int = 24, cols: int = 80) -> PtyShell:
+    """Handshake and size: the shell starts."""
+    await rig.client.handshake()
+    await rig.client.size(rows, cols)
+    return await rig.shell_started()
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = SHELL_TIMEOUT) -> None:
+    """Wait until ``predicate()`` holds, checking every 10 ms of the loop's clock."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def process_state(pid: int) -> str:
+    """The state letter in ``/proc/<pid>/stat`` ("T" stopped, "Z" zombie), "" if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def alive(pid: int) -> bool:
+    return process_state(pid) not in ("", "Z")  # a reparented zombie waits for init
+
+
+def is_pty_master(fd: int) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}") == "/dev/ptmx"
+    except FileNotFoundError:
+        return False
+
+
+def foreground_job(shell: PtyShell) -> int | None:
+    """The process group of the command the shell runs in the foreground, if any."""
+    group = os.tcgetpgrp(shell.master_fd)
+    return None if group == shell.process.pid else group
+
+
+def session_tasks() -> list[asyncio.Task[object]]:
+    """Tasks running code of ``ShellSession`` that have not finished."""
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if not task.done()
+        and getattr(task.get_coro(), "__qualname__", "").startswith("ShellSession.")
+    ]
+
+
+def numbers(output: bytes) -> list[int]:
+    """The lines of ``output`` that are a number, in order."""
+    return [int(line) for line in re.split(rb"[\r\n]+", output) if line.isdigit()]
+
+
+# ---- handshake -----------------------------------------------------------------------------
+
+
+async def test_hatchway_extensions_negotiated_give_64_kib_payloads_and_an_exit_code() -> None:
+    async with session() as rig:
+        request = await rig.client.handshake()
+        session_type, offer = request.requested_client_actions
+        assert session_type.action_type == "SessionType"
+        assert session_type.action_parameters == {
+            "SessionType": "Standard_Stream",
+            "Properties": None,
+        }
+        assert offer.action_type == "HatchwayExtensions"
+        assert Extensions.from_dict(offer.action_parameters) == Extensions(65536, True)
+        # Request, then (after the client's response) Complete: nothing else before.
+        assert [data.payload_type for data in rig.client.stream] == [
+            PayloadType.HANDSHAKE_REQUEST,
+            PayloadType.HANDSHAKE_COMPLETE,
+        ]
+        endpoint = rig.session.endpoint
+        assert endpoint.max_payload_size == 65536
+        assert not endpoint.cumulative_acks  # our client re-acknowledges duplicates
+
+        await rig.client.size(24, 80)
+        async with real_time():
+            await rig.client.type(b"head -c 200000 /dev/zero | tr '\\0' y; exit 3\r")
+            assert await rig.completions.wait() == ("Success", "3")
+            await rig.client.until(
+                lambda: any(isinstance(e, SessionStateChanged) for e in rig.client.events)
+            )
+        assert b"y" * 200_000 in rig.client.output
+        sizes = [len(p) for p in rig.client.payloads(PayloadType.OUTPUT)]
+        assert 1024 < max(sizes) <= 65536
+        assert rig.client.stream[-1].payload_type == PayloadType.EXIT_CODE  # after all output
+        assert rig.client.exit_code == 3
+        assert rig.client.events == [SessionStateChanged("Terminating")]
+
+
+async def test_aws_plugin_answer_keeps_the_defaults_and_reads_acks_cumulatively() -> None:
+    async with session(aws_plugin=True) as rig:
+        await rig.client.handshake()  # HatchwayExtensions answered with status 0, result 3
+        endpoint = rig.session.endpoint
+        assert endpoint.max_payload_size == 1024
+        assert endpoint.cumulative_acks
+        await rig.client.size(24, 80)
+        async with real_time():
+            await rig.client.type(b"head -c 5000 /dev/zero | tr '\\0' y; exit 3\r")
+            assert await rig.completions.wait() == ("Success", "3")
+        assert b"y" * 5000 in rig.client.output
+        assert max(len(p) for p in rig.client.payloads(PayloadType.OUTPUT)) <= 1024
+        assert rig.client.exit_code is None  # AWS's plugin would print it (docs/protocol.md §7.8)
+
+
+async def test_a_client_that_never_answers_the_handshake_fails_the_session() -> None:
+    async with session() as rig:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status = await rig.completions.wait(HANDSHAKE_TIMEOUT + 60)
+        assert status == ("Failed", "the client did not complete the handshake")
+        assert loop.time() - started == pytest.approx(HANDSHAKE_TIMEOUT, abs=0.1)
+        assert rig.session.shell is None
+
+
+async def test_a_failed_session_type_ends_the_session_without_a_shell() -> None:
+    async with session() as rig:
+        await rig.client.until(lambda: bool(rig.client.payloads(PayloadType.HANDSHAKE_REQUEST)))
+        refused = HandshakeResponse(
+            "1.2.700.0",
+            (ProcessedClientAction("SessionType", ActionStatus.FAILED, None, "not today"),),
+            ("not today",),
+        )
+        await rig.client.send(PayloadType.HANDSHAKE_RESPONSE, refused.to_json())
+        assert await rig.completions.wait() == ("Cancelled", "handshake failed: not today")
+        assert rig.session.shell is None
+
+
+# ---- shell start, input and output ---------------------------------------------------------
+
+
+async def test_the_shell_starts_at_the_first_size_with_that_size() -> None:
+    async with session() as rig:
+        await rig.client.handshake()
+        loop = asyncio.get_running_loop()
+        # Loop time only (nothing outside the loop happens meanwhile): no shell before a size.
+        await asyncio.sleep(SIZE_WAIT / 2)
+        assert rig.session.shell is None
+        sized = loop.time()
+        await rig.client.size(30, 100)
+        await rig.shell_started()
+        assert loop.time() - sized < SIZE_WAIT / 4  # at once, not at the size wait's end
+        async with real_time():
+            await rig.client.type(b"stty size; exit\r")
+            await rig.client.output_contains(b"30 100")
+            assert await rig.completions.wait() == ("Success", "0")
+
+
+async def test_without_a_size_the_shell_starts_after_the_size_wait_at_24_by_80() -> None:
+    async with session() as rig:
+        await rig.client.handshake()
+        loop = asyncio.get_running_loop()
+        handshake_done = loop.time()
+        await rig.shell_started()
+        assert loop.time() - handshake_done == pytest.approx(SIZE_WAIT, abs=0.05)
+        async with real_time():
+            await rig.client.type(b"stty size; exit\r")
+            await rig.client.output_contains(b"24 80")
+            assert await rig.completions.wait() == ("Success", "0")
+
+
+async def test_input_reaches_the_shell_and_its_output_comes_back() -> None:
+    async with session() as rig:
+        await start_shell(rig)
+        async with real_time():
+            await rig.client.type(b"echo answer-$((6*7))\r")
+            await rig.client.output_contains(b"answer-42")  # the echo shows "$((6*7))"
+            await rig.client.type(b"cat\r")
+            await rig.client.type(b"line one\r")
+            await rig.client.until(lambda: rig.client.output.count(b"line one") == 2)  # echo, cat
+            await rig.client.type(b"\x04exit 0\r")  # end cat's input, then the shell's
+            assert await rig.completions.wait() == ("Success", "0")
+        assert rig.client.exit_code == 0
+
+
+async def test_a_shell_killed_by_a_signal_reports_128_plus_its_number() -> None:
+    async with session() as rig:
+        await start_shell(rig)
+        async with real_time():
+            await rig.client.type(b"kill -KILL $$\r")
+            assert await rig.completions.wait() == ("Success", "137")
+        assert rig.client.exit_code == 137
+
+
+async def test_a_shell_that_stays_in_canonical_mode_gets_its_input_once_quiet() -> None:
+    # dash has no line editor: its terminal stays in canonical mode, so the first input waits
+    # for the output to be quiet, timed on the monotonic clock (the wall clock here stands still).
+    async with session(user=replace(current_user(), shell="/bin/sh")) as rig:
+        await start_shell(rig)
+        async with real_time():
+            await rig.client.type(b"echo canonical-$((1+1)); exit 6\r")
+            await rig.client.output_contains(b"canonical-2")
+            assert await rig.completions.wait() == ("Success", "6")
+
+
+# ---- backpressure --------------------------------------------------------------------------
+
+
+async def test_output_stops_while_the_client_acknowledges_nothing_and_resumes_with_acks() -> None:
+    total = 12_000_000  # more than the 8 MiB the agent may keep unacknowledged
+    async with session() as rig:
+        await start_shell(rig)
+        endpoint = rig.session.endpoint
+        async with real_time():
+            rig.client.hold()
+            await rig.client.type(b"head -c %d /dev/zero | tr '\\0' x; exit\r" % total)
+
+            def window_full() -> bool:
+                return endpoint.send_window() * endpoint.max_payload_size < READ_CHUNK
+
+            await eventually(window_full)
+            # The PTY is not read any more (the shell's writes block in the kernel) ...
+            assert not rig.session._reading
+            frames = [decode_frame(m) for m in rig.client.held]
+            unacked = {f.sequence_number: len(f.payload) for f in frames if f.payload}
+            assert sum(unacked.values()) <= 8 * 1024 * 1024  # the agent's send buffer
+            assert rig.shell.process.returncode is None
+            # ... until acknowledgements open the window again.
+            await rig.client.release()
+            assert await rig.completions.wait() == ("Success", "0")
+        assert b"x" * total in rig.client.output  # all of it, once
+        assert b"x" * (total + 1) not in rig.client.output
+
+
+async def test_input_beyond_the_buffer_is_refused_for_a_stopped_shell_then_delivered() -> None:
+    count = INPUT_BUFFER + 500_000
+    async with session() as rig:
+        shell = await start_shell(rig)
+        async with real_time():
+            # Raw mode (a canonical-mode line ends at 4095 bytes), then a shell that stops
+            # itself before it reads.
+            await rig.client.type(
+                b"stty raw -echo; "
+                b"exec sh -c 'kill -STOP $$; head -c %d | wc -c | sed s/^/count=/'\r" % count
+            )
+            await eventually(lambda: process_state(shell.process.pid) == "T")
+            await rig.client.type(b"y" * count)
+            # More than INPUT_BUFFER waits for the PTY: the agent refuses (no ack) the rest.
+            await eventually(lambda: not rig.session.endpoint.accepting)
+            assert not rig.client.endpoint.all_acked
+            os.kill(shell.process.pid, signal.SIGCONT)
+            await rig.client.output_contains(b"count=%d" % count)
+            assert await rig.completions.wait() == ("Success", "0")
+        assert rig.session.endpoint.accepting
+        assert rig.client.endpoint.retransmissions > 0  # the refused frames came again
+
+
+# ---- a dropped data channel ----------------------------------------------------------------
+
+
+async def test_after_a_drop_the_agent_redials_resends_and_nothing_is_lost_or_doubled() -> None:
+    async with session() as rig:
+        await start_shell(rig)
+        async with real_time():
+            rig.client.hold()
+            await rig.client.type(b'seq 1 200000; echo DO""NE\r')
+            await eventually(lambda: rig.session.endpoint.unacked_count >= 10)
+            on_the_way = await rig.client.drop()
+            # What arrived before the cut was delivered, but its acks were lost with it; the
+            # rest was lost in flight. Both come again: the first half as duplicates.
+            for message in on_the_way[: len(on_the_way) // 2]:
+                await rig.client.take(message, acknowledge=False)
+            await rig.client.release()
+            await rig.client.type(b"echo after-$((1+1))\r")  # sent once reconnected
+            assert await rig.client.accept() == f"/v1/data-channel/{SESSION}?role=publish_subscribe"
+            await rig.client.output_contains(b"after-2")
+            await rig.client.type(b"exit\r")
+            assert await rig.completions.wait() == ("Success", "0")
+        assert numbers(bytes(rig.client.output)) == list(range(1, 200_001))
+        assert rig.client.output.count(b"DONE") == 1
+        assert rig.client.output.count(b"after-2") == 1
+        assert len(rig.dialer.dials) == 2
+
+
+async def test_the_data_channel_refused_at_the_first_dial_ends_the_session() -> None:
+    dialer = FakeDialer()
+    dialer.refusals.append(NotFound("/v1/data-channel: no such session"))
+    completions = Completions()
+    task = AgentTaskPayload(SESSION, "SSM-SessionManagerRunShell", {}, {})
+    loop = asyncio.get_running_loop()
+    shell_session = ShellSession(
+        task, dialer, current_user(), completions, clock=FakeClock(), monotonic=loop.time
+    )
+    await asyncio.wait_for(shell_session.run(), 10)
+    assert await completions.wait() == (
+        "Cancelled",
+        "the server refused the session's data channel",
+    )
+    assert shell_session.shell is None
+
+
+async def test_a_data_channel_that_stays_away_ends_the_session_after_reconnect_for() -> None:
+    async with session() as rig:
+        shell = await start_shell(rig)
+        rig.dialer.refusals.extend(Unavailable("cannot reach the server") for _ in range(1000))
+        loop = asyncio.get_running_loop()
+        dropped = loop.time()
+        await rig.client.drop()
+        status = await rig.completions.wait(RECONNECT_FOR + 60)
+        assert status == ("Cancelled", "the agent lost the session's data channel")
+        assert loop.time() - dropped == pytest.approx(RECONNECT_FOR, abs=6)  # back-off: 5 s
+        assert not is_pty_master(shell.master_fd)
+        async with real_time():
+            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)  # hung up
+
+
+async def test_a_crash_in_the_data_channel_fails_the_session_and_ends_the_shell() -> None:
+    async with session() as rig:
+        shell = await start_shell(rig)
+        rig.dialer.refusals.append(RuntimeError("a bug"))  # not an error the dialer may raise
+        await rig.client.drop()
+        assert await rig.completions.wait() == ("Failed", COULD_NOT_RUN)
+        assert not is_pty_master(shell.master_fd)
+        async with real_time():
+            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)  # hung up
+
+
+# ---- ending it -----------------------------------------------------------------------------
+
+
+async def hung_up_with(rig: Rig, end: Callable[[], object]) -> tuple[str, str]:
+    """Start ``sleep`` in the shell, end the session with ``end()``; checks that the shell
+    and its job are gone and the PTY is closed; returns what the session reported."""
+    shell = await start_shell(rig)
+    async with real_time():
+        await rig.client.type(b"sleep 1000\r")
+        await eventually(lambda: foreground_job(shell) is not None)
+        job = foreground_job(shell)
+        assert job is not None
+        result = end()
+        if asyncio.iscoroutine(result):
+            await result
+        reported = await rig.completions.wait()
+        await eventually(lambda: not alive(job))
+    assert shell.process.returncode is not None
+    assert not is_pty_master(shell.master_fd)
+    return reported
+
+
+async def test_channel_closed_hangs_up_the_shell() -> None:
+    async with session() as rig:
+        reported = await hung_up_with(
+            rig, lambda: rig.client.channel_closed(SESSION, "terminated by an administrator")
+        )
+        assert reported == ("Cancelled", "terminated by an administrator")
+
+
+async def test_cancel_hangs_up_the_shell() -> None:
+    async with session() as rig:
+        reported = await hung_up_with(rig, lambda: rig.session.cancel("the agent is stopping"))
+        assert reported == ("Cancelled", "the agent is stopping")
+
+
+async def test_the_client_s_terminate_flag_hangs_up_the_shell() -> None:
+    async with session() as rig:
+        flag = encode_flag(FlagValue.TERMINATE_SESSION)
+        reported = await hung_up_with(rig, lambda: rig.client.send(PayloadType.FLAG, flag))
+        assert reported == ("Cancelled", "terminated by the client")
+
+
+async def test_cancelling_the_task_ends_the_shell_and_stays_cancelled() -> None:
+    async with session() as rig:
+        shell = await start_shell(rig)
+        async with real_time():
+            rig.run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await rig.run
+            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)
+        assert not is_pty_master(shell.master_fd)
+        assert rig.completions.reports == []  # a cancelled task reports nothing
+        assert not session_tasks()  # and leaves no task of its own behind
+
+
+async def test_cancelled_again_while_ending_the_pty_is_still_closed() -> None:
+    async with session() as rig:
+        shell = await start_shell(rig)
+        async with real_time():
+            # The shell ignores the hangup: ending it waits for the SIGKILL 2 s later.
+            await rig.client.type(b"trap '' HUP; echo ignoring-$((1+1))\r")
+            await rig.client.output_contains(b"ignoring-2")
+        rig.run.cancel()
+        await asyncio.sleep(1)  # loop time: the session now waits for the shell to exit
+        assert not rig.run.done() and is_pty_master(shell.master_fd)
+        rig.run.cancel()  # e.g. the agent gives up on a session that takes too long to end
+        await asyncio.wait({rig.run})
+        assert rig.run.cancelled()
+        assert not is_pty_master(shell.master_fd)
+
+
+async def test_input_left_for_a_shell_that_exited_leaves_nothing_registered() -> None:
+    async with session() as rig:
+        shell = await start_shell(rig)
+        async with real_time():
+            await rig.client.type(b"stty raw -echo; exec sh -c 'kill -STOP $$; exit 5'\r")
+            await eventually(lambda: process_state(shell.process.pid) == "T")
+            await rig.client.type(b"y" * 100_000)  # more than the PTY takes: the rest waits
+            await eventually(
+                lambda: (
+                    rig.session.endpoint.expected_sequence_number
+                    == rig.client.endpoint.next_sequence_number
+                )
+            )
+            os.kill(shell.process.pid, signal.SIGCONT)  # it exits without reading any
+            assert await rig.completions.wait() == ("Success", "5")
+        loop = asyncio.get_running_loop()
+        # No writer kept spinning on the PTY of a shell that had exited (its master is always
+        # "writable" then), and nothing stale for the next PTY to get the same number.
+        assert not loop.remove_writer(shell.master_fd)
+        assert not loop.remove_reader(shell.master_fd)
+
+
+# ---- the wait for the last acknowledgements ------------------------------------------------
+
+
+async def test_while_the_client_is_away_the_exit_waits_up_to_ack_wait() -> None:
+    async with session() as rig:
+        shell = await start_shell(rig)
+        async with real_time():
+            rig.client.hold()
+            await rig.client.control(MessageType.PAUSE_PUBLICATION)  # the gateway: client away
+            await rig.client.type(b"echo bye; exit 4\r")
+            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)
+        loop = asyncio.get_running_loop()
+        exited = loop.time()
+        assert await rig.completions.wait(ACK_WAIT + 60) == ("Success", "4")
+        # From about when the shell exited (the session noticed it at the same moment, give
+        # or take the drain): ACK_WAIT, not less, not much more.
+        assert ACK_WAIT - 1 <= loop.time() - exited <= ACK_WAIT + DRAIN_AFTER_EXIT + 1
+
+
+async def test_a_client_back_within_the_wait_gets_everything_and_the_session_ends() -> None:
+    async with session() as rig:
+        shell = await start_shell(rig)
+        async with real_time():
+            rig.client.hold()
+            await rig.client.control(MessageType.PAUSE_PUBLICATION)
+            await rig.client.type(b"echo bye-$((1+1)); exit 4\r")
+            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)
+        await asyncio.sleep(ACK_WAIT / 2)  # loop time: the client stays away for a while
+        assert not rig.completions.reports
+        loop = asyncio.get_running_loop()
+        back = loop.time()
+        await rig.client.control(MessageType.START_PUBLICATION)
+        await rig.client.release()
+        assert await rig.completions.wait() == ("Success", "4")
+        assert loop.time() - back < 1
+        assert b"bye-2" in rig.client.output
+        assert rig.client.exit_code == 4
+
+
+async def test_an_aws_plugin_that_drops_the_resent_frames_is_waited_for_a_few_seconds() -> None:
+    async with session(aws_plugin=True) as rig:
+        shell = await start_shell(rig)
+        endpoint = rig.session.endpoint
+        async with real_time():
+            rig.client.hold()
+            await rig.client.type(b"exec sh -c 'echo last-$((1+1))'\r")
+
+            def held_output() -> bytes:
+                frames = [decode_frame(m, verify_digest=False) for m in rig.client.held]
+                return b"".join(f.payload for f in frames if f.payload_type == PayloadType.OUTPUT)
+
+            await eventually(lambda: b"last-2" in held_output())
+            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)
+            # The output reached the plugin, but the connection was cut before its acks left.
+            arrived = await rig.client.drop()
+        for message in arrived:
+            await rig.client.take(message, acknowledge=False)
+        last = max(
+            (decode_frame(m) for m in arrived),
+            key=lambda f: (f.message_type == MessageType.OUTPUT_STREAM_DATA, f.sequence_number),
+        )
+        # The agent re-dials and resends all of it: the plugin drops every frame as a duplicate
+        # without an ack. Only its (late) ack of the last frame's first sending comes through.
+        await rig.client.accept()
+        assert rig.client.socket is not None
+        await rig.client.socket.send(ack_for(last, now=1_700_000_000.0))
+        loop = asyncio.get_running_loop()
+        acked = loop.time()
+        assert await rig.completions.wait(ACK_WAIT) == ("Success", "0")
+        assert loop.time() - acked <= STALLED_WAIT * 1.5  # not ACK_WAIT
+        assert not endpoint.all_acked  # it gave up on the frames the plugin already had
+
+
+# ---- digests -------------------------------------------------------------------------------
+
+
+async def test_a_frame_with_a_bad_digest_is_dropped_and_the_stream_goes_on() -> None:
+    async with session() as rig:
+        await start_shell(rig)
+        async with real_time():
+            damaged = await rig.client.send_corrupted(PayloadType.OUTPUT, b"echo digest-$((1+1))\r")
+            # The agent neither delivers nor acknowledges it; the client's timer resends it.
+            await rig.client.output_contains(b"digest-2")
+            await rig.client.type(b"echo next-$((2+2)); exit\r")
+            await rig.client.output_contains(b"next-4")
+            assert await rig.completions.wait() == ("Success", "0")
+        assert str(damaged) not in {ack.acknowledged_message_id for ack in rig.client.acks}
+        assert rig.client.output.count(b"digest-2") == 1
