@@ -2,7 +2,9 @@
 sockets from a :class:`FakeDialer`, and a :class:`FakeClient` (a real client ``Endpoint``) at the
 other end, with no gateway in between.
 
-The shell runs as the current user (``current_user()``): no test creates a system user.
+The shell runs as the current user with a private, empty home (:func:`shell_user`): no test
+creates a system user, and the shells never read the machine user's own dotfiles (a login
+shell killed by a test must not leave, say, a half-done ``pyenv rehash`` lock in ~root).
 
 Clocks: the session's monotonic clock is the event loop's, which looptime fast-forwards, and its
 wall clock a :class:`FakeClock` that never moves (so a timer on the wall clock would never fire:
@@ -16,9 +18,12 @@ ones, and no test asserts how long the shell took.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import re
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -101,6 +106,13 @@ class Rig:
         return self.shell
 
 
+def shell_user(**changes: str) -> RunAsUser:
+    """The current user, with a fresh empty home of its own (removed at exit)."""
+    home = tempfile.mkdtemp(prefix="hatchway-shell-home-")
+    atexit.register(shutil.rmtree, home, True)
+    return replace(current_user(), home=home, **changes)
+
+
 @asynccontextmanager
 async def session(*, aws_plugin: bool = False, user: RunAsUser | None = None) -> AsyncIterator[Rig]:
     """A running session whose data channel the client has accepted (nothing else yet).
@@ -116,7 +128,7 @@ async def session(*, aws_plugin: bool = False, user: RunAsUser | None = None) ->
     shell_session = ShellSession(
         task,
         dialer,
-        user or current_user(),
+        user or shell_user(),
         completions,
         clock=FakeClock(),
         monotonic=loop.time,
@@ -327,7 +339,7 @@ async def test_a_shell_killed_by_a_signal_reports_128_plus_its_number() -> None:
 async def test_a_shell_that_stays_in_canonical_mode_gets_its_input_once_quiet() -> None:
     # dash has no line editor: its terminal stays in canonical mode, so the first input waits
     # for the output to be quiet, timed on the monotonic clock (the wall clock here stands still).
-    async with session(user=replace(current_user(), shell="/bin/sh")) as rig:
+    async with session(user=shell_user(shell="/bin/sh")) as rig:
         await start_shell(rig)
         async with real_time():
             await rig.client.type(b"echo canonical-$((1+1)); exit 6\r")
@@ -421,7 +433,7 @@ async def test_the_data_channel_refused_at_the_first_dial_ends_the_session() -> 
     task = AgentTaskPayload(SESSION, "SSM-SessionManagerRunShell", {}, {})
     loop = asyncio.get_running_loop()
     shell_session = ShellSession(
-        task, dialer, current_user(), completions, clock=FakeClock(), monotonic=loop.time
+        task, dialer, shell_user(), completions, clock=FakeClock(), monotonic=loop.time
     )
     await asyncio.wait_for(shell_session.run(), 10)
     assert await completions.wait() == (
