@@ -72,9 +72,10 @@ class FakeApi:
 class Server:
     """The dialer the session gets, and the gateway's ends of the connections it opens."""
 
-    def __init__(self) -> None:
+    def __init__(self, capacity: int = 64) -> None:
         self.unreachable = False
         self.dialled = 0
+        self.capacity = capacity  # messages each direction holds before a sender waits
         self._ends: asyncio.Queue[MemorySocket] = asyncio.Queue()
 
     async def dial(self, url: str, ssl_context: ssl.SSLContext | None) -> MemorySocket:
@@ -82,7 +83,7 @@ class Server:
         self.dialled += 1
         if self.unreachable:
             raise Unavailable("cannot reach the server: connection refused")
-        client, server = socket_pair("client", "gateway")
+        client, server = socket_pair("client", "gateway", capacity=self.capacity)
         self._ends.put_nowait(server)
         return client
 
@@ -373,6 +374,48 @@ async def test_after_a_drop_it_resumes_resends_what_was_lost_and_doubles_nothing
     assert await asyncio.wait_for(run, 30) == 0
     assert drain(pipes.screen) == b""
     assert session.endpoint.send_window() > 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_long_resend_keeps_reading_what_the_agent_sends_meanwhile(pipes: Pipes) -> None:
+    """After a re-dial the client resends ~100 frames while the agent answers each one (an
+    ack and some output). With small windows both ways, a client that finished writing
+    before it read again would wait on the agent while the agent waits on it, until the
+    send time-out dropped the connection."""
+    tokens: deque[str | Exception] = deque(f"token-{i}" for i in range(2, 100))
+    server, api, agent = Server(capacity=4), FakeApi(tokens), Agent()
+    session, run = start(pipes, server, api)
+    await connected(server, agent)
+    await agent.send(PayloadType.OUTPUT, b"$ ")  # no handshake: AWS's 1 KiB payloads
+    await read_until(pipes.screen, b"$ ")
+    assert (await agent.receive()).payload_type == PayloadType.SIZE
+
+    server.unreachable = True
+    old = agent.end
+    assert old is not None
+    old.abort()
+    typed = bytes(range(256)) * 400  # 100 KiB: ~100 frames wait, unacknowledged
+    for i in range(0, len(typed), 16384):
+        pipes.type(typed[i : i + 16384])
+        await asyncio.sleep(0.01)
+    async with asyncio.timeout(30):
+        while session.endpoint.unacked_count < len(typed) // 1024:
+            await asyncio.sleep(0.01)
+    server.unreachable = False
+
+    await connected(server, agent)
+    got = b""
+    while len(got) < len(typed):
+        frame = await agent.receive()  # acknowledged as it arrives
+        if frame.payload_type == PayloadType.OUTPUT:
+            got += frame.payload
+            await agent.send(PayloadType.OUTPUT, b".")  # the shell echoes something
+    assert got == typed
+    assert await read_until(pipes.screen, b"." * 50)
+    await agent.end_session(exit_code=0)
+    assert await asyncio.wait_for(run, 30) == 0
+    assert server.dialled >= 2 and agent.end is not None and agent.end.close_code != 4002
 
 
 @pytest.mark.asyncio

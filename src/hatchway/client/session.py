@@ -333,7 +333,9 @@ class ClientSession:
         self._driver.attach(ws)
         try:
             self.endpoint.retransmit_all(self._driver.now())
-            await self._driver.flush()
+            # Never wait for writing before reading: the peer's acknowledgements of a long
+            # resend must keep being read, or both ends can wait on each other.
+            self._driver.flush_soon()
             async for message in ws:
                 if not received:
                     received = True
@@ -362,7 +364,7 @@ class ClientSession:
                 self._print(f"\r\nhatchway: ignored a bad message: {exc.message}\r\n")
         if not self._reading and self._started and self._stdin_open:
             self._start_reading()  # acknowledgements may have opened the send window
-        await self._driver.flush(acks=False)  # data (e.g. the handshake response) now
+        self._driver.flush_soon(acks=False)  # data (e.g. the handshake response) now
         self._driver.acks_later()
 
     def _on_stream(self, event: StreamData) -> None:
