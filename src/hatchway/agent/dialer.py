@@ -29,6 +29,7 @@ import contextlib
 import socket
 import ssl
 import urllib.parse
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, NoReturn, Protocol
@@ -40,6 +41,7 @@ from hatchway.auth.agentkey import load_private_key, pss_signer
 from hatchway.auth.nonce import NONCE_HEADER
 from hatchway.auth.sigv4 import sign_request_rsa
 from hatchway.errors import AuthError, Conflict, NotFound, Unavailable
+from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
 from hatchway.protocol.timing import PING_INTERVAL
 from hatchway.transport.aiohttp_socket import AiohttpSocket, aiohttp_max_msg_size
@@ -89,6 +91,7 @@ class Dialer:
         self._http_base = base
         self._ws_base = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base[7:]
         self._session: aiohttp.ClientSession | None = None
+        self._sockets: weakref.WeakSet[AiohttpSocket] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"Dialer({self.state.node_id} at {self.state.endpoint})"
@@ -168,9 +171,20 @@ class Dialer:
         except aiohttp.WSServerHandshakeError as exc:
             _refused(exc.status, exc.headers, path_and_query, exc.message)
         label = f"server:{path_and_query.split('?', 1)[0]}"
-        return AiohttpSocket(ws, label, abort=_shutdown(ws), max_size=max_size)
+        sock = AiohttpSocket(ws, label, abort=_shutdown(ws), max_size=max_size)
+        self._sockets.add(sock)
+        return sock
 
     async def close(self) -> None:
+        """Close every WebSocket this dialer opened that is still open, then the HTTP client.
+
+        An upgraded connection no longer belongs to the HTTP client's pool, so closing the
+        client alone would leave it to the garbage collector.
+        """
+        open_sockets = [sock for sock in self._sockets if not sock.closed]
+        if open_sockets:
+            await asyncio.gather(*(sock.close(CloseCode.GOING_AWAY) for sock in open_sockets))
+        self._sockets.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
