@@ -522,6 +522,10 @@ async def real_time() -> AsyncIterator[None]:
     pending, looptime instead waits for real, moving the loop's clock by no more than the
     real time that passed: this keeps one pending for the duration of the block. Time-outs
     inside then last at least as long in real time as they say.
+
+    Outside the block the clock is fast-forwarded again, also for the timers of the code
+    under test while the process is still working: a test in which a real process runs
+    throughout (tests/agent/test_shell_session.py) is better off on the real clock.
     """
     stop = threading.Event()
     pacer = asyncio.get_running_loop().run_in_executor(None, stop.wait, 600)

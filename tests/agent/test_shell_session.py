@@ -6,13 +6,20 @@ The shell runs as the current user with a private, empty home (:func:`shell_user
 creates a system user, and the shells never read the machine user's own dotfiles (a login
 shell killed by a test must not leave, say, a half-done ``pyenv rehash`` lock in ~root).
 
-Clocks: the session's monotonic clock is the event loop's, which looptime fast-forwards, and its
-wall clock a :class:`FakeClock` that never moves (so a timer on the wall clock would never fire:
-the tests notice). Whatever only the loop's own timers decide (the size wait, the handshake
-time-out, the wait for the last acknowledgements, re-dialling) is fast-forwarded. The shell
-answers in real time, so every wait for it is inside ``real_time()`` (tests/fakes.py), where the
-loop's clock moves no faster than the real one: its time-outs are then real time-outs, generous
-ones, and no test asserts how long the shell took.
+Clocks: the session's monotonic clock is the event loop's, and its wall clock a
+:class:`FakeClock` that never moves (so a timer on the wall clock would never fire: the tests
+notice, by a time-out).
+
+A test with a shell in it runs on the real clock: the shell answers in real time, and a loop
+clock fast-forwarded while the shell starts (looptime) would run out the session's timers and
+the test's own time-outs early, by how busy the machine is. The session's waits that a test
+would otherwise sit out are made short for it (:class:`SessionTimings`), and a wait that must
+end by something other than its timer is made longer than the test (``NEVER``): what ended it
+is then known without measuring time. Every wait of the test itself is for a condition, with a
+generous real-time budget, and no test asserts how long anything took.
+
+Only tests with no process in them (the session ends before a shell starts) run on looptime's
+fast-forwarded clock, with the production timings, and measure those on the loop's clock.
 """
 
 from __future__ import annotations
@@ -28,19 +35,17 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hatchway.agent.runas import RunAsUser, current_user
 from hatchway.agent.shell_session import (
-    ACK_WAIT,
-    DRAIN_AFTER_EXIT,
     HANDSHAKE_TIMEOUT,
     INPUT_BUFFER,
     READ_CHUNK,
     RECONNECT_FOR,
-    SIZE_WAIT,
-    STALLED_WAIT,
+    SessionTimings,
     ShellSession,
 )
 from hatchway.agent.terminal import PtyShell
@@ -55,13 +60,21 @@ from hatchway.protocol.handshake import (
     ProcessedClientAction,
 )
 from hatchway.protocol.payloads import AgentTaskPayload, encode_flag
-from tests.fakes import FakeClient, FakeClock, FakeDialer, real_time
+from hatchway.protocol.reliability import Endpoint
+from tests.fakes import FakeClient, FakeClock, FakeDialer
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
+pytestmark = pytest.mark.asyncio
 
 SESSION = "alice-0123456789abcdef0"
-#: Seconds allowed for anything the shell does (real seconds, inside ``real_time()``).
+#: Real seconds allowed for anything the shell does: generous, CI has two busy cores.
 SHELL_TIMEOUT = 30.0
+#: A session wait longer than any test: whatever ends it, its timer did not.
+NEVER = 3600.0
+#: A session wait the test means to run out, short on the real clock.
+SHORT = 0.3
+#: The production timings, except that the first input waits for a starting shell's line
+#: editor (or its quiet prompt) however long a loaded machine takes to get there.
+TIMINGS = SessionTimings(input_ready_max=SHELL_TIMEOUT / 2)
 COULD_NOT_RUN = "the agent could not run the session"
 
 
@@ -74,9 +87,16 @@ class Completions:
 
     reports: list[tuple[str, str, str]] = field(default_factory=list)
     reported: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The session's endpoint (set by the rig), to see what was acknowledged at the report.
+    endpoint: Endpoint | None = None
+    #: Whether the client had acknowledged all the agent sent when the session reported:
+    #: tells an end on the last acknowledgement from an end on a time-out, with no clock.
+    acked_when_reported: bool | None = None
 
     async def __call__(self, session_id: str, status: str, output: str) -> None:
         self.reports.append((session_id, status, output))
+        if self.endpoint is not None:
+            self.acked_when_reported = self.endpoint.all_acked
         self.reported.set()
 
     async def wait(self, timeout: float = SHELL_TIMEOUT) -> tuple[str, str]:
@@ -106,15 +126,22 @@ class Rig:
         return self.shell
 
 
-def shell_user(**changes: str) -> RunAsUser:
-    """The current user, with a fresh empty home of its own (removed at exit)."""
+def shell_user(shell: str | None = None) -> RunAsUser:
+    """The current user (with another login shell), with a fresh empty home of its own
+    (removed at exit)."""
     home = tempfile.mkdtemp(prefix="hatchway-shell-home-")
     atexit.register(shutil.rmtree, home, True)
-    return replace(current_user(), home=home, **changes)
+    user = replace(current_user(), home=home)
+    return user if shell is None else replace(user, shell=shell)
 
 
 @asynccontextmanager
-async def session(*, aws_plugin: bool = False, user: RunAsUser | None = None) -> AsyncIterator[Rig]:
+async def session(
+    *,
+    aws_plugin: bool = False,
+    user: RunAsUser | None = None,
+    timings: SessionTimings = TIMINGS,
+) -> AsyncIterator[Rig]:
     """A running session whose data channel the client has accepted (nothing else yet).
 
     On the way out, whatever a failed test left running is cancelled and the shell reaped.
@@ -132,7 +159,9 @@ async def session(*, aws_plugin: bool = False, user: RunAsUser | None = None) ->
         completions,
         clock=FakeClock(),
         monotonic=loop.time,
+        timings=timings,
     )
+    completions.endpoint = shell_session.endpoint
     run = loop.create_task(shell_session.run())
     client = FakeClient(dialer, aws_plugin=aws_plugin)
     rig = Rig(shell_session, client, dialer, completions, run)
@@ -145,8 +174,7 @@ async def session(*, aws_plugin: bool = False, user: RunAsUser | None = None) ->
         await asyncio.wait({run})
         await client.close()
         if shell_session.shell is not None:
-            async with real_time():
-                await asyncio.wait_for(shell_session.shell.process.wait(), SHELL_TIMEOUT)
+            await asyncio.wait_for(shell_session.shell.process.wait(), SHELL_TIMEOUT)
 
 
 async def start_shell(rig: Rig, rows: int = 24, cols: int = 80) -> PtyShell:
@@ -157,10 +185,34 @@ async def start_shell(rig: Rig, rows: int = 24, cols: int = 80) -> PtyShell:
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = SHELL_TIMEOUT) -> None:
-    """Wait until ``predicate()`` holds, checking every 10 ms of the loop's clock."""
+    """Wait until ``predicate()`` holds, checking every 10 ms."""
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+def record_spawns(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """The window size (rows, cols) every shell is started with, from now on."""
+    sizes: list[tuple[int, int]] = []
+    spawn = PtyShell.spawn
+
+    async def recording(user: RunAsUser, *, rows: int, cols: int, **kwargs: Any) -> PtyShell:
+        sizes.append((rows, cols))
+        return await spawn(user, rows=rows, cols=cols, **kwargs)
+
+    monkeypatch.setattr(PtyShell, "spawn", staticmethod(recording))
+    return sizes
+
+
+def awaiting(task: asyncio.Task[None]) -> list[str]:
+    """The names of the coroutines ``task`` is suspended in, outermost first (where a session
+    waits, from the outside, without timing it)."""
+    names: list[str] = []
+    coro: object = task.get_coro()
+    while (code := getattr(coro, "cr_code", None)) is not None:
+        names.append(code.co_name)
+        coro = getattr(coro, "cr_await", None)
+    return names
 
 
 def process_state(pid: int) -> str:
@@ -228,12 +280,11 @@ async def test_hatchway_extensions_negotiated_give_64_kib_payloads_and_an_exit_c
         assert not endpoint.cumulative_acks  # our client re-acknowledges duplicates
 
         await rig.client.size(24, 80)
-        async with real_time():
-            await rig.client.type(b"head -c 200000 /dev/zero | tr '\\0' y; exit 3\r")
-            assert await rig.completions.wait() == ("Success", "3")
-            await rig.client.until(
-                lambda: any(isinstance(e, SessionStateChanged) for e in rig.client.events)
-            )
+        await rig.client.type(b"head -c 200000 /dev/zero | tr '\\0' y; exit 3\r")
+        assert await rig.completions.wait() == ("Success", "3")
+        await rig.client.until(
+            lambda: any(isinstance(e, SessionStateChanged) for e in rig.client.events)
+        )
         assert b"y" * 200_000 in rig.client.output
         sizes = [len(p) for p in rig.client.payloads(PayloadType.OUTPUT)]
         assert 1024 < max(sizes) <= 65536
@@ -249,14 +300,14 @@ async def test_aws_plugin_answer_keeps_the_defaults_and_reads_acks_cumulatively(
         assert endpoint.max_payload_size == 1024
         assert endpoint.cumulative_acks
         await rig.client.size(24, 80)
-        async with real_time():
-            await rig.client.type(b"head -c 5000 /dev/zero | tr '\\0' y; exit 3\r")
-            assert await rig.completions.wait() == ("Success", "3")
+        await rig.client.type(b"head -c 5000 /dev/zero | tr '\\0' y; exit 3\r")
+        assert await rig.completions.wait() == ("Success", "3")
         assert b"y" * 5000 in rig.client.output
         assert max(len(p) for p in rig.client.payloads(PayloadType.OUTPUT)) <= 1024
         assert rig.client.exit_code is None  # AWS's plugin would print it (docs/protocol.md §7.8)
 
 
+@pytest.mark.looptime  # no shell: the production time-out, on the fast-forwarded loop clock
 async def test_a_client_that_never_answers_the_handshake_fails_the_session() -> None:
     async with session() as rig:
         loop = asyncio.get_running_loop()
@@ -267,6 +318,7 @@ async def test_a_client_that_never_answers_the_handshake_fails_the_session() -> 
         assert rig.session.shell is None
 
 
+@pytest.mark.looptime  # no shell
 async def test_a_failed_session_type_ends_the_session_without_a_shell() -> None:
     async with session() as rig:
         await rig.client.until(lambda: bool(rig.client.payloads(PayloadType.HANDSHAKE_REQUEST)))
@@ -283,68 +335,68 @@ async def test_a_failed_session_type_ends_the_session_without_a_shell() -> None:
 # ---- shell start, input and output ---------------------------------------------------------
 
 
-async def test_the_shell_starts_at_the_first_size_with_that_size() -> None:
-    async with session() as rig:
+async def test_the_shell_starts_at_the_first_size_with_that_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spawned = record_spawns(monkeypatch)
+    # The size wait outlasts the test: only the size can start the shell.
+    async with session(timings=replace(TIMINGS, size_wait=NEVER)) as rig:
         await rig.client.handshake()
-        loop = asyncio.get_running_loop()
-        # Loop time only (nothing outside the loop happens meanwhile): no shell before a size.
-        await asyncio.sleep(SIZE_WAIT / 2)
         assert rig.session.shell is None
-        sized = loop.time()
         await rig.client.size(30, 100)
         await rig.shell_started()
-        assert loop.time() - sized < SIZE_WAIT / 4  # at once, not at the size wait's end
-        async with real_time():
-            await rig.client.type(b"stty size; exit\r")
-            await rig.client.output_contains(b"30 100")
-            assert await rig.completions.wait() == ("Success", "0")
+        assert spawned == [(30, 100)]  # not at 24x80 before the size came, then resized
+        await rig.client.type(b"stty size; exit\r")
+        await rig.client.output_contains(b"30 100")
+        assert await rig.completions.wait() == ("Success", "0")
 
 
-async def test_without_a_size_the_shell_starts_after_the_size_wait_at_24_by_80() -> None:
-    async with session() as rig:
+async def test_without_a_size_the_shell_starts_after_the_size_wait_at_24_by_80(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spawned = record_spawns(monkeypatch)
+    async with session(timings=replace(TIMINGS, size_wait=SHORT)) as rig:
         await rig.client.handshake()
-        loop = asyncio.get_running_loop()
-        handshake_done = loop.time()
-        await rig.shell_started()
-        assert loop.time() - handshake_done == pytest.approx(SIZE_WAIT, abs=0.05)
-        async with real_time():
-            await rig.client.type(b"stty size; exit\r")
-            await rig.client.output_contains(b"24 80")
-            assert await rig.completions.wait() == ("Success", "0")
+        await rig.shell_started()  # the size wait ran out (on the monotonic clock)
+        assert spawned == [(24, 80)]
+        await rig.client.type(b"stty size; exit\r")
+        await rig.client.output_contains(b"24 80")
+        assert await rig.completions.wait() == ("Success", "0")
 
 
 async def test_input_reaches_the_shell_and_its_output_comes_back() -> None:
     async with session() as rig:
-        await start_shell(rig)
-        async with real_time():
-            await rig.client.type(b"echo answer-$((6*7))\r")
-            await rig.client.output_contains(b"answer-42")  # the echo shows "$((6*7))"
-            await rig.client.type(b"cat\r")
-            await rig.client.type(b"line one\r")
-            await rig.client.until(lambda: rig.client.output.count(b"line one") == 2)  # echo, cat
-            await rig.client.type(b"\x04exit 0\r")  # end cat's input, then the shell's
-            assert await rig.completions.wait() == ("Success", "0")
+        shell = await start_shell(rig)
+        await rig.client.type(b"echo answer-$((6*7))\r")
+        await rig.client.output_contains(b"answer-42")  # the echo shows "$((6*7))"
+        await rig.client.type(b"cat\r")
+        # Typed before cat has the terminal, the line would meet the line editor's raw mode.
+        await eventually(lambda: foreground_job(shell) is not None)
+        await rig.client.type(b"line one\r")
+        await rig.client.until(lambda: rig.client.output.count(b"line one") == 2)  # echo, cat
+        await rig.client.type(b"\x04exit 0\r")  # end cat's input, then the shell's
+        assert await rig.completions.wait() == ("Success", "0")
         assert rig.client.exit_code == 0
 
 
 async def test_a_shell_killed_by_a_signal_reports_128_plus_its_number() -> None:
     async with session() as rig:
         await start_shell(rig)
-        async with real_time():
-            await rig.client.type(b"kill -KILL $$\r")
-            assert await rig.completions.wait() == ("Success", "137")
+        await rig.client.type(b"kill -KILL $$\r")
+        assert await rig.completions.wait() == ("Success", "137")
         assert rig.client.exit_code == 137
 
 
 async def test_a_shell_that_stays_in_canonical_mode_gets_its_input_once_quiet() -> None:
     # dash has no line editor: its terminal stays in canonical mode, so the first input waits
-    # for the output to be quiet, timed on the monotonic clock (the wall clock here stands still).
-    async with session(user=shell_user(shell="/bin/sh")) as rig:
+    # for the output to be quiet, timed on the monotonic clock (the wall clock here stands
+    # still). The longest wait for a starting shell outlasts the test: only quiet delivers it.
+    timings = replace(TIMINGS, input_ready_max=NEVER)
+    async with session(user=shell_user(shell="/bin/sh"), timings=timings) as rig:
         await start_shell(rig)
-        async with real_time():
-            await rig.client.type(b"echo canonical-$((1+1)); exit 6\r")
-            await rig.client.output_contains(b"canonical-2")
-            assert await rig.completions.wait() == ("Success", "6")
+        await rig.client.type(b"echo canonical-$((1+1)); exit 6\r")
+        await rig.client.output_contains(b"canonical-2")
+        assert await rig.completions.wait() == ("Success", "6")
 
 
 # ---- backpressure --------------------------------------------------------------------------
@@ -355,23 +407,22 @@ async def test_output_stops_while_the_client_acknowledges_nothing_and_resumes_wi
     async with session() as rig:
         await start_shell(rig)
         endpoint = rig.session.endpoint
-        async with real_time():
-            rig.client.hold()
-            await rig.client.type(b"head -c %d /dev/zero | tr '\\0' x; exit\r" % total)
+        rig.client.hold()
+        await rig.client.type(b"head -c %d /dev/zero | tr '\\0' x; exit\r" % total)
 
-            def window_full() -> bool:
-                return endpoint.send_window() * endpoint.max_payload_size < READ_CHUNK
+        def window_full() -> bool:
+            return endpoint.send_window() * endpoint.max_payload_size < READ_CHUNK
 
-            await eventually(window_full)
-            # The PTY is not read any more (the shell's writes block in the kernel) ...
-            assert not rig.session._reading
-            frames = [decode_frame(m) for m in rig.client.held]
-            unacked = {f.sequence_number: len(f.payload) for f in frames if f.payload}
-            assert sum(unacked.values()) <= 8 * 1024 * 1024  # the agent's send buffer
-            assert rig.shell.process.returncode is None
-            # ... until acknowledgements open the window again.
-            await rig.client.release()
-            assert await rig.completions.wait() == ("Success", "0")
+        # The window fills, and the PTY is not read any more (the shell's writes block in
+        # the kernel) ...
+        await eventually(lambda: window_full() and not rig.session._reading)
+        frames = [decode_frame(m) for m in rig.client.held]
+        unacked = {f.sequence_number: len(f.payload) for f in frames if f.payload}
+        assert sum(unacked.values()) <= 8 * 1024 * 1024  # the agent's send buffer
+        assert rig.shell.process.returncode is None
+        # ... until acknowledgements open the window again.
+        await rig.client.release()
+        assert await rig.completions.wait() == ("Success", "0")
         assert b"x" * total in rig.client.output  # all of it, once
         assert b"x" * (total + 1) not in rig.client.output
 
@@ -380,21 +431,20 @@ async def test_input_beyond_the_buffer_is_refused_for_a_stopped_shell_then_deliv
     count = INPUT_BUFFER + 500_000
     async with session() as rig:
         shell = await start_shell(rig)
-        async with real_time():
-            # Raw mode (a canonical-mode line ends at 4095 bytes), then a shell that stops
-            # itself before it reads.
-            await rig.client.type(
-                b"stty raw -echo; "
-                b"exec sh -c 'kill -STOP $$; head -c %d | wc -c | sed s/^/count=/'\r" % count
-            )
-            await eventually(lambda: process_state(shell.process.pid) == "T")
-            await rig.client.type(b"y" * count)
-            # More than INPUT_BUFFER waits for the PTY: the agent refuses (no ack) the rest.
-            await eventually(lambda: not rig.session.endpoint.accepting)
-            assert not rig.client.endpoint.all_acked
-            os.kill(shell.process.pid, signal.SIGCONT)
-            await rig.client.output_contains(b"count=%d" % count)
-            assert await rig.completions.wait() == ("Success", "0")
+        # Raw mode (a canonical-mode line ends at 4095 bytes), then a shell that stops
+        # itself before it reads.
+        await rig.client.type(
+            b"stty raw -echo; "
+            b"exec sh -c 'kill -STOP $$; head -c %d | wc -c | sed s/^/count=/'\r" % count
+        )
+        await eventually(lambda: process_state(shell.process.pid) == "T")
+        await rig.client.type(b"y" * count)
+        # More than INPUT_BUFFER waits for the PTY: the agent refuses (no ack) the rest.
+        await eventually(lambda: not rig.session.endpoint.accepting)
+        assert not rig.client.endpoint.all_acked
+        os.kill(shell.process.pid, signal.SIGCONT)
+        await rig.client.output_contains(b"count=%d" % count)
+        assert await rig.completions.wait() == ("Success", "0")
         assert rig.session.endpoint.accepting
         assert rig.client.endpoint.retransmissions > 0  # the refused frames came again
 
@@ -405,27 +455,28 @@ async def test_input_beyond_the_buffer_is_refused_for_a_stopped_shell_then_deliv
 async def test_after_a_drop_the_agent_redials_resends_and_nothing_is_lost_or_doubled() -> None:
     async with session() as rig:
         await start_shell(rig)
-        async with real_time():
-            rig.client.hold()
-            await rig.client.type(b'seq 1 200000; echo DO""NE\r')
-            await eventually(lambda: rig.session.endpoint.unacked_count >= 10)
-            on_the_way = await rig.client.drop()
-            # What arrived before the cut was delivered, but its acks were lost with it; the
-            # rest was lost in flight. Both come again: the first half as duplicates.
-            for message in on_the_way[: len(on_the_way) // 2]:
-                await rig.client.take(message, acknowledge=False)
-            await rig.client.release()
-            await rig.client.type(b"echo after-$((1+1))\r")  # sent once reconnected
-            assert await rig.client.accept() == f"/v1/data-channel/{SESSION}?role=publish_subscribe"
-            await rig.client.output_contains(b"after-2")
-            await rig.client.type(b"exit\r")
-            assert await rig.completions.wait() == ("Success", "0")
+        rig.client.hold()
+        # No echo: the terminal would echo what is typed while seq runs into its output.
+        await rig.client.type(b'stty -echo; seq 1 200000; echo DO""NE\r')
+        await eventually(lambda: rig.session.endpoint.unacked_count >= 10)
+        on_the_way = await rig.client.drop()
+        # What arrived before the cut was delivered, but its acks were lost with it; the
+        # rest was lost in flight. Both come again: the first half as duplicates.
+        for message in on_the_way[: len(on_the_way) // 2]:
+            await rig.client.take(message, acknowledge=False)
+        await rig.client.release()
+        await rig.client.type(b"echo after-$((1+1))\r")  # sent once reconnected
+        assert await rig.client.accept() == f"/v1/data-channel/{SESSION}?role=publish_subscribe"
+        await rig.client.output_contains(b"after-2")
+        await rig.client.type(b"exit\r")
+        assert await rig.completions.wait() == ("Success", "0")
         assert numbers(bytes(rig.client.output)) == list(range(1, 200_001))
         assert rig.client.output.count(b"DONE") == 1
         assert rig.client.output.count(b"after-2") == 1
         assert len(rig.dialer.dials) == 2
 
 
+@pytest.mark.looptime  # no shell
 async def test_the_data_channel_refused_at_the_first_dial_ends_the_session() -> None:
     dialer = FakeDialer()
     dialer.refusals.append(NotFound("/v1/data-channel: no such session"))
@@ -443,9 +494,10 @@ async def test_the_data_channel_refused_at_the_first_dial_ends_the_session() -> 
     assert shell_session.shell is None
 
 
+@pytest.mark.looptime  # no shell: the production RECONNECT_FOR, on the fast-forwarded clock
 async def test_a_data_channel_that_stays_away_ends_the_session_after_reconnect_for() -> None:
-    async with session() as rig:
-        shell = await start_shell(rig)
+    # The channel drops before the handshake, whose wait outlasts the test: no shell starts.
+    async with session(timings=replace(TIMINGS, handshake_timeout=NEVER)) as rig:
         rig.dialer.refusals.extend(Unavailable("cannot reach the server") for _ in range(1000))
         loop = asyncio.get_running_loop()
         dropped = loop.time()
@@ -453,9 +505,19 @@ async def test_a_data_channel_that_stays_away_ends_the_session_after_reconnect_f
         status = await rig.completions.wait(RECONNECT_FOR + 60)
         assert status == ("Cancelled", "the agent lost the session's data channel")
         assert loop.time() - dropped == pytest.approx(RECONNECT_FOR, abs=6)  # back-off: 5 s
+        assert rig.session.shell is None
+
+
+async def test_a_data_channel_that_stays_away_hangs_up_the_shell() -> None:
+    async with session(timings=replace(TIMINGS, reconnect_for=SHORT)) as rig:
+        shell = await start_shell(rig)
+        rig.dialer.refusals.extend(Unavailable("cannot reach the server") for _ in range(1000))
+        await rig.client.drop()
+        status = await rig.completions.wait()  # RECONNECT_FOR on the monotonic clock
+        assert status == ("Cancelled", "the agent lost the session's data channel")
+        assert len(rig.dialer.dials) >= 2  # it re-dialled before it gave up
         assert not is_pty_master(shell.master_fd)
-        async with real_time():
-            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)  # hung up
+        await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)  # hung up
 
 
 async def test_a_crash_in_the_data_channel_fails_the_session_and_ends_the_shell() -> None:
@@ -465,8 +527,7 @@ async def test_a_crash_in_the_data_channel_fails_the_session_and_ends_the_shell(
         await rig.client.drop()
         assert await rig.completions.wait() == ("Failed", COULD_NOT_RUN)
         assert not is_pty_master(shell.master_fd)
-        async with real_time():
-            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)  # hung up
+        await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)  # hung up
 
 
 # ---- ending it -----------------------------------------------------------------------------
@@ -476,16 +537,15 @@ async def hung_up_with(rig: Rig, end: Callable[[], object]) -> tuple[str, str]:
     """Start ``sleep`` in the shell, end the session with ``end()``; checks that the shell
     and its job are gone and the PTY is closed; returns what the session reported."""
     shell = await start_shell(rig)
-    async with real_time():
-        await rig.client.type(b"sleep 1000\r")
-        await eventually(lambda: foreground_job(shell) is not None)
-        job = foreground_job(shell)
-        assert job is not None
-        result = end()
-        if asyncio.iscoroutine(result):
-            await result
-        reported = await rig.completions.wait()
-        await eventually(lambda: not alive(job))
+    await rig.client.type(b"sleep 1000\r")
+    await eventually(lambda: foreground_job(shell) is not None)
+    job = foreground_job(shell)
+    assert job is not None
+    result = end()
+    if asyncio.iscoroutine(result):
+        await result
+    reported = await rig.completions.wait()
+    await eventually(lambda: not alive(job))
     assert shell.process.returncode is not None
     assert not is_pty_master(shell.master_fd)
     return reported
@@ -515,11 +575,10 @@ async def test_the_client_s_terminate_flag_hangs_up_the_shell() -> None:
 async def test_cancelling_the_task_ends_the_shell_and_stays_cancelled() -> None:
     async with session() as rig:
         shell = await start_shell(rig)
-        async with real_time():
-            rig.run.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await rig.run
-            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)
+        rig.run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await rig.run
+        await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)
         assert not is_pty_master(shell.master_fd)
         assert rig.completions.reports == []  # a cancelled task reports nothing
         assert not session_tasks()  # and leaves no task of its own behind
@@ -528,13 +587,23 @@ async def test_cancelling_the_task_ends_the_shell_and_stays_cancelled() -> None:
 async def test_cancelled_again_while_ending_the_pty_is_still_closed() -> None:
     async with session() as rig:
         shell = await start_shell(rig)
-        async with real_time():
-            # The shell ignores the hangup: ending it waits for the SIGKILL 2 s later.
-            await rig.client.type(b"trap '' HUP; echo ignoring-$((1+1))\r")
-            await rig.client.output_contains(b"ignoring-2")
+        # The shell ignores the hangup: ending it waits for the SIGKILL 2 s later.
+        await rig.client.type(b"trap '' HUP; echo ignoring-$((1+1))\r")
+        await rig.client.output_contains(b"ignoring-2")
+        # The session's task is running, waiting for the shell, so the next call to the
+        # process's wait() is the ended session's wait for the shell to go.
+        waiting_for_the_shell = asyncio.Event()
+        process_wait = shell.process.wait
+
+        async def wait() -> int:
+            waiting_for_the_shell.set()
+            return await process_wait()
+
+        shell.process.wait = wait  # type: ignore[method-assign]
         rig.run.cancel()
-        await asyncio.sleep(1)  # loop time: the session now waits for the shell to exit
-        assert not rig.run.done() and is_pty_master(shell.master_fd)
+        async with asyncio.timeout(SHELL_TIMEOUT):
+            await waiting_for_the_shell.wait()
+        assert is_pty_master(shell.master_fd)
         rig.run.cancel()  # e.g. the agent gives up on a session that takes too long to end
         await asyncio.wait({rig.run})
         assert rig.run.cancelled()
@@ -544,18 +613,17 @@ async def test_cancelled_again_while_ending_the_pty_is_still_closed() -> None:
 async def test_input_left_for_a_shell_that_exited_leaves_nothing_registered() -> None:
     async with session() as rig:
         shell = await start_shell(rig)
-        async with real_time():
-            await rig.client.type(b"stty raw -echo; exec sh -c 'kill -STOP $$; exit 5'\r")
-            await eventually(lambda: process_state(shell.process.pid) == "T")
-            await rig.client.type(b"y" * 100_000)  # more than the PTY takes: the rest waits
-            await eventually(
-                lambda: (
-                    rig.session.endpoint.expected_sequence_number
-                    == rig.client.endpoint.next_sequence_number
-                )
+        await rig.client.type(b"stty raw -echo; exec sh -c 'kill -STOP $$; exit 5'\r")
+        await eventually(lambda: process_state(shell.process.pid) == "T")
+        await rig.client.type(b"y" * 100_000)  # more than the PTY takes: the rest waits
+        await eventually(
+            lambda: (
+                rig.session.endpoint.expected_sequence_number
+                == rig.client.endpoint.next_sequence_number
             )
-            os.kill(shell.process.pid, signal.SIGCONT)  # it exits without reading any
-            assert await rig.completions.wait() == ("Success", "5")
+        )
+        os.kill(shell.process.pid, signal.SIGCONT)  # it exits without reading any
+        assert await rig.completions.wait() == ("Success", "5")
         loop = asyncio.get_running_loop()
         # No writer kept spinning on the PTY of a shell that had exited (its master is always
         # "writable" then), and nothing stale for the next PTY to get the same number.
@@ -567,57 +635,53 @@ async def test_input_left_for_a_shell_that_exited_leaves_nothing_registered() ->
 
 
 async def test_while_the_client_is_away_the_exit_waits_up_to_ack_wait() -> None:
-    async with session() as rig:
-        shell = await start_shell(rig)
-        async with real_time():
-            rig.client.hold()
-            await rig.client.control(MessageType.PAUSE_PUBLICATION)  # the gateway: client away
-            await rig.client.type(b"echo bye; exit 4\r")
-            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)
-        loop = asyncio.get_running_loop()
-        exited = loop.time()
-        assert await rig.completions.wait(ACK_WAIT + 60) == ("Success", "4")
-        # From about when the shell exited (the session noticed it at the same moment, give
-        # or take the drain): ACK_WAIT, not less, not much more.
-        assert ACK_WAIT - 1 <= loop.time() - exited <= ACK_WAIT + DRAIN_AFTER_EXIT + 1
+    # A short ack_wait, which ends the session without the client's acknowledgements (on the
+    # monotonic clock: the frozen wall clock would never end it).
+    async with session(timings=replace(TIMINGS, ack_wait=SHORT)) as rig:
+        await start_shell(rig)
+        rig.client.hold()
+        await rig.client.control(MessageType.PAUSE_PUBLICATION)  # the gateway: client away
+        await rig.client.type(b"echo bye; exit 4\r")
+        assert await rig.completions.wait() == ("Success", "4")
+        assert rig.completions.acked_when_reported is False
 
 
 async def test_a_client_back_within_the_wait_gets_everything_and_the_session_ends() -> None:
-    async with session() as rig:
+    # ack_wait outlasts the test: only the client's acknowledgements can end the wait.
+    async with session(timings=replace(TIMINGS, ack_wait=NEVER)) as rig:
         shell = await start_shell(rig)
-        async with real_time():
-            rig.client.hold()
-            await rig.client.control(MessageType.PAUSE_PUBLICATION)
-            await rig.client.type(b"echo bye-$((1+1)); exit 4\r")
-            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)
-        await asyncio.sleep(ACK_WAIT / 2)  # loop time: the client stays away for a while
+        rig.client.hold()
+        await rig.client.control(MessageType.PAUSE_PUBLICATION)
+        await rig.client.type(b"echo bye-$((1+1)); exit 4\r")
+        await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)
+        await eventually(lambda: "_wait_acked" in awaiting(rig.run))  # the client is away
         assert not rig.completions.reports
-        loop = asyncio.get_running_loop()
-        back = loop.time()
         await rig.client.control(MessageType.START_PUBLICATION)
         await rig.client.release()
         assert await rig.completions.wait() == ("Success", "4")
-        assert loop.time() - back < 1
+        assert rig.completions.acked_when_reported is True
         assert b"bye-2" in rig.client.output
         assert rig.client.exit_code == 4
 
 
 async def test_an_aws_plugin_that_drops_the_resent_frames_is_waited_for_a_few_seconds() -> None:
-    async with session(aws_plugin=True) as rig:
+    # A short stalled_wait, and an ack_wait that outlasts the test: the session can only end
+    # on the first.
+    timings = replace(TIMINGS, ack_wait=NEVER, stalled_wait=SHORT)
+    async with session(aws_plugin=True, timings=timings) as rig:
         shell = await start_shell(rig)
         endpoint = rig.session.endpoint
-        async with real_time():
-            rig.client.hold()
-            await rig.client.type(b"exec sh -c 'echo last-$((1+1))'\r")
+        rig.client.hold()
+        await rig.client.type(b"exec sh -c 'echo last-$((1+1))'\r")
 
-            def held_output() -> bytes:
-                frames = [decode_frame(m, verify_digest=False) for m in rig.client.held]
-                return b"".join(f.payload for f in frames if f.payload_type == PayloadType.OUTPUT)
+        def held_output() -> bytes:
+            frames = [decode_frame(m, verify_digest=False) for m in rig.client.held]
+            return b"".join(f.payload for f in frames if f.payload_type == PayloadType.OUTPUT)
 
-            await eventually(lambda: b"last-2" in held_output())
-            await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)
-            # The output reached the plugin, but the connection was cut before its acks left.
-            arrived = await rig.client.drop()
+        await eventually(lambda: b"last-2" in held_output())
+        await asyncio.wait_for(shell.process.wait(), SHELL_TIMEOUT)
+        # The output reached the plugin, but the connection was cut before its acks left.
+        arrived = await rig.client.drop()
         for message in arrived:
             await rig.client.take(message, acknowledge=False)
         last = max(
@@ -629,10 +693,8 @@ async def test_an_aws_plugin_that_drops_the_resent_frames_is_waited_for_a_few_se
         await rig.client.accept()
         assert rig.client.socket is not None
         await rig.client.socket.send(ack_for(last, now=1_700_000_000.0))
-        loop = asyncio.get_running_loop()
-        acked = loop.time()
-        assert await rig.completions.wait(ACK_WAIT) == ("Success", "0")
-        assert loop.time() - acked <= STALLED_WAIT * 1.5  # not ACK_WAIT
+        assert await rig.completions.wait() == ("Success", "0")
+        assert rig.completions.acked_when_reported is False
         assert not endpoint.all_acked  # it gave up on the frames the plugin already had
 
 
@@ -642,12 +704,11 @@ async def test_an_aws_plugin_that_drops_the_resent_frames_is_waited_for_a_few_se
 async def test_a_frame_with_a_bad_digest_is_dropped_and_the_stream_goes_on() -> None:
     async with session() as rig:
         await start_shell(rig)
-        async with real_time():
-            damaged = await rig.client.send_corrupted(PayloadType.OUTPUT, b"echo digest-$((1+1))\r")
-            # The agent neither delivers nor acknowledges it; the client's timer resends it.
-            await rig.client.output_contains(b"digest-2")
-            await rig.client.type(b"echo next-$((2+2)); exit\r")
-            await rig.client.output_contains(b"next-4")
-            assert await rig.completions.wait() == ("Success", "0")
+        damaged = await rig.client.send_corrupted(PayloadType.OUTPUT, b"echo digest-$((1+1))\r")
+        # The agent neither delivers nor acknowledges it; the client's timer resends it.
+        await rig.client.output_contains(b"digest-2")
+        await rig.client.type(b"echo next-$((2+2)); exit\r")
+        await rig.client.output_contains(b"next-4")
+        assert await rig.completions.wait() == ("Success", "0")
         assert str(damaged) not in {ack.acknowledged_message_id for ack in rig.client.acks}
         assert rig.client.output.count(b"digest-2") == 1

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from hatchway.agent.dialer import Socket, SocketDialer
 from hatchway.agent.runas import RunAsUser
@@ -65,6 +66,27 @@ INPUT_BUFFER = 1024 * 1024  # input held for a slow PTY before more is refused
 INPUT_READY_MAX = 1.0  # longest wait for a starting shell before input is written anyway
 QUIET = 0.2  # a shell that printed and then stayed quiet this long is waiting for input
 
+
+@dataclass(frozen=True, slots=True)
+class SessionTimings:
+    """How long a shell session waits for each thing, in seconds (the defaults are the
+    production values above). Tests on the real clock pass short ones where a test would
+    otherwise wait out a production time-out, and long ones where a timer must not be the
+    thing that ends a wait."""
+
+    size_wait: float = SIZE_WAIT
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
+    drain_after_exit: float = DRAIN_AFTER_EXIT
+    ack_wait: float = ACK_WAIT
+    stalled_wait: float = STALLED_WAIT
+    reconnect_for: float = RECONNECT_FOR
+    hangup_wait: float = HANGUP_WAIT
+    input_ready_max: float = INPUT_READY_MAX
+    quiet: float = QUIET
+
+
+DEFAULT_TIMINGS = SessionTimings()
+
 OFFER = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
 #: What the client and the server are told when the agent failed (details stay in its log).
 COULD_NOT_RUN = "the agent could not run the session"
@@ -84,6 +106,7 @@ class ShellSession:
         monotonic: the clock of the reliability layer's timers and of every other time-out
             the session measures itself; it must be the event loop's clock (``time.monotonic``
             is, for asyncio's default loops).
+        timings: the session's own waits and time-outs (production values by default).
     """
 
     def __init__(
@@ -94,8 +117,10 @@ class ShellSession:
         complete: Completion,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        timings: SessionTimings = DEFAULT_TIMINGS,
     ) -> None:
         self.session_id = task.session_id
+        self._timings = timings
         self._task = task
         self._dialer = dialer
         self._user = user
@@ -197,9 +222,9 @@ class ShellSession:
         request = build_request("Standard_Stream", None, OFFER)
         self.endpoint.send(PayloadType.HANDSHAKE_REQUEST, request.to_json(), now=self._now())
         self._driver.flush_soon()
-        if not await _wait_at_most(self._handshake_done, HANDSHAKE_TIMEOUT):
+        if not await _wait_at_most(self._handshake_done, self._timings.handshake_timeout):
             raise RemoteProtocolError("the client did not complete the handshake")
-        await _wait_at_most(self._size_seen, SIZE_WAIT)
+        await _wait_at_most(self._size_seen, self._timings.size_wait)
         rows, cols = self._size or (24, 80)
         self._shell = await PtyShell.spawn(self._user, rows=rows, cols=cols)
         self._first_output_seq = self.endpoint.next_sequence_number
@@ -216,7 +241,7 @@ class ShellSession:
         returncode = await self._shell.process.wait()
         self._exited = True
         self._drop_input()  # nobody reads it any more
-        await _wait_at_most(self._output_eof, DRAIN_AFTER_EXIT)
+        await _wait_at_most(self._output_eof, self._timings.drain_after_exit)
         self._drain_output()
         self._stop_reading()
         code = PtyShell.exit_status(returncode)
@@ -224,7 +249,7 @@ class ShellSession:
             self.endpoint.send(PayloadType.EXIT_CODE, encode_exit_code(code), now=self._now())
         await self._driver.flush()
         try:
-            async with asyncio.timeout(ACK_WAIT):
+            async with asyncio.timeout(self._timings.ack_wait):
                 await self._wait_acked()
         except TimeoutError:
             log.info("session %s: the client did not acknowledge everything", self.session_id)
@@ -233,13 +258,14 @@ class ShellSession:
     async def _wait_acked(self) -> None:
         """Wait until the client has acknowledged every frame (docs/protocol.md §9.3).
 
-        While the client is away this goes on (the caller bounds it by ``ACK_WAIT``, longer
+        While the client is away this goes on (the caller bounds it by ``ack_wait``, longer
         than the server's grace: the server ends the session if the client does not come
         back). A peer that acknowledges later frames but not the last unacknowledged ones
-        (AWS's plugin drops a duplicate without an ack, §12) is waited for ``STALLED_WAIT``
+        (AWS's plugin drops a duplicate without an ack, §12) is waited for ``stalled_wait``
         seconds at most, on the event loop's clock.
         """
         loop = asyncio.get_running_loop()
+        stalled_wait = self._timings.stalled_wait
         stalled_since: float | None = None
         unacked = self.endpoint.unacked_count
         while not self.endpoint.all_acked:
@@ -249,7 +275,7 @@ class ShellSession:
             # (nothing acknowledged since) although nothing changed: keep the first moment.
             if stalled_since is None and self.endpoint.stalled_on_duplicates:
                 stalled_since = loop.time()
-            if stalled_since is not None and loop.time() - stalled_since >= STALLED_WAIT:
+            if stalled_since is not None and loop.time() - stalled_since >= stalled_wait:
                 log.info(
                     "session %s: %d frame(s) left unacknowledged by a peer that acknowledged "
                     "later ones; not waiting longer",
@@ -258,9 +284,9 @@ class ShellSession:
                 )
                 return
             self._heard.clear()
-            # Woken by anything the client sends; re-checked at least every STALLED_WAIT / 4
+            # Woken by anything the client sends; re-checked at least every stalled_wait / 4
             # (resends change what is stalled without anything arriving).
-            await _wait_at_most(self._heard, STALLED_WAIT / 4)
+            await _wait_at_most(self._heard, stalled_wait / 4)
 
     async def _hang_up(self) -> None:
         """Stop the shell's processes (SIGHUP, SIGKILL later), stop relaying its terminal, and
@@ -276,7 +302,7 @@ class ShellSession:
         """Wait (a little) until the hung-up shell has exited."""
         if self._shell is not None:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(HANGUP_WAIT):
+                async with asyncio.timeout(self._timings.hangup_wait):
                     await self._shell.process.wait()
 
     async def _say_terminating(self) -> None:
@@ -290,7 +316,7 @@ class ShellSession:
 
     async def _connection_loop(self) -> None:
         """Keep the data channel up: dial, resend what is unacknowledged, relay; after a drop,
-        re-dial with back-off for up to ``RECONNECT_FOR`` seconds, then cancel the session."""
+        re-dial with back-off for up to ``reconnect_for`` seconds, then cancel the session."""
         backoff = Backoff(initial=0.1, maximum=5.0)
         lost_at: float | None = None
         path = f"/v1/data-channel/{self.session_id}?role=publish_subscribe"
@@ -305,7 +331,7 @@ class ShellSession:
                 now = self._now()
                 if lost_at is None:
                     lost_at = now
-                if now - lost_at > RECONNECT_FOR:
+                if now - lost_at > self._timings.reconnect_for:
                     log.warning("session %s: data channel lost: %s", self.session_id, exc.message)
                     self.cancel("the agent lost the session's data channel")
                     return
@@ -399,19 +425,24 @@ class ShellSession:
         line editor later sees as a NUL: piped input ending in EOT would then never end the
         shell. So the first input waits until the shell switched its terminal to
         non-canonical mode (readline is ready) or, for shells that never do, until its
-        output has been quiet for a moment; never longer than ``INPUT_READY_MAX``.
+        output has been quiet for a moment; never longer than ``input_ready_max``.
         """
         assert self._shell is not None
+        timings = self._timings
         start = self._now()
         quiet_since: float | None = None
         seen = -1
-        while self._now() - start < INPUT_READY_MAX and self._shell.process.returncode is None:
+        while (
+            self._now() - start < timings.input_ready_max and self._shell.process.returncode is None
+        ):
             if not self._shell.canonical():
                 return
             now = self._now()
             if self.endpoint.next_sequence_number != seen:
                 seen, quiet_since = self.endpoint.next_sequence_number, now
-            elif seen > self._first_output_seq and quiet_since and now - quiet_since > QUIET:
+            elif (
+                seen > self._first_output_seq and quiet_since and now - quiet_since > timings.quiet
+            ):
                 return
             await asyncio.sleep(0.005)
 
