@@ -62,6 +62,10 @@ class AiohttpSocket:
         self._close_code: int | None = None
         self._close_reason = ""
         self._closing = False
+        # The send time-out, watched by one timer per socket rather than a time-out per send
+        # (that costs a timer on every relayed frame): when a send started, and the watchdog.
+        self._send_started: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def closed(self) -> bool:
@@ -78,6 +82,47 @@ class AiohttpSocket:
     async def send(self, data: bytes) -> bool:
         if self.closed:
             return False
+        if self._abort is None:
+            return await self._send_within_timeout(data)
+        # One writer at a time. A writer queued behind a stalled one is released when the
+        # watchdog drops the connection, so every send is bounded by the send time-out.
+        async with self._lock:
+            if self.closed:
+                return False
+            loop = asyncio.get_running_loop()
+            self._send_started = loop.time()
+            if self._watchdog is None:
+                self._watchdog = loop.call_later(self._send_timeout, self._check_stalled)
+            try:
+                await self._ws.send_bytes(data)
+                return self._close_code != CloseCode.STALLED  # not if dropped meanwhile
+            except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
+                log.debug("send to %s failed: %s", self.label, exc)
+                return False
+            finally:
+                self._send_started = None
+
+    def _stop_watching(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _check_stalled(self) -> None:
+        self._watchdog = None
+        started = self._send_started
+        if started is None or self._closing:
+            return  # no send under way: the next one re-arms the watchdog
+        loop = asyncio.get_running_loop()
+        left = started + self._send_timeout - loop.time()
+        if left > 0:
+            self._watchdog = loop.call_later(left, self._check_stalled)
+            return
+        log.info("%s did not read for %.0f s; dropping it", self.label, self._send_timeout)
+        self._close_code = CloseCode.STALLED
+        self.abort()
+
+    async def _send_within_timeout(self, data: bytes) -> bool:
+        """Without a way to drop the connection, a stalled send is given up by a time-out."""
         try:
             async with asyncio.timeout(self._send_timeout):
                 async with self._lock:
@@ -86,7 +131,7 @@ class AiohttpSocket:
         except TimeoutError:
             log.info("%s did not read for %.0f s; dropping it", self.label, self._send_timeout)
             self._close_code = CloseCode.STALLED
-            self.abort()
+            self._closing = True
             return False
         except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
             log.debug("send to %s failed: %s", self.label, exc)
@@ -142,15 +187,18 @@ class AiohttpSocket:
             self._close_code = code
             self._close_reason = reason
         if self._ws.closed:
+            self._stop_watching()
             return
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await self._ws.close(code=code, message=close_reason(reason).encode())
         except (TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError):
             self.abort()
+        self._stop_watching()
 
     def abort(self) -> None:
         self._closing = True
+        self._stop_watching()
         if self._abort is not None:
             with contextlib.suppress(Exception):
                 self._abort()
