@@ -127,7 +127,7 @@ def test_agent_without_state_exits_with_a_clear_error(
 def test_bad_control_channel_frame_disturbs_nothing(cluster: Cluster, node: str, bad: str) -> None:
     """A node's own (correctly signed) control channel sends a bad frame."""
     from hatchway.agent.dialer import Dialer
-    from hatchway.agent.facts import heartbeat
+    from hatchway.agent.facts import NodeFacts
     from hatchway.agent.state import AgentState
     from hatchway.protocol.control import control_frame
 
@@ -146,7 +146,7 @@ def test_bad_control_channel_frame_disturbs_nothing(cluster: Cluster, node: str,
                     return closed_as(ws)
                 await ws.send(b"\xff" * 200)
                 # The bad frame is dropped; the channel still carries the node's heartbeats.
-                beat = heartbeat(state.endpoint, 0).to_json()
+                beat = NodeFacts(state.endpoint).collect(()).to_json()
                 await ws.send(control_frame(MessageType.AGENT_HEARTBEAT, beat, now=time.time()))
                 await asyncio.to_thread(
                     wait_for, lambda: cluster.node_status(node_id) == "Online", 15, 0.1, "Online"

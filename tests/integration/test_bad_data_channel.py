@@ -263,7 +263,7 @@ def test_token_must_be_first_used_within_60_s(tmp_path: Path) -> None:
 
     from hatchway.server.app import build_server
     from hatchway.server.settings import ServerSettings
-    from hatchway.store.records import Session, SessionStatus
+    from tests.fakes import session_record
 
     clock = FakeClock()
 
@@ -280,22 +280,8 @@ def test_token_must_be_first_used_within_60_s(tmp_path: Path) -> None:
             tokens: dict[str, str] = {}
             for name in ("late", "in-time"):
                 token = new_token()
-                session = Session(
-                    session_id=f"admin-{name}",
-                    target="mi-0123456789abcdef0",
-                    status=SessionStatus.CONNECTING,
-                    start_date=clock(),
-                    end_date=None,
-                    document_name="SSM-SessionManagerRunShell",
-                    owner="arn:aws:iam::123456789012:user/admin",
-                    reason="",
-                    details="",
-                    max_session_duration="",
-                    parameters={},
-                    run_as="",
-                    exit_code=None,
-                    bytes_in=0,
-                    bytes_out=0,
+                session = session_record(
+                    f"admin-{name}", "mi-0123456789abcdef0", start_date=clock()
                 )
                 await server.store.sessions.create(session, hash_token(token), clock())
                 server.sessions.gateway.expect(session.session_id, session.target)

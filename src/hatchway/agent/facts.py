@@ -89,17 +89,3 @@ class NodeFacts:
     async def heartbeat(self, session_ids: Iterable[str]) -> Heartbeat:
         """A heartbeat, collected in a worker thread."""
         return await asyncio.to_thread(self.collect, tuple(session_ids))
-
-
-def heartbeat(endpoint: str, active_sessions: int = 0) -> Heartbeat:
-    """A one-off heartbeat, collected on the spot (blocking; for tools and tests)."""
-    beat = NodeFacts(endpoint).collect(())
-    return Heartbeat.create(
-        hostname=beat.hostname,
-        platform_type=beat.platform_type,
-        platform_name=beat.platform_name,
-        platform_version=beat.platform_version,
-        ip_address=beat.ip_address,
-        agent_version=beat.agent_version,
-        active_sessions=active_sessions,
-    )
