@@ -23,7 +23,9 @@
     ├── NotFound                        DoesNotExistException                400
     │   ├── InvalidDocument             InvalidDocument                      400
     │   ├── InvalidInstanceId           InvalidInstanceId                    400
-    │   └── InvalidActivationId         InvalidActivationId                  400
+    │   ├── InvalidActivationId         InvalidActivationId                  400
+    │   ├── InvalidResourceId           InvalidResourceId                    400
+    │   └── InvalidResourceType         InvalidResourceType                  400
     ├── Conflict                        ConflictException                    400
     ├── Throttled                       ThrottlingException                  400
     ├── Unavailable                     ServiceUnavailable                   400
@@ -184,6 +186,18 @@ class InvalidActivationId(NotFound):
     """The activation does not exist."""
 
     code = "InvalidActivationId"
+
+
+class InvalidResourceId(NotFound):
+    """The resource named by a tag operation does not exist."""
+
+    code = "InvalidResourceId"
+
+
+class InvalidResourceType(NotFound):
+    """A tag operation names a resource type this server does not tag."""
+
+    code = "InvalidResourceType"
 
 
 class Conflict(HatchwayError):

@@ -1,8 +1,10 @@
-"""The AWS JSON 1.1 API edge: ``POST /`` with ``X-Amz-Target: AmazonSSM.<Operation>``.
+"""The AWS JSON 1.1 API edge: ``POST /`` with ``X-Amz-Target: AmazonSSM.<Operation>`` (the SSM
+operations) or ``Hatchway.<Operation>`` (identity and policies, in IAM's shapes).
 
-Authenticates the request (SigV4), then parses and validates its body against the SSM model
-(``validation``), dispatches to a service and maps errors through ``errormap`` — the only place
-where Hatchway errors become AWS error responses.
+Authenticates the request (SigV4), then parses and validates its body against the model
+(``validation``), asks ``authz`` whether the principal may perform the operation's action on
+its resources (``operations``), dispatches to a service and maps errors through ``errormap`` —
+the only place where Hatchway errors become AWS error responses.
 
 Work done for a caller grows with what the caller has proved. Before the signature is checked:
 the target header, the body's size and its framing (UTF-8, ``{…}``), nothing that builds
@@ -18,24 +20,24 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from hatchway.errors import HatchwayError, RequestTooLarge, UnknownOperation
 from hatchway.server.authn import Authenticator
+from hatchway.server.authz import Authorizer
 from hatchway.server.errormap import error_body, error_status
 from hatchway.server.nodes import NodeService
-from hatchway.server.principal import Principal
-from hatchway.server.sessions import SessionService
+from hatchway.server.operations import HATCHWAY, SSM, Operation
 from hatchway.server.settings import ServerSettings
 from hatchway.server.validation import RequestValidator, check_framing, decode_body, echo
 
 log = logging.getLogger(__name__)
 
 JSON_TYPE = "application/x-amz-json-1.1"
-TARGET_PREFIX = "AmazonSSM"
 ANONYMOUS = "RegisterManagedInstance"
 """The one operation without a signature: the activation code is its credential."""
 MAX_ANONYMOUS_BODY = 16 * 1024
@@ -45,50 +47,45 @@ API_SIGNED_HEADERS = ("content-type", "x-amz-target")
 the target names the operation, so an unsigned target lets a captured request be replayed as a
 different operation. botocore, the aws CLI and ``auth.sigv4`` all sign both."""
 
-Operation = Callable[[Principal, dict[str, Any], web.Request], Awaitable[dict[str, Any]]]
-
-
 class Api:
-    """Dispatches AWS JSON operations to the session and node services."""
+    """Authenticates, validates, authorizes and dispatches API operations.
+
+    Args:
+        operations: every operation this server serves (``server.operations``).
+        on_access_changed: called after an operation that may change who may do what
+            succeeded (live sessions are then re-checked).
+    """
 
     def __init__(
         self,
         settings: ServerSettings,
         authn: Authenticator,
-        sessions: SessionService,
+        authz: Authorizer,
         nodes: NodeService,
+        operations: Iterable[Operation],
         validator: RequestValidator | None = None,
+        on_access_changed: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         self._authn = authn
-        self._sessions = sessions
+        self._authz = authz
         self._nodes = nodes
-        self._operations: dict[str, Operation] = {
-            "StartSession": lambda p, b, r: sessions.start(p, b, self.stream_base(r)),
-            "ResumeSession": lambda p, b, r: sessions.resume(p, b, self.stream_base(r)),
-            "TerminateSession": lambda p, b, r: sessions.terminate(p, b),
-            "DescribeSessions": lambda p, b, r: sessions.describe(b),
-            "DescribeInstanceInformation": lambda p, b, r: nodes.describe_instances(b),
-            "CreateActivation": lambda p, b, r: nodes.create_activation(p, b),
-            "DescribeActivations": lambda p, b, r: nodes.describe_activations(b),
-            "DeleteActivation": lambda p, b, r: nodes.delete_activation(b),
-            "DeregisterManagedInstance": lambda p, b, r: nodes.deregister(p, b),
-        }
+        self._on_access_changed = on_access_changed
+        self.operations: dict[str, Operation] = {}
+        for op in operations:
+            if op.target in self.operations:
+                raise ValueError(f"operation {op.target} registered twice")
+            self.operations[op.target] = op
         self._validator = validator or RequestValidator.for_operations(
-            [*self._operations, ANONYMOUS]
+            [op.name for op in self.operations.values() if op.service == SSM] + [ANONYMOUS],
+            [op.name for op in self.operations.values() if op.service == HATCHWAY],
         )
-
-    def stream_base(self, request: web.Request) -> str:
-        """Base of StreamUrl: ``--public-url`` or the signed Host (docs/protocol.md §2.3)."""
-        if self._settings.public_url:
-            base = self._settings.public_url.rstrip("/")
-            return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-        return f"{'wss' if self._settings.tls else 'ws'}://{request.host}"
 
     async def handle(self, request: web.Request) -> web.Response:
         request_id = str(uuid.uuid4())
         try:
-            name = self._operation_name(request.headers.get("X-Amz-Target", ""))
+            target = request.headers.get("X-Amz-Target", "")
+            name = self._operation_name(target)
             if name == ANONYMOUS:
                 async with self._nodes.attempt(request.remote) as attempt:  # per-source back-off
                     body = await self._read(request, MAX_ANONYMOUS_BODY)
@@ -104,8 +101,18 @@ class Api:
                     body,
                     must_sign=API_SIGNED_HEADERS,
                 )
+                principal = replace(
+                    principal,
+                    source_ip=request.remote or "",
+                    secure_transport=request.secure or self._settings.tls,
+                )
                 data = self._validator.validate(name, decode_body(body))
-                result = await self._operations[name](principal, data, request)
+                op = self.operations[target]
+                resources = await op.resources(principal, data)
+                await self._authz.authorize(principal, op.action, resources, op.extra_context)
+                result = await op.handler(principal, data, request)
+                if op.changes_access and self._on_access_changed is not None:
+                    self._on_access_changed()
             return _json(result, 200, request_id)
         except HatchwayError as exc:
             status = error_status(exc)
@@ -121,11 +128,10 @@ class Api:
             )
 
     def _operation_name(self, target: str) -> str:
-        prefix, _, name = target.partition(".")
-        if prefix != TARGET_PREFIX or (name not in self._operations and name != ANONYMOUS):
-            shown = echo(target) if target else "(none)"
-            raise UnknownOperation(f"operation {shown} is not supported")
-        return name
+        if target in self.operations or target == f"{SSM}.{ANONYMOUS}":
+            return target.partition(".")[2]
+        shown = echo(target) if target else "(none)"
+        raise UnknownOperation(f"operation {shown} is not supported")
 
     @staticmethod
     async def _read(request: web.Request, limit: int) -> bytes:

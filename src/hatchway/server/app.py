@@ -30,18 +30,24 @@ from hatchway.errors import (
 )
 from hatchway.server.api import Api
 from hatchway.server.authn import Authenticator
+from hatchway.server.authz import Arns, Authorizer
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import builtin_documents
+from hatchway.server.enforcement import LiveEnforcement
 from hatchway.server.guard import ConnectionGuard, ConnectionLimits
+from hatchway.server.iam import IamService
 from hatchway.server.listening import open_listeners
 from hatchway.server.memory import MemoryReclaimer
 from hatchway.server.nodes import NodeService
+from hatchway.server.operations import Resolvers, all_operations
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
+from hatchway.server.simulate import Simulator
 from hatchway.server.throttle import FailureLimiter
 from hatchway.server.verifier import SecretVerifier
 from hatchway.store.database import sqlite_url
+from hatchway.store.records import Session
 from hatchway.store.store import Store
 from hatchway.transport.aiohttp_socket import AiohttpSocket, aiohttp_max_msg_size
 from hatchway.transport.socket import CLOSE_TIMEOUT
@@ -66,8 +72,12 @@ class Server:
     ssl_context: ssl.SSLContext | None
     box: SecretBox
     guard: ConnectionGuard
+    authz: Authorizer
+    enforcement: LiveEnforcement
+    api: Api
 
     async def close(self) -> None:
+        await self.enforcement.stop()
         await self.control.close_all()
         await self.sessions.gateway.close_all()
         self.nodes.close()
@@ -117,7 +127,29 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     authn = Authenticator(
         store, box, region=settings.region, account_id=account_id, clock=clock, nonces=nonces
     )
-    api = Api(settings, authn, sessions, nodes)
+    authz = Authorizer(store, Arns(settings.region, account_id), clock)
+    enforcement = LiveEnforcement(store, authz, sessions, time.monotonic, secure=settings.tls)
+
+    async def admit_client(session: Session) -> None:
+        decision = await authz.session_decision(session, secure=settings.tls)
+        if not decision.allowed:
+            raise AccessDenied(
+                f"{session.owner} may no longer run session {session.session_id} "
+                f"({decision.explain()})"
+            )
+
+    sessions.gateway.admit_client = admit_client
+    operations = all_operations(
+        Resolvers(store, authz.arns),
+        public_url=settings.public_url,
+        tls=settings.tls,
+        sessions=sessions,
+        nodes=nodes,
+        iam=IamService(store, box, account_id, clock),
+        simulator=Simulator(store, authz),
+    )
+    api = Api(settings, authn, authz, nodes, operations, on_access_changed=enforcement.poke)
+    enforcement.start()
     guard = ConnectionGuard(
         ConnectionLimits.derive(
             settings.max_connections,
@@ -145,6 +177,9 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         ssl_context,
         box,
         guard,
+        authz,
+        enforcement,
+        api,
     )
     _routes(server, api)
     return server
@@ -178,8 +213,7 @@ def _routes(server: Server, api: Api) -> None:
             agent = await server.authn.agent(
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
-            if agent.node_id != node_id:
-                raise AccessDenied("signature is not from this node")
+            server.authz.authorize_node(agent.node_id, "ssmmessages:OpenControlChannel", node_id)
             generation = agent.generation or 0  # an agent that names none is the oldest
             await server.control.admit(node_id, generation)
         except HatchwayError as exc:
@@ -200,6 +234,7 @@ def _routes(server: Server, api: Api) -> None:
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
             live = await gateway.admit_agent(session_id, node_id)
+            server.authz.authorize_node(node_id, "ssmmessages:OpenDataChannel", live.target)
         except HatchwayError as exc:
             return _refuse(exc)
         ws, sock = await _accept(request, f"agent:{session_id}", server.settings)
@@ -332,6 +367,7 @@ async def serve(
         await stop.wait()
     finally:
         await server.guard.close()
+        await server.enforcement.stop()
         await server.control.close_all()
         await server.sessions.gateway.close_all()
         await runner.cleanup()

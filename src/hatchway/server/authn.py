@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Final
 
 from hatchway.auth.nonce import NONCE_HEADER, NonceIssuer
@@ -35,6 +36,8 @@ from hatchway.store.store import Store
 log = logging.getLogger(__name__)
 
 UNKNOWN_KEY = "The security token included in the request is invalid."
+#: Seconds within which an access key's last use is recorded once (GetAccessKeyLastUsed).
+KEY_USE_PRECISION: Final = 60.0
 #: Seconds between two sweeps of expired nonces (done in passing, by whoever uses a nonce).
 NONCE_PURGE_INTERVAL: Final = 60.0
 _GENERATION: Final = re.compile(r"[0-9]{1,15}")
@@ -77,6 +80,7 @@ class Authenticator:
         self._clock = clock
         self._nonces = nonces
         self._next_purge = 0.0  # wall clock: the sweep is shared with other replicas' rows
+        self._touched: dict[str, float] = {}  # access key id → when its use was last recorded
 
     def _parse(self, headers: Mapping[str, str], service: str) -> ParsedAuthorization:
         parsed = parse_authorization(headers)
@@ -106,7 +110,28 @@ class Authenticator:
             key.secret_encrypted, context=key.access_key_id.encode()
         ).decode()
         verify_hmac_signature(method, url, headers, body, parsed, secret)
-        return Principal(key.user_id, key.user_name, self._account_id, key.access_key_id)
+        await self._touch(key.access_key_id)
+        return Principal(
+            key.user_id,
+            key.user_name,
+            self._account_id,
+            key.access_key_id,
+            tags=MappingProxyType(dict(key.user_tags)),
+        )
+
+    async def _touch(self, access_key_id: str) -> None:
+        """Record the key's last use, at most once per ``KEY_USE_PRECISION`` seconds per key
+        (a failure to record it never fails the request)."""
+        now = self._clock()
+        if now - self._touched.get(access_key_id, float("-inf")) < KEY_USE_PRECISION:
+            return
+        if len(self._touched) >= 10_000:
+            self._touched.clear()
+        self._touched[access_key_id] = now
+        try:
+            await self._store.identity.touch_access_key(access_key_id, now)
+        except HatchwayError as exc:
+            log.info("cannot record the use of key %s now: %s", access_key_id, exc.message)
 
     def issue_nonce(self, node_id: str) -> str:
         """A nonce for ``node_id``'s next upgrade (``GET /v1/agent-nonce``): no lookup, no

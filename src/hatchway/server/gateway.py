@@ -25,7 +25,7 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -62,6 +62,7 @@ OPEN_TIMEOUT = 10.0  # seconds for a client to send its OpenDataChannelInput (§
 
 #: Called when a session's timer runs out: (session id, final status, reason).
 Expired = Callable[[str, SessionStatus, str], object]
+AdmitClient = Callable[[Session], Awaitable[None]]
 
 
 class End(Enum):
@@ -137,6 +138,9 @@ class Gateway:
         self._settings = settings
         self._clock = clock
         self._on_expired = on_expired
+        self.admit_client: AdmitClient | None = None
+        """Asked, once a client's token is checked, whether the session's owner may still
+        run it (``authz``); raising ``AccessDenied`` refuses the channel."""
         self._live: dict[str, LiveSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -167,6 +171,10 @@ class Gateway:
 
     def live(self, session_id: str) -> LiveSession | None:
         return self._live.get(session_id)
+
+    def live_ids(self) -> list[str]:
+        """The sessions this gateway relays (or waits for an end of) now."""
+        return [sid for sid, live in self._live.items() if not live.ended]
 
     def end(self, session_id: str, output: str = "") -> None:
         """End a session here: ``channel_closed`` and close (4001) to both ends.
@@ -252,6 +260,8 @@ class Gateway:
             return
         try:
             session = await self._authenticate_client(sock, session_id)
+            if self.admit_client is not None:
+                await self.admit_client(session)
             live = self._find(session)
         except ChannelClosed:
             return

@@ -17,6 +17,8 @@ from hatchway.errors import (
     InvalidActivation,
     InvalidFilterKey,
     InvalidInstanceId,
+    InvalidResourceId,
+    InvalidResourceType,
     Throttled,
     ValidationError,
 )
@@ -326,6 +328,45 @@ class NodeService:
         await self._control.drop(instance_id, "node deregistered")
         log.info("node %s deregistered by %s", instance_id, principal.user_name)
         return {}
+
+
+    async def connection_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        """GetConnectionStatus: whether the node's control channel is up on this server."""
+        target: str = body["Target"]
+        connected = self._control.is_connected(target)
+        return {"Target": target, "Status": "connected" if connected else "notconnected"}
+
+    # ---- tags (AddTagsToResource, RemoveTagsFromResource, ListTagsForResource) --------------
+
+    async def add_tags(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        node_id = _managed_instance(body)
+        tags = await self._store.nodes.update_tags(node_id, tags_from_list(body["Tags"]), ())
+        log.info("tags of %s set by %s: %s", node_id, principal.user_name, sorted(tags))
+        return {}
+
+    async def remove_tags(self, principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
+        node_id = _managed_instance(body)
+        await self._store.nodes.update_tags(node_id, {}, body["TagKeys"])
+        log.info("tags %s removed from %s by %s", body["TagKeys"], node_id, principal.user_name)
+        return {}
+
+    async def list_tags(self, body: dict[str, Any]) -> dict[str, Any]:
+        node_id = _managed_instance(body)
+        node = await self._store.nodes.get(node_id)
+        if node is None:
+            raise InvalidResourceId(f"{node_id} is not a managed node of this server.")
+        return {"TagList": [{"Key": k, "Value": v} for k, v in sorted(node.tags.items())]}
+
+
+def _managed_instance(body: dict[str, Any]) -> str:
+    """The node id of a tag request; Hatchway tags managed nodes only."""
+    if body["ResourceType"] != "ManagedInstance":
+        raise InvalidResourceType(
+            f"ResourceType {echo(body['ResourceType'])} is not supported; "
+            "this server tags ManagedInstance resources"
+        )
+    node_id: str = body["ResourceId"]
+    return node_id
 
 
 def tags_from_list(tags: list[dict[str, str]]) -> dict[str, str]:

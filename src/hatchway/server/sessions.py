@@ -97,6 +97,8 @@ class SessionService:
             end_date=None,
             document_name=document_name,
             owner=principal.arn,
+            owner_id=principal.user_id,
+            source_ip=principal.source_ip,
             reason=reason,
             details="",
             max_session_duration=max_duration,
@@ -275,6 +277,16 @@ class SessionService:
                 await self._control.end_session(session.target, session_id, output)
             except HatchwayError as exc:
                 log.debug("cannot tell %s to end %s: %s", session.target, session_id, exc)
+
+    def live_session_ids(self) -> list[str]:
+        """Sessions this server relays now (what live enforcement re-checks)."""
+        return self.gateway.live_ids()
+
+    async def revoke(self, session_id: str, reason: str) -> None:
+        """End a session its owner may no longer run; both ends are told ``reason``."""
+        message = f"Session terminated: {reason}"
+        log.warning("session %s ended: %s", session_id, reason)
+        await self._finish(session_id, SessionStatus.TERMINATED, reason, output=message)
 
     async def end_sessions_on(self, node_id: str, reason: str) -> None:
         for session in await self._store.sessions.active_on(node_id):

@@ -1,0 +1,264 @@
+"""Every API operation: its handler, the action it is authorized as, and its resources.
+
+The table is the contract between the API edge and authorization: ``api.Api`` looks an
+operation up here, asks ``authz.Authorizer`` about ``action`` on each of ``resources(...)``,
+and only then calls ``handler``. An operation missing here cannot be called, and
+tests/server/test_operations.py checks that every operation has an action and resources.
+
+Resources follow AWS's service authorization reference where AWS has the operation:
+StartSession acts on the node and on the document; ResumeSession and TerminateSession on the
+session; DeregisterManagedInstance and the tag operations on the node; the IAM operations on
+the user, group or policy they name; listing and describing operations on ``*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from hatchway.server.authz import ANY, Arns, Resource
+from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT
+from hatchway.server.iam import IamService
+from hatchway.server.nodes import NodeService
+from hatchway.server.principal import Principal
+from hatchway.server.sessions import SessionService
+from hatchway.server.simulate import Simulator
+from hatchway.store.store import Store
+
+Handler = Callable[[Principal, dict[str, Any], web.Request], Awaitable[dict[str, Any]]]
+Resolver = Callable[[Principal, dict[str, Any]], Awaitable[Sequence[Resource]]]
+
+SSM: Final = "AmazonSSM"
+HATCHWAY: Final = "Hatchway"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One API operation.
+
+    Attributes:
+        service: the target prefix (``AmazonSSM`` or ``Hatchway``).
+        name: the operation (``StartSession``).
+        action: what a policy must allow (``ssm:StartSession``).
+        handler: does the work, once authorized.
+        resources: the resources the request acts on (each must be allowed).
+        extra_context: condition keys this operation adds to the request context.
+        changes_access: a success may change who may do what (live sessions are re-checked).
+    """
+
+    service: str
+    name: str
+    action: str
+    handler: Handler
+    resources: Resolver
+    extra_context: Mapping[str, str] | None = None
+    changes_access: bool = False
+
+    @property
+    def target(self) -> str:
+        return f"{self.service}.{self.name}"
+
+
+# Which IAM operations act on what (IAM's service authorization reference). Each entry is the
+# body member naming the resource; ``None`` for the caller itself when the member is absent.
+USER_OPERATIONS: Final = frozenset(
+    {
+        "CreateUser", "GetUser", "DeleteUser", "TagUser", "UntagUser", "ListUserTags",
+        "SetPassword", "DeleteLoginProfile", "CreateAccessKey", "UpdateAccessKey",
+        "DeleteAccessKey", "ListAccessKeys", "ListGroupsForUser", "AttachUserPolicy",
+        "DetachUserPolicy", "ListAttachedUserPolicies", "PutUserPolicy", "GetUserPolicy",
+        "DeleteUserPolicy", "ListUserPolicies",
+    }
+)  # fmt: skip
+GROUP_OPERATIONS: Final = frozenset(
+    {
+        "CreateGroup", "DeleteGroup", "GetGroup", "AddUserToGroup", "RemoveUserFromGroup",
+        "AttachGroupPolicy", "DetachGroupPolicy", "ListAttachedGroupPolicies", "PutGroupPolicy",
+        "GetGroupPolicy", "DeleteGroupPolicy", "ListGroupPolicies",
+    }
+)  # fmt: skip
+POLICY_OPERATIONS: Final = frozenset(
+    {
+        "CreatePolicy", "GetPolicy", "DeletePolicy", "CreatePolicyVersion", "GetPolicyVersion",
+        "ListPolicyVersions", "SetDefaultPolicyVersion", "DeletePolicyVersion",
+    }
+)  # fmt: skip
+GLOBAL_OPERATIONS: Final = frozenset({"ListUsers", "ListGroups", "ListPolicies"})
+READ_PREFIXES: Final = ("Get", "List", "Simulate")
+
+
+class Resolvers:
+    """Builds each operation's resources from its request (and the store, for tags/owners)."""
+
+    def __init__(self, store: Store, arns: Arns) -> None:
+        self._store = store
+        self._arns = arns
+
+    async def anything(self, _: Principal, __: dict[str, Any]) -> Sequence[Resource]:
+        return (ANY,)
+
+    async def node(self, node_id: str) -> Resource:
+        node = await self._store.nodes.get(node_id)
+        return self._arns.node(node_id, node.tags if node is not None else None)
+
+    async def start_session(self, _: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+        document = body.get("DocumentName") or DEFAULT_SHELL_DOCUMENT
+        return (await self.node(body["Target"]), self._arns.document(document))
+
+    async def session(self, _: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+        session_id: str = body["SessionId"]
+        session = await self._store.sessions.get(session_id)
+        return (self._arns.session(session_id, session.owner_id if session else ""),)
+
+    def node_member(self, member: str) -> Resolver:
+        async def resolve(_: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+            return (await self.node(body[member]),)
+
+        return resolve
+
+    async def user(self, principal: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+        return (self._arns.user(body.get("UserName") or principal.user_name),)
+
+    async def group(self, _: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+        return (self._arns.group(body["GroupName"]),)
+
+    async def policy(self, _: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+        if "PolicyArn" in body:
+            return (self._arns.policy(body["PolicyArn"]),)
+        path = body.get("Path") or "/"
+        name = body["PolicyName"]
+        return (self._arns.policy(f"arn:aws:iam::{self._arns.account_id}:policy{path}{name}"),)
+
+    async def key_owner(self, principal: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+        key = await self._store.identity.access_key(body["AccessKeyId"])
+        return (self._arns.user(key.user_name if key is not None else principal.user_name),)
+
+    async def simulated_user(self, principal: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+        source: str = body["PolicySourceArn"]
+        name = source.rpartition(":user/")[2].rpartition("/")[2] if ":user/" in source else source
+        return (self._arns.user(name),)
+
+    def for_iam(self, name: str) -> Resolver:
+        if name in USER_OPERATIONS:
+            return self.user
+        if name in GROUP_OPERATIONS:
+            return self.group
+        if name in POLICY_OPERATIONS:
+            return self.policy
+        if name in GLOBAL_OPERATIONS:
+            return self.anything
+        if name == "GetAccessKeyLastUsed":
+            return self.key_owner
+        if name == "SimulatePrincipalPolicy":
+            return self.simulated_user
+        raise LookupError(f"no resource mapping for the IAM operation {name}")
+
+
+def ssm_operation(
+    name: str,
+    handler: Handler,
+    resources: Resolver,
+    *,
+    extra_context: Mapping[str, str] | None = None,
+    changes_access: bool = False,
+) -> Operation:
+    return Operation(SSM, name, f"ssm:{name}", handler, resources, extra_context, changes_access)
+
+
+def hatchway_operation(name: str, handler: Handler, resources: Resolver) -> Operation:
+    changes = not name.startswith(READ_PREFIXES)
+    return Operation(HATCHWAY, name, f"hatchway:{name}", handler, resources, None, changes)
+
+
+def stream_base(public_url: str | None, tls: bool, request: web.Request) -> str:
+    """Base of StreamUrl: ``--public-url`` or the signed Host (docs/protocol.md §2.3)."""
+    if public_url:
+        base = public_url.rstrip("/")
+        return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    return f"{'wss' if tls else 'ws'}://{request.host}"
+
+
+def all_operations(
+    resolvers: Resolvers,
+    *,
+    public_url: str | None,
+    tls: bool,
+    sessions: SessionService,
+    nodes: NodeService,
+    iam: IamService,
+    simulator: Simulator,
+) -> list[Operation]:
+    """The table of every operation this server serves."""
+
+    def base(request: web.Request) -> str:
+        return stream_base(public_url, tls, request)
+
+    r = resolvers
+    ops = [
+        ssm_operation(
+            "StartSession",
+            lambda p, b, req: sessions.start(p, b, base(req)),
+            r.start_session,
+            extra_context={"ssm:SessionDocumentAccessCheck": "true"},
+        ),
+        ssm_operation(
+            "ResumeSession", lambda p, b, req: sessions.resume(p, b, base(req)), r.session
+        ),
+        ssm_operation("TerminateSession", lambda p, b, _: sessions.terminate(p, b), r.session),
+        ssm_operation("DescribeSessions", lambda p, b, _: sessions.describe(b), r.anything),
+        ssm_operation(
+            "GetConnectionStatus", lambda p, b, _: nodes.connection_status(b), r.anything
+        ),
+        ssm_operation(
+            "DescribeInstanceInformation", lambda p, b, _: nodes.describe_instances(b), r.anything
+        ),
+        ssm_operation(
+            "CreateActivation", lambda p, b, _: nodes.create_activation(p, b), r.anything
+        ),
+        ssm_operation(
+            "DescribeActivations", lambda p, b, _: nodes.describe_activations(b), r.anything
+        ),
+        ssm_operation("DeleteActivation", lambda p, b, _: nodes.delete_activation(b), r.anything),
+        ssm_operation(
+            "DeregisterManagedInstance",
+            lambda p, b, _: nodes.deregister(p, b),
+            r.node_member("InstanceId"),
+        ),
+        ssm_operation(
+            "AddTagsToResource",
+            lambda p, b, _: nodes.add_tags(p, b),
+            r.node_member("ResourceId"),
+            changes_access=True,
+        ),
+        ssm_operation(
+            "RemoveTagsFromResource",
+            lambda p, b, _: nodes.remove_tags(p, b),
+            r.node_member("ResourceId"),
+            changes_access=True,
+        ),
+        ssm_operation(
+            "ListTagsForResource", lambda p, b, _: nodes.list_tags(b), r.node_member("ResourceId")
+        ),
+    ]
+    for name, handler in iam.operations().items():
+        ops.append(hatchway_operation(name, _ignore_request(handler), r.for_iam(name)))
+    ops.append(
+        hatchway_operation(
+            "SimulatePrincipalPolicy",
+            _ignore_request(simulator.simulate_principal_policy),
+            r.simulated_user,
+        )
+    )
+    return ops
+
+
+def _ignore_request(
+    handler: Callable[[Principal, dict[str, Any]], Awaitable[dict[str, Any]]],
+) -> Handler:
+    async def handle(principal: Principal, body: dict[str, Any], _: web.Request) -> dict[str, Any]:
+        return await handler(principal, body)
+
+    return handle
