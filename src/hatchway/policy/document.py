@@ -46,6 +46,7 @@ _SID = re.compile(r"[A-Za-z0-9]*")
 # service:Action, both parts of letters, digits, "-" and "_", with wildcards; or "*" alone.
 _ACTION = re.compile(r"[A-Za-z0-9_*?-]+:[A-Za-z0-9_*?-]+")
 _ACTION_CACHE_LIMIT = 1024  # distinct action names remembered per document
+_REQUEST_CACHE_LIMIT = 4096  # distinct (action, resource) pairs remembered per document
 
 
 class Effect(enum.Enum):
@@ -77,6 +78,15 @@ class ResourceMatcher:
                 dynamic.append(arn)
         self._patterns = PatternSet(static, list(dynamic))
 
+    def verdict(self, resources: Sequence[str]) -> bool | None:
+        """``any_matches`` when it does not depend on the request's variables, else None."""
+        if self.match_all:
+            return True
+        static = self._patterns.static
+        if static is not None and any(static.fullmatch(r) is not None for r in resources):
+            return True
+        return None if self._patterns.has_variables else False
+
     def any_matches(self, resources: Sequence[str], context: Context) -> bool:
         """Whether any of ``resources`` (one resource's aliases) matches any pattern."""
         if self.match_all:
@@ -85,7 +95,10 @@ class ResourceMatcher:
         if regex is None:
             return False
         fullmatch = regex.fullmatch
-        return any(fullmatch(r) is not None for r in resources)
+        for resource in resources:  # noqa: SIM110 - a loop: any() and a generator cost 2x here
+            if fullmatch(resource) is not None:
+                return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +128,16 @@ class Statement:
         """Resource: any alias matches a pattern. NotResource: no alias matches any."""
         return self._resources.any_matches(resources, context) is not self.not_resource
 
+    def resource_verdict(self, resources: Sequence[str]) -> bool | None:
+        """``covers_resource`` when it needs no context (no variables involved), else None."""
+        verdict = self._resources.verdict(resources)
+        return None if verdict is None else verdict is not self.not_resource
+
     def conditions_hold(self, context: Context) -> bool:
         return all(c.holds(context) for c in self.conditions)
+
+
+Candidate = tuple[Statement, bool]  # a statement, and whether its Resource needs the context
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +150,32 @@ class PolicyDocument:
     _by_action: dict[str, tuple[Statement, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _by_request: dict[tuple[str, tuple[str, ...]], tuple[Candidate, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def candidates(self, action: str, resources: tuple[str, ...]) -> tuple[Candidate, ...]:
+        """The statements that may apply to ``action`` (lower-cased) on ``resources``, each
+        with whether its Resource element still has to be checked against the request's
+        variables; the rest of the statements cannot apply, whatever the context.
+
+        Remembered for the last ``_REQUEST_CACHE_LIMIT`` (action, resource) pairs: the action
+        and the variable-free resource patterns are the bulk of the work and depend on nothing
+        else.
+        """
+        key = (action, resources)
+        found = self._by_request.get(key)
+        if found is None:
+            pairs = []
+            for statement in self.statements_for(action):
+                verdict = statement.resource_verdict(resources)
+                if verdict is not False:
+                    pairs.append((statement, verdict is None))
+            found = tuple(pairs)
+            if len(self._by_request) >= _REQUEST_CACHE_LIMIT:
+                self._by_request.clear()
+            self._by_request[key] = found
+        return found
 
     def statements_for(self, action: str) -> tuple[Statement, ...]:
         """The statements whose Action/NotAction selects ``action`` (given lower-cased).

@@ -46,6 +46,7 @@ class Request:
     def __post_init__(self) -> None:
         if isinstance(self.resources, str):
             raise TypeError("Request.resources is a tuple of aliases, not a string")
+        object.__setattr__(self, "resources", tuple(self.resources))
         object.__setattr__(self, "_action", self.action.lower())
         object.__setattr__(
             self,
@@ -75,6 +76,7 @@ class Decision:
         return f"{verb} by statement {_quoted(self.statement)} of policy {self.policy}"
 
 
+DENY = Effect.DENY
 IMPLICIT_DENY = Decision(False, "implicitDeny", None, None, None)
 
 
@@ -105,17 +107,19 @@ def evaluate(policies: Sequence[NamedPolicy], request: Request) -> Decision:
     resources = request.resources
     allowed_by: tuple[NamedPolicy, Statement] | None = None
     for policy in policies:
-        for statement in policy.document.statements_for(action):
-            is_deny = statement.effect is Effect.DENY
+        for statement, check_resource in policy.document.candidates(action, resources):
+            is_deny = statement.effect is DENY
             if not is_deny and allowed_by is not None:
                 continue  # one Allow is enough; only a Deny can still change the answer
-            if not statement.covers_resource(resources, context):
+            if check_resource and not statement.covers_resource(resources, context):
                 continue
-            if statement.conditions and not statement.conditions_hold(context):
-                continue
-            if is_deny:
-                return _decided("explicitDeny", policy, statement)
-            allowed_by = (policy, statement)
+            for condition in statement.conditions:
+                if not condition.holds(context):
+                    break
+            else:
+                if is_deny:
+                    return _decided("explicitDeny", policy, statement)
+                allowed_by = (policy, statement)
     if allowed_by is None:
         return IMPLICIT_DENY
     return _decided("allowed", *allowed_by)

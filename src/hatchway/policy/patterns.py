@@ -64,6 +64,10 @@ class Template:
     def has_variables(self) -> bool:
         return any(isinstance(p, Variable) for p in self.pieces)
 
+    @property
+    def variables(self) -> tuple[Variable, ...]:
+        return tuple(p for p in self.pieces if isinstance(p, Variable))
+
     def text(self, context: Context) -> str | None:
         """The string with variables substituted (wildcards left as written)."""
         out: list[str] = []
@@ -192,15 +196,22 @@ class ArnPattern:
     def has_variables(self) -> bool:
         return self.static is None
 
+    @property
+    def variables(self) -> tuple[Variable, ...]:
+        return self._resource.variables
+
 
 class PatternSet:
     """Several wildcard patterns matched as one: a string matches if it matches any of them.
 
     The patterns without variables are compiled into one regular expression at parse time; those
-    with variables are compiled per call, and one whose variable is absent matches nothing.
+    with variables are compiled for each set of variable values (remembered for the last
+    ``CACHE_LIMIT`` of them), and one whose variable is absent matches nothing.
     """
 
-    __slots__ = ("_dynamic", "_flags", "_static")
+    CACHE_LIMIT = 256
+
+    __slots__ = ("_cache", "_dynamic", "_flags", "_single", "_static", "_variables")
 
     def __init__(
         self, static: list[str], dynamic: list[ArnPattern | Template], *, ignore_case: bool = False
@@ -210,19 +221,43 @@ class PatternSet:
             re.compile("|".join(f"(?:{r})" for r in static), self._flags) if static else None
         )
         self._dynamic = tuple(dynamic)
+        self._variables = tuple(dict.fromkeys(v for p in dynamic for v in p.variables))
+        # The usual case, one variable and no default: its raw context value is the cache key.
+        only = self._variables[0] if len(self._variables) == 1 else None
+        self._single = only.key if only is not None and only.default is None else None
+        self._cache: dict[object, re.Pattern[str] | None] = {}
 
     @property
     def has_variables(self) -> bool:
         return bool(self._dynamic)
 
+    @property
+    def static(self) -> re.Pattern[str] | None:
+        """The variable-free patterns as one expression (None when there are none)."""
+        return self._static
+
     def matcher(self, context: Context) -> re.Pattern[str] | None:
         """One compiled expression for every pattern under ``context`` (None: matches nothing)."""
         if not self._dynamic:
             return self._static
+        key: object
+        if self._single is not None:
+            key = context.get(self._single)
+        else:
+            key = tuple(variable_value(context, v) for v in self._variables)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        if len(self._cache) >= self.CACHE_LIMIT:
+            self._cache.clear()
+        compiled = self._cache[key] = self._compile(context)
+        return compiled
+
+    def _compile(self, context: Context) -> re.Pattern[str] | None:
         regexes = [f"(?:{self._static.pattern})"] if self._static is not None else []
         for pattern in self._dynamic:
             regex = pattern.regex(context)
             if regex is not None:
                 regexes.append(f"(?:{regex})")
-        # re caches compiled expressions, so a repeated request compiles nothing.
         return re.compile("|".join(regexes), self._flags) if regexes else None
