@@ -57,7 +57,7 @@ class Effect(enum.Enum):
 class ResourceMatcher:
     """A statement's Resource or NotResource patterns, matched against a request's aliases."""
 
-    __slots__ = ("_patterns", "match_all")
+    __slots__ = ("_dynamic", "_patterns", "_static_fullmatch", "match_all")
 
     def __init__(self, patterns: Sequence[str], paths: Sequence[str], *, variables: bool) -> None:
         self.match_all = "*" in patterns
@@ -77,15 +77,20 @@ class ResourceMatcher:
             else:
                 dynamic.append(arn)
         self._patterns = PatternSet(static, list(dynamic))
+        self._dynamic = bool(dynamic)
+        compiled = self._patterns.static
+        self._static_fullmatch = compiled.fullmatch if compiled is not None else None
 
     def verdict(self, resources: Sequence[str]) -> bool | None:
         """``any_matches`` when it does not depend on the request's variables, else None."""
         if self.match_all:
             return True
-        static = self._patterns.static
-        if static is not None and any(static.fullmatch(r) is not None for r in resources):
-            return True
-        return None if self._patterns.has_variables else False
+        fullmatch = self._static_fullmatch
+        if fullmatch is not None:
+            for resource in resources:  # a loop, not any(): see any_matches
+                if fullmatch(resource) is not None:
+                    return True
+        return None if self._dynamic else False
 
     def any_matches(self, resources: Sequence[str], context: Context) -> bool:
         """Whether any of ``resources`` (one resource's aliases) matches any pattern."""
