@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from hatchway import __version__
+from hatchway.client.awsargs import AwsCommand, ListOption
 from hatchway.client.exitstatus import ExitStatus
 from hatchway.errors import HatchwayError
 
@@ -29,7 +30,18 @@ OUTPUT = click.option(
 
 
 class HatchwayGroup(click.Group):
-    """A group whose global options may also come after the subcommand."""
+    """A group whose global options may also come after the subcommand, and whose big command
+    groups (``iam``) are imported only when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "iam"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "iam":
+            from hatchway.client.iam_cli import iam
+
+            return iam
+        return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         hoisted: list[str] = []
@@ -66,17 +78,9 @@ def cli(ctx: click.Context, config: str | None, profile: str | None) -> None:
 
 
 def _api(ctx: click.Context) -> Any:
-    from hatchway.auth.sigv4 import Credentials
-    from hatchway.client.config import load_profile
-    from hatchway.transport.apiclient import ApiClient
+    from hatchway.client.config import open_api
 
-    p = load_profile(ctx.obj["config"], ctx.obj["profile"])
-    return ApiClient(
-        p.endpoint,
-        region=p.region,
-        credentials=Credentials(p.access_key_id, p.secret_access_key),
-        ca_file=p.ca_file,
-    )
+    return open_api(ctx.obj["config"], ctx.obj["profile"])
 
 
 def _emit(data: dict[str, Any], output: str, columns: list[tuple[str, str]], key: str) -> None:
@@ -380,6 +384,47 @@ def nodes_deregister(ctx: click.Context, node_id: str) -> None:
     click.echo(f"deregistered {node_id}", err=True)
 
 
+@nodes.command("tag", cls=AwsCommand)
+@click.argument("node_id")
+@click.option(
+    "--tags",
+    cls=ListOption,
+    required=True,
+    metavar="Key=K,Value=V",
+    help="Tags to add or replace (also K=V), several allowed.",
+)
+@click.pass_context
+def nodes_tag(ctx: click.Context, node_id: str, tags: tuple[str, ...]) -> None:
+    """Add or replace tags of a node (AddTagsToResource)."""
+    from hatchway.client.awsargs import parse_tags
+
+    body = {"ResourceType": "ManagedInstance", "ResourceId": node_id, "Tags": parse_tags(tags)}
+    _api(ctx).call("AddTagsToResource", body)
+    click.echo(f"tagged {node_id}", err=True)
+
+
+@nodes.command("untag", cls=AwsCommand)
+@click.argument("node_id")
+@click.option("--tag-keys", cls=ListOption, required=True, metavar="KEY", help="Several allowed.")
+@click.pass_context
+def nodes_untag(ctx: click.Context, node_id: str, tag_keys: tuple[str, ...]) -> None:
+    """Remove tags from a node (RemoveTagsFromResource)."""
+    body = {"ResourceType": "ManagedInstance", "ResourceId": node_id, "TagKeys": list(tag_keys)}
+    _api(ctx).call("RemoveTagsFromResource", body)
+    click.echo(f"untagged {node_id}", err=True)
+
+
+@nodes.command("tags")
+@click.argument("node_id")
+@OUTPUT
+@click.pass_context
+def nodes_tags(ctx: click.Context, node_id: str, output: str) -> None:
+    """List a node's tags (ListTagsForResource)."""
+    body = {"ResourceType": "ManagedInstance", "ResourceId": node_id}
+    result = _api(ctx).call("ListTagsForResource", body)
+    _emit(result, output, [("KEY", "Key"), ("VALUE", "Value")], "TagList")
+
+
 @cli.group(invoke_without_command=True)
 @click.option(
     "--state", type=click.Choice(["Active", "History"]), default="Active", show_default=True
@@ -427,6 +472,86 @@ def terminate_session(ctx: click.Context, session_id: str) -> None:
     """End a session: both ends see it close."""
     _api(ctx).call("TerminateSession", {"SessionId": session_id})
     click.echo(f"terminated {session_id}", err=True)
+
+
+# ---- client configuration ---------------------------------------------------------------
+
+
+@cli.command()
+# The global --profile is hoisted to the group (HatchwayGroup), so its value is read from
+# ctx.obj; declared here too so that `configure --help` shows it.
+@click.option("--profile", "_profile", metavar="NAME", help="The profile to write [default].")
+@click.option("--endpoint", help="Server URL, e.g. https://server:8443.")
+@click.option(
+    "--ca-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The server's CA certificate (stored as an absolute path).",
+)
+@click.option("--access-key-id", help="Your access key id.")
+@click.option(
+    "--secret-access-key",
+    help="Its secret. Default: asked for (or read from stdin when piped) if --access-key-id "
+    "is given or the profile has none yet.",
+)
+@click.option("--region", help="SigV4 region [default: local].")
+@click.pass_context
+def configure(
+    ctx: click.Context,
+    _profile: str | None,
+    endpoint: str | None,
+    ca_file: Path | None,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    region: str | None,
+) -> None:
+    """Write or update a profile in the client config file (mode 0600).
+
+    Options not given keep the profile's current values; other profiles stay as they are.
+    """
+    import urllib.parse
+
+    from hatchway.client.config import (
+        PROFILE_KEYS,
+        config_path,
+        profile_name,
+        read_profiles,
+        save_profile,
+    )
+    from hatchway.client.secretprompt import read_secret
+
+    path = config_path(ctx.obj["config"])
+    name = profile_name(ctx.obj["profile"])
+    current = read_profiles(path).get(name)
+    existing = current if isinstance(current, dict) else {}
+    values: dict[str, str] = {}
+    if endpoint is not None:
+        url = urllib.parse.urlsplit(endpoint)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise click.BadParameter("must be an http(s) URL", param_hint="--endpoint")
+        values["endpoint"] = endpoint
+    if ca_file is not None:
+        ca = ca_file.expanduser().resolve()
+        if not ca.is_file():
+            raise click.BadParameter(f"{ca} is not a file", param_hint="--ca-file")
+        values["ca_file"] = str(ca)
+    if region:
+        values["region"] = region
+    elif not existing.get("region"):
+        values["region"] = "local"
+    if access_key_id:
+        values["access_key_id"] = access_key_id
+    merged = {**existing, **values}
+    missing = [
+        f"--{k.replace('_', '-')}" for k in ("endpoint", "access_key_id") if not merged.get(k)
+    ]
+    if missing:
+        raise click.UsageError(f"profile {name!r} is new or incomplete: give {', '.join(missing)}")
+    if secret_access_key is None and (access_key_id or not existing.get("secret_access_key")):
+        secret_access_key = read_secret("Secret access key", confirm=False)
+    if secret_access_key is not None:
+        values["secret_access_key"] = secret_access_key
+    save_profile(path, name, {k: values[k] for k in PROFILE_KEYS if k in values})
+    click.echo(f"wrote profile {name} to {path}", err=True)
 
 
 # ---- up -------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The file is ``--config FILE``, else ``$HATCHWAY_CONFIG``, else
 ``~/.config/hatchway/config.toml``; the profile is ``--profile``, else ``$HATCHWAY_PROFILE``,
-else ``default``.
+else ``default``. ``hatchway configure`` writes profiles (:func:`save_profile`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hatchway.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hatchway.transport.apiclient import ApiClient
+
+#: The keys of a profile table, in the order ``configure`` writes a new one.
+PROFILE_KEYS = ("endpoint", "ca_file", "region", "access_key_id", "secret_access_key")
 
 
 @dataclass(frozen=True)
@@ -41,16 +48,24 @@ def config_path(explicit: str | None, env: Mapping[str, str] = os.environ) -> Pa
     return default_config_path(env)
 
 
-def read_profiles(path: Path) -> dict[str, dict[str, object]]:
-    """Every profile table in the file ({} when the file does not exist)."""
+def profile_name(profile: str | None, env: Mapping[str, str] = os.environ) -> str:
+    """The profile meant: ``--profile``, else ``$HATCHWAY_PROFILE``, else ``default``."""
+    return profile or env.get("HATCHWAY_PROFILE") or "default"
+
+
+def _read_document(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         return {}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from exc
-    profiles = data.get("profiles", {})
+
+
+def read_profiles(path: Path) -> dict[str, dict[str, object]]:
+    """Every profile table in the file ({} when the file does not exist)."""
+    profiles = _read_document(path).get("profiles", {})
     if not isinstance(profiles, dict):
         raise ConfigError(f"{path}: [profiles] must be a table")
     return profiles
@@ -60,7 +75,7 @@ def load_profile(
     config: str | None, profile: str | None, env: Mapping[str, str] = os.environ
 ) -> Profile:
     path = config_path(config, env)
-    name = profile or env.get("HATCHWAY_PROFILE") or "default"
+    name = profile_name(profile, env)
     profiles = read_profiles(path)
     if not profiles and not path.exists():
         raise ConfigError(
@@ -85,3 +100,50 @@ def load_profile(
         secret_access_key=str(table["secret_access_key"]),
         ca_file=ca_file,
     )
+
+
+def open_api(
+    config: str | None, profile: str | None, env: Mapping[str, str] = os.environ
+) -> ApiClient:
+    """An API client signing with the profile's key (see :func:`load_profile`)."""
+    from hatchway.auth.sigv4 import Credentials
+    from hatchway.transport.apiclient import ApiClient
+
+    p = load_profile(config, profile, env)
+    return ApiClient(
+        p.endpoint,
+        region=p.region,
+        credentials=Credentials(p.access_key_id, p.secret_access_key),
+        ca_file=p.ca_file,
+    )
+
+
+def save_profile(path: Path, name: str, values: Mapping[str, str]) -> None:
+    """Write profile ``name`` into the config file at ``path``, creating either if missing.
+
+    The keys in ``values`` replace the profile's; its other keys, the other profiles and any
+    other table in the file stay. The file is replaced atomically and left with mode 0600 (it
+    holds secrets); its directory is created private (0700) if missing. The file is rewritten
+    from its parsed content, so comments in it are not kept.
+
+    Raises:
+        ConfigError: the file exists but is not valid TOML, or is not laid out as profiles.
+    """
+    import tomli_w
+
+    from hatchway.auth.atomicfile import write_private_text
+
+    data = _read_document(path)
+    profiles = data.setdefault("profiles", {})
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{path}: [profiles] must be a table")
+    table = profiles.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: profiles.{name} must be a table")
+    profiles[name] = {**table, **values}
+    text = tomli_w.dumps(data)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private_text(path, text)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc

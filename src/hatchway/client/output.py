@@ -15,7 +15,7 @@ from typing import Any, TextIO
 TIMESTAMP_KEYS = frozenset(
     {
         "LastPingDateTime", "RegistrationDate", "StartDate", "EndDate", "ExpirationDate",
-        "CreatedDate",
+        "CreatedDate", "CreateDate", "UpdateDate", "PasswordLastUsed", "LastUsedDate",
     }
 )  # fmt: skip
 

@@ -36,7 +36,8 @@ def client_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
 
 
 class ApiClient:
-    """Calls ``AmazonSSM.<Operation>`` on a Hatchway server."""
+    """Calls ``AmazonSSM.<Operation>`` (and Hatchway's own ``Hatchway.<Operation>``, e.g. the
+    IAM-style identity operations) on a Hatchway server."""
 
     def __init__(
         self,
@@ -69,10 +70,18 @@ class ApiClient:
             self._ssl = client_ssl_context(self._ca_file)
         return self._ssl
 
-    def call(self, operation: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST one operation; returns the decoded response or raises ``ApiError``."""
+    def call(
+        self, operation: str, body: dict[str, Any], *, service: str = "AmazonSSM"
+    ) -> dict[str, Any]:
+        """POST one operation as ``X-Amz-Target: <service>.<operation>``; returns the decoded
+        response or raises ``ApiError``.
+
+        Args:
+            service: ``"AmazonSSM"`` for the SSM operations, ``"Hatchway"`` for Hatchway's own
+                (users, groups, access keys, policies, simulation).
+        """
         payload = json.dumps(body).encode()
-        headers = {"Content-Type": JSON_TYPE, "X-Amz-Target": f"AmazonSSM.{operation}"}
+        headers = {"Content-Type": JSON_TYPE, "X-Amz-Target": f"{service}.{operation}"}
         if self._credentials is not None:
             headers = sign_request(
                 "POST",
