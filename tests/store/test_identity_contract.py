@@ -421,3 +421,15 @@ def test_every_change_bumps_the_generation(url: str) -> None:
         assert await s.identity.generation() == seen[-1]
 
     with_store(url, body)
+
+
+def test_a_user_can_be_created_with_policies_attached(url: str) -> None:
+    async def body(s: Store) -> None:
+        u = User("AIDA1", "boss", 1.0)
+        with pytest.raises(NoSuchEntity):
+            await s.identity.create_user(u, attach=[ADMIN_ARN, "arn:aws:iam::1:policy/Nope"])
+        assert await s.identity.user_by_name("boss") is None  # nothing was written
+        await s.identity.create_user(u, attach=[ADMIN_ARN])
+        assert [p.label for p in await s.identity.policies_for("AIDA1")] == [ADMIN_ARN]
+
+    with_store(url, body)

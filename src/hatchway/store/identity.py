@@ -142,14 +142,30 @@ class IdentityRepository(_Repository):
         """Every user, by name."""
         return [_user(r) for r in await self._fetch(select(t.users).order_by(t.users.c.name))]
 
-    async def create_user(self, user: User) -> None:
-        """Raises ``EntityAlreadyExists`` when the name is taken."""
+    async def create_user(self, user: User, *, attach: Collection[str] = ()) -> None:
+        """Insert the user with the managed policies ``attach`` (ARNs), in one transaction.
+
+        Raises:
+            EntityAlreadyExists: the name is taken.
+            NoSuchEntity: a policy of ``attach`` does not exist (nothing is written).
+        """
         try:
             async with self._change() as conn:
                 if await _count(conn, t.users, t.users.c.name == user.name):
                     raise EntityAlreadyExists(f"User with name {user.name} already exists.")
                 values = {name: getattr(user, name) for name in User.__slots__}
                 await conn.execute(insert(t.users).values(**values))
+                for arn in attach:
+                    policy_id = await _scalar(
+                        conn, select(t.policies.c.policy_id).where(t.policies.c.arn == arn)
+                    )
+                    if policy_id is None:
+                        raise _no_policy(arn)
+                    await conn.execute(
+                        insert(t.user_policy_attachments).values(
+                            user_id=user.user_id, policy_id=policy_id
+                        )
+                    )
         except EntityAlreadyExists:
             raise
         except Conflict as exc:  # the same id (or name) inserted by a racing non-IAM writer
