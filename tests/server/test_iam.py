@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from hatchway.errors import (
 from hatchway.server.bootstrap import ADMINISTRATOR_ACCESS, ensure_admin
 from hatchway.server.iam import IamService, builtin_policies, builtin_policy_id
 from hatchway.server.principal import Principal
+from hatchway.server.validation import RequestValidator, Rule
 from hatchway.store.database import sqlite_url
 from hatchway.store.store import Store
 
@@ -384,3 +385,45 @@ def test_every_operation_is_an_async_method() -> None:
     names = set(service.operations())
     assert "SimulatePrincipalPolicy" not in names  # the lead's
     assert len(names) == 44
+
+
+# ---- request validation of the Hatchway operations -------------------------------------------
+
+
+def _rules(rule: Rule) -> Iterator[Rule]:
+    yield rule
+    for child in (*rule.members.values(), rule.member, rule.key, rule.value):
+        if child is not None:
+            yield from _rules(child)
+
+
+def test_every_hatchway_operation_has_a_compiled_input_shape() -> None:
+    names = [*IamService.__new__(IamService).operations(), "SimulatePrincipalPolicy"]
+    validator = RequestValidator.for_operations(["StartSession"], names)
+    assert validator.operations == {"StartSession", *names}
+    for name in names:
+        for rule in _rules(validator.rule(name)):
+            if rule.pattern_text:
+                assert rule.pattern is not None, (name, rule.pattern_text)
+
+
+def test_hatchway_bodies_are_checked_against_iams_model() -> None:
+    validator = RequestValidator.for_operations((), ["CreateUser", "SetPassword", "TagUser"])
+    assert validator.validate("CreateUser", {"UserName": "dev-user", "Extra": 1}) == {
+        "UserName": "dev-user"
+    }
+    with pytest.raises(ValidationError, match="userName"):
+        validator.validate("CreateUser", {"UserName": "x" * 65})
+    with pytest.raises(ValidationError, match="password"):
+        validator.validate("SetPassword", {"UserName": "u"})
+    body = {"UserName": "u", "Password": "correct horse battery"}
+    assert validator.validate("SetPassword", body) == body
+    with pytest.raises(ValidationError, match="regular expression"):
+        validator.validate("TagUser", {"UserName": "u", "Tags": [{"Key": "\t", "Value": ""}]})
+    tags = {"UserName": "u", "Tags": [{"Key": "équipe 1", "Value": "déjà-vu"}]}
+    assert validator.validate("TagUser", tags) == tags
+
+
+def test_an_operation_cannot_be_both_ssm_and_hatchway() -> None:
+    with pytest.raises(ValueError, match="GetUser"):
+        RequestValidator.for_operations(["GetUser"], ["GetUser"])
