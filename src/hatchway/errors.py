@@ -9,7 +9,9 @@
     │   ├── UnknownOperation            UnknownOperationException            400
     │   ├── InvalidNextToken            InvalidNextToken                     400
     │   ├── InvalidFilterKey            InvalidFilterKey                     400
-    │   └── RequestTooLarge             RequestEntityTooLargeException       413
+    │   ├── RequestTooLarge             RequestEntityTooLargeException       413
+    │   ├── MalformedPolicyDocument     MalformedPolicyDocumentException     400
+    │   └── PasswordPolicyViolation     PasswordPolicyViolationException     400
     ├── ProtocolError                   ProtocolError                        400
     │   ├── LocalProtocolError          (our bug)
     │   └── RemoteProtocolError         (the peer's)
@@ -25,8 +27,14 @@
     │   ├── InvalidInstanceId           InvalidInstanceId                    400
     │   ├── InvalidActivationId         InvalidActivationId                  400
     │   ├── InvalidResourceId           InvalidResourceId                    400
-    │   └── InvalidResourceType         InvalidResourceType                  400
+    │   ├── InvalidResourceType         InvalidResourceType                  400
+    │   └── NoSuchEntity                NoSuchEntityException                400
     ├── Conflict                        ConflictException                    400
+    │   ├── EntityAlreadyExists         EntityAlreadyExistsException         400
+    │   ├── DeleteConflict              DeleteConflictException              400
+    │   └── UnmodifiableEntity          UnmodifiableEntityException          400
+    ├── LimitExceeded                   LimitExceededException               400
+    │   └── TooManyTags                 TooManyTagsError                     400
     ├── Throttled                       ThrottlingException                  400
     ├── Unavailable                     ServiceUnavailable                   400
     │   └── TargetNotConnected          TargetNotConnected                   400
@@ -101,6 +109,18 @@ class RequestTooLarge(ValidationError):
 
     code = "RequestEntityTooLargeException"
     status = 413
+
+
+class MalformedPolicyDocument(ValidationError):
+    """A policy document that is not valid IAM policy JSON (the message names the path)."""
+
+    code = "MalformedPolicyDocumentException"
+
+
+class PasswordPolicyViolation(ValidationError):
+    """A password that breaks the password policy (too short)."""
+
+    code = "PasswordPolicyViolationException"
 
 
 class ProtocolError(HatchwayError):
@@ -200,11 +220,48 @@ class InvalidResourceType(NotFound):
     code = "InvalidResourceType"
 
 
+class NoSuchEntity(NotFound):
+    """An IAM entity (user, group, access key, policy, policy version) does not exist."""
+
+    code = "NoSuchEntityException"
+
+
 class Conflict(HatchwayError):
     """The request conflicts with the current state of a resource."""
 
     code = "ConflictException"
     status = 400
+
+
+class EntityAlreadyExists(Conflict):
+    """An IAM entity with this name (or ARN) exists already."""
+
+    code = "EntityAlreadyExistsException"
+
+
+class DeleteConflict(Conflict):
+    """The IAM entity is still in use (keys, members, attachments) and cannot be deleted."""
+
+    code = "DeleteConflictException"
+
+
+class UnmodifiableEntity(Conflict):
+    """A built-in IAM entity (a Hatchway-managed policy) cannot be changed or deleted."""
+
+    code = "UnmodifiableEntityException"
+
+
+class LimitExceeded(HatchwayError):
+    """An IAM quota would be exceeded (access keys per user, policy versions, ...)."""
+
+    code = "LimitExceededException"
+    status = 400
+
+
+class TooManyTags(LimitExceeded):
+    """A resource would carry more tags than SSM allows (50)."""
+
+    code = "TooManyTagsError"
 
 
 class Throttled(HatchwayError):

@@ -1,4 +1,5 @@
-"""First start: the installation's account id, the administrator and its client profile."""
+"""First start: the installation's account id, the built-in policies, the administrator and
+its client profile."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 
 from hatchway.auth.atomicfile import write_private_text
 from hatchway.auth.secretbox import SecretBox, new_access_key_id, new_secret_access_key
+from hatchway.server.iam import builtin_policies
 from hatchway.store.records import User
 from hatchway.store.store import Store
+
+ADMINISTRATOR_ACCESS = "arn:aws:iam::aws:policy/AdministratorAccess"
 
 
 @dataclass(frozen=True)
@@ -25,12 +29,24 @@ async def ensure_account_id(store: Store) -> str:
     return await store.settings.set_if_absent("account_id", candidate)
 
 
+async def ensure_builtin_policies(store: Store, now: float) -> None:
+    """Insert the built-in managed policies, or bring their documents up to this release's."""
+    for builtin in builtin_policies(now):
+        await store.policies.ensure_builtin(builtin.policy, builtin.document, now)
+
+
 async def ensure_admin(store: Store, box: SecretBox, name: str, now: float) -> AdminCredentials:
-    """Create the bootstrap administrator and an access key unless they exist."""
+    """Create the bootstrap administrator and an access key unless they exist.
+
+    Runs at every start, so it also brings the built-in policies up to date first. A newly
+    created administrator gets ``AdministratorAccess``; an existing user is left as it is (an
+    operator may have narrowed it on purpose).
+    """
+    await ensure_builtin_policies(store, now)
     user = await store.identity.user_by_name(name)
     if user is None:
         user = User(user_id="AIDA" + secrets.token_hex(8).upper(), name=name, created_at=now)
-        await store.identity.create_user(user)
+        await store.identity.create_user(user, attach=[ADMINISTRATOR_ACCESS])
     keys = [k for k in await store.identity.keys_of(user.user_id) if k.status == "Active"]
     if keys:
         key = keys[0]

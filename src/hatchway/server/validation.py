@@ -45,7 +45,9 @@ Choices, each where AWS is either silent or ambiguous:
   input cut to :data:`MAX_ECHO` characters and control characters escaped.
 
 ``RegisterManagedInstance`` is not in botocore's public model: :data:`REGISTER_MODEL` gives it a
-small schema in the same format, compiled and checked the same way.
+small schema in the same format, compiled and checked the same way. The ``Hatchway.*`` (IAM)
+operations are checked against botocore's IAM model, and those IAM lacks (``SetPassword``)
+against :data:`HATCHWAY_MODEL`.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Sh
 from hatchway.errors import SerializationError, ValidationError
 
 __all__ = [
+    "HATCHWAY_MODEL",
     "MAX_ECHO",
     "REGISTER_MODEL",
     "Kind",
@@ -76,6 +79,7 @@ __all__ = [
     "check_framing",
     "compile_operation",
     "decode_body",
+    "load_iam_model",
     "load_ssm_model",
     "python_regex",
 ]
@@ -99,6 +103,15 @@ _Z = "\u0020\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _PYTHON_PATTERNS: Mapping[str, str] = MappingProxyType(
     {
         r"^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$": rf"^((?:[^\W_]|[{_Z}_.:/=+\-@])*)$",
+    }
+)
+
+# Java Unicode classes inside larger patterns (IAM's tag keys and values use the class above
+# with ``+`` and ``*``), rewritten where they appear. Patterns with one of these are compiled
+# without ``re.ASCII``, as the rewrite needs Unicode's ``\W``.
+_PYTHON_CLASSES: Mapping[str, str] = MappingProxyType(
+    {
+        r"[\p{L}\p{Z}\p{N}_.:/=+\-@]": rf"(?:[^\W_]|[{_Z}_.:/=+\-@])",
     }
 )
 
@@ -156,9 +169,48 @@ REGISTER_MODEL: Mapping[str, Any] = MappingProxyType(
 )
 
 
+HATCHWAY_MODEL: Mapping[str, Any] = MappingProxyType(
+    {
+        "metadata": {"protocol": "json", "targetPrefix": "Hatchway", "jsonVersion": "1.1"},
+        "operations": {
+            "SetPassword": {
+                "name": "SetPassword",
+                "http": {"method": "POST", "requestUri": "/"},
+                "input": {"shape": "SetPasswordRequest"},
+            }
+        },
+        "shapes": {
+            "SetPasswordRequest": {
+                "type": "structure",
+                "required": ["UserName", "Password"],
+                "members": {
+                    "UserName": {"shape": "userNameType"},
+                    "Password": {"shape": "passwordType"},
+                },
+            },
+            # As IAM's model has them (CreateLoginProfile's UserName and Password).
+            "userNameType": {"type": "string", "min": 1, "max": 64, "pattern": "[\\w+=,.@-]+"},
+            "passwordType": {
+                "type": "string",
+                "min": 1,
+                "max": 128,
+                "pattern": "[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+",
+                "sensitive": True,
+            },
+        },
+    }
+)
+"""Hatchway operations that IAM's model lacks (the rest of ``Hatchway.*`` are IAM's)."""
+
+
 def load_ssm_model() -> ServiceModel:
     """botocore's SSM service model, read with its loader (no botocore session: cheaper)."""
     return ServiceModel(Loader().load_service_model("ssm", "service-2"), service_name="ssm")
+
+
+def load_iam_model() -> ServiceModel:
+    """botocore's IAM service model: the input shapes of the ``Hatchway.*`` operations."""
+    return ServiceModel(Loader().load_service_model("iam", "service-2"), service_name="iam")
 
 
 class Kind(Enum):
@@ -250,6 +302,10 @@ def python_regex(pattern: str) -> str:
 
 def _compile_pattern(text: str) -> re.Pattern[str] | None:
     override = _PYTHON_PATTERNS.get(text)
+    if override is None and any(java in text for java in _PYTHON_CLASSES):
+        override = text
+        for java, python in _PYTHON_CLASSES.items():
+            override = override.replace(java, python)
     try:
         if override is not None:
             return re.compile(python_regex(override))  # Unicode classes: no re.ASCII
@@ -540,18 +596,39 @@ class RequestValidator:
 
     @classmethod
     def for_operations(
-        cls, names: Iterable[str], model: ServiceModel | None = None
+        cls,
+        names: Iterable[str],
+        hatchway_ops: Iterable[str] = (),
+        *,
+        model: ServiceModel | None = None,
+        iam_model: ServiceModel | None = None,
     ) -> RequestValidator:
-        """Compile ``names`` from botocore's SSM model (or ``model``) and RegisterManagedInstance.
+        """Compile the SSM operations ``names`` (botocore's SSM model, or ``model``, and
+        :data:`REGISTER_MODEL`) and the ``Hatchway.*`` operations ``hatchway_ops`` (botocore's
+        IAM model, or ``iam_model``, and :data:`HATCHWAY_MODEL`).
 
-        The model itself is not kept: only the compiled rules of these operations are.
+        The models themselves are not kept: only the compiled rules of these operations are.
+
+        Raises:
+            ValueError: an operation name is in both sets (one namespace of rules).
         """
-        model = model or load_ssm_model()
-        register = ServiceModel(dict(REGISTER_MODEL), service_name="ssm")
+        names, hatchway_ops = list(names), list(hatchway_ops)
+        both = set(names) & set(hatchway_ops)
+        if both:
+            raise ValueError(f"operations both SSM and Hatchway: {', '.join(sorted(both))}")
         rules: dict[str, Rule] = {}
-        for name in names:
-            source = register if name in register.operation_names else model
-            rules[name] = compile_operation(source.operation_model(name))
+        if names:
+            model = model or load_ssm_model()
+            register = ServiceModel(dict(REGISTER_MODEL), service_name="ssm")
+            for name in names:
+                source = register if name in register.operation_names else model
+                rules[name] = compile_operation(source.operation_model(name))
+        if hatchway_ops:
+            iam_model = iam_model or load_iam_model()
+            own = ServiceModel(dict(HATCHWAY_MODEL), service_name="hatchway")
+            for name in hatchway_ops:
+                source = own if name in own.operation_names else iam_model
+                rules[name] = compile_operation(source.operation_model(name))
         return cls(rules)
 
     @property

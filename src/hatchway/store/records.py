@@ -28,18 +28,83 @@ HISTORY_STATUSES = tuple(s.value for s in SessionStatus if not s.is_active)
 
 @dataclass(frozen=True, slots=True)
 class User:
+    """An IAM user. ``password_hash`` is ``tokens.hash_secret``'s string, or ``None``: no
+    login profile."""
+
     user_id: str
     name: str
     created_at: float
+    path: str = "/"
+    tags: dict[str, str] = field(default_factory=dict)
+    password_hash: str | None = field(default=None, repr=False)
+    password_last_used_at: float | None = None
+
+
+class KeyStatus(StrEnum):
+    """An access key's ``Status`` (IAM's ``statusType``, less ``Expired``, which IAM uses only
+    for other kinds of credential)."""
+
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
 
 
 @dataclass(frozen=True, slots=True)
 class AccessKey:
+    """An access key with its owner's name and tags (what authentication and policy
+    evaluation need from one lookup). The secret stays encrypted (``auth.secretbox``)."""
+
     access_key_id: str
     user_id: str
     user_name: str
-    secret_encrypted: str
+    secret_encrypted: str = field(repr=False)
     status: str
+    created_at: float = 0.0
+    last_used_at: float | None = None
+    user_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    group_id: str
+    name: str
+    created_at: float
+    path: str = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedPolicy:
+    """A managed policy; ``attachment_count`` is counted when it is read."""
+
+    policy_id: str
+    arn: str
+    name: str
+    path: str
+    description: str
+    default_version_id: str
+    builtin: bool
+    created_at: float
+    updated_at: float
+    attachment_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersion:
+    version_id: str
+    document: str
+    created_at: float
+    is_default: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPolicy:
+    """One policy document that applies to a user, with where it came from.
+
+    ``label`` is a managed policy's ARN, or ``user/<name>/<PolicyName>`` /
+    ``group/<name>/<PolicyName>`` for an inline policy.
+    """
+
+    label: str
+    document: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +183,7 @@ class Session:
     exit_code: int | None
     bytes_in: int
     bytes_out: int
+    owner_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

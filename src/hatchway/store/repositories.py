@@ -5,28 +5,34 @@ Each method runs in its own transaction unless it says otherwise, always through
 place that queues callers, serializes SQLite's writes and maps database errors
 (``store.database.Database``). Racy updates (registration counts, token first use, session
 status) are single conditional ``UPDATE`` statements, so they stay correct with several server
-replicas on one PostgreSQL database.
+replicas on one PostgreSQL database. Identity and policy repositories live in
+``store.identity``; their changes go through :meth:`_Repository._change`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hatchway.errors import Conflict, InvalidActivationId, InvalidInstanceId, StoreError
+from hatchway.errors import (
+    Conflict,
+    InvalidActivationId,
+    InvalidInstanceId,
+    StoreError,
+    TooManyTags,
+)
 from hatchway.store import schema as t
 from hatchway.store.database import Database
 from hatchway.store.records import (
     ACTIVE_STATUSES,
     HISTORY_STATUSES,
-    AccessKey,
     Activation,
     Document,
     Heartbeat,
@@ -34,8 +40,10 @@ from hatchway.store.records import (
     Session,
     SessionStatus,
     SessionToken,
-    User,
 )
+
+MAX_NODE_TAGS = 50
+"""SSM's limit of tags per resource."""
 
 
 class _Repository:
@@ -52,6 +60,25 @@ class _Repository:
     def _snapshot(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A read-only transaction; raises ``StoreError``."""
         return self._db.read()
+
+    @asynccontextmanager
+    async def _change(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction that first bumps the IAM generation (``iam_generation``).
+
+        For every change to identities, policies and node tags, which live sessions are
+        re-checked against. The bump comes first on purpose: it takes the generation row's lock
+        (PostgreSQL) or the write lock (SQLite), so these changes take turns across every
+        replica, and what such a transaction reads after it is the latest committed state
+        (READ COMMITTED reads per statement). Checks followed by writes — "fewer than 2 keys,
+        then insert one", "no members, then delete" — are therefore race-free. Such changes are
+        rare; the contention is cheap.
+        """
+        async with self._transaction() as conn:
+            g = t.iam_generation.c
+            await conn.execute(
+                update(t.iam_generation).where(g.row_id == 1).values(generation=g.generation + 1)
+            )
+            yield conn
 
     async def _fetch(self, stmt: Any) -> Sequence[Any]:
         async with self._snapshot() as conn:
@@ -82,45 +109,6 @@ class SettingsRepository(_Repository):
         stored = await self.get(key)
         assert stored is not None
         return stored
-
-
-class IdentityRepository(_Repository):
-    """Users and their access keys."""
-
-    async def user_by_name(self, name: str) -> User | None:
-        rows = await self._fetch(select(t.users).where(t.users.c.name == name))
-        return User(**rows[0]._mapping) if rows else None
-
-    async def create_user(self, user: User) -> None:
-        await self._write(insert(t.users).values(**_asdict(user)))
-
-    async def create_access_key(
-        self, access_key_id: str, user_id: str, secret_encrypted: str, now: float
-    ) -> None:
-        await self._write(
-            insert(t.access_keys).values(
-                access_key_id=access_key_id,
-                user_id=user_id,
-                secret_encrypted=secret_encrypted,
-                status="Active",
-                created_at=now,
-            )
-        )
-
-    @staticmethod
-    def _keys() -> Any:
-        k = t.access_keys.c
-        return select(
-            k.access_key_id, k.user_id, t.users.c.name, k.secret_encrypted, k.status
-        ).join(t.users, t.users.c.user_id == k.user_id)
-
-    async def access_key(self, access_key_id: str) -> AccessKey | None:
-        rows = await self._fetch(self._keys().where(t.access_keys.c.access_key_id == access_key_id))
-        return AccessKey(*rows[0]) if rows else None
-
-    async def keys_of(self, user_id: str) -> list[AccessKey]:
-        rows = await self._fetch(self._keys().where(t.access_keys.c.user_id == user_id))
-        return [AccessKey(*r) for r in rows]
 
 
 class ActivationRepository(_Repository):
@@ -301,6 +289,39 @@ class NodeRepository(_Repository):
         count = await self._write(delete(t.nodes).where(t.nodes.c.instance_id == instance_id))
         if count == 0:
             raise InvalidInstanceId(f"Instance {instance_id} does not exist.")
+
+    async def update_tags(
+        self,
+        instance_id: str,
+        add: Mapping[str, str],
+        remove: Collection[str],
+        *,
+        limit: int = MAX_NODE_TAGS,
+    ) -> dict[str, str]:
+        """Remove the keys ``remove``, then set ``add``; returns the node's tags after.
+
+        Bumps the IAM generation (policies may test node tags), in the same transaction.
+
+        Raises:
+            InvalidInstanceId: no such node.
+            TooManyTags: the node would have more than ``limit`` tags (nothing changes).
+        """
+        async with self._change() as conn:
+            row = (
+                await conn.execute(
+                    select(t.nodes.c.tags).where(t.nodes.c.instance_id == instance_id)
+                )
+            ).first()
+            if row is None:
+                raise InvalidInstanceId(f"Instance {instance_id} does not exist.")
+            tags = {k: v for k, v in dict(row[0] or {}).items() if k not in remove}
+            tags.update(add)
+            if len(tags) > limit:
+                raise TooManyTags(f"A resource can have at most {limit} tags.")
+            await conn.execute(
+                update(t.nodes).where(t.nodes.c.instance_id == instance_id).values(tags=tags)
+            )
+        return tags
 
     async def claim_generation(self, instance_id: str, generation: int) -> bool:
         """Record that agent ``generation`` connects, unless a higher one already did.

@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -34,6 +35,11 @@ users = Table(
     Column("user_id", String(32), primary_key=True),
     Column("name", String(64), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
+    Column("path", String(512), nullable=False, default="/", server_default="/"),
+    Column("tags", JSON, nullable=False, default=dict, server_default="{}"),
+    # Console password (tokens.hash_secret); NULL: the user has no login profile.
+    Column("password_hash", Text),
+    Column("password_last_used_at", Float),
 )
 
 access_keys = Table(
@@ -45,6 +51,96 @@ access_keys = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float),
+)
+
+# ---- IAM: groups, managed and inline policies, attachments ---------------------------------
+
+iam_groups = Table(
+    "iam_groups",
+    metadata,
+    Column("group_id", String(32), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("path", String(512), nullable=False, default="/"),
+    Column("created_at", Float, nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", String(32), ForeignKey("iam_groups.group_id"), nullable=False),
+    Column("user_id", String(32), ForeignKey("users.user_id"), nullable=False, index=True),
+    PrimaryKeyConstraint("group_id", "user_id"),
+)
+
+# Managed policies, built-in (``builtin``: read-only, ARN in the ``aws`` account) and the
+# installation's own. ``next_version`` numbers versions: IAM never reuses a version id.
+policies = Table(
+    "policies",
+    metadata,
+    Column("policy_id", String(32), primary_key=True),
+    Column("arn", String(1024), nullable=False, unique=True),
+    Column("name", String(128), nullable=False),
+    Column("path", String(512), nullable=False, default="/"),
+    Column("description", Text, nullable=False, default=""),
+    Column("default_version_id", String(16), nullable=False),
+    Column("next_version", Integer, nullable=False),
+    Column("builtin", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("policy_id", String(32), ForeignKey("policies.policy_id"), nullable=False),
+    Column("version_id", String(16), nullable=False),
+    Column("document", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("policy_id", "version_id"),
+)
+
+user_policy_attachments = Table(
+    "user_policy_attachments",
+    metadata,
+    Column("user_id", String(32), ForeignKey("users.user_id"), nullable=False),
+    Column("policy_id", String(32), ForeignKey("policies.policy_id"), nullable=False, index=True),
+    PrimaryKeyConstraint("user_id", "policy_id"),
+)
+
+group_policy_attachments = Table(
+    "group_policy_attachments",
+    metadata,
+    Column("group_id", String(32), ForeignKey("iam_groups.group_id"), nullable=False),
+    Column("policy_id", String(32), ForeignKey("policies.policy_id"), nullable=False, index=True),
+    PrimaryKeyConstraint("group_id", "policy_id"),
+)
+
+user_inline_policies = Table(
+    "user_inline_policies",
+    metadata,
+    Column("user_id", String(32), ForeignKey("users.user_id"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("document", Text, nullable=False),
+    PrimaryKeyConstraint("user_id", "name"),
+)
+
+group_inline_policies = Table(
+    "group_inline_policies",
+    metadata,
+    Column("group_id", String(32), ForeignKey("iam_groups.group_id"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("document", Text, nullable=False),
+    PrimaryKeyConstraint("group_id", "name"),
+)
+
+# One row (``row_id`` 1): bumped by every change to identities, policies and node tags, in the
+# change's own transaction, and taken first there, so that such changes take turns (see
+# ``store.identity``); servers poll it to re-check live sessions.
+iam_generation = Table(
+    "iam_generation",
+    metadata,
+    Column("row_id", Integer, primary_key=True, autoincrement=False),
+    Column("generation", Integer, nullable=False),
 )
 
 activations = Table(
@@ -119,6 +215,8 @@ sessions = Table(
     Column("exit_code", Integer),
     Column("bytes_in", Integer, nullable=False, default=0),
     Column("bytes_out", Integer, nullable=False, default=0),
+    # The user id of the session's owner ("" for sessions started before issue 6's migration).
+    Column("owner_id", String(32), nullable=False, default="", server_default=""),
 )
 
 session_tokens = Table(

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hatchway.store.database import Database, DatabaseLimits, migrate
+from hatchway.store.identity import IdentityRepository, PolicyRepository
 from hatchway.store.repositories import (
     ActivationRepository,
     DocumentRepository,
-    IdentityRepository,
     NodeRepository,
     NonceRepository,
     SessionRepository,
@@ -25,6 +25,7 @@ class Store:
     database: Database
     settings: SettingsRepository
     identity: IdentityRepository
+    policies: PolicyRepository
     activations: ActivationRepository
     nodes: NodeRepository
     documents: DocumentRepository
@@ -47,6 +48,7 @@ class Store:
             database=db,
             settings=SettingsRepository(db),
             identity=IdentityRepository(db),
+            policies=PolicyRepository(db),
             activations=ActivationRepository(db),
             nodes=NodeRepository(db),
             documents=DocumentRepository(db),
