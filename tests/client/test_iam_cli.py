@@ -166,12 +166,13 @@ REQUESTS: list[tuple[list[str], str, str, dict[str, Any]]] = [
         HW, "ListAttachedGroupPolicies", {"GroupName": "g"},
     ),
     (
-        ["iam", "simulate", "--user", "dev-user", "--action", "ssm:StartSession",
+        ["iam", "simulate", "--user", "arn:aws:iam::123456789012:user/dev-user",
+         "--action", "ssm:StartSession",
          "ssm:TerminateSession", "--resource", "mi-0123456789abcdef0",
          "--context", "aws:SourceIp=10.0.0.1", "--context", "aws:x=1", "aws:x=2"],
         HW, "SimulatePrincipalPolicy",
         {
-            "PolicySourceArn": "dev-user",
+            "PolicySourceArn": "arn:aws:iam::123456789012:user/dev-user",
             "ActionNames": ["ssm:StartSession", "ssm:TerminateSession"],
             "ResourceArns": ["mi-0123456789abcdef0"],
             "ContextEntries": [
@@ -183,9 +184,11 @@ REQUESTS: list[tuple[list[str], str, str, dict[str, Any]]] = [
         },
     ),
     (
-        ["iam", "simulate", "--user", "u", "--action", "ssm:DescribeSessions"],
+        ["iam", "simulate", "--user", "arn:aws:iam::123456789012:user/u", "--action",
+         "ssm:DescribeSessions"],
         HW, "SimulatePrincipalPolicy",
-        {"PolicySourceArn": "u", "ActionNames": ["ssm:DescribeSessions"]},
+        {"PolicySourceArn": "arn:aws:iam::123456789012:user/u",
+         "ActionNames": ["ssm:DescribeSessions"]},
     ),
     (
         ["nodes", "tag", "mi-1", "--tags", "Key=Env,Value=dev", "Team=x"],
@@ -321,6 +324,7 @@ def test_simulate_prints_decision_and_explanation_and_exits_0(api: FakeApi) -> N
         },
     ]
     api.responses["SimulatePrincipalPolicy"] = {"EvaluationResults": results, "IsTruncated": False}
+    api.responses["GetUser"] = {"User": {"UserName": "u", "Arn": "arn:aws:iam::1:user/u"}}
     args = ["iam", "simulate", "--user", "u", "--action", "ssm:StartSession",
             "ssm:TerminateSession", "--resource", "mi-0123456789abcdef0"]  # fmt: skip
     result = invoke(*args)
@@ -335,6 +339,9 @@ def test_simulate_prints_decision_and_explanation_and_exits_0(api: FakeApi) -> N
 
     as_json = invoke(*args, "--output", "json")
     assert json.loads(as_json.stdout) == {"EvaluationResults": results}
+    # A user name is turned into the user's ARN (GetUser) first: IAM's operation takes an ARN.
+    assert api.calls[0] == ("Hatchway", "GetUser", {"UserName": "u"})
+    assert api.calls[1][2]["PolicySourceArn"] == "arn:aws:iam::1:user/u"
 
 
 @pytest.mark.parametrize("encode", [False, True])

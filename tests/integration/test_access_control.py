@@ -253,7 +253,9 @@ def test_detaching_the_policy_ends_the_live_session(world: World) -> None:
     c = world.cluster
     proc = _held_session(world, world.dev, world.dev_node)
     try:
-        c.cli("iam", "detach-group-policy", "--group-name", "devs", "--policy-arn", world.policy_arn)
+        c.cli(
+            "iam", "detach-group-policy", "--group-name", "devs", "--policy-arn", world.policy_arn
+        )
         wait_for(lambda: proc.poll() is not None, 15, what="the revoked session to end")
         assert proc.stdout is not None
         rest = proc.stdout.read().decode(errors="replace")
@@ -263,7 +265,9 @@ def test_detaching_the_policy_ends_the_live_session(world: World) -> None:
         assert any("access revoked" in s.get("Details", "") for s in ended)
     finally:
         reap(proc)
-        c.cli("iam", "attach-group-policy", "--group-name", "devs", "--policy-arn", world.policy_arn)
+        c.cli(
+            "iam", "attach-group-policy", "--group-name", "devs", "--policy-arn", world.policy_arn
+        )
 
 
 def test_retagging_a_node_moves_access_live(world: World) -> None:
@@ -271,7 +275,9 @@ def test_retagging_a_node_moves_access_live(world: World) -> None:
     proc = _held_session(world, world.dev, world.dev_node)
     try:
         c.cli("nodes", "tag", world.dev_node, "--tags", "Key=Env,Value=prod")
-        wait_for(lambda: proc.poll() is not None, 15, what="the session on the retagged node to end")
+        wait_for(
+            lambda: proc.poll() is not None, 15, what="the session on the retagged node to end"
+        )
         denied(world.as_user(world.dev, "start-session", "--target", world.dev_node))
     finally:
         reap(proc)

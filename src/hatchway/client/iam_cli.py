@@ -684,12 +684,15 @@ def simulate(
     Calls Hatchway.SimulatePrincipalPolicy. The exit status is 0 whatever the decisions (it
     says the simulation ran): read the DECISION column, or EvalDecision in JSON.
     """
+    api = _api(ctx)
+    if not user.startswith("arn:"):  # a user name: IAM's operation takes the user's ARN
+        user = api.call("GetUser", {"UserName": user}, service="Hatchway")["User"]["Arn"]
     body: dict[str, Any] = {"PolicySourceArn": user, "ActionNames": list(actions)}
     if resources:
         body["ResourceArns"] = list(resources)
     if context:
         body["ContextEntries"] = parse_context(context)
-    result = paginate(_api(ctx), "SimulatePrincipalPolicy", body, "EvaluationResults")
+    result = paginate(api, "SimulatePrincipalPolicy", body, "EvaluationResults")
     _print(
         result,
         output,

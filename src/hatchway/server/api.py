@@ -47,6 +47,7 @@ API_SIGNED_HEADERS = ("content-type", "x-amz-target")
 the target names the operation, so an unsigned target lets a captured request be replayed as a
 different operation. botocore, the aws CLI and ``auth.sigv4`` all sign both."""
 
+
 class Api:
     """Authenticates, validates, authorizes and dispatches API operations.
 

@@ -145,7 +145,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         tls=settings.tls,
         sessions=sessions,
         nodes=nodes,
-        iam=IamService(store, box, account_id, clock),
+        iam=IamService(store, box, account_id, clock, region=settings.region),
         simulator=Simulator(store, authz),
     )
     api = Api(settings, authn, authz, nodes, operations, on_access_changed=enforcement.poke)

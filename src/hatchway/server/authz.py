@@ -44,7 +44,7 @@ class Resource:
     tags (``ssm:resourceTag/<k>`` and ``aws:ResourceTag/<k>`` in conditions)."""
 
     arns: tuple[str, ...]
-    tags: Mapping[str, str] = field(default=_NO_TAGS)
+    tags: Mapping[str, str] = field(default_factory=lambda: _NO_TAGS)
 
     @property
     def arn(self) -> str:
@@ -214,7 +214,11 @@ class Authorizer:
             decision = self.decide(policies, principal, action, resource, extra)
             if not decision.allowed:
                 log.info(
-                    "denied %s %s on %s: %s", principal.arn, action, resource.arn, decision.explain()
+                    "denied %s %s on %s: %s",
+                    principal.arn,
+                    action,
+                    resource.arn,
+                    decision.explain(),
                 )
                 raise AccessDenied(denial_message(principal.arn, action, resource, decision))
 

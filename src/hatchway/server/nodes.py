@@ -329,7 +329,6 @@ class NodeService:
         log.info("node %s deregistered by %s", instance_id, principal.user_name)
         return {}
 
-
     async def connection_status(self, body: dict[str, Any]) -> dict[str, Any]:
         """GetConnectionStatus: whether the node's control channel is up on this server."""
         target: str = body["Target"]

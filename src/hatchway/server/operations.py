@@ -136,7 +136,9 @@ class Resolvers:
         key = await self._store.identity.access_key(body["AccessKeyId"])
         return (self._arns.user(key.user_name if key is not None else principal.user_name),)
 
-    async def simulated_user(self, principal: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+    async def simulated_user(
+        self, principal: Principal, body: dict[str, Any]
+    ) -> Sequence[Resource]:
         source: str = body["PolicySourceArn"]
         name = source.rpartition(":user/")[2].rpartition("/")[2] if ":user/" in source else source
         return (self._arns.user(name),)

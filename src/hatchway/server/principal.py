@@ -18,7 +18,7 @@ class Principal:
     user_name: str
     account_id: str
     access_key_id: str
-    tags: Mapping[str, str] = field(default=_NO_TAGS)
+    tags: Mapping[str, str] = field(default_factory=lambda: _NO_TAGS)
     source_ip: str = ""
     secure_transport: bool = False
 

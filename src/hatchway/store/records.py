@@ -184,6 +184,7 @@ class Session:
     bytes_in: int
     bytes_out: int
     owner_id: str = ""
+    source_ip: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,6 +217,8 @@ sessions = Table(
     Column("bytes_out", Integer, nullable=False, default=0),
     # The user id of the session's owner ("" for sessions started before issue 6's migration).
     Column("owner_id", String(32), nullable=False, default="", server_default=""),
+    # The address StartSession came from: live re-checks evaluate ``aws:SourceIp`` with it.
+    Column("source_ip", String(64), nullable=False, default="", server_default=""),
 )
 
 session_tokens = Table(

@@ -53,6 +53,9 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("owner_id", sa.String(length=32), nullable=False, server_default="")
         )
+        batch_op.add_column(
+            sa.Column("source_ip", sa.String(length=64), nullable=False, server_default="")
+        )
     op.create_table(
         "iam_groups",
         sa.Column("group_id", sa.String(length=32), nullable=False),
@@ -174,6 +177,7 @@ def downgrade() -> None:
     op.drop_table("group_members")
     op.drop_table("iam_groups")
     with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.drop_column("source_ip")
         batch_op.drop_column("owner_id")
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.drop_column("password_last_used_at")
