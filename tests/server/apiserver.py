@@ -70,20 +70,25 @@ class ApiServer:
         body: bytes,
         *,
         secret: str | None = None,
+        key_id: str | None = None,
+        service: str = "AmazonSSM",
         extra: dict[str, str] | None = None,
     ) -> dict[str, str]:
-        """Headers of a request signed by botocore's SigV4 signer, as boto3 sends them."""
+        """Headers of a request signed by botocore's SigV4 signer, as boto3 sends them
+        (with the admin's key unless ``key_id``/``secret`` say otherwise)."""
         request = AWSRequest(
             method="POST",
             url=self.endpoint + "/",
             data=body,
             headers={
                 "Content-Type": JSON_TYPE,
-                "X-Amz-Target": f"AmazonSSM.{operation}",
+                "X-Amz-Target": f"{service}.{operation}",
                 **(extra or {}),
             },
         )
-        credentials = Credentials(self.admin.access_key_id, secret or self.admin.secret_access_key)
+        credentials = Credentials(
+            key_id or self.admin.access_key_id, secret or self.admin.secret_access_key
+        )
         SigV4Auth(credentials, "ssm", self.region).add_auth(request)
         return dict(request.headers.items())
 
@@ -94,12 +99,15 @@ class ApiServer:
         *,
         sign: bool = True,
         headers: dict[str, str] | None = None,
+        service: str = "AmazonSSM",
+        key_id: str | None = None,
+        secret: str | None = None,
     ) -> Answer:
         """POST ``body`` (bytes as they are, or a dict as JSON), signed unless ``sign=False``."""
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         if headers is None:
             headers = (
-                self.signed_headers(operation, raw)
+                self.signed_headers(operation, raw, service=service, key_id=key_id, secret=secret)
                 if sign
                 else {"Content-Type": JSON_TYPE, "X-Amz-Target": f"AmazonSSM.{operation}"}
             )

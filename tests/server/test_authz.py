@@ -194,3 +194,20 @@ def test_any_is_only_matched_by_a_star() -> None:
     narrow = [policy(allow("ssm:DescribeSessions", "arn:aws:ssm:*:*:session/*"))]
     assert a.decide(star, DEV, "ssm:DescribeSessions", ANY).allowed
     assert not a.decide(narrow, DEV, "ssm:DescribeSessions", ANY).allowed
+
+
+def test_session_manager_user_matches_only_its_own_sessions_exactly() -> None:
+    """``session/${aws:username}-*`` would let user ``dev`` end ``dev-user``'s sessions; the
+    built-in policy matches the 17 hex digits of a session id instead."""
+    from importlib import resources
+
+    text = resources.files("hatchway.server") / "builtin_policies" / "SessionManagerUser.json"
+    builtin = [NamedPolicy("SessionManagerUser", parse_policy(text.read_text()))]
+    dev = Principal("AIDAD", "dev", ACCOUNT, "K")
+    a = authorizer()
+    own = ARNS.session("dev-0a1b2c3d4e5f60718")
+    other = ARNS.session("dev-user-0a1b2c3d4e5f60718")
+    assert a.decide(builtin, dev, "ssm:TerminateSession", own).allowed
+    assert not a.decide(builtin, dev, "ssm:TerminateSession", other).allowed
+    assert a.decide(builtin, dev, "ssm:StartSession", ARNS.node(NODE)).allowed
+    assert not a.decide(builtin, dev, "hatchway:CreateUser", ANY).allowed
