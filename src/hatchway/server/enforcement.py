@@ -86,12 +86,14 @@ class LiveEnforcement:
                 generation = await self._store.identity.generation()
             except HatchwayError as exc:
                 log.info("cannot read the access-change counter now: %s", exc.message)
+                if poked:
+                    self._poked.set()  # not checked yet: check as soon as it can be read
                 continue
+            # The first read sweeps too: sessions restored at start may predate a change.
             due = self._clock() - last_full >= self._full_check_every
             if poked or due or generation != seen:
-                if seen is not None or poked:
-                    await self.sweep()
-                    last_full = self._clock()
+                await self.sweep()
+                last_full = self._clock()
                 seen = generation
 
     async def sweep(self) -> int:
