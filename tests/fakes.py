@@ -636,8 +636,9 @@ def session_record(
     *,
     status: SessionStatus = SessionStatus.CONNECTING,
     start_date: float = 1_700_000_000.0,
+    owner_id: str = "",
 ) -> Session:
-    """A session row as StartSession writes it."""
+    """A session row as StartSession writes it (by user ``owner_id``, if given)."""
     return Session(
         session_id=session_id,
         target=target,
@@ -654,4 +655,5 @@ def session_record(
         exit_code=None,
         bytes_in=0,
         bytes_out=0,
+        owner_id=owner_id,
     )

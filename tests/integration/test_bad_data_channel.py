@@ -262,6 +262,7 @@ def test_token_must_be_first_used_within_60_s(tmp_path: Path) -> None:
     from aiohttp import web
 
     from hatchway.server.app import build_server
+    from hatchway.server.bootstrap import ensure_admin
     from hatchway.server.settings import ServerSettings
     from tests.fakes import session_record
 
@@ -277,11 +278,19 @@ def test_token_must_be_first_used_within_60_s(tmp_path: Path) -> None:
         await web.SockSite(runner, listener).start()
         base = f"ws://127.0.0.1:{port}/v1/data-channel/"
         try:
+            # Sessions of the administrator: a client's channel is admitted only while the
+            # session's owner may still run it.
+            await ensure_admin(server.store, server.box, "admin", clock())
+            admin = await server.store.identity.user_by_name("admin")
+            assert admin is not None
             tokens: dict[str, str] = {}
             for name in ("late", "in-time"):
                 token = new_token()
                 session = session_record(
-                    f"admin-{name}", "mi-0123456789abcdef0", start_date=clock()
+                    f"admin-{name}",
+                    "mi-0123456789abcdef0",
+                    start_date=clock(),
+                    owner_id=admin.user_id,
                 )
                 await server.store.sessions.create(session, hash_token(token), clock())
                 server.sessions.gateway.expect(session.session_id, session.target)

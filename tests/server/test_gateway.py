@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hatchway.auth.tokens import hash_token, new_token
-from hatchway.errors import NotFound, Unavailable
+from hatchway.errors import AccessDenied, NotFound, Unavailable
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.frames import (
     Frame,
@@ -31,7 +31,7 @@ from hatchway.protocol.payloads import (
 from hatchway.server.principal import Principal
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
-from hatchway.store.records import SessionStatus
+from hatchway.store.records import Session, SessionStatus
 from tests.fakes import FakeClock, MemorySocket, MemoryStore, session_record, socket_pair
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.looptime]
@@ -605,3 +605,23 @@ async def test_a_heartbeat_does_not_end_a_session_that_just_started() -> None:
         await h.service.sessions_reported(NODE, frozenset())  # not listed yet
         await h.agent(sid)
         assert h.status(sid) == SessionStatus.CONNECTING
+
+
+# ---- admission of the client's channel ------------------------------------------------------
+
+
+async def test_a_client_whose_owner_may_no_longer_run_the_session_is_refused() -> None:
+    async with Harness() as h:
+        asked: list[str] = []
+
+        async def admit(session: Session) -> None:
+            asked.append(session.session_id)
+            raise AccessDenied("alice may no longer run this session")
+
+        h.gateway.admit_client = admit
+        sid, token = await h.new_session()
+        client = await h.client(sid, token)
+        assert await closed(client) == CloseCode.POLICY
+        assert client.peer.close_reason == "alice may no longer run this session"
+        assert asked == [sid]
+        assert h.gateway.live(sid) is not None  # the session itself is left to enforcement
