@@ -117,7 +117,7 @@ async def test_every_resource_must_be_allowed() -> None:
     await a.authorize(DEV, "ssm:StartSession", [ARNS.node(NODE)])
     with pytest.raises(AccessDenied):
         await a.authorize(
-            DEV, "ssm:StartSession", [ARNS.node(NODE), ARNS.document("SSM-SessionManagerRunShell")]
+            DEV, "ssm:StartSession", [ARNS.node(NODE), ARNS.document("AWS-StartSSHSession")]
         )
 
 
@@ -211,3 +211,42 @@ def test_session_manager_user_matches_only_its_own_sessions_exactly() -> None:
     assert not a.decide(builtin, dev, "ssm:TerminateSession", other).allowed
     assert a.decide(builtin, dev, "ssm:StartSession", ARNS.node(NODE)).allowed
     assert not a.decide(builtin, dev, "hatchway:CreateUser", ANY).allowed
+
+
+NODES_ONLY = allow("ssm:StartSession", "arn:aws:ec2:*:*:instance/*")
+SHELL = "SSM-SessionManagerRunShell"
+
+
+def test_the_default_shell_document_needs_no_allow_as_on_aws() -> None:
+    """AWS's published policies that name only nodes let users start the default shell."""
+    a = authorizer()
+    policies = [policy(NODES_ONLY)]
+    decision = a.decide(policies, DEV, "ssm:StartSession", ARNS.document(SHELL))
+    assert decision.allowed
+    assert "ssm:SessionDocumentAccessCheck" in decision.explain()
+    # Any other document must be allowed explicitly.
+    ssh = ARNS.document("AWS-StartSSHSession")
+    assert not a.decide(policies, DEV, "ssm:StartSession", ssh).allowed
+
+
+def test_a_policy_testing_the_document_check_requires_an_explicit_allow() -> None:
+    a = authorizer()
+    check = {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}
+    checked = dict(NODES_ONLY, Condition=check)
+    assert not a.decide([policy(checked)], DEV, "ssm:StartSession", ARNS.document(SHELL)).allowed
+    explicit = allow("ssm:StartSession", f"arn:aws:ssm:*:*:document/{SHELL}")
+    assert a.decide(
+        [policy(checked), policy(explicit)], DEV, "ssm:StartSession", ARNS.document(SHELL)
+    ).allowed
+
+
+def test_an_explicit_deny_of_the_default_document_applies() -> None:
+    deny = {
+        "Effect": "Deny",
+        "Action": "ssm:StartSession",
+        "Resource": "arn:aws:ssm:*:*:document/*",
+    }
+    decision = authorizer().decide(
+        [policy(NODES_ONLY, deny)], DEV, "ssm:StartSession", ARNS.document(SHELL)
+    )
+    assert decision.outcome == "explicitDeny"

@@ -27,6 +27,7 @@ from typing import Final
 
 from hatchway.errors import AccessDenied
 from hatchway.policy import Decision, NamedPolicy, PolicyDocument, Request, evaluate, parse_policy
+from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT
 from hatchway.server.principal import Principal
 from hatchway.store.records import Session
 from hatchway.store.store import Store
@@ -45,6 +46,10 @@ class Resource:
 
     arns: tuple[str, ...]
     tags: Mapping[str, str] = field(default_factory=lambda: _NO_TAGS)
+    default_document: bool = False
+    """The default shell document: as on AWS, it needs an explicit allow only when one of the
+    principal's policies tests ``ssm:SessionDocumentAccessCheck`` (an explicit deny always
+    applies), so AWS's published policies that name only nodes work as documented."""
 
     @property
     def arn(self) -> str:
@@ -75,7 +80,10 @@ class Arns:
     def document(self, name: str) -> Resource:
         arn = f"arn:aws:ssm:{self.region}:{self.account_id}:document/{name}"
         if name.startswith(BUILTIN_DOCUMENT_PREFIXES):
-            return Resource((arn, f"arn:aws:ssm:{self.region}::document/{name}"))
+            return Resource(
+                (arn, f"arn:aws:ssm:{self.region}::document/{name}"),
+                default_document=name == DEFAULT_SHELL_DOCUMENT,
+            )
         return Resource((arn,))
 
     def session(self, session_id: str, owner_id: str = "") -> Resource:
@@ -192,7 +200,14 @@ class Authorizer:
     ) -> Decision:
         """The decision for one request, from policies already gathered (no I/O)."""
         request = Request(action, resource.arns, self.context(principal, resource, extra))
-        return evaluate(policies, request)
+        decision = evaluate(policies, request)
+        if (
+            resource.default_document
+            and decision.outcome == "implicitDeny"
+            and not asks_document_check(policies)
+        ):
+            return DEFAULT_DOCUMENT_ALLOWED
+        return decision
 
     async def authorize(
         self,
@@ -266,6 +281,30 @@ class Authorizer:
             if not decision.allowed:
                 return decision
         return decision
+
+
+def asks_document_check(policies: Sequence[NamedPolicy]) -> bool:
+    """Whether a statement of ``policies`` tests ``ssm:SessionDocumentAccessCheck``: then, as
+    on AWS, even the default shell document must be allowed explicitly."""
+    return any(
+        condition.key.lower() == "ssm:sessiondocumentaccesscheck"
+        for policy in policies
+        for statement in policy.document.statements
+        for condition in statement.conditions
+    )
+
+
+class _DefaultDocumentDecision(Decision):
+    def explain(self) -> str:
+        return (
+            f"allowed: {DEFAULT_SHELL_DOCUMENT} is the default shell document and no policy "
+            "sets ssm:SessionDocumentAccessCheck"
+        )
+
+
+DEFAULT_DOCUMENT_ALLOWED: Final[Decision] = _DefaultDocumentDecision(
+    allowed=True, outcome="allowed", policy=None, statement=None, statement_index=None
+)
 
 
 _DENIED_NO_OWNER: Final = Decision(
