@@ -365,6 +365,8 @@ class ForwardResult:
     ssh: list[Transfer]
 
     def ratios(self) -> list[float]:
+        if not self.hatchway:
+            return []
         return [ratio(h.mb_s, s.mb_s) for h, s in zip(self.hatchway, self.ssh, strict=True)]
 
 
@@ -443,7 +445,7 @@ def report_forward(result: ForwardResult) -> str:
     if not result.hatchway:
         lines.extend(f"  {describe(s)}" for s in result.ssh)
         lines.append("  (anchor only: no hatchway figures, no ratio)")
-    for h, s, r in zip(result.hatchway, result.ssh, result.ratios(), strict=True):
+    for h, s, r in zip(result.hatchway, result.ssh, result.ratios(), strict=False):
         lines.append(f"  {describe(h)}")
         lines.append(f"  {describe(s)}")
         what = "single" if h.connections == 1 else f"{h.connections} parallel"
