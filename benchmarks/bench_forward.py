@@ -69,7 +69,7 @@ BLOCK = MIB  # the pattern: BLOCK random bytes, repeated
 CHUNK = 256 * 1024  # bytes per send/recv
 IO_TIMEOUT = 120.0  # no progress for this long on one connection: the tunnel is broken
 WARMUP_MIB = 16
-LISTENING = re.compile(rb"127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(rb"Listening on 127\.0\.0\.1:(\d+)")
 REPLY = struct.Struct("!QB")  # bytes received, 1 if every byte matched the pattern
 SHELL_BYTES = 200_000_000
 SHELL_AIM = 1.0  # "at least ssh -tt's rate"
@@ -306,6 +306,10 @@ def hatchway_tunnel(hw: HatchwayEnv, sink_port: int, log: Path) -> Iterator[Tunn
         yield Tunnel("hatchway port-forward", port, proc, log, cpu)
     finally:
         _stop_tunnel(proc, interrupt=True)
+        if proc.returncode != 0:  # Ctrl-C ends the session cleanly: exit status 0
+            sys.stderr.write(
+                f"note: hatchway port-forward exited {proc.returncode} on Ctrl-C:\n{tail(log, 5)}\n"
+            )
 
 
 @contextmanager
