@@ -449,6 +449,7 @@ def start_session(
     """Open an interactive shell on a node."""
     from hatchway import eventloop
     from hatchway.client.session import ClientSession
+    from hatchway.client.shell import ShellHandler
 
     api = _api(ctx)
     body: dict[str, Any] = {"Target": target}
@@ -456,7 +457,7 @@ def start_session(
         body["Reason"] = reason
     if document_name:
         body["DocumentName"] = document_name
-    session = ClientSession.from_start(api, api.call("StartSession", body))
+    session = ClientSession.from_start(api, api.call("StartSession", body), ShellHandler())
     status = eventloop.run(session.run())
     # The session is over and the terminal restored: skip interpreter teardown (~20 ms of
     # module and object finalisation), as a C client would simply exit.

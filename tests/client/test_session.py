@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from hatchway.client.session import RECONNECT_FOR, ClientSession, StartedSession
+from hatchway.client.shell import ShellHandler
 from hatchway.errors import AuthError, ChannelClosed, Unavailable
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.control import control_frame
@@ -224,10 +225,9 @@ async def read_until(fd: int, expected: bytes) -> bytes:
 def start(pipes: Pipes, server: Server, api: FakeApi) -> tuple[ClientSession, asyncio.Task[int]]:
     session = ClientSession(
         StartedSession(SESSION, "token-1", URL),
+        ShellHandler(stdin_fd=pipes.stdin, stdout_fd=pipes.stdout, stderr_fd=pipes.stderr),
         api=api,
         dial=server.dial,
-        stdin_fd=pipes.stdin,
-        stdout_fd=pipes.stdout,
         stderr_fd=pipes.stderr,
     )
     return session, asyncio.get_running_loop().create_task(session.run())
@@ -540,10 +540,9 @@ async def test_a_terminal_is_raw_follows_resizes_and_is_restored(
         server, api, agent = Server(), FakeApi(), Agent()
         session = ClientSession(
             StartedSession(SESSION, "token-1", URL),
+            ShellHandler(stdin_fd=slave, stdout_fd=pipes.stdout, stderr_fd=pipes.stderr),
             api=api,
             dial=server.dial,
-            stdin_fd=slave,
-            stdout_fd=pipes.stdout,
             stderr_fd=pipes.stderr,
         )
         run = asyncio.get_running_loop().create_task(session.run())
