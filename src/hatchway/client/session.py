@@ -206,6 +206,8 @@ class ClientSession:
         self._linger: asyncio.TimerHandle | None = None
         self._done = asyncio.Event()
         self._status: int | None = None  # a local decision on how the session ended
+        #: We asked the agent to end the session (time-out, Ctrl-C, end of stdio input).
+        self.terminated_here = False
         self.exit_code: int | None = None
         self.agent_version = ""
         #: The agent offered (and we accepted) Hatchway's extensions: Hatchway-only messages
@@ -330,6 +332,7 @@ class ClientSession:
             self._status = status
         if self._done.is_set():
             return
+        self.terminated_here = True
         if self._driver.connected and not self.endpoint.closed:
             with contextlib.suppress(HatchwayError):
                 self.send_flag(FlagValue.TERMINATE_SESSION)
