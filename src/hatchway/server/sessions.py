@@ -22,9 +22,10 @@ from hatchway.errors import (
     TargetNotConnected,
 )
 from hatchway.protocol.controlchannel import ConnectionReport, TaskComplete
+from hatchway.protocol.handshake import SessionType
 from hatchway.protocol.payloads import AgentTaskPayload
 from hatchway.server.control import ControlChannels
-from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content
+from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content, resolve
 from hatchway.server.gateway import Gateway
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
@@ -36,7 +37,8 @@ from hatchway.store.store import Store
 log = logging.getLogger(__name__)
 
 NODE_ID = re.compile(r"^mi-[0-9a-f]{17}$")
-SUPPORTED_SESSION_TYPES = ("Standard_Stream",)
+#: Every session type a document can name (docs/protocol.md §8).
+SUPPORTED_SESSION_TYPES = tuple(t.value for t in SessionType)
 _FILTER_KEYS = ("InvokedAfter", "InvokedBefore", "Target", "Owner", "Status", "SessionId")
 
 
@@ -77,12 +79,15 @@ class SessionService:
         session_type = content.get("sessionType")
         if session_type not in SUPPORTED_SESSION_TYPES:
             raise InvalidDocument(
-                f"Document {document_name} has sessionType {session_type}, which this server "
-                "does not run yet"
+                f"Document {document_name} has sessionType {session_type}, which is not a "
+                "session type"
             )
         node = await self._store.nodes.get(target)
         if node is None or not self._control.is_connected(target):
             raise TargetNotConnected(f"{target} is not connected.")
+        # Validated against the document, defaults filled in, substituted into its properties
+        # (docs/protocol.md §8.6); the agent gets both.
+        content, parameters = resolve(content, parameters, document_name)
 
         now = self._clock()
         session_id = f"{principal.user_name}-{secrets.token_hex(9)[:17]}"
