@@ -77,7 +77,7 @@ def openssh_server(root: Path) -> Iterator[Sshd]:
         "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\n"
         f"PidFile {root / 'sshd.pid'}\nStrictModes no\nSubsystem sftp internal-sftp\n"
     )
-    log = open(root / "sshd.log", "wb")  # noqa: SIM115 - closed below, after the process
+    log = open(root / "sshd.log", "wb")  # closed below, after the process
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 10
