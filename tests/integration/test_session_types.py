@@ -215,9 +215,11 @@ def test_a_refused_destination_fails_that_connection_only(cluster: Cluster, node
                 with contextlib.suppress(ConnectionResetError):
                     assert s.recv(10) == b""  # closed (or reset) without data
             # the session lives on: a second connection is refused the same way, not hung
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-                with contextlib.suppress(ConnectionResetError):
-                    assert s.recv(10) == b""
+            with (
+                socket.create_connection(("127.0.0.1", port), timeout=30) as s,
+                contextlib.suppress(ConnectionResetError),
+            ):
+                assert s.recv(10) == b""
         with port_forward(
             cluster, node, "--remote-port", str(target), "--remote-host", "127.0.0.1"
         ) as port:
