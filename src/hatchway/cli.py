@@ -438,6 +438,56 @@ def sessions(ctx: click.Context, state: str, output: str) -> None:
         _emit(result, output, SESSION_COLUMNS, "Sessions")
 
 
+@sessions.command("get")
+@click.argument("session_id")
+@OUTPUT
+@click.pass_context
+def sessions_get(ctx: click.Context, session_id: str, output: str) -> None:
+    """One session in full, active or past: status, times, exit code, and the connections a
+    port-forward or SSH session carried."""
+    api = _api(ctx)
+    found: list[Any] = []
+    for state in ("Active", "History"):
+        filters = [{"key": "SessionId", "value": session_id}]
+        found = api.call("DescribeSessions", {"State": state, "Filters": filters})["Sessions"]
+        if found:
+            break
+    if not found:
+        _fail(f"no session {session_id}")
+    result = {"Sessions": found}
+    if output == "json":
+        from hatchway.client.output import print_json
+
+        print_json(result)
+        return
+    from hatchway.client.output import print_table, render_timestamps
+
+    session = render_timestamps(found[0])
+    details = [
+        {"Key": key, "Value": session.get(key)}
+        for key in (
+            "SessionId", "Target", "Status", "Owner", "DocumentName", "StartDate", "EndDate",
+            "Reason", "Details", "ExitCode",
+        )
+        if session.get(key) is not None
+    ]  # fmt: skip
+    print_table(details, [("FIELD", "Key"), ("VALUE", "Value")])
+    connections = session.get("Connections") or []
+    if connections:
+        click.echo("")
+        print_table(
+            connections,
+            [
+                ("DESTINATION", "Destination"),
+                ("OPENED", "OpenedDate"),
+                ("CLOSED", "ClosedDate"),
+                ("BYTES IN", "BytesIn"),
+                ("BYTES OUT", "BytesOut"),
+                ("ERROR", "Error"),
+            ],
+        )
+
+
 def _run_session(api: Any, body: dict[str, Any], handler: Any) -> NoReturn:
     """StartSession with ``body``, run ``handler`` over it and exit with its status.
 
