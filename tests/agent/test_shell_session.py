@@ -242,12 +242,15 @@ def foreground_job(shell: PtyShell) -> int | None:
 
 
 def session_tasks() -> list[asyncio.Task[object]]:
-    """Tasks running code of ``ShellSession`` that have not finished."""
+    """Tasks running code of ``ShellSession`` (or of the session code it inherits) that have
+    not finished."""
     return [
         task
         for task in asyncio.all_tasks()
         if not task.done()
-        and getattr(task.get_coro(), "__qualname__", "").startswith("ShellSession.")
+        and getattr(task.get_coro(), "__qualname__", "").startswith(
+            ("ShellSession.", "DataChannelSession.")
+        )
     ]
 
 
