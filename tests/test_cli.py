@@ -43,8 +43,21 @@ def test_missing_profile_is_one_line(capsys: pytest.CaptureFixture[str], tmp_pat
     assert err.count("\n") == 1 and "no client configuration" in err
 
 
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    status, _ = run(capsys, "start-session")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("start-session",),
+        ("start-session", "--target", "mi-0123456789abcdef0", "--parameters", "nokey"),
+        ("start-session", "--target", "mi-0123456789abcdef0", "--parameters", '{"a":'),
+        ("exec", "--target", "mi-0123456789abcdef0"),
+        ("exec", "--target", "mi-0123456789abcdef0", "--timeout", "0", "--", "true"),
+        ("ssh-proxy", "--target", "mi-0123456789abcdef0", "--port", "0"),
+        ("port-forward", "--target", "mi-0123456789abcdef0"),
+        ("port-forward", "--target", "mi-0123456789abcdef0", "--remote-port", "70000"),
+    ],
+)
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
+    status, _ = run(capsys, *args)
     assert status == ExitStatus.USAGE
 
 

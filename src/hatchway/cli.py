@@ -438,31 +438,211 @@ def sessions(ctx: click.Context, state: str, output: str) -> None:
         _emit(result, output, SESSION_COLUMNS, "Sessions")
 
 
-@cli.command("start-session")
-@click.option("--target", required=True, help="Node id (mi-...).")
-@click.option("--reason", help="Why (recorded with the session).")
-@click.option("--document-name", help="Session document (default SSM-SessionManagerRunShell).")
+@sessions.command("get")
+@click.argument("session_id")
+@OUTPUT
 @click.pass_context
-def start_session(
-    ctx: click.Context, target: str, reason: str | None, document_name: str | None
-) -> None:
-    """Open an interactive shell on a node."""
+def sessions_get(ctx: click.Context, session_id: str, output: str) -> None:
+    """One session in full, active or past: status, times, exit code, and the connections a
+    port-forward or SSH session carried."""
+    api = _api(ctx)
+    found: list[Any] = []
+    for state in ("Active", "History"):
+        filters = [{"key": "SessionId", "value": session_id}]
+        found = api.call("DescribeSessions", {"State": state, "Filters": filters})["Sessions"]
+        if found:
+            break
+    if not found:
+        _fail(f"no session {session_id}")
+    result = {"Sessions": found}
+    if output == "json":
+        from hatchway.client.output import print_json
+
+        print_json(result)
+        return
+    from hatchway.client.output import print_table, render_timestamps
+
+    session = render_timestamps(found[0])
+    details = [
+        {"Key": key, "Value": session.get(key)}
+        for key in (
+            "SessionId", "Target", "Status", "Owner", "DocumentName", "StartDate", "EndDate",
+            "Reason", "Details", "ExitCode",
+        )
+        if session.get(key) is not None
+    ]  # fmt: skip
+    print_table(details, [("FIELD", "Key"), ("VALUE", "Value")])
+    connections = session.get("Connections") or []
+    if connections:
+        click.echo("")
+        print_table(
+            connections,
+            [
+                ("DESTINATION", "Destination"),
+                ("OPENED", "OpenedDate"),
+                ("CLOSED", "ClosedDate"),
+                ("BYTES IN", "BytesIn"),
+                ("BYTES OUT", "BytesOut"),
+                ("ERROR", "Error"),
+            ],
+        )
+
+
+def _run_session(api: Any, body: dict[str, Any], handler: Any) -> NoReturn:
+    """StartSession with ``body``, run ``handler`` over it and exit with its status.
+
+    A session ended here (a time-out, Ctrl-C) is also terminated through the API, in case
+    the agent did not act on our Flag TerminateSession.
+    """
     from hatchway import eventloop
     from hatchway.client.session import ClientSession
 
-    api = _api(ctx)
-    body: dict[str, Any] = {"Target": target}
-    if reason:
-        body["Reason"] = reason
-    if document_name:
-        body["DocumentName"] = document_name
-    session = ClientSession.from_start(api, api.call("StartSession", body))
+    session = ClientSession.from_start(api, api.call("StartSession", body), handler)
     status = eventloop.run(session.run())
+    if session.terminated_here:
+        import contextlib
+
+        with contextlib.suppress(HatchwayError):  # the session has ended anyway
+            api.call("TerminateSession", {"SessionId": session.session_id})
     # The session is over and the terminal restored: skip interpreter teardown (~20 ms of
     # module and object finalisation), as a C client would simply exit.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)
+
+
+def _session_body(target: str, reason: str | None, document: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"Target": target}
+    if reason:
+        body["Reason"] = reason
+    if document:
+        body["DocumentName"] = document
+    return body
+
+
+@cli.command("start-session")
+@click.option("--target", required=True, help="Node id (mi-...).")
+@click.option("--reason", help="Why (recorded with the session).")
+@click.option(
+    "--document-name",
+    "--document",
+    "document_name",
+    help="Session document (default SSM-SessionManagerRunShell).",
+)
+@click.option(
+    "--parameters",
+    metavar="K=V[,K=V...]|JSON",
+    help='Document parameters: key=value[,key=value...] or JSON like \'{"k":["v"]}\'.',
+)
+@click.pass_context
+def start_session(
+    ctx: click.Context,
+    target: str,
+    reason: str | None,
+    document_name: str | None,
+    parameters: str | None,
+) -> None:
+    """Start a session on a node: a shell, or what the document says (a command, a port
+    forward, stdio for SSH)."""
+    from hatchway.client.documents import DocumentHandler, parse_parameters
+
+    body = _session_body(target, reason, document_name)
+    if parameters is not None:
+        try:
+            body["Parameters"] = parse_parameters(parameters)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--parameters") from None
+    api = _api(ctx)
+    if document_name is None:
+        from hatchway.client.shell import ShellHandler
+
+        _run_session(api, body, ShellHandler())
+    _run_session(api, body, DocumentHandler())
+
+
+@cli.command("exec", context_settings={"ignore_unknown_options": True})
+@click.option("--target", required=True, help="Node id (mi-...).")
+@click.option("--reason", help="Why (recorded with the session).")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds after which the session is terminated (exit status 124).",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_command(
+    ctx: click.Context,
+    target: str,
+    reason: str | None,
+    timeout: float | None,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND on a node without a terminal: its stdout, stderr and exit status are
+    yours, stdin is forwarded (put `--` before the command)."""
+    import shlex
+
+    from hatchway.client.command import CommandHandler, stdin_or_none
+
+    body = _session_body(target, reason, "AWS-StartNonInteractiveCommand")
+    body["Parameters"] = {"command": [shlex.join(command)]}
+    _run_session(_api(ctx), body, CommandHandler(stdin_fd=stdin_or_none(0), timeout=timeout))
+
+
+@cli.command("ssh-proxy")
+@click.option("--target", required=True, help="Node id (mi-...).")
+@click.option("--port", type=click.IntRange(1, 65535), default=22, show_default=True)
+@click.option("--reason", help="Why (recorded with the session).")
+@click.pass_context
+def ssh_proxy(ctx: click.Context, target: str, port: int, reason: str | None) -> None:
+    """Connect stdin and stdout to a TCP port on a node (AWS-StartSSHSession), e.g. as
+    ssh's ProxyCommand: `ssh -o ProxyCommand='hatchway ssh-proxy --target %h' user@mi-...`."""
+    from hatchway.client.stdio import StdioHandler
+
+    body = _session_body(target, reason, "AWS-StartSSHSession")
+    body["Parameters"] = {"portNumber": [str(port)]}
+    _run_session(_api(ctx), body, StdioHandler())
+
+
+@cli.command("port-forward")
+@click.option("--target", required=True, help="Node id (mi-...).")
+@click.option("--remote-port", type=click.IntRange(1, 65535), required=True)
+@click.option("--remote-host", help="Host to reach from the node [default: the node itself].")
+@click.option(
+    "--local-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="0 picks a free port.",
+)
+@click.option("--local-address", default="127.0.0.1", show_default=True)
+@click.option("--reason", help="Why (recorded with the session).")
+@click.pass_context
+def port_forward(
+    ctx: click.Context,
+    target: str,
+    remote_port: int,
+    remote_host: str | None,
+    local_port: int,
+    local_address: str,
+    reason: str | None,
+) -> None:
+    """Forward a local TCP port to a port on a node (or a host it reaches); prints
+    `Listening on ADDRESS:PORT` once listening. Any number of connections; Ctrl-C ends."""
+    from hatchway.client.portforward import PortForwardHandler
+
+    parameters = {"portNumber": [str(remote_port)], "localPortNumber": [str(local_port)]}
+    document = "AWS-StartPortForwardingSession"
+    if remote_host:
+        document = "AWS-StartPortForwardingSessionToRemoteHost"
+        parameters["host"] = [remote_host]
+    body = _session_body(target, reason, document)
+    body["Parameters"] = parameters
+    handler = PortForwardHandler(
+        local_address=local_address,
+        local_port=local_port,
+        destination=f"{remote_host or 'localhost'}:{remote_port}",
+    )
+    _run_session(_api(ctx), body, handler)
 
 
 @cli.command("terminate-session")

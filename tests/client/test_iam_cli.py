@@ -497,3 +497,28 @@ def test_config_file_written_by_configure_is_private(tmp_path: Path) -> None:
     path.chmod(0o644)
     save_profile(path, "y", {"endpoint": "http://b"})
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_sessions_get_shows_one_session_and_its_connections(api: FakeApi) -> None:
+    session = {
+        "SessionId": "admin-0123456789abcdef0", "Target": "mi-0123456789abcdef0",
+        "Status": "Terminated", "StartDate": 1_764_500_000.0, "EndDate": 1_764_500_060.0,
+        "DocumentName": "AWS-StartPortForwardingSession", "Owner": "arn:aws:iam::1:user/admin",
+        "Connections": [
+            {"Destination": "localhost:5432", "OpenedDate": 1_764_500_001.0,
+             "ClosedDate": 1_764_500_002.0, "BytesIn": 10, "BytesOut": 20},
+            {"Destination": "localhost:5433", "OpenedDate": 1_764_500_003.0,
+             "ClosedDate": 1_764_500_003.0, "BytesIn": 0, "BytesOut": 0,
+             "Error": "connection refused"},
+        ],
+    }  # fmt: skip
+    api.responses["DescribeSessions"] = [{"Sessions": []}, {"Sessions": [session]}]
+    result = invoke("sessions", "get", "admin-0123456789abcdef0")
+    assert result.exit_code == 0, result.output
+    assert [c[2]["State"] for c in api.calls] == ["Active", "History"]
+    assert api.calls[0][2]["Filters"] == [{"key": "SessionId", "value": "admin-0123456789abcdef0"}]
+    assert "2025-11-30 10:53:20" in result.stdout  # StartDate as a time
+    assert "localhost:5433" in result.stdout and "connection refused" in result.stdout
+    api.responses["DescribeSessions"] = {"Sessions": []}
+    missing = invoke("sessions", "get", "admin-nope")
+    assert missing.exit_code != 0

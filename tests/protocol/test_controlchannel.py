@@ -204,3 +204,36 @@ def test_log_budget_writes_a_burst_then_one_summary_per_period() -> None:
     assert decisions == [(True, 0), (True, 0), (False, 0), (False, 0), (False, 0)]
     assert budget.admit(10.5) == (True, 3)  # the next period reports what was left out
     assert budget.admit(10.6) == (True, 0)
+
+
+def test_connection_reports_round_trip_and_are_bounded() -> None:
+    from hatchway.protocol.controlchannel import (
+        MAX_CONNECTIONS_PER_REPORT,
+        ConnectionRecord,
+        ConnectionReport,
+    )
+
+    ok = ConnectionRecord.create(
+        destination="db.internal:5432", opened=1.5, closed=2.25, bytes_in=10, bytes_out=2**40
+    )
+    refused = ConnectionRecord.create(
+        destination="10.0.0.9:22", opened=3.0, closed=3.0, bytes_in=0, bytes_out=0,
+        error="connection refused",
+    )  # fmt: skip
+    report = ConnectionReport.create("admin-a", [ok, refused])
+    assert decode(encode(report, now=NOW), sender=Sender.AGENT) == report
+    with pytest.raises(RemoteProtocolError, match="unexpected control message"):
+        decode(encode(report, now=NOW), sender=Sender.SERVER)
+    hostile = ConnectionRecord.create(
+        destination="\x1b[2Jx" * 200, opened=1.0, closed=None, bytes_in=0, bytes_out=0,
+        error="\x07" * 999,
+    )  # fmt: skip
+    assert "\x1b" not in hostile.destination and len(hostile.destination) == 300
+    assert len(hostile.error) == 256 and hostile.closed is None
+    with pytest.raises(RemoteProtocolError):
+        ConnectionReport.create("admin-a", [ok] * (MAX_CONNECTIONS_PER_REPORT + 1))
+    with pytest.raises(RemoteProtocolError):
+        ConnectionRecord.create(destination="x", opened=1, closed=1, bytes_in=-1, bytes_out=0)
+    negative = report.to_json().replace(b'"BytesIn":10', b'"BytesIn":-10')
+    with pytest.raises(RemoteProtocolError):
+        ConnectionReport.from_json(negative)

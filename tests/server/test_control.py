@@ -321,3 +321,34 @@ async def test_a_silent_node_is_closed_and_counts_as_gone(tmp_path: Path) -> Non
     assert agent.close_code == CloseCode.UNRESPONSIVE
     assert loop.time() - silent_from == pytest.approx(11, abs=1.5)  # 21 s after the last beat
     assert h.gone == [NODE] and not h.channels.is_connected(NODE)
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_connection_reports_are_handed_on_and_a_flood_is_dropped(tmp_path: Path) -> None:
+    from hatchway.protocol.controlchannel import ConnectionRecord, ConnectionReport
+
+    h = Harness(tmp_path)
+    got: list[tuple[str, ConnectionReport]] = []
+    release = asyncio.Event()
+
+    async def on_connections(node_id: str, report: ConnectionReport) -> None:
+        got.append((node_id, report))
+        await release.wait()  # a slow database
+
+    h.channels.on_connections = on_connections
+    agent = h.connect()
+    record = ConnectionRecord.create(
+        destination="db:5432", opened=1.0, closed=2.0, bytes_in=1, bytes_out=2
+    )
+    report = ConnectionReport.create("admin-1", [record])
+    for _ in range(20):
+        await agent.send(encode(report, now=1.0))
+    await agent.send(beat("admin-1"))
+    await h.beat_written()  # the channel still reads while reports wait
+    assert len(got) == 8  # MAX_PENDING_REPORTS at once; the rest dropped, not queued
+    assert got[0] == (NODE, report)
+    release.set()
+    await agent.close()
+    await h.finish()
+    assert h.gone == [NODE]

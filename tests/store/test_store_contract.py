@@ -552,3 +552,26 @@ def test_a_busy_database_delays_and_never_fails(url: str) -> None:
 
 def _asrow(record: Any) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__slots__}
+
+
+def test_session_connections_are_kept_in_order_up_to_a_limit(url: str) -> None:
+    from hatchway.store import repositories
+    from hatchway.store.records import SessionConnection
+
+    async def body(s: Store) -> None:
+        await s.sessions.create(session("admin-c", "mi-1"), "tc", 1.0)
+        late = SessionConnection("db:5432", 5.0, 6.0, 10, 20)
+        early = SessionConnection("db:5432", 2.0, None, 0, 0, "connection refused")
+        assert await s.sessions.add_connections("admin-c", [late, early]) == 2
+        assert await s.sessions.connections("admin-c") == [early, late]
+        assert await s.sessions.connections("admin-other") == []
+        big = SessionConnection("x:1", 7.0, 8.0, 2**40, 2**41)
+        old = repositories.MAX_CONNECTIONS_PER_SESSION
+        repositories.MAX_CONNECTIONS_PER_SESSION = 3
+        try:
+            assert await s.sessions.add_connections("admin-c", [big, big]) == 1
+        finally:
+            repositories.MAX_CONNECTIONS_PER_SESSION = old
+        assert (await s.sessions.connections("admin-c"))[-1] == big
+
+    with_store(url, body)

@@ -16,6 +16,7 @@ TIMESTAMP_KEYS = frozenset(
     {
         "LastPingDateTime", "RegistrationDate", "StartDate", "EndDate", "ExpirationDate",
         "CreatedDate", "CreateDate", "UpdateDate", "PasswordLastUsed", "LastUsedDate",
+        "OpenedDate", "ClosedDate",
     }
 )  # fmt: skip
 

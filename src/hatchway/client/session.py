@@ -1,33 +1,33 @@
-"""An interactive session from the client side (``hatchway start-session``).
+"""A session's data channel from the client side, whatever runs over it.
 
 Opens the data channel with the StartSession token (docs/protocol.md §3.1), answers the agent's
-handshake (negotiating Hatchway's extensions, §7.6), then relays the terminal: raw mode, window
-size before the first prompt and on every resize, stdin as Output frames, Output frames to
-stdout. If the WebSocket drops it calls ResumeSession, re-dials and the reliability layer
-resends what was not acknowledged (§9.4).
+handshake (negotiating Hatchway's extensions, §7.6), reads the exit code (§7.8) and the end of
+the session (§9.1), and if the WebSocket drops it calls ResumeSession, re-dials and the
+reliability layer resends what was not acknowledged (§9.4). What the session carries is a
+:class:`Handler`'s business: the terminal (:mod:`hatchway.client.shell`), a command's output
+(:mod:`hatchway.client.exec`), stdin/stdout (:mod:`hatchway.client.stdio`) or forwarded TCP
+connections (:mod:`hatchway.client.portforward`). A handler talks back through the session's
+:class:`Channel` methods.
 
-Everything it talks to is injected, so that it runs in-process in tests: the socket dialer
-(:data:`Dial`), the API it asks for a fresh token (:class:`SessionApi`), the terminal's file
-descriptors; its timers run on the event loop's clock.
+Everything the session talks to is injected, so that it runs in-process in tests: the socket
+dialer (:data:`Dial`), the API it asks for a fresh token (:class:`SessionApi`); its timers run on
+the event loop's clock.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import select
-import signal
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.output import escape_controls
-from hatchway.client.terminal import raw_mode, window_size
+from hatchway.client.streams import write_all
 from hatchway.errors import (
     AuthError,
     ChannelClosed,
@@ -37,16 +37,16 @@ from hatchway.errors import (
 )
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.events import ChannelClosedEvent, Notice, StreamData
-from hatchway.protocol.frames import PayloadType
+from hatchway.protocol.frames import FlagValue, PayloadType
 from hatchway.protocol.handshake import (
     CLIENT_VERSION,
-    HATCHWAY_MAX_PAYLOAD,
     Extensions,
     HandshakeComplete,
     HandshakeRequest,
     answer_request,
+    peer_is_hatchway,
 )
-from hatchway.protocol.payloads import OpenDataChannelInput, SizePayload, decode_exit_code
+from hatchway.protocol.payloads import OpenDataChannelInput, decode_exit_code, encode_flag
 from hatchway.protocol.reliability import Endpoint, Role
 from hatchway.transport.apiclient import ApiClient, ApiError
 from hatchway.transport.backoff import Backoff
@@ -63,12 +63,25 @@ if TYPE_CHECKING:
         async def send_text(self, text: str) -> None: ...
 
 
-__all__ = ["EOT", "EXIT_LINGER", "RECONNECT_FOR", "ApiSessions", "ClientSession", "SessionApi"]
+__all__ = [
+    "END_OF_INPUT",
+    "EXIT_LINGER",
+    "READ_CHUNK",
+    "RECONNECT_FOR",
+    "ApiSessions",
+    "ClientSession",
+    "Handler",
+    "SessionApi",
+    "StartedSession",
+]
 
-EOT = b"\x04"
-READ_CHUNK = 65536
+READ_CHUNK = 65536  # bytes a handler reads at once from a local source
 RECONNECT_FOR = 120.0  # seconds without a connection before giving up
-EXIT_LINGER = 5.0  # after the exit code, wait this long for channel_closed
+EXIT_LINGER = 5.0  # after the exit code (or our TerminateSession flag), wait for channel_closed
+#: Hatchway's Flag value for the end of the client's input (docs/protocol.md §5.4): the agent
+#: closes the command's stdin (NonInteractiveCommands) or half-closes the destination
+#: connection (Port, stdio mode). Sent only to an agent that negotiated Hatchway's extensions.
+END_OF_INPUT = 4
 
 #: Opens the data channel's WebSocket: ``dial(stream_url, ssl_context)``. Raises
 #: :class:`~hatchway.errors.Unavailable` for a connection that may work a moment later; any
@@ -120,29 +133,58 @@ class StartedSession:
         return cls(session_id, token, stream_url)
 
 
+class Handler(Protocol):
+    """What runs over a session's data channel (the terminal, a command, a port forward).
+
+    The session calls these in this order: :meth:`bind` once, :meth:`local` around the whole
+    run, :meth:`on_handshake` when the agent's HandshakeRequest arrives (never, for an agent
+    that skips it, §7.1), :meth:`start` once the handshake completes (or at the first Output
+    of an agent without one), :meth:`on_stream` for each Output/StdErr/Flag payload and
+    :meth:`on_window` whenever acknowledgements may have opened the send window.
+    """
+
+    #: The extensions to accept in the handshake (§7.6).
+    extensions: Extensions
+    #: The exit status when the server ends the session without an exit code; None: report
+    #: the end and exit 255 (:attr:`ExitStatus.SESSION_ENDED`).
+    ended_status: int | None
+
+    def bind(self, channel: ClientSession) -> None: ...
+
+    def local(self) -> contextlib.AbstractContextManager[None]:
+        """Local state held for the whole session (e.g. the terminal's raw mode)."""
+        ...
+
+    def on_handshake(self, session_type: str, properties: Any, agent_version: str) -> None: ...
+
+    def start(self) -> None: ...
+
+    def on_stream(self, payload_type: int, payload: bytes) -> None: ...
+
+    def on_window(self) -> None: ...
+
+
 class ClientSession:
-    """Drives one session's data channel and the local terminal.
+    """Drives one session's data channel for a :class:`Handler`.
 
     Args:
         started: what StartSession answered.
+        handler: what the session carries.
         api: asks for a fresh token after a drop (:class:`ApiSessions` in the CLI).
         dial: opens the WebSocket (:func:`hatchway.transport.sansio_socket.connect`).
         ssl_context: verifies the server of a ``wss://`` stream URL (the profile's CA).
-        stdin_fd, stdout_fd, stderr_fd: the terminal. With a terminal on ``stdin_fd`` the
-            session runs it in raw mode and follows its size; otherwise stdin is piped input,
-            ended with one end-of-transmission.
+        stderr_fd: where the session's own messages go.
         wall_clock: stamps CreatedDate on frames (the timers use the event loop's clock).
     """
 
     def __init__(
         self,
         started: StartedSession,
+        handler: Handler,
         *,
         api: SessionApi,
         dial: Dial = connect,
         ssl_context: ssl.SSLContext | None = None,
-        stdin_fd: int = 0,
-        stdout_fd: int = 1,
         stderr_fd: int = 2,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -152,45 +194,51 @@ class ClientSession:
         self._api = api
         self._dial = dial
         self._ssl = ssl_context
-        self._in = stdin_fd
-        self._out = stdout_fd
         self._err = stderr_fd
         self._client_id = str(uuid.uuid4())
         self.endpoint = Endpoint(Role.CLIENT, wall_clock=wall_clock)
         self._driver = ChannelDriver(self.endpoint)  # timers on the loop's clock
-        self._interactive = os.isatty(stdin_fd)
-        self._started = False
-        self._stdin_open = True
-        self._reading = False
+        self.handler = handler
+        self.started = False
         self._tasks: asyncio.TaskGroup | None = None  # run()'s
-        self._file_reader: asyncio.Task[None] | None = None
-        self._may_read = asyncio.Event()
-        self._eot_sent = False
-        self._last_size: tuple[int, int] | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
         self._last_error = ""
         self._linger: asyncio.TimerHandle | None = None
         self._done = asyncio.Event()
+        self._status: int | None = None  # a local decision on how the session ended
+        #: We asked the agent to end the session (time-out, Ctrl-C, end of stdio input).
+        self.terminated_here = False
         self.exit_code: int | None = None
+        self.agent_version = ""
+        #: The agent offered (and we accepted) Hatchway's extensions: Hatchway-only messages
+        #: such as Flag :data:`END_OF_INPUT` may be sent.
+        self.hatchway_agent = False
         self.closed_message = ""
+        handler.bind(self)
 
     @classmethod
     def from_start(
         cls,
         api: ApiClient,
         response: Mapping[str, Any],
+        handler: Handler | None = None,
         *,
         stdin_fd: int = 0,
         stdout_fd: int = 1,
         stderr_fd: int = 2,
     ) -> ClientSession:
         """The session StartSession ``response`` started, with the real dialer and
-        ResumeSession through ``api`` (and its TLS context)."""
+        ResumeSession through ``api`` (and its TLS context); by default a terminal on the
+        given file descriptors."""
+        if handler is None:
+            from hatchway.client.shell import ShellHandler
+
+            handler = ShellHandler(stdin_fd=stdin_fd, stdout_fd=stdout_fd, stderr_fd=stderr_fd)
         return cls(
             StartedSession.from_response(response),
+            handler,
             api=ApiSessions(api),
             ssl_context=api.ssl_context(),
-            stdin_fd=stdin_fd,
-            stdout_fd=stdout_fd,
             stderr_fd=stderr_fd,
         )
 
@@ -199,45 +247,106 @@ class ClientSession:
     async def run(self) -> int:
         """Run until the session ends; returns the exit status to exit with.
 
-        The terminal is restored however it ends.
+        The handler's local state (e.g. the terminal) is restored however it ends.
 
         Raises:
             HatchwayError: the session could not go on (refused, replaced, no connection
-                for :data:`RECONNECT_FOR` seconds, ResumeSession refused).
+                for :data:`RECONNECT_FOR` seconds, ResumeSession refused), or the handler
+                could not do its part (e.g. its local port is in use).
         """
         try:
-            with self._terminal():
+            with self.handler.local():
                 try:
                     async with asyncio.TaskGroup() as self._tasks:
                         connection = self._tasks.create_task(self._connection_loop())
                         await self._done.wait()
-                        connection.cancel()  # it closes its socket on the way out
-                        if self._file_reader is not None:
-                            self._file_reader.cancel()
+                        # Tasks of the connection and the handler close their sockets on
+                        # the way out.
+                        connection.cancel()
+                        for task in list(self._handler_tasks):
+                            task.cancel()
                 except* HatchwayError as group:
                     raise group.exceptions[0] from None
         finally:
             if self._linger is not None:
                 self._linger.cancel()
             await self._driver.close()
+        if self._status is not None:
+            return self._status
         if self.exit_code is not None:
             return self.exit_code
+        if self.handler.ended_status is not None:
+            return self.handler.ended_status
         message = self.closed_message or "the session was terminated"
-        self._print(f"\r\nSession {self.session_id} ended: {message}\r\n")
+        self.print(f"\r\nSession {self.session_id} ended: {message}\r\n")
         return ExitStatus.SESSION_ENDED
 
-    @contextlib.contextmanager
-    def _terminal(self) -> Iterator[None]:
-        """Raw mode and resize notifications for a terminal; stop reading stdin on the way
-        out."""
-        with contextlib.ExitStack() as stack:
-            if self._interactive:
-                stack.enter_context(raw_mode(self._in))
-                loop = asyncio.get_running_loop()
-                loop.add_signal_handler(signal.SIGWINCH, self._send_size)
-                stack.callback(loop.remove_signal_handler, signal.SIGWINCH)
-            stack.callback(self._stop_reading)
-            yield
+    # ---- for handlers ---------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self._driver.now()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def send(self, payload_type: int, data: bytes) -> None:
+        """Send ``data`` (chunked at the negotiated payload size for Output) and flush."""
+        self.endpoint.send(payload_type, data, now=self._driver.now())
+        self._driver.flush_soon()
+
+    def send_flag(self, flag: FlagValue | int) -> None:
+        """A Flag payload (docs/protocol.md §5.4); Hatchway's own values are plain ints."""
+        raw = encode_flag(flag) if isinstance(flag, FlagValue) else int(flag).to_bytes(4, "big")
+        self.send(PayloadType.FLAG, raw)
+
+    def window_open(self, size: int = READ_CHUNK) -> bool:
+        """Whether ``size`` more bytes of Output fit in the send window (backpressure: read a
+        local source only while this holds; :meth:`Handler.on_window` says when to look
+        again)."""
+        needed = -(-size // self.endpoint.max_payload_size)
+        return self.endpoint.send_window() >= needed
+
+    def hold(self, holding: bool) -> None:
+        """Refuse (True) or accept again (False) the agent's new stream data: receive-side
+        backpressure for a local writer that cannot keep up (docs/protocol.md §6.3; refused
+        frames are neither delivered nor acknowledged, so the agent resends them later)."""
+        self.endpoint.accepting = not holding
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``coro`` for the session's lifetime (cancelled when it ends; an exception that
+        is a :class:`HatchwayError` ends the session with it)."""
+        assert self._tasks is not None, "handlers start tasks only while run() runs"
+        task = self._tasks.create_task(coro)
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+        return task
+
+    def terminate(self, status: int | None = None) -> None:
+        """Ask the agent to end the session (Flag TerminateSession, docs/protocol.md §5.4) and
+        end it here once it has (channel_closed), or after :data:`EXIT_LINGER` seconds.
+
+        ``status``, if given, is the exit status to return whatever the agent says.
+        """
+        if status is not None and self._status is None:
+            self._status = status
+        if self._done.is_set():
+            return
+        self.terminated_here = True
+        if self._driver.connected and not self.endpoint.closed:
+            with contextlib.suppress(HatchwayError):
+                self.send_flag(FlagValue.TERMINATE_SESSION)
+        self._linger_then_end()
+
+    def finish(self, status: int) -> None:
+        """End the session now, exiting with ``status``."""
+        if self._status is None:
+            self._status = status
+        self._done.set()
+
+    def print(self, text: str) -> None:
+        """One message of the session's own on stderr."""
+        write_all(self._err, text.encode("utf-8", "replace"))
 
     # ---- the data channel -----------------------------------------------------------------
 
@@ -358,135 +467,47 @@ class ClientSession:
                     self.closed_message = escape_controls(event.payload.output)
                     self._done.set()
                 elif isinstance(event, Notice):  # e.g. the node went away (§9.6)
-                    self._print(f"\r\nhatchway: {escape_controls(event.payload.message)}\r\n")
+                    self.print(f"\r\nhatchway: {escape_controls(event.payload.message)}\r\n")
             except RemoteProtocolError as exc:
                 # Already acknowledged, so it will not come again: drop this payload only.
-                self._print(f"\r\nhatchway: ignored a bad message: {exc.message}\r\n")
-        if not self._reading and self._started and self._stdin_open:
-            self._start_reading()  # acknowledgements may have opened the send window
+                self.print(f"\r\nhatchway: ignored a bad message: {exc.message}\r\n")
+        if self.started and not self._done.is_set():
+            self.handler.on_window()  # acknowledgements may have opened the send window
         self._driver.flush_soon(acks=False)  # data (e.g. the handshake response) now
         self._driver.acks_later()
 
     def _on_stream(self, event: StreamData) -> None:
         kind = event.payload_type
-        if kind == PayloadType.OUTPUT:
-            if not self._started:
-                self._start_terminal()  # an agent that skipped the handshake (§7.1)
-            _write_all(self._out, event.payload)
-        elif kind == PayloadType.STDERR:
-            _write_all(self._err, event.payload)
-        elif kind == PayloadType.EXIT_CODE:
+        if kind == PayloadType.EXIT_CODE:
             self.exit_code = decode_exit_code(event.payload)
-            if self._linger is None:
-                self._linger = asyncio.get_running_loop().call_later(EXIT_LINGER, self._done.set)
+            self._linger_then_end()
         elif kind == PayloadType.HANDSHAKE_REQUEST:
             request = HandshakeRequest.from_json(event.payload)
-            supported = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
-            response, _type, _props, negotiated = answer_request(request, supported=supported)
+            response, session_type, properties, negotiated = answer_request(
+                request, supported=self.handler.extensions
+            )
+            self.agent_version = request.agent_version
+            self.hatchway_agent = peer_is_hatchway(response)
             self.endpoint.send(
                 PayloadType.HANDSHAKE_RESPONSE, response.to_json(), now=self._driver.now()
             )
             self.endpoint.max_payload_size = negotiated.max_payload_size
+            self.handler.on_handshake(session_type, properties, request.agent_version)
         elif kind == PayloadType.HANDSHAKE_COMPLETE:
             complete = HandshakeComplete.from_json(event.payload)
             if complete.customer_message:
-                self._print(escape_controls(complete.customer_message) + "\r\n")
-            self._start_terminal()
-
-    # ---- the terminal ---------------------------------------------------------------------
-
-    def _start_terminal(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        self._send_size()  # before the first input: the agent starts the shell on it
-        self._start_reading()
-
-    def _send_size(self) -> None:
-        if not self._started:
-            return
-        size = window_size(self._in if self._interactive else self._out)
-        if size == self._last_size:
-            return
-        self._last_size = size
-        payload = SizePayload(cols=size[1], rows=size[0]).to_json()
-        self.endpoint.send(PayloadType.SIZE, payload, now=self._driver.now())
-        self._driver.flush_soon()
-
-    def _window_open(self) -> bool:
-        return self.endpoint.send_window() * self.endpoint.max_payload_size >= READ_CHUNK
-
-    def _start_reading(self) -> None:
-        if self._reading or not self._stdin_open or self._done.is_set():
-            return
-        if not self._window_open():
-            return  # backpressure: acknowledgements will open the window again
-        self._reading = True
-        if self._file_reader is not None:
-            self._may_read.set()
-            return
-        loop = asyncio.get_running_loop()
-        try:
-            loop.add_reader(self._in, self._on_input)
-        except PermissionError:  # a regular file (or /dev/null): epoll cannot watch it
-            self._may_read.set()
-            assert self._tasks is not None  # reading starts only while run() runs
-            self._file_reader = self._tasks.create_task(self._read_file())
-
-    def _stop_reading(self) -> None:
-        if self._reading and self._file_reader is None:
-            with contextlib.suppress(ValueError, OSError):  # the loop may be closing
-                asyncio.get_running_loop().remove_reader(self._in)
-        self._reading = False
-        self._may_read.clear()
-
-    def _on_input(self) -> None:
-        if not self._window_open():
-            self._stop_reading()  # backpressure until acks open the window
-            return
-        try:
-            data = os.read(self._in, READ_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        self._input(data)
-
-    async def _read_file(self) -> None:
-        """Read a stdin that cannot be polled; such a file never blocks a read for long."""
-        while self._stdin_open:
-            await self._may_read.wait()
-            if not self._window_open():
-                self._stop_reading()
-                continue
-            try:
-                data = os.read(self._in, READ_CHUNK)
-            except OSError:
-                data = b""
-            self._input(data)
-            await asyncio.sleep(0)  # let received frames (acknowledgements) in
-
-    def _input(self, data: bytes) -> None:
-        if data:
-            self.endpoint.send(PayloadType.OUTPUT, data, now=self._driver.now())
+                self.print(escape_controls(complete.customer_message) + "\r\n")
+            self._start()
         else:
-            self._stop_reading()
-            self._stdin_open = False
-            if not self._eot_sent:  # end of input: one end-of-transmission, then wait
-                self._eot_sent = True
-                self.endpoint.send(PayloadType.OUTPUT, EOT, now=self._driver.now())
-        self._driver.flush_soon()
+            if kind == PayloadType.OUTPUT and not self.started:
+                self._start()  # an agent that skipped the handshake (§7.1)
+            self.handler.on_stream(kind, event.payload)
 
-    def _print(self, text: str) -> None:
-        _write_all(self._err, text.encode("utf-8", "replace"))
+    def _start(self) -> None:
+        if not self.started:
+            self.started = True
+            self.handler.start()
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:
-            select.select([], [fd], [])
-            continue
-        view = view[n:]
+    def _linger_then_end(self) -> None:
+        if self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(EXIT_LINGER, self._done.set)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import ipaddress
+import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Final
 from hatchway.errors import RemoteProtocolError
 from hatchway.protocol.control import control_frame
 from hatchway.protocol.frames import MessageType, decode_frame
+from hatchway.protocol.gojson import JsonObject, loads_object
 from hatchway.protocol.payloads import (
     AgentHeartbeat,
     AgentTaskAcknowledge,
@@ -40,9 +42,12 @@ from hatchway.protocol.payloads import (
 
 __all__ = [
     "AGENT_GENERATION_HEADER",
+    "MAX_CONNECTIONS_PER_REPORT",
     "MAX_CONTROL_MESSAGE",
     "MAX_CONTROL_PAYLOAD",
     "MAX_SESSIONS_PER_NODE",
+    "ConnectionRecord",
+    "ConnectionReport",
     "ControlMessage",
     "EndSession",
     "FloodMeter",
@@ -79,6 +84,12 @@ PLATFORM_VERSION_MAX: Final = 64
 AGENT_VERSION_MAX: Final = 32
 OUTPUT_MAX: Final = 2048
 TOPIC_MAX: Final = 64
+DESTINATION_MAX: Final = 300  # host:port, a DNS name and a port
+CONNECTION_ERROR_MAX: Final = 256
+#: Connections one ``hatchway_connections`` message reports at most (its JSON stays ~20 KB).
+MAX_CONNECTIONS_PER_REPORT: Final = 100
+_BYTES_MAX: Final = 2**53  # what a JSON number holds exactly
+_MS_MAX: Final = 253_402_300_799_000  # 9999-12-31, in milliseconds
 
 #: ``1.2.3``, ``3.3.1802.0``, ``0.1.0rc1``, ``1.0.0+local.2`` — never free text.
 _AGENT_VERSION: Final = re.compile(
@@ -314,10 +325,127 @@ class EndSession:
     output: str = ""
 
 
-ControlMessage = Heartbeat | TaskComplete | TaskAcknowledge | StartSession | EndSession
+@dataclass(frozen=True, slots=True)
+class ConnectionRecord:
+    """One TCP connection a port session carried (agent's view).
+
+    ``destination`` is ``host:port`` as dialled; times are epoch seconds (``closed`` is None
+    while open); ``bytes_in`` went from the destination to the client, ``bytes_out`` the other
+    way; ``error`` is empty for a clean close, else why it failed ("connection refused").
+    """
+
+    destination: str
+    opened: float
+    closed: float | None
+    bytes_in: int
+    bytes_out: int
+    error: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {
+            "Destination": self.destination,
+            "OpenedDate": int(self.opened * 1000),
+            "BytesIn": self.bytes_in,
+            "BytesOut": self.bytes_out,
+        }
+        if self.closed is not None:
+            out["ClosedDate"] = int(self.closed * 1000)
+        if self.error:
+            out["Error"] = self.error
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: object) -> ConnectionRecord:
+        if not isinstance(raw, dict):
+            raise RemoteProtocolError("hatchway_connections: each connection must be an object")
+        obj = JsonObject(raw, "hatchway_connections connection")
+        closed = obj.get_int("ClosedDate", -1, low=-1, high=_MS_MAX)
+        return cls.create(
+            destination=obj.get_str("Destination"),
+            opened=obj.get_int("OpenedDate", low=0, high=_MS_MAX) / 1000,
+            closed=None if closed < 0 else closed / 1000,
+            bytes_in=obj.get_int("BytesIn", low=0, high=_BYTES_MAX),
+            bytes_out=obj.get_int("BytesOut", low=0, high=_BYTES_MAX),
+            error=obj.get_str("Error", ""),
+        )
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        destination: str,
+        opened: float,
+        closed: float | None,
+        bytes_in: int,
+        bytes_out: int,
+        error: str = "",
+    ) -> ConnectionRecord:
+        """A checked record: free text sanitised and cut, counts within range."""
+        if not (0 <= bytes_in <= _BYTES_MAX and 0 <= bytes_out <= _BYTES_MAX):
+            raise RemoteProtocolError("hatchway_connections: byte counts out of range")
+        return cls(
+            destination=printable(destination, DESTINATION_MAX),
+            opened=opened,
+            closed=closed,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            error=printable(error, CONNECTION_ERROR_MAX),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionReport:
+    """``hatchway_connections`` (agent → server, docs/protocol.md §10.8): connections of one
+    session that closed (or opened) since the last report, at most
+    :data:`MAX_CONNECTIONS_PER_REPORT`."""
+
+    session_id: str
+    connections: tuple[ConnectionRecord, ...]
+
+    @classmethod
+    def create(
+        cls, session_id: str, connections: tuple[ConnectionRecord, ...] | list[ConnectionRecord]
+    ) -> ConnectionReport:
+        if not 1 <= len(connections) <= MAX_CONNECTIONS_PER_REPORT:
+            raise RemoteProtocolError(
+                f"hatchway_connections carries 1 to {MAX_CONNECTIONS_PER_REPORT} connections, "
+                f"not {len(connections)}"
+            )
+        return cls(_session_id(session_id, "SessionId"), tuple(connections))
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "SessionId": self.session_id,
+                "Connections": [c.to_dict() for c in self.connections],
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> ConnectionReport:
+        obj = loads_object(payload, "hatchway_connections payload")
+        raw = obj.get_list("Connections") or []
+        if len(raw) > MAX_CONNECTIONS_PER_REPORT:
+            raise RemoteProtocolError(
+                f"hatchway_connections carries {len(raw)} connections; the limit is "
+                f"{MAX_CONNECTIONS_PER_REPORT}"
+            )
+        return cls.create(obj.get_str("SessionId"), [ConnectionRecord.from_dict(c) for c in raw])
+
+
+ControlMessage = (
+    Heartbeat | TaskComplete | TaskAcknowledge | StartSession | EndSession | ConnectionReport
+)
 
 _FROM: Final = {
-    Sender.AGENT: frozenset({MessageType.AGENT_HEARTBEAT, MessageType.AGENT_TASK_COMPLETE}),
+    Sender.AGENT: frozenset(
+        {
+            MessageType.AGENT_HEARTBEAT,
+            MessageType.AGENT_TASK_COMPLETE,
+            MessageType.HATCHWAY_CONNECTIONS,
+        }
+    ),
     Sender.SERVER: frozenset(
         {
             MessageType.INTERACTIVE_SHELL,
@@ -346,6 +474,8 @@ def decode(data: bytes, *, sender: Sender) -> ControlMessage:
         raise RemoteProtocolError(f"control payload of {len(payload)} bytes is too large")
     if kind == MessageType.AGENT_HEARTBEAT:
         return Heartbeat._from_payload(AgentHeartbeat.from_json(payload))
+    if kind == MessageType.HATCHWAY_CONNECTIONS:
+        return ConnectionReport.from_json(payload)
     if kind == MessageType.AGENT_TASK_COMPLETE:
         done = AgentTaskComplete.from_json(payload)
         try:
@@ -399,6 +529,10 @@ def encode(message: ControlMessage, *, now: float, message_id: uuid.UUID | None 
             message.to_json(),
             now=now,
             message_id=message_id,
+        )
+    if isinstance(message, ConnectionReport):
+        return control_frame(
+            MessageType.HATCHWAY_CONNECTIONS, message.to_json(), now=now, message_id=message_id
         )
     if isinstance(message, TaskComplete):
         payload = AgentTaskComplete(

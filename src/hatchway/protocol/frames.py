@@ -55,6 +55,9 @@ class MessageType(StrEnum):
     #: Hatchway's own data-channel notice from the gateway to the client (docs/protocol.md §9.6);
     #: AWS's plugin logs an unknown message type and ignores it.
     HATCHWAY_NOTICE = "hatchway_notice"
+    #: Hatchway's own control message: the agent reports the TCP connections a port session
+    #: carried, for the session's record (docs/protocol.md §10.8).
+    HATCHWAY_CONNECTIONS = "hatchway_connections"
 
 
 class PayloadType(IntEnum):

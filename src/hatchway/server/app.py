@@ -111,6 +111,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     control.on_task_complete = sessions.task_complete
     control.on_node_gone = sessions.node_gone
     control.on_sessions_reported = sessions.sessions_reported
+    control.on_connections = sessions.connections_reported
     # Sessions do survive it: their ends re-dial and each has the grace to come back.
     restored = await sessions.restore()
     if restored:

@@ -36,6 +36,7 @@ from hatchway.errors import Conflict, HatchwayError, RemoteProtocolError, Target
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.controlchannel import (
     MAX_CONTROL_MESSAGE,
+    ConnectionReport,
     EndSession,
     FloodMeter,
     Heartbeat,
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 TaskCompleteHandler = Callable[[str, TaskComplete], Awaitable[None]]
 NodeGoneHandler = Callable[[str], Awaitable[None]]
 SessionsReportHandler = Callable[[str, frozenset[str]], Awaitable[None]]
+ConnectionsHandler = Callable[[str, ConnectionReport], Awaitable[None]]
 
 #: A node that sends more than this many malformed control messages ...
 BAD_MESSAGE_LIMIT: Final = 100
@@ -68,6 +70,8 @@ LOG_BURST: Final = 5
 LOG_PERIOD: Final = 10.0
 #: Completions of one node being recorded at once; more are dropped (the agent resends).
 MAX_PENDING_COMPLETIONS: Final = 1000
+#: Connection reports of one node being recorded at once; more are dropped (and counted).
+MAX_PENDING_REPORTS: Final = 8
 
 
 class NodeStatus(Protocol):
@@ -101,6 +105,9 @@ class ControlChannel:
     pending_beat: Heartbeat | None = None
     beat_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     reading: bool = True
+    #: Connection reports being recorded now, and how many were dropped for lack of room.
+    recording: int = 0
+    reports_dropped: int = 0
     completing: set[uuid.UUID] = field(default_factory=set)
     #: When the node was last heard from (loop clock).
     last_heard: float = 0.0
@@ -132,6 +139,7 @@ class ControlChannels:
         self.on_task_complete: TaskCompleteHandler | None = None
         self.on_node_gone: NodeGoneHandler | None = None
         self.on_sessions_reported: SessionsReportHandler | None = None
+        self.on_connections: ConnectionsHandler | None = None
         self._channels: dict[str, ControlChannel] = {}
         #: The highest agent generation seen per node (the database holds the truth).
         self._generations: dict[str, int] = {}
@@ -243,6 +251,8 @@ class ControlChannels:
                 channel.beat_arrived.set()
             elif isinstance(message, TaskComplete):
                 self._complete_soon(channel, message, tasks)
+            elif isinstance(message, ConnectionReport):
+                self._record_connections_soon(channel, message, tasks)
 
     async def _watch(self, channel: ControlChannel) -> None:
         """Close a channel that went silent (an agent that vanished without a TCP close:
@@ -322,6 +332,38 @@ class ControlChannels:
             return  # the agent resends it
         channel.completing.add(done.message_id)
         tasks.create_task(self._complete(channel, done))
+
+    def _record_connections_soon(
+        self, channel: ControlChannel, report: ConnectionReport, tasks: asyncio.TaskGroup
+    ) -> None:
+        """Record a port session's connections in the background; a node that sends reports
+        faster than the database takes them loses the excess (counted in the log), never
+        its channel."""
+        if self.on_connections is None:
+            return
+        if channel.recording >= MAX_PENDING_REPORTS:
+            channel.reports_dropped += 1
+            if channel.reports_dropped in (1, 100, 10_000):
+                log.warning(
+                    "node %s reports connections faster than they are recorded; %d report(s) "
+                    "dropped",
+                    channel.node_id,
+                    channel.reports_dropped,
+                )
+            return
+        channel.recording += 1
+        tasks.create_task(self._record_connections(channel, report))
+
+    async def _record_connections(self, channel: ControlChannel, report: ConnectionReport) -> None:
+        try:
+            assert self.on_connections is not None
+            await self._guarded(
+                channel.node_id,
+                f"record the connections of {report.session_id}",
+                self.on_connections(channel.node_id, report),
+            )
+        finally:
+            channel.recording -= 1
 
     async def _complete(self, channel: ControlChannel, done: TaskComplete) -> None:
         try:

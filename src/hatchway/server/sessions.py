@@ -21,22 +21,24 @@ from hatchway.errors import (
     NotFound,
     TargetNotConnected,
 )
-from hatchway.protocol.controlchannel import TaskComplete
+from hatchway.protocol.controlchannel import ConnectionReport, TaskComplete
+from hatchway.protocol.handshake import SessionType
 from hatchway.protocol.payloads import AgentTaskPayload
 from hatchway.server.control import ControlChannels
-from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content
+from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content, resolve
 from hatchway.server.gateway import Gateway
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
 from hatchway.server.settings import ServerSettings
 from hatchway.server.validation import parse_timestamp
-from hatchway.store.records import Session, SessionStatus
+from hatchway.store.records import Session, SessionConnection, SessionStatus
 from hatchway.store.store import Store
 
 log = logging.getLogger(__name__)
 
 NODE_ID = re.compile(r"^mi-[0-9a-f]{17}$")
-SUPPORTED_SESSION_TYPES = ("Standard_Stream",)
+#: Every session type a document can name (docs/protocol.md §8).
+SUPPORTED_SESSION_TYPES = tuple(t.value for t in SessionType)
 _FILTER_KEYS = ("InvokedAfter", "InvokedBefore", "Target", "Owner", "Status", "SessionId")
 
 
@@ -77,12 +79,15 @@ class SessionService:
         session_type = content.get("sessionType")
         if session_type not in SUPPORTED_SESSION_TYPES:
             raise InvalidDocument(
-                f"Document {document_name} has sessionType {session_type}, which this server "
-                "does not run yet"
+                f"Document {document_name} has sessionType {session_type}, which is not a "
+                "session type"
             )
         node = await self._store.nodes.get(target)
         if node is None or not self._control.is_connected(target):
             raise TargetNotConnected(f"{target} is not connected.")
+        # Validated against the document, defaults filled in, substituted into its properties
+        # (docs/protocol.md §8.6); the agent gets both.
+        content, parameters = resolve(content, parameters, document_name)
 
         now = self._clock()
         session_id = f"{principal.user_name}-{secrets.token_hex(9)[:17]}"
@@ -178,8 +183,13 @@ class SessionService:
         rows = await self._store.sessions.describe(
             active=state == "Active", limit=limit + 1, offset=offset, **criteria
         )
+        sessions = [session_json(s) for s in rows[:limit]]
+        if "session_id" in criteria:  # one session asked for: its details too (Hatchway)
+            for out in sessions:
+                records = await self._store.sessions.connections(out["SessionId"])
+                out["Connections"] = [connection_json(c) for c in records]
         return {
-            "Sessions": [session_json(s) for s in rows[:limit]],
+            "Sessions": sessions,
             **page_response(len(rows) > limit, offset + limit),
         }
 
@@ -222,6 +232,34 @@ class SessionService:
         for session_id in self.gateway.no_longer_run(node_id, running):
             reason = "the node's agent no longer runs the session (it restarted)"
             await self._finish(session_id, SessionStatus.TERMINATED, reason, output=reason)
+
+    async def connections_reported(self, node_id: str, report: ConnectionReport) -> None:
+        """A port session's agent reported connections it carried: kept with the session
+        (``DescribeSessions`` filtered by ``SessionId`` shows them). Reports for a session
+        that is not this node's are ignored."""
+        session = await self._store.sessions.get(report.session_id)
+        if session is None or session.target != node_id:
+            log.info("node %s reported connections of unknown session %s", node_id,
+                     report.session_id)  # fmt: skip
+            return
+        records = [
+            SessionConnection(
+                destination=c.destination,
+                opened_at=c.opened,
+                closed_at=c.closed,
+                bytes_in=c.bytes_in,
+                bytes_out=c.bytes_out,
+                error=c.error,
+            )
+            for c in report.connections
+        ]
+        stored = await self._store.sessions.add_connections(report.session_id, records)
+        if stored < len(records):
+            log.warning(
+                "session %s: %d connection record(s) not kept (the session has its maximum)",
+                report.session_id,
+                len(records) - stored,
+            )
 
     async def restore(self) -> int:
         """At start: go on with every session a previous server process left active.
@@ -318,4 +356,19 @@ def session_json(s: Session) -> dict[str, Any]:
         out["MaxSessionDuration"] = s.max_session_duration
     if s.exit_code is not None:
         out["ExitCode"] = s.exit_code
+    return out
+
+
+def connection_json(c: SessionConnection) -> dict[str, Any]:
+    """A port session's connection in DescribeSessions (a Hatchway extension)."""
+    out: dict[str, Any] = {
+        "Destination": c.destination,
+        "OpenedDate": c.opened_at,
+        "BytesIn": c.bytes_in,
+        "BytesOut": c.bytes_out,
+    }
+    if c.closed_at is not None:
+        out["ClosedDate"] = c.closed_at
+    if c.error:
+        out["Error"] = c.error
     return out

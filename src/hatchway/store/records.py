@@ -204,3 +204,15 @@ class Document:
     content: str
     owner: str
     created_date: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConnection:
+    """One TCP connection a port session carried, as its agent reported it."""
+
+    destination: str
+    opened_at: float
+    closed_at: float | None
+    bytes_in: int
+    bytes_out: int
+    error: str = ""

@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, insert, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hatchway.errors import (
@@ -38,11 +38,14 @@ from hatchway.store.records import (
     Heartbeat,
     Node,
     Session,
+    SessionConnection,
     SessionStatus,
     SessionToken,
 )
 
 MAX_NODE_TAGS = 50
+MAX_CONNECTIONS_PER_SESSION = 10_000
+"""Connection records kept per session; later ones are counted in the log, not stored."""
 """SSM's limit of tags per resource."""
 
 
@@ -458,6 +461,35 @@ class SessionRepository(_Repository):
 
     async def active_on(self, target: str) -> list[Session]:
         return await self.describe(active=True, target=target, limit=10_000)
+
+    # --- connections of port sessions -------------------------------------------------------
+
+    async def add_connections(self, session_id: str, records: Sequence[SessionConnection]) -> int:
+        """Store connection records of a session, up to :data:`MAX_CONNECTIONS_PER_SESSION`
+        in all; returns how many were stored (0 when the session has no room left)."""
+        c = t.session_connections.c
+        async with self._transaction() as conn:
+            have = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(t.session_connections)
+                    .where(c.session_id == session_id)
+                )
+            ).scalar_one()
+            room = max(0, MAX_CONNECTIONS_PER_SESSION - have)
+            rows = [{"session_id": session_id, **_asdict(r)} for r in list(records)[:room]]
+            if rows:
+                await conn.execute(insert(t.session_connections), rows)
+            return len(rows)
+
+    async def connections(self, session_id: str) -> list[SessionConnection]:
+        c = t.session_connections.c
+        rows = await self._fetch(
+            select(c.destination, c.opened_at, c.closed_at, c.bytes_in, c.bytes_out, c.error)
+            .where(c.session_id == session_id)
+            .order_by(c.opened_at, c.id)
+        )
+        return [SessionConnection(*r) for r in rows]
 
     # --- client tokens -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -239,4 +240,25 @@ used_nonces = Table(
     Column("digest", String(64), primary_key=True),
     Column("node_id", String(20), nullable=False),
     Column("expires_at", Float, nullable=False, index=True),
+)
+
+# TCP connections that port sessions carried, as their agents reported them (docs/protocol.md
+# §10.8): one row per connection, at most ``MAX_CONNECTIONS_PER_SESSION`` per session.
+session_connections = Table(
+    "session_connections",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "session_id",
+        String(96),
+        ForeignKey("sessions.session_id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("destination", String(300), nullable=False),
+    Column("opened_at", Float, nullable=False),
+    Column("closed_at", Float),
+    Column("bytes_in", BigInteger, nullable=False, default=0),
+    Column("bytes_out", BigInteger, nullable=False, default=0),
+    Column("error", String(256), nullable=False, default=""),
 )

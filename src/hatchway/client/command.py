@@ -1,0 +1,134 @@
+"""A command's run over a session: ``NonInteractiveCommands`` (``hatchway exec``).
+
+Output (1) payloads go to stdout and StdErr (11) payloads to stderr, byte for byte; the
+session's exit code (the ExitCode payload, docs/protocol.md §7.8) becomes the exit status.
+Stdin is forwarded as Output frames while the send window has room; at its end a Hatchway
+agent gets Flag :data:`~hatchway.client.session.END_OF_INPUT` and closes the command's stdin
+(AWS's agent reads input only for Ctrl-C and Ctrl-\\, so it gets nothing).
+
+A time-out terminates the session (Flag TerminateSession) and exits 124, as ``timeout(1)``
+does; Ctrl-C (SIGINT) terminates it and exits 130.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from hatchway.client.exitstatus import ExitStatus
+from hatchway.client.session import END_OF_INPUT
+from hatchway.client.streams import InputPump, write_all
+from hatchway.protocol.frames import PayloadType
+from hatchway.protocol.handshake import HATCHWAY_MAX_PAYLOAD, Extensions, SessionType
+
+if TYPE_CHECKING:
+    from hatchway.client.session import ClientSession
+
+__all__ = ["TIMED_OUT", "CommandHandler"]
+
+#: The exit status after ``--timeout``, as ``timeout(1)``'s.
+TIMED_OUT = 124
+
+
+class CommandHandler:
+    """Runs a remote command with local stdin, stdout and stderr.
+
+    Args:
+        stdin_fd: forwarded to the command; None forwards nothing (and sends the end at once).
+        stdout_fd, stderr_fd: the command's output streams.
+        timeout: seconds from the start after which the session is terminated.
+    """
+
+    extensions = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
+    ended_status: int | None = None
+
+    def __init__(
+        self,
+        *,
+        stdin_fd: int | None = 0,
+        stdout_fd: int = 1,
+        stderr_fd: int = 2,
+        timeout: float | None = None,
+    ) -> None:
+        self._in = stdin_fd
+        self._out = stdout_fd
+        self._err = stderr_fd
+        self._timeout = timeout
+        self._channel: ClientSession | None = None
+        self._pump: InputPump | None = None
+        self.session_type = ""
+
+    def bind(self, channel: ClientSession) -> None:
+        self._channel = channel
+
+    @contextlib.contextmanager
+    def local(self) -> Iterator[None]:
+        channel = self._require()
+        loop = asyncio.get_running_loop()
+        with contextlib.ExitStack() as stack:
+            if self._timeout is not None:
+                timer = loop.call_later(self._timeout, channel.terminate, TIMED_OUT)
+                stack.callback(timer.cancel)
+            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(signal.SIGINT, channel.terminate, ExitStatus.INTERRUPTED)
+                stack.callback(loop.remove_signal_handler, signal.SIGINT)
+            stack.callback(self._stop)
+            yield
+
+    def on_handshake(self, session_type: str, properties: Any, agent_version: str) -> None:
+        self.session_type = session_type
+
+    def start(self) -> None:
+        channel = self._require()
+        if self.session_type and self.session_type != SessionType.NON_INTERACTIVE_COMMANDS:
+            channel.print(f"hatchway: the agent runs a {self.session_type} session\n")
+        if self._in is None:
+            self._end_of_input()
+            return
+        self._pump = InputPump(
+            self._in,
+            may_read=channel.window_open,
+            on_data=self._input,
+            on_eof=self._end_of_input,
+            spawn=channel.spawn,
+        )
+        self._pump.resume()
+
+    def on_stream(self, payload_type: int, payload: bytes) -> None:
+        if payload_type == PayloadType.OUTPUT:
+            write_all(self._out, payload)
+        elif payload_type == PayloadType.STDERR:
+            write_all(self._err, payload)
+
+    def on_window(self) -> None:
+        if self._pump is not None:
+            self._pump.resume()
+
+    def _require(self) -> ClientSession:
+        assert self._channel is not None, "bind() first"
+        return self._channel
+
+    def _stop(self) -> None:
+        if self._pump is not None:
+            self._pump.close()
+
+    def _input(self, data: bytes) -> None:
+        self._require().send(PayloadType.OUTPUT, data)
+
+    def _end_of_input(self) -> None:
+        channel = self._require()
+        if channel.hatchway_agent:
+            channel.send_flag(END_OF_INPUT)
+
+
+def stdin_or_none(fd: int = 0) -> int | None:
+    """``fd`` if it is open, else None (a command started with stdin closed)."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return None
+    return fd
