@@ -27,6 +27,7 @@ from typing import Any, Final, Protocol
 from hatchway.agent.command_session import CommandSession
 from hatchway.agent.dialer import Dialer, Socket, SocketDialer
 from hatchway.agent.facts import NodeFacts
+from hatchway.agent.port_session import PortSession
 from hatchway.agent.runas import DEFAULT_RUN_AS, resolve_run_as
 from hatchway.agent.session import DataChannelSession
 from hatchway.agent.shell_session import ShellSession
@@ -35,8 +36,11 @@ from hatchway.errors import AuthError, Conflict, HatchwayError, RemoteProtocolEr
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.controlchannel import (
     AGENT_GENERATION_HEADER,
+    MAX_CONNECTIONS_PER_REPORT,
     MAX_CONTROL_MESSAGE,
     MAX_SESSIONS_PER_NODE,
+    ConnectionRecord,
+    ConnectionReport,
     ControlMessage,
     EndSession,
     Heartbeat,
@@ -68,6 +72,7 @@ _SESSION_TYPES: Final = frozenset(
         SessionType.STANDARD_STREAM,
         SessionType.INTERACTIVE_COMMANDS,
         SessionType.NON_INTERACTIVE_COMMANDS,
+        SessionType.PORT,
     }
 )
 
@@ -344,6 +349,14 @@ class Agent:
             if session_type not in _SESSION_TYPES:
                 await self.complete(sid, TaskStatus.FAILED, "this agent runs no such session type")
                 return
+            if session_type == SessionType.PORT:  # a TCP relay: no process, no run-as user
+                self._starting.discard(sid)
+                port = PortSession(
+                    task, self._dialer, self.complete, self._clock, report=self._report_connections
+                )
+                self._sessions[sid] = port
+                await port.run()
+                return
             requested = task.run_as_user or self.settings.run_as_default
             try:
                 user = await asyncio.to_thread(
@@ -370,6 +383,17 @@ class Agent:
             self._starting.discard(sid)
             self._sessions.pop(sid, None)
             self._changed.set()
+
+    async def _report_connections(self, session_id: str, records: list[ConnectionRecord]) -> None:
+        """Send a port session's connections to the server (``hatchway_connections``, best
+        effort: while the control channel is down they are only in the agent's log)."""
+        ws = self._socket
+        for start in range(0, len(records), MAX_CONNECTIONS_PER_REPORT):
+            report = ConnectionReport.create(
+                session_id, records[start : start + MAX_CONNECTIONS_PER_REPORT]
+            )
+            if ws is None or not await ws.send(encode(report, now=self._clock())):
+                return
 
     async def complete(self, session_id: str, status: str, output: str) -> None:
         """Report a finished session; it is resent until acknowledged (docs/protocol.md §10.5)."""
