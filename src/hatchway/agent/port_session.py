@@ -45,7 +45,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from hatchway.agent.dialer import SocketDialer
 from hatchway.agent.session import (
@@ -279,8 +279,12 @@ class PortSession(DataChannelSession):
     async def _dial_or_refuse(self, conn: _Conn) -> None:
         try:
             await self._dial(conn)
-        except DestinationRefused as exc:
-            log.info("session %s: %s", self.session_id, exc.message)
+        except Exception as exc:  # a task boundary: this connection fails, not the session
+            if isinstance(exc, DestinationRefused):
+                log.info("session %s: %s", self.session_id, exc.message)
+            else:
+                log.exception("session %s: dialling %s failed", self.session_id, conn.destination)
+                self._closed(conn, "the agent could not connect")
             if self.mode is PortMode.MUX:
                 self._stage(PayloadType.FLAG, encode_flag(FlagValue.CONNECT_TO_PORT_ERROR))
                 self._mux_finish(conn)
@@ -314,8 +318,8 @@ class PortSession(DataChannelSession):
         except DestinationRefused as exc:
             self._closed(conn, exc.message)
             raise
-        assert isinstance(transport, asyncio.Transport)
-        conn.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        conn.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=WRITE_HIGH)
         if self._reading_paused:
             transport.pause_reading()
