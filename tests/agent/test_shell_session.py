@@ -141,6 +141,7 @@ async def session(
     aws_plugin: bool = False,
     user: RunAsUser | None = None,
     timings: SessionTimings = TIMINGS,
+    document: dict[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:
     """A running session whose data channel the client has accepted (nothing else yet).
 
@@ -148,7 +149,7 @@ async def session(
     """
     dialer = FakeDialer()
     task = AgentTaskPayload(
-        SESSION, "SSM-SessionManagerRunShell", {"sessionType": "Standard_Stream"}, {}
+        SESSION, "SSM-SessionManagerRunShell", document or {"sessionType": "Standard_Stream"}, {}
     )
     completions = Completions()
     loop = asyncio.get_running_loop()
@@ -242,12 +243,15 @@ def foreground_job(shell: PtyShell) -> int | None:
 
 
 def session_tasks() -> list[asyncio.Task[object]]:
-    """Tasks running code of ``ShellSession`` that have not finished."""
+    """Tasks running code of ``ShellSession`` (or of the session code it inherits) that have
+    not finished."""
     return [
         task
         for task in asyncio.all_tasks()
         if not task.done()
-        and getattr(task.get_coro(), "__qualname__", "").startswith("ShellSession.")
+        and getattr(task.get_coro(), "__qualname__", "").startswith(
+            ("ShellSession.", "DataChannelSession.")
+        )
     ]
 
 
@@ -330,6 +334,21 @@ async def test_a_failed_session_type_ends_the_session_without_a_shell() -> None:
         await rig.client.send(PayloadType.HANDSHAKE_RESPONSE, refused.to_json())
         assert await rig.completions.wait() == ("Cancelled", "handshake failed: not today")
         assert rig.session.shell is None
+
+
+async def test_interactive_commands_run_the_document_s_command_in_a_pty() -> None:
+    document = {
+        "sessionType": "InteractiveCommands",
+        "properties": {"linux": {"commands": "tty; echo doc-$((40+2)); exit 7"}},
+    }
+    async with session(document=document) as rig:
+        request = await rig.client.handshake()
+        session_type = request.requested_client_actions[0].action_parameters
+        assert session_type["SessionType"] == "InteractiveCommands"
+        await rig.client.size(24, 80)
+        assert await rig.completions.wait() == ("Success", "7")
+        await rig.client.until(lambda: rig.client.exit_code == 7)
+        assert b"doc-42" in rig.client.output and b"/dev/pts/" in rig.client.output
 
 
 # ---- shell start, input and output ---------------------------------------------------------

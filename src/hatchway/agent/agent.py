@@ -24,17 +24,23 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from hatchway.agent.command_session import CommandSession
 from hatchway.agent.dialer import Dialer, Socket, SocketDialer
 from hatchway.agent.facts import NodeFacts
+from hatchway.agent.port_session import PortSession
 from hatchway.agent.runas import DEFAULT_RUN_AS, resolve_run_as
+from hatchway.agent.session import DataChannelSession
 from hatchway.agent.shell_session import ShellSession
 from hatchway.agent.state import AgentState, Generation, claim_generation, read_generation
 from hatchway.errors import AuthError, Conflict, HatchwayError, RemoteProtocolError
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.controlchannel import (
     AGENT_GENERATION_HEADER,
+    MAX_CONNECTIONS_PER_REPORT,
     MAX_CONTROL_MESSAGE,
     MAX_SESSIONS_PER_NODE,
+    ConnectionRecord,
+    ConnectionReport,
     ControlMessage,
     EndSession,
     Heartbeat,
@@ -47,6 +53,7 @@ from hatchway.protocol.controlchannel import (
     decode,
     encode,
 )
+from hatchway.protocol.handshake import SessionType
 from hatchway.protocol.payloads import AgentTaskPayload
 from hatchway.protocol.timing import HEARTBEAT_INTERVAL
 from hatchway.transport.backoff import Backoff
@@ -59,6 +66,15 @@ COMPLETE_RETRY: Final = 1.0
 COMPLETE_GIVE_UP: Final = 600.0
 #: On stop, how long sessions get to end and have their completions acknowledged.
 SHUTDOWN_GRACE: Final = 3.0
+#: The session types the agent runs (docs/protocol.md §8).
+_SESSION_TYPES: Final = frozenset(
+    {
+        SessionType.STANDARD_STREAM,
+        SessionType.INTERACTIVE_COMMANDS,
+        SessionType.NON_INTERACTIVE_COMMANDS,
+        SessionType.PORT,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -115,7 +131,7 @@ class Agent:
         self._facts: HeartbeatSource = facts if facts is not None else NodeFacts(state.endpoint)
         self._generation: Generation | None = None
         self._socket: Socket | None = None
-        self._sessions: dict[str, ShellSession] = {}
+        self._sessions: dict[str, DataChannelSession] = {}
         self._starting: set[str] = set()
         self._session_tasks: asyncio.TaskGroup | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -330,8 +346,16 @@ class Agent:
         sid = task.session_id
         try:
             session_type = task.document_content.get("sessionType")
-            if session_type != "Standard_Stream":
+            if session_type not in _SESSION_TYPES:
                 await self.complete(sid, TaskStatus.FAILED, "this agent runs no such session type")
+                return
+            if session_type == SessionType.PORT:  # a TCP relay: no process, no run-as user
+                self._starting.discard(sid)
+                port = PortSession(
+                    task, self._dialer, self.complete, self._clock, report=self._report_connections
+                )
+                self._sessions[sid] = port
+                await port.run()
                 return
             requested = task.run_as_user or self.settings.run_as_default
             try:
@@ -345,7 +369,11 @@ class Agent:
                 )
                 return
             self._starting.discard(sid)
-            session = ShellSession(task, self._dialer, user, self.complete, self._clock)
+            session: DataChannelSession
+            if session_type == SessionType.NON_INTERACTIVE_COMMANDS:
+                session = CommandSession(task, self._dialer, user, self.complete, self._clock)
+            else:  # Standard_Stream, InteractiveCommands: a PTY
+                session = ShellSession(task, self._dialer, user, self.complete, self._clock)
             self._sessions[sid] = session
             await session.run()
         except Exception:
@@ -355,6 +383,17 @@ class Agent:
             self._starting.discard(sid)
             self._sessions.pop(sid, None)
             self._changed.set()
+
+    async def _report_connections(self, session_id: str, records: list[ConnectionRecord]) -> None:
+        """Send a port session's connections to the server (``hatchway_connections``, best
+        effort: while the control channel is down they are only in the agent's log)."""
+        ws = self._socket
+        for start in range(0, len(records), MAX_CONNECTIONS_PER_REPORT):
+            report = ConnectionReport.create(
+                session_id, records[start : start + MAX_CONNECTIONS_PER_REPORT]
+            )
+            if ws is None or not await ws.send(encode(report, now=self._clock())):
+                return
 
     async def complete(self, session_id: str, status: str, output: str) -> None:
         """Report a finished session; it is resent until acknowledged (docs/protocol.md §10.5)."""

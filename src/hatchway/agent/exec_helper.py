@@ -11,7 +11,9 @@ interpreter the unprivileged user could not even read.
 
 It runs as a script with ``python -I -S``: only the standard library, a few ms to start.
 
-Usage: exec_helper.py UID GID GROUPS(comma-separated, may be empty) HOME PATH ARGV0 [ARG...]
+Usage: exec_helper.py [--no-ctty] UID GID GROUPS(comma-separated, may be empty) HOME PATH ARGV0
+[ARG...]. With ``--no-ctty`` (a command without a terminal, NonInteractiveCommands) stdin is
+a pipe and no controlling terminal is taken.
 """
 
 import fcntl
@@ -21,16 +23,22 @@ import termios
 
 
 def main() -> None:
-    uid, gid = int(sys.argv[1]), int(sys.argv[2])
-    groups = [int(g) for g in sys.argv[3].split(",") if g]
-    home, path, argv = sys.argv[4], sys.argv[5], sys.argv[6:]
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    args = sys.argv[1:]
+    tty = not (args and args[0] == "--no-ctty")
+    if not tty:
+        args = args[1:]
+    uid, gid = int(args[0]), int(args[1])
+    groups = [int(g) for g in args[2].split(",") if g]
+    home, path, argv = args[3], args[4], args[5:]
+    end = "\r\n" if tty else "\n"
+    if tty:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
     if os.geteuid() != uid:
         os.setgroups(groups)
         os.setgid(gid)
         os.setuid(uid)
         if os.getuid() != uid or os.geteuid() != uid or os.getegid() != gid:
-            sys.stderr.write("hatchway: could not drop privileges\r\n")
+            sys.stderr.write("hatchway: could not drop privileges" + end)
             os._exit(126)
     try:
         os.chdir(home)
@@ -39,7 +47,7 @@ def main() -> None:
     try:
         os.execv(path, argv)
     except OSError as exc:
-        sys.stderr.write(f"hatchway: cannot run {path}: {exc.strerror}\r\n")
+        sys.stderr.write(f"hatchway: cannot run {path}: {exc.strerror}{end}")
         os._exit(127)
 
 

@@ -106,6 +106,8 @@ class PortForwardHandler:
         self._current: _Connection | None = None  # basic mode
         self._basic_turn = asyncio.Lock()
         self._window = asyncio.Event()
+        #: Mux bytes the send window could not take yet (see ``_flush``).
+        self._waiting = bytearray()
         self._held: set[int] = set()
         self._dial_failed = False  # ConnectToPortError: the next FIN of a silent stream resets
         self._server: asyncio.Server | None = None
@@ -210,8 +212,11 @@ class PortForwardHandler:
         self._flush()
 
     def on_window(self) -> None:
+        """The send window moved: send what waits, then let the local readers go on only
+        while nothing waits and another full read fits."""
+        self._flush()
         channel = self._require()
-        if channel.window_open(MAX_FRAME_DATA):
+        if not self._waiting and channel.window_open(MAX_FRAME_DATA):
             self._window.set()
         else:
             self._window.clear()
@@ -326,9 +331,20 @@ class PortForwardHandler:
             conn.closed.set()
 
     def _flush(self) -> None:
-        data = self._mux.data_to_send()
-        if data and self._channel is not None and not self._channel.done:
-            self._channel.send(PayloadType.OUTPUT, data)
+        """Hand the mux's bytes to the data channel as far as its send window takes them;
+        the rest waits in ``_waiting`` (at most one read per connection beyond the window, since
+        readers wait while anything waits) until :meth:`on_window`."""
+        self._waiting += self._mux.data_to_send()
+        channel = self._channel
+        if channel is None or channel.done:
+            return
+        while self._waiting:
+            piece = bytes(self._waiting[:MAX_FRAME_DATA])
+            if not channel.window_open(len(piece)):
+                self._window.clear()
+                return
+            del self._waiting[: len(piece)]
+            channel.send(PayloadType.OUTPUT, piece)
 
     async def _send_nops(self) -> None:
         """smux keepalive for an agent that expects it (docs/protocol.md §8.5)."""

@@ -1,0 +1,519 @@
+"""``Port`` sessions on the agent: a TCP relay to ``host:portNumber`` (docs/protocol.md §8.2, §8.4).
+
+The destination is the document's ``host`` (default ``localhost``) and ``portNumber``. The name
+is resolved by the agent and every address is checked against :data:`DENIED` (the cloud
+metadata, DNS and NTP link-local addresses AWS's agent refuses, IPv4-mapped forms included)
+before anything is dialled; the addresses are then tried in turn.
+
+The mode comes from :func:`hatchway.protocol.portmode.port_mode_for` with the handshake's
+ClientVersion (nothing on the wire announces it):
+
+* **stdio** (no ``type``: AWS-StartSSHSession): one connection, dialled at the start. Its EOF
+  ends the session successfully; Hatchway's Flag ``END_OF_INPUT`` (4) half-closes it.
+* **basic** (LocalPortForwarding, old client): one connection at a time, dialled on the first
+  data; Flag DisconnectToPort (1) closes it and the next data dials again.
+* **mux** (LocalPortForwarding): smux v1 (:class:`hatchway.protocol.smux.Mux`, the agent is the
+  server) over the Output stream; each stream is one connection. A failed dial sends Flag
+  ConnectToPortError (3) and FINs that stream only; the peer's FIN half-closes the connection
+  (``SHUT_WR``) and the destination's EOF FINs the stream; a reset FINs that stream only.
+  Keepalive NOPs only for clients that expect them (``portmode.agent_keepalive``).
+
+Backpressure and memory bound per connection. Destination → client: bytes go through one
+staging queue into the endpoint as its send window allows; every destination socket stops
+being read while the queue holds more than :data:`STAGING_HIGH` bytes, so each connection adds
+at most one socket read (asyncio reads ≤ 256 KiB) beyond that, plus its share of the
+endpoint's own send buffer (8 MiB per session). Client → destination: a connection whose
+socket buffer passes :data:`WRITE_HIGH` (asyncio's ``pause_writing``), or that holds more than
+:data:`WRITE_HIGH` before its dial finished, makes the agent refuse (not acknowledge) further
+input until it drains, so a connection holds at most :data:`WRITE_HIGH` plus the frames
+delivered with the one that crossed the mark. smux v1 has no per-stream flow control: a slow
+destination stalls the whole session's input, as it does in AWS's agent.
+
+Every connection is recorded (destination, opened/closed, bytes each way, error), logged when
+it closes and handed to ``report`` (the agent sends ``hatchway_connections``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from hatchway.agent.dialer import SocketDialer
+from hatchway.agent.session import (
+    DEFAULT_TIMINGS,
+    END_OF_INPUT,
+    Completion,
+    DataChannelSession,
+    SessionTimings,
+)
+from hatchway.errors import HatchwayError, RemoteProtocolError
+from hatchway.protocol.controlchannel import ConnectionRecord
+from hatchway.protocol.frames import FlagValue, PayloadType
+from hatchway.protocol.handshake import SessionType
+from hatchway.protocol.payloads import AgentTaskPayload, encode_flag
+from hatchway.protocol.portmode import (
+    KEEPALIVE_INTERVAL,
+    KEEPALIVE_TIMEOUT,
+    PortMode,
+    agent_keepalive,
+    port_mode_for,
+)
+from hatchway.protocol.smux import Mux, StreamData, StreamFinished, StreamOpened
+
+__all__ = ["DENIED", "STAGING_HIGH", "WRITE_HIGH", "DestinationRefused", "PortSession"]
+
+log = logging.getLogger(__name__)
+
+#: Addresses no port session may reach (docs/protocol.md §8.2; AWS's agent's deny list).
+DENIED: Final = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254", "169.254.169.253", "169.254.169.123", "169.254.169.250",
+        "169.254.169.251", "fd00:ec2::254", "fd00:ec2::253", "fd00:ec2::123", "fd00:ec2::240",
+    )
+)  # fmt: skip
+STAGING_HIGH: Final = 256 * 1024
+WRITE_HIGH: Final = 1024 * 1024
+DIAL_TIMEOUT: Final = 10.0
+
+Report = Callable[[str, list[ConnectionRecord]], Awaitable[None]]
+
+
+class DestinationRefused(HatchwayError):
+    """The destination may not or cannot be reached; the message names it."""
+
+
+async def resolve(host: str, port: int) -> list[tuple[Any, ...]]:
+    """The socket addresses of ``host:port``, refused if any is on the deny list.
+
+    Raises:
+        DestinationRefused: not resolvable, or a denied address.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise DestinationRefused(f"cannot resolve {host}: {exc.strerror or exc}") from exc
+    addresses = []
+    for family, _type, _proto, _name, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        mapped = getattr(ip, "ipv4_mapped", None)
+        if ip in DENIED or (mapped is not None and mapped in DENIED):
+            raise DestinationRefused(f"{host}:{port} is not allowed (a link-local service)")
+        addresses.append((family, sockaddr))
+    return addresses
+
+
+@dataclass
+class _Conn:
+    """One destination connection and what it carried."""
+
+    destination: str
+    opened: float
+    stream_id: int = 0  # mux only
+    transport: asyncio.Transport | None = None
+    pending: bytearray | None = None  # client data that came before the dial finished
+    bytes_in: int = 0  # destination → client
+    bytes_out: int = 0  # client → destination
+    error: str = ""
+    closed: float | None = None
+    peer_finished: bool = False  # the client will send no more (FIN / END_OF_INPUT)
+    dest_finished: bool = False  # the destination will send no more (EOF)
+    write_blocked: bool = False
+
+    def record(self) -> ConnectionRecord:
+        return ConnectionRecord.create(
+            destination=self.destination,
+            opened=self.opened,
+            closed=self.closed,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+            error=self.error,
+        )
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, session: PortSession, conn: _Conn) -> None:
+        self._session = session
+        self._conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self._session._from_destination(self._conn, data)
+
+    def eof_received(self) -> bool:
+        self._session._destination_eof(self._conn)
+        return True  # keep the socket open for writing (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._session._destination_lost(self._conn, exc)
+
+    def pause_writing(self) -> None:
+        self._conn.write_blocked = True
+        self._session._update_accepting()
+
+    def resume_writing(self) -> None:
+        self._conn.write_blocked = False
+        self._session._update_accepting()
+
+
+class PortSession(DataChannelSession):
+    """Runs one ``Port`` session to its end (see the module docstring)."""
+
+    session_type = SessionType.PORT
+
+    def __init__(
+        self,
+        task: AgentTaskPayload,
+        dialer: SocketDialer,
+        complete: Completion,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        timings: SessionTimings = DEFAULT_TIMINGS,
+        *,
+        report: Report | None = None,
+    ) -> None:
+        super().__init__(task, dialer, complete, clock, monotonic, timings)
+        self._report = report
+        self.mode: PortMode | None = None
+        self.connections: list[_Conn] = []  # every connection, in order of opening
+        self._open: dict[int, _Conn] = {}  # by stream id (0 for stdio and basic)
+        self._staging: deque[tuple[int, bytes]] = deque()
+        self._staged = 0
+        self._reading_paused = False
+        self._mux: Mux | None = None
+        self._ended = asyncio.Event()  # stdio: the destination ended the session
+        self._end: tuple[str, str] = ("Success", "")
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_heard = 0.0
+        self.host = str(self.properties.get("host") or "localhost")
+        self.port = 0
+
+    def _handshake_properties(self) -> Any:
+        return self.properties
+
+    # ---- the session -----------------------------------------------------------------------
+
+    async def _work(self) -> tuple[str, str]:
+        raw = str(self.properties.get("portNumber", "")).strip()
+        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+            raise RemoteProtocolError(f"the session document names no valid port ({raw[:16]!r})")
+        self.port = int(raw)
+        await self._handshake()
+        self.mode = port_mode_for(self.properties, self.client_version, client=False)
+        log.info(
+            "session %s: port %s mode to %s:%d",
+            self.session_id,
+            self.mode,
+            self.host,
+            self.port,
+        )
+        if self.mode is PortMode.STDIO:
+            conn = self._new_conn(0)
+            try:
+                await self._dial(conn)
+            except DestinationRefused as exc:
+                return "Failed", exc.message
+            await self._ended.wait()
+            while self._staging:  # what the destination sent before its EOF goes first
+                self._heard.clear()
+                self._push()
+                if self._staging:
+                    await self._heard.wait()
+            await self._finish(None)
+            return self._end
+        if self.mode is PortMode.MUX:
+            self._mux = Mux(client=False)
+            if agent_keepalive(self.client_version):
+                self._last_heard = self._now()
+                await self._keepalive()  # returns only when the client went quiet
+                return "Failed", "the client stopped answering keepalives"
+        await asyncio.Event().wait()  # until the client, the server or the agent ends it
+        raise AssertionError("unreachable")
+
+    async def _keepalive(self) -> None:
+        while self._now() - self._last_heard < KEEPALIVE_TIMEOUT:
+            assert self._mux is not None
+            self._mux.nop()
+            self._stage_mux()
+            await asyncio.sleep(KEEPALIVE_INTERVAL)
+
+    async def _stop_work(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for conn in list(self._open.values()):
+            if conn.transport is not None:
+                conn.transport.abort()
+            else:
+                self._closed(conn, conn.error or "the session ended")
+
+    async def _work_gone(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=1.0)
+        records = [c.record() for c in self.connections]
+        if records and self._report is not None:
+            with contextlib.suppress(Exception):
+                await self._report(self.session_id, records)
+
+    # ---- connections -----------------------------------------------------------------------
+
+    def _new_conn(self, stream_id: int) -> _Conn:
+        conn = _Conn(f"{self.host}:{self.port}", self._clock(), stream_id, pending=bytearray())
+        self.connections.append(conn)
+        self._open[stream_id] = conn
+        return conn
+
+    def _spawn_dial(self, conn: _Conn) -> None:
+        task = asyncio.get_running_loop().create_task(self._dial_or_refuse(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dial_or_refuse(self, conn: _Conn) -> None:
+        try:
+            await self._dial(conn)
+        except Exception as exc:  # a task boundary: this connection fails, not the session
+            if isinstance(exc, DestinationRefused):
+                log.info("session %s: %s", self.session_id, exc.message)
+            else:
+                log.exception("session %s: dialling %s failed", self.session_id, conn.destination)
+                self._closed(conn, "the agent could not connect")
+            if self.mode is PortMode.MUX:
+                self._stage(PayloadType.FLAG, encode_flag(FlagValue.CONNECT_TO_PORT_ERROR))
+                self._mux_finish(conn)
+            self._push()
+
+    async def _dial(self, conn: _Conn) -> None:
+        """Connect ``conn`` to the destination; on failure it is closed with the reason.
+
+        Raises:
+            DestinationRefused: the destination is denied, unknown or refused every address.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            addresses = await resolve(self.host, self.port)
+            last: OSError | None = None
+            for family, sockaddr in addresses:
+                try:
+                    async with asyncio.timeout(DIAL_TIMEOUT):
+                        transport, _ = await loop.create_connection(
+                            lambda: _Protocol(self, conn), sockaddr[0], sockaddr[1], family=family
+                        )
+                    break
+                except (OSError, TimeoutError) as exc:
+                    last = exc if isinstance(exc, OSError) else OSError("timed out")
+            else:
+                # asyncio words a refused connect "Connect call failed (addr)": the errno says it.
+                reason = "no address"
+                if last is not None:
+                    reason = os.strerror(last.errno) if last.errno else str(last)
+                raise DestinationRefused(f"cannot connect to {conn.destination}: {reason.lower()}")
+        except DestinationRefused as exc:
+            self._closed(conn, exc.message)
+            raise
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        conn.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=WRITE_HIGH)
+        if self._reading_paused:
+            transport.pause_reading()
+        pending, conn.pending = conn.pending, None
+        if pending:
+            transport.write(bytes(pending))
+        if conn.peer_finished and transport.can_write_eof():
+            transport.write_eof()
+        self._update_accepting()
+
+    def _closed(self, conn: _Conn, error: str = "") -> None:
+        if conn.closed is not None:
+            return
+        conn.closed = self._clock()
+        conn.error = conn.error or error
+        if self._open.get(conn.stream_id) is conn:
+            del self._open[conn.stream_id]
+        log.info(
+            "session %s: connection to %s closed: %d bytes in, %d out%s",
+            self.session_id,
+            conn.destination,
+            conn.bytes_in,
+            conn.bytes_out,
+            f" ({conn.error})" if conn.error else "",
+        )
+        self._update_accepting()
+
+    def _from_destination(self, conn: _Conn, data: bytes) -> None:
+        conn.bytes_in += len(data)
+        if self._mux is not None:
+            if self._mux.can_send(conn.stream_id):
+                self._mux.send(conn.stream_id, data)
+                self._stage_mux()
+        else:
+            self._stage(PayloadType.OUTPUT, data)
+        self._push()
+
+    def _destination_eof(self, conn: _Conn) -> None:
+        conn.dest_finished = True
+        if self.mode is PortMode.STDIO:
+            self._ended.set()  # the destination's EOF ends the session successfully
+        elif self._mux is not None:
+            self._mux_finish(conn)
+            if conn.peer_finished and conn.transport is not None:
+                conn.transport.close()
+        elif conn.transport is not None:  # basic: close, re-dial on the next data
+            conn.transport.close()
+        self._push()
+
+    def _destination_lost(self, conn: _Conn, exc: Exception | None) -> None:
+        error = ""
+        if exc is not None:
+            error = f"connection to {conn.destination} lost: {exc}"
+        self._closed(conn, error)
+        if self.mode is PortMode.STDIO:
+            if exc is not None:
+                self._end = ("Failed", error)
+            self._ended.set()
+        elif self._mux is not None:
+            self._mux_finish(conn)
+            self._forget_if_done(conn.stream_id)
+        self._push()
+
+    def _forget_if_done(self, stream_id: int) -> None:
+        mux = self._mux
+        if mux is not None and stream_id not in self._open and not mux.is_open(stream_id):
+            mux.forget(stream_id)
+
+    def _mux_finish(self, conn: _Conn) -> None:
+        assert self._mux is not None
+        if self._mux.can_send(conn.stream_id):
+            self._mux.finish(conn.stream_id)
+            self._stage_mux()
+
+    # ---- client → destination --------------------------------------------------------------
+
+    def _on_heard(self) -> None:
+        self._last_heard = self._now()
+        self._push()
+
+    def _on_payload(self, kind: int, payload: bytes) -> None:
+        if kind != PayloadType.OUTPUT or self.mode is None:
+            return
+        if self._mux is None:
+            conn = self._open.get(0)
+            if conn is None:
+                if self.mode is not PortMode.BASIC:
+                    return  # stdio: the connection is gone, the session ending
+                conn = self._new_conn(0)
+                self._spawn_dial(conn)
+            self._write(conn, payload)
+            return
+        try:
+            events = self._mux.receive(payload)
+        except RemoteProtocolError as exc:
+            log.warning("session %s: bad smux stream: %s", self.session_id, exc.message)
+            self.cancel("the client's multiplexed stream was malformed")
+            return
+        for event in events:
+            if isinstance(event, StreamOpened):
+                self._spawn_dial(self._new_conn(event.stream_id))
+            elif isinstance(event, StreamData):
+                conn = self._open.get(event.stream_id)
+                if conn is not None:
+                    self._write(conn, event.data)
+            elif isinstance(event, StreamFinished):
+                conn = self._open.get(event.stream_id)
+                if conn is not None:
+                    self._peer_finished(conn)
+                else:
+                    self._forget_if_done(event.stream_id)
+        self._stage_mux()
+        self._push()
+
+    def _write(self, conn: _Conn, data: bytes) -> None:
+        if conn.peer_finished:
+            return
+        conn.bytes_out += len(data)
+        if conn.transport is not None:
+            if not conn.transport.is_closing():
+                conn.transport.write(data)
+        elif conn.pending is not None:
+            conn.pending += data
+            self._update_accepting()
+
+    def _peer_finished(self, conn: _Conn) -> None:
+        conn.peer_finished = True
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            return  # the dial sends the EOF when it is done
+        if conn.dest_finished:
+            transport.close()
+        elif transport.can_write_eof():
+            transport.write_eof()  # shutdown(SHUT_WR); keep reading until the destination's EOF
+
+    def _on_flag(self, value: int) -> None:
+        conn = self._open.get(0)
+        if conn is None or self._mux is not None:
+            return
+        if value == FlagValue.DISCONNECT_TO_PORT and self.mode is PortMode.BASIC:
+            if conn.transport is not None:
+                conn.transport.close()
+            else:
+                self._closed(conn)
+        elif value == END_OF_INPUT and self.hatchway_peer:
+            self._peer_finished(conn)
+
+    def _update_accepting(self) -> None:
+        self.endpoint.accepting = not any(
+            c.write_blocked or (c.pending is not None and len(c.pending) > WRITE_HIGH)
+            for c in self._open.values()
+        )
+
+    # ---- destination → client --------------------------------------------------------------
+
+    def _stage_mux(self) -> None:
+        assert self._mux is not None
+        data = self._mux.data_to_send()
+        if data:
+            self._stage(PayloadType.OUTPUT, data)
+
+    def _stage(self, kind: int, data: bytes) -> None:
+        self._staging.append((kind, data))
+        self._staged += len(data)
+
+    def _push(self) -> None:
+        """Move staged bytes into the endpoint as its window allows; pause or resume reading
+        the destinations."""
+        endpoint = self.endpoint
+        size = endpoint.max_payload_size
+        while self._staging:
+            window = endpoint.send_window()
+            if window <= 0:
+                break
+            kind, data = self._staging[0]
+            if kind != PayloadType.OUTPUT:
+                endpoint.send(kind, data, now=self._now())
+                self._staging.popleft()
+                self._staged -= len(data)
+                continue
+            take = min(len(data), window * size)
+            endpoint.send(kind, data[:take], now=self._now())
+            self._staged -= take
+            if take == len(data):
+                self._staging.popleft()
+            else:
+                self._staging[0] = (kind, data[take:])
+        self._driver.flush_soon()
+        pause = self._staged > STAGING_HIGH or endpoint.send_window() <= 0
+        if pause != self._reading_paused:
+            self._reading_paused = pause
+            for conn in self._open.values():
+                if conn.transport is not None and not conn.transport.is_closing():
+                    if pause:
+                        conn.transport.pause_reading()
+                    else:
+                        conn.transport.resume_reading()

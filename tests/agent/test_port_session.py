@@ -1,0 +1,191 @@
+"""``PortSession`` in process: real TCP servers on loopback, the data channel over in-memory
+sockets to a :class:`FakeClient` that speaks smux v1 as the client end (Hatchway's client
+version, so LocalPortForwarding runs in mux mode), on the real clock."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from hatchway.agent.port_session import PortSession
+from hatchway.agent.session import END_OF_INPUT
+from hatchway.protocol.controlchannel import ConnectionRecord
+from hatchway.protocol.frames import FlagValue, PayloadType
+from hatchway.protocol.payloads import AgentTaskPayload, decode_flag, encode_flag
+from hatchway.protocol.portmode import PortMode
+from hatchway.protocol.smux import Mux, StreamData, StreamFinished
+from tests.agent.test_shell_session import SESSION, TIMINGS, Completions
+from tests.fakes import FakeClient, FakeClock, FakeDialer
+
+pytestmark = pytest.mark.asyncio
+
+
+@asynccontextmanager
+async def echo_server() -> AsyncIterator[int]:
+    """A TCP echo server on loopback that echoes until the client's EOF, then closes."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Rig:
+    session: PortSession
+    client: FakeClient
+    completions: Completions
+    reports: list[ConnectionRecord]
+    mux: Mux = field(default_factory=lambda: Mux(client=True))
+    seen: int = 0
+    received: dict[int, bytearray] = field(default_factory=dict)
+    finished: set[int] = field(default_factory=set)
+    #: The smux byte stream must reach the endpoint in order, whichever task flushes.
+    sending: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def flush(self) -> None:
+        async with self.sending:
+            data = self.mux.data_to_send()
+            for offset in range(0, len(data), 65536):
+                await self.client.send(PayloadType.OUTPUT, data[offset : offset + 65536])
+
+    def poll(self) -> None:
+        new, self.seen = bytes(self.client.output[self.seen :]), len(self.client.output)
+        for event in self.mux.receive(new):
+            if isinstance(event, StreamData):
+                self.received.setdefault(event.stream_id, bytearray()).extend(event.data)
+            elif isinstance(event, StreamFinished):
+                self.finished.add(event.stream_id)
+
+    async def until_finished(self, stream_id: int) -> bytes:
+        def done() -> bool:
+            self.poll()
+            return stream_id in self.finished
+
+        await self.client.until(done)
+        return bytes(self.received.get(stream_id, b""))
+
+
+@asynccontextmanager
+async def port_session(port: int, **properties: Any) -> AsyncIterator[Rig]:
+    dialer = FakeDialer()
+    content = {
+        "schemaVersion": "1.0",
+        "sessionType": "Port",
+        "properties": {"portNumber": str(port), **properties},
+    }
+    task = AgentTaskPayload(SESSION, "AWS-StartPortForwardingSession", content, {})
+    completions = Completions()
+    reports: list[ConnectionRecord] = []
+
+    async def report(session_id: str, records: list[ConnectionRecord]) -> None:
+        assert session_id == SESSION
+        reports.extend(records)
+
+    loop = asyncio.get_running_loop()
+    session = PortSession(task, dialer, completions, FakeClock(), loop.time, TIMINGS, report=report)
+    completions.endpoint = session.endpoint
+    run = loop.create_task(session.run())
+    client = FakeClient(dialer)
+    try:
+        await client.accept()
+        await client.handshake()
+        yield Rig(session, client, completions, reports)
+    finally:
+        run.cancel()
+        await asyncio.wait({run})
+        await client.close()
+
+
+async def roundtrip(rig: Rig, size: int) -> bool:
+    """One mux stream: random data out, FIN, the echo back until the agent's FIN."""
+    data = os.urandom(size)
+    stream = rig.mux.open_stream()
+    for offset in range(0, size, 100_000):
+        rig.mux.send(stream, data[offset : offset + 100_000])
+        await rig.flush()
+    rig.mux.finish(stream)
+    await rig.flush()
+    echoed = await rig.until_finished(stream)
+    return hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
+
+
+async def test_mux_carries_concurrent_connections_intact_with_half_close() -> None:
+    async with echo_server() as target, port_session(target, type="LocalPortForwarding") as rig:
+        assert rig.session.mode is PortMode.MUX
+        sizes = [1, 1000, 70_000, 300_000, 1_000_000, 2_500_000, 50_000, 123_457]
+        assert all(await asyncio.gather(*(roundtrip(rig, n) for n in sizes)))
+        rig.session.cancel("done")
+        assert await rig.completions.wait() == ("Cancelled", "done")
+        closed = [r for r in rig.reports if r.closed is not None]
+        assert sorted(r.bytes_out for r in closed) == sorted(sizes)
+        assert all(r.bytes_in == r.bytes_out and not r.error for r in closed)
+        assert all(r.destination == f"localhost:{target}" for r in rig.reports)
+
+
+async def test_a_refused_destination_fails_that_stream_only() -> None:
+    async with echo_server() as target, port_session(target, type="LocalPortForwarding") as rig:
+        rig.session.port = free_port()  # nothing listens there (as if the port were wrong)
+        refused = rig.mux.open_stream()
+        await rig.flush()
+        assert await rig.until_finished(refused) == b""
+        flags = [decode_flag(p) for p in rig.client.payloads(PayloadType.FLAG)]
+        assert flags == [FlagValue.CONNECT_TO_PORT_ERROR]
+        rig.session.port = target
+        assert await roundtrip(rig, 200_000)  # the session goes on
+        rig.session.cancel("done")
+        await rig.completions.wait()
+        assert "refused" in rig.reports[0].error
+
+
+async def test_stdio_relays_both_ways_and_the_destination_s_eof_ends_the_session() -> None:
+    async with echo_server() as target, port_session(target) as rig:
+        assert rig.session.mode is PortMode.STDIO
+        data = os.urandom(3_000_000)
+        for offset in range(0, len(data), 65536):
+            await rig.client.send(PayloadType.OUTPUT, data[offset : offset + 65536])
+        await rig.client.send(PayloadType.FLAG, encode_flag(END_OF_INPUT))  # type: ignore[arg-type]
+        assert await rig.completions.wait() == ("Success", "")
+        assert hashlib.sha256(rig.client.output).digest() == hashlib.sha256(data).digest()
+        [record] = rig.reports
+        assert record.bytes_in == record.bytes_out == len(data)
+
+
+async def test_a_denied_destination_is_refused_by_name() -> None:
+    async with port_session(80, host="169.254.169.254") as rig:
+        status, output = await rig.completions.wait()
+        assert status == "Failed"
+        assert output == "169.254.169.254:80 is not allowed (a link-local service)"
+
+
+async def test_an_unreachable_destination_fails_the_stdio_session_naming_it() -> None:
+    port = free_port()
+    async with port_session(port, host="127.0.0.1") as rig:
+        status, output = await rig.completions.wait()
+        assert (status, output) == (
+            "Failed",
+            f"cannot connect to 127.0.0.1:{port}: connection refused",
+        )
