@@ -69,7 +69,7 @@ QUIET = 0.2  # a shell that printed and then stayed quiet this long is waiting f
 #: closes the command's stdin (NonInteractiveCommands) or half-closes the destination
 #: connection (Port, stdio mode). Sent only between Hatchway's own ends (the HatchwayExtensions
 #: action was negotiated); AWS's agent ignores unknown flags.
-END_OF_INPUT: Final = 4
+END_OF_INPUT: Final = int(FlagValue.END_OF_INPUT)
 
 
 @dataclass(frozen=True, slots=True)

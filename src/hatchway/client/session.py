@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.output import escape_controls
@@ -81,7 +81,7 @@ EXIT_LINGER = 5.0  # after the exit code (or our TerminateSession flag), wait fo
 #: Hatchway's Flag value for the end of the client's input (docs/protocol.md §5.4): the agent
 #: closes the command's stdin (NonInteractiveCommands) or half-closes the destination
 #: connection (Port, stdio mode). Sent only to an agent that negotiated Hatchway's extensions.
-END_OF_INPUT = 4
+END_OF_INPUT: Final = int(FlagValue.END_OF_INPUT)
 
 #: Opens the data channel's WebSocket: ``dial(stream_url, ssl_context)``. Raises
 #: :class:`~hatchway.errors.Unavailable` for a connection that may work a moment later; any

@@ -84,6 +84,10 @@ class FlagValue(IntEnum):
     DISCONNECT_TO_PORT = 1
     TERMINATE_SESSION = 2
     CONNECT_TO_PORT_ERROR = 3
+    #: Hatchway's own, sent only to a Hatchway agent (HatchwayExtensions negotiated): the
+    #: client's input has ended. A command's stdin is closed after what came before it; a
+    #: stdio port session half-closes its destination (docs/protocol.md §5.4).
+    END_OF_INPUT = 4
 
 
 #: Value of the HeaderLength field: the offset of PayloadLength (docs/protocol.md §4.1).
