@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import logging
 import os
 import socket
@@ -188,6 +189,7 @@ class PortSession(DataChannelSession):
         self._open: dict[int, _Conn] = {}  # by stream id (0 for stdio and basic)
         self._staging: deque[tuple[int, bytes]] = deque()
         self._staged = 0
+        self._push_scheduled = False
         self._reading_paused = False
         self._mux: Mux | None = None
         self._ended = asyncio.Event()  # stdio: the destination ended the session
@@ -355,6 +357,17 @@ class PortSession(DataChannelSession):
                 self._stage_mux()
         else:
             self._stage(PayloadType.OUTPUT, data)
+        self._push_soon()
+
+    def _push_soon(self) -> None:
+        """Push once this turn of the event loop is over: reads from several destinations
+        (or several reads of one) that arrive together leave as one frame, not one each."""
+        if not self._push_scheduled:
+            self._push_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_push)
+
+    def _scheduled_push(self) -> None:
+        self._push_scheduled = False
         self._push()
 
     def _destination_eof(self, conn: _Conn) -> None:
@@ -500,7 +513,21 @@ class PortSession(DataChannelSession):
                 self._staging.popleft()
                 self._staged -= len(data)
                 continue
-            take = min(len(data), window * size)
+            # Consecutive Output pieces leave together, in full-size frames.
+            limit = window * size
+            if len(data) < limit and len(self._staging) > 1:
+                parts = [data]
+                total = len(data)
+                for later_kind, later in itertools.islice(self._staging, 1, None):
+                    if later_kind != PayloadType.OUTPUT or total >= limit:
+                        break
+                    parts.append(later)
+                    total += len(later)
+                for _ in range(len(parts) - 1):
+                    self._staging.popleft()
+                data = b"".join(parts)
+                self._staging[0] = (kind, data)
+            take = min(len(data), limit)
             endpoint.send(kind, data[:take], now=self._now())
             self._staged -= take
             if take == len(data):

@@ -51,6 +51,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: A PTY read at least this large means the shell is printing in bulk: coalesce what follows.
+BULK_READ = 2048
+
 
 class ShellSession(DataChannelSession):
     """Runs one ``Standard_Stream`` or ``InteractiveCommands`` session to its end.
@@ -263,7 +266,27 @@ class ShellSession(DataChannelSession):
             self._stop_reading()
             self._output_eof.set()
             return False
+        ended = False
+        if len(data) >= BULK_READ:
+            # The shell prints in bulk (a PTY hands out about 4 KiB per read): take what else
+            # is there already, up to a full frame, so that bulk output leaves in large
+            # frames instead of one per read. A small read (an echoed keystroke) leaves at
+            # once, so coalescing adds no latency.
+            parts = [data]
+            total = len(data)
+            while total < size:
+                more = shell.read(min(READ_CHUNK, size - total))
+                if not more:
+                    ended = more is not None  # b"": the end of the output
+                    break
+                parts.append(more)
+                total += len(more)
+            data = b"".join(parts)
         self.endpoint.send(PayloadType.OUTPUT, data, now=self._now())
+        if ended:
+            self._stop_reading()
+            self._output_eof.set()
+            return False
         return True
 
     def _drain_output(self) -> None:

@@ -108,6 +108,7 @@ class PortForwardHandler:
         self._window = asyncio.Event()
         #: Mux bytes the send window could not take yet (see ``_flush``).
         self._waiting = bytearray()
+        self._flush_scheduled = False
         self._held: set[int] = set()
         self._dial_failed = False  # ConnectToPortError: the next FIN of a silent stream resets
         self._server: asyncio.Server | None = None
@@ -297,8 +298,10 @@ class PortForwardHandler:
             if not data or conn.closed.is_set():
                 return
             send(data)
-            self._flush()
-            self.on_window()
+            if self.mode is PortMode.MUX:
+                self._flush_soon()  # reads of several connections leave as one frame
+            else:
+                self.on_window()
 
     # ---- towards local connections --------------------------------------------------------
 
@@ -330,6 +333,16 @@ class PortForwardHandler:
         if conn.remote_eof and (conn.local_eof or conn.writer.is_closing()):
             conn.closed.set()
 
+    def _flush_soon(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        if self._channel is not None:
+            self.on_window()  # flushes, then opens or closes the readers' window
+
     def _flush(self) -> None:
         """Hand the mux's bytes to the data channel as far as its send window takes them;
         the rest waits in ``_waiting`` (at most one read per connection beyond the window, since
@@ -338,8 +351,9 @@ class PortForwardHandler:
         channel = self._channel
         if channel is None or channel.done:
             return
+        piece_size = channel.endpoint.max_payload_size
         while self._waiting:
-            piece = bytes(self._waiting[:MAX_FRAME_DATA])
+            piece = bytes(self._waiting[:piece_size])
             if not channel.window_open(len(piece)):
                 self._window.clear()
                 return
