@@ -795,3 +795,56 @@ def test_stalled_on_duplicates_is_false_with_our_own_client() -> None:
     agent.retransmit_all(T0 + 1)
     agent.receive(_ack(1), now=T0 + 1.1)
     assert agent.unacked_count == 1 and not agent.stalled_on_duplicates
+
+
+# ---- flow control between Hatchway's own ends (docs/protocol.md §6.7) -------------------------
+
+
+def test_a_refusing_receiver_pauses_its_hatchway_peer_and_restarts_it_at_once() -> None:
+    from hatchway.protocol.reliability import FLOW_CONTROL_PAYLOAD
+
+    client, agent = _client(), _agent()
+    agent.flow_control = True
+    client.send(OUTPUT, b"a", now=T0)
+    agent.receive(client.data_to_send()[0], now=T0)
+    for ack in agent.data_to_send():
+        client.receive(ack, now=T0)
+    agent.accepting = False  # e.g. the destination does not keep up
+    (pause,) = (decode_frame(d) for d in agent.data_to_send())
+    assert pause.message_type == MessageType.PAUSE_PUBLICATION
+    assert pause.payload == FLOW_CONTROL_PAYLOAD
+    client.send(OUTPUT, b"b", now=T0)
+    refused = client.data_to_send()
+    assert agent.receive(refused[0], now=T0) == []  # refused: neither delivered nor acked
+    assert agent.data_to_send() == []
+    assert client.receive(encode_frame(pause), now=T0) == [PublicationPaused()]
+    client.send(OUTPUT, b"c", now=T0)
+    assert client.data_to_send() == []  # held
+    # A late acknowledgement must not end a pause the peer asked for.
+    client.receive(_ack(0, MessageType.INPUT_STREAM_DATA), now=T0)
+    assert client.data_to_send() == []
+    assert client.next_deadline() is None  # no retransmission while held
+    agent.accepting = True
+    (start,) = (decode_frame(d) for d in agent.data_to_send())
+    assert start.message_type == MessageType.START_PUBLICATION
+    assert client.receive(encode_frame(start), now=T0) == [PublicationStarted()]
+    resent = [decode_frame(d) for d in client.data_to_send()]
+    assert [(f.sequence_number, f.payload) for f in resent] == [(1, b"b"), (2, b"c")]
+    delivered = [e for f in resent for e in agent.receive(encode_frame(f), now=T0)]
+    assert [e.payload for e in delivered if isinstance(e, StreamData)] == [b"b", b"c"]
+
+
+def test_without_flow_control_a_refusal_is_silent_as_with_aws_peers() -> None:
+    agent = _agent()
+    agent.accepting = False
+    agent.accepting = True
+    assert agent.data_to_send() == []
+
+
+def test_the_gateways_own_pause_still_ends_with_the_next_acknowledgement() -> None:
+    client = _client()
+    client.receive(PAUSE, now=T0)
+    client.send(OUTPUT, b"a", now=T0)
+    assert client.data_to_send() == []
+    client.receive(_ack(5, MessageType.INPUT_STREAM_DATA), now=T0)  # the path is alive
+    assert [decode_frame(d).payload for d in client.data_to_send()] == [b"a"]

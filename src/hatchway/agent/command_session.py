@@ -240,7 +240,7 @@ class CommandSession(DataChannelSession):
             return
         if self.process is None:
             self._early_input += payload
-            self.endpoint.accepting = len(self._early_input) <= INPUT_BUFFER
+            self._set_accepting(len(self._early_input) <= INPUT_BUFFER)
             return
         self._write_stdin(payload)
 
@@ -259,7 +259,7 @@ class CommandSession(DataChannelSession):
     def _write_stdin(self, data: bytes) -> None:
         stdin = self._stdin()
         if stdin is None:
-            self.endpoint.accepting = True  # nobody reads it: take it and drop it
+            self._set_accepting(True)  # nobody reads it: take it and drop it
             return
         try:
             stdin.write(data)
@@ -270,10 +270,10 @@ class CommandSession(DataChannelSession):
         if stdin.transport.get_write_buffer_size() > INPUT_BUFFER:
             # Backpressure: refuse (don't ack) more input until the command has read this;
             # refused frames come back by retransmission (docs/protocol.md §6.3).
-            self.endpoint.accepting = False
+            self._set_accepting(False)
             self._draining = asyncio.create_task(self._drain_stdin(stdin))
         else:
-            self.endpoint.accepting = True
+            self._set_accepting(True)
 
     async def _drain_stdin(self, stdin: asyncio.StreamWriter) -> None:
         try:
@@ -281,7 +281,7 @@ class CommandSession(DataChannelSession):
                 await stdin.drain()
         finally:
             self._draining = None
-            self.endpoint.accepting = True
+            self._set_accepting(True)
 
     def _close_stdin(self) -> None:
         stdin = self._stdin()
@@ -294,7 +294,7 @@ class CommandSession(DataChannelSession):
         draining, self._draining = self._draining, None
         if draining is not None:
             draining.cancel()
-        self.endpoint.accepting = True
+        self._set_accepting(True)
         process = self.process
         if process is not None and process.stdin is not None:
             process.stdin.close()

@@ -481,9 +481,11 @@ class PortSession(DataChannelSession):
             self._peer_finished(conn)
 
     def _update_accepting(self) -> None:
-        self.endpoint.accepting = not any(
-            c.write_blocked or (c.pending is not None and len(c.pending) > WRITE_HIGH)
-            for c in self._open.values()
+        self._set_accepting(
+            not any(
+                c.write_blocked or (c.pending is not None and len(c.pending) > WRITE_HIGH)
+                for c in self._open.values()
+            )
         )
 
     # ---- destination → client --------------------------------------------------------------

@@ -237,6 +237,13 @@ class DataChannelSession:
     def _release(self) -> None:
         """Release file descriptors and the like; synchronous, runs last, once."""
 
+    def _set_accepting(self, value: bool) -> None:
+        """Take (True) or refuse (False) the client's new stream data; with a Hatchway client
+        the endpoint tells it so (pause/start publication), sent at once."""
+        if value != self.endpoint.accepting:
+            self.endpoint.accepting = value
+            self._driver.flush_soon()
+
     def _on_payload(self, kind: int, payload: bytes) -> None:
         """A stream payload from the client other than the handshake and TerminateSession."""
 
@@ -417,6 +424,7 @@ class DataChannelSession:
         self.client_version = response.client_version
         # AWS's plugin never re-acknowledges a duplicate: read its acks cumulatively.
         self.endpoint.cumulative_acks = not self.hatchway_peer
+        self.endpoint.flow_control = self.hatchway_peer
         self.endpoint.max_payload_size = self._extensions.max_payload_size
         complete = HandshakeComplete(handshake_time_to_complete_ns=0, customer_message="")
         self.endpoint.send(PayloadType.HANDSHAKE_COMPLETE, complete.to_json(), now=self._now())

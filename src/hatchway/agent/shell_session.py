@@ -226,7 +226,7 @@ class ShellSession(DataChannelSession):
                 "accepting" if accepting else "holding back",
                 len(self._pending_input),
             )
-            self.endpoint.accepting = accepting
+            self._set_accepting(accepting)
 
     def _drop_input(self) -> None:
         """Forget input that the shell will never read, and stop waiting for the PTY to take
@@ -235,7 +235,7 @@ class ShellSession(DataChannelSession):
         self._pending_input.clear()
         if self._shell is not None:
             asyncio.get_running_loop().remove_writer(self._shell.master_fd)
-        self.endpoint.accepting = True
+        self._set_accepting(True)
 
     def _start_reading(self) -> None:
         if self._shell is not None and not self._reading:

@@ -311,7 +311,9 @@ class ClientSession:
         """Refuse (True) or accept again (False) the agent's new stream data: receive-side
         backpressure for a local writer that cannot keep up (docs/protocol.md §6.3; refused
         frames are neither delivered nor acknowledged, so the agent resends them later)."""
-        self.endpoint.accepting = not holding
+        if self.endpoint.accepting == holding:
+            self.endpoint.accepting = not holding
+            self._driver.flush_soon()  # a Hatchway agent is told (pause/start publication)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` for the session's lifetime (cancelled when it ends; an exception that
@@ -492,6 +494,7 @@ class ClientSession:
                 PayloadType.HANDSHAKE_RESPONSE, response.to_json(), now=self._driver.now()
             )
             self.endpoint.max_payload_size = negotiated.max_payload_size
+            self.endpoint.flow_control = self.hatchway_agent
             self.handler.on_handshake(session_type, properties, request.agent_version)
         elif kind == PayloadType.HANDSHAKE_COMPLETE:
             complete = HandshakeComplete.from_json(event.payload)

@@ -94,7 +94,7 @@ from enum import Enum
 from typing import Final
 
 from hatchway.errors import LocalProtocolError, RemoteProtocolError
-from hatchway.protocol.control import ack_for
+from hatchway.protocol.control import ack_for, control_frame
 from hatchway.protocol.events import (
     ChannelClosedEvent,
     Event,
@@ -148,6 +148,11 @@ MAX_IGNORED_RESENDS: Final = 5
 
 # Raw byte streams may be split at any byte; every other payload type is one message.
 _CHUNKED_TYPES: Final = frozenset({PayloadType.OUTPUT, PayloadType.STDERR})
+
+
+#: Payload of the pause/start_publication frames an end sends its peer for flow control
+#: (docs/protocol.md §6.7); the gateway's own carry ``{}``.
+FLOW_CONTROL_PAYLOAD: Final = b'{"HatchwayFlowControl":true}'
 
 
 class Role(Enum):
@@ -287,7 +292,12 @@ class Endpoint:
         self._retransmissions = 0
 
         # Receiver. ``accepting`` False refuses new stream data (receive-side backpressure).
-        self.accepting = True
+        self._accepting = True
+        #: Between Hatchway's own ends: tell the sender when we refuse and when we take data
+        #: again (pause/start publication), instead of leaving it to its retransmission timer.
+        self.flow_control = False
+        self._refused = False  # stream data refused since the last start_publication we sent
+        self._held = False  # paused by the peer's flow control: only start_publication resumes
         self._expected = 0
         self._reorder: dict[int, Frame] = {}
 
@@ -298,6 +308,32 @@ class Endpoint:
         self._closed = False
 
     # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new stream data is taken (False: refused and not acknowledged, so the
+        sender keeps it; docs/protocol.md §6.3)."""
+        return self._accepting
+
+    @accepting.setter
+    def accepting(self, value: bool) -> None:
+        """With :attr:`flow_control` (a Hatchway peer), refusing sends the peer
+        ``pause_publication`` and taking data again after a refusal sends
+        ``start_publication``, on which the peer sends everything unacknowledged at once
+        (docs/protocol.md §6.7) instead of after its retransmission time-out (≥ 1 s)."""
+        if value == self._accepting:
+            return
+        self._accepting = value
+        if not self.flow_control or self._closed:
+            return
+        if not value:
+            kind = MessageType.PAUSE_PUBLICATION
+        elif self._refused:
+            self._refused = False
+            kind = MessageType.START_PUBLICATION
+        else:
+            return
+        self._outbox.append(control_frame(kind, FLOW_CONTROL_PAYLOAD, now=self._wall_clock()))
 
     @property
     def role(self) -> Role:
@@ -577,7 +613,7 @@ class Endpoint:
 
     def _resume(self, now: float) -> None:
         # docs/protocol.md §6.7: everything held back or unacknowledged goes out, in order.
-        if not self._paused:
+        if not self._paused or self._held:
             return
         self._paused = False
         for out in list(self._unacked.values()):
@@ -631,8 +667,12 @@ class Endpoint:
             return [ChannelClosedEvent(ChannelClosedPayload.from_json(frame.payload))]
         if kind == MessageType.PAUSE_PUBLICATION:
             self._paused = True
+            # The peer itself (not the gateway) asks us to hold until its start_publication:
+            # acknowledgements still on their way must not end this pause.
+            self._held = frame.payload == FLOW_CONTROL_PAYLOAD
             return [PublicationPaused()]
         if kind == MessageType.START_PUBLICATION:
+            self._held = False
             self._path_changed(now)
             return [PublicationStarted()]
         if kind == MessageType.AGENT_SESSION_STATE:
@@ -649,9 +689,10 @@ class Endpoint:
         if seq < self._expected or seq in self._reorder:
             self._acks.append(frame)
             return []
-        if not self.accepting:
+        if not self._accepting:
             # Like AWS's "handler not ready" (§6.3): neither delivered nor acknowledged, so
             # the sender keeps it and retransmits; its send window fills and it stops reading.
+            self._refused = True
             return []
         if seq > self._expected:
             room = self._receive_buffer_bytes - self._reorder_bytes
