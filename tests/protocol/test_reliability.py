@@ -848,3 +848,12 @@ def test_the_gateways_own_pause_still_ends_with_the_next_acknowledgement() -> No
     assert client.data_to_send() == []
     client.receive(_ack(5, MessageType.INPUT_STREAM_DATA), now=T0)  # the path is alive
     assert [decode_frame(d).payload for d in client.data_to_send()] == [b"a"]
+
+
+def test_a_paused_peer_is_restarted_even_if_nothing_was_refused() -> None:
+    agent = _agent()
+    agent.flow_control = True
+    agent.accepting = False
+    agent.accepting = True  # the peer paused in time: no frame was refused
+    kinds = [decode_frame(d).message_type for d in agent.data_to_send()]
+    assert kinds == [MessageType.PAUSE_PUBLICATION, MessageType.START_PUBLICATION]

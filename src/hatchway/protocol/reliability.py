@@ -297,6 +297,7 @@ class Endpoint:
         #: again (pause/start publication), instead of leaving it to its retransmission timer.
         self.flow_control = False
         self._refused = False  # stream data refused since the last start_publication we sent
+        self._pause_sent = False  # we paused the peer and owe it a start_publication
         self._held = False  # paused by the peer's flow control: only start_publication resumes
         self._expected = 0
         self._reorder: dict[int, Frame] = {}
@@ -328,8 +329,9 @@ class Endpoint:
             return
         if not value:
             kind = MessageType.PAUSE_PUBLICATION
-        elif self._refused:
-            self._refused = False
+            self._pause_sent = True
+        elif self._pause_sent or self._refused:
+            self._pause_sent = self._refused = False
             kind = MessageType.START_PUBLICATION
         else:
             return
