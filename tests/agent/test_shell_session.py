@@ -273,7 +273,9 @@ async def test_hatchway_extensions_negotiated_give_64_kib_payloads_and_an_exit_c
             "Properties": None,
         }
         assert offer.action_type == "HatchwayExtensions"
-        assert Extensions.from_dict(offer.action_parameters) == Extensions(65536, True)
+        assert Extensions.from_dict(offer.action_parameters) == Extensions(
+            65536, True, no_payload_digest=True
+        )
         # Request, then (after the client's response) Complete: nothing else before.
         assert [data.payload_type for data in rig.client.stream] == [
             PayloadType.HANDSHAKE_REQUEST,

@@ -274,3 +274,12 @@ def test_response_with_errors_round_trips() -> None:
     )
     assert b'"Errors":["no"]' in response.to_json()
     assert HandshakeResponse.from_json(response.to_json()) == response
+
+
+def test_no_payload_digest_is_agreed_only_when_both_offer_it() -> None:
+    both = Extensions(65536, True, no_payload_digest=True)
+    assert both.to_dict()["NoPayloadDigest"] is True
+    assert Extensions.from_dict(both.to_dict()) == both
+    assert "NoPayloadDigest" not in Extensions(65536, True).to_dict()  # older peers see nothing new
+    assert not both.agreed(Extensions(65536, True)).no_payload_digest
+    assert both.agreed(both).no_payload_digest

@@ -857,3 +857,16 @@ def test_a_paused_peer_is_restarted_even_if_nothing_was_refused() -> None:
     agent.accepting = True  # the peer paused in time: no frame was refused
     kinds = [decode_frame(d).message_type for d in agent.data_to_send()]
     assert kinds == [MessageType.PAUSE_PUBLICATION, MessageType.START_PUBLICATION]
+
+
+def test_without_payload_digests_frames_carry_zeros_and_are_not_checked() -> None:
+    client, agent = _client(), _agent()
+    client.payload_digest = agent.payload_digest = False  # both Hatchway ends agreed
+    client.send(OUTPUT, b"fast", now=T0)
+    (wire,) = client.data_to_send()
+    assert wire[80:112] == bytes(32)  # PayloadDigest: zeros
+    (event,) = agent.receive(wire, now=T0)
+    assert isinstance(event, StreamData) and event.payload == b"fast"
+    checking = _agent()  # an end that did not agree still refuses a wrong digest
+    with pytest.raises(RemoteProtocolError, match="digest"):
+        checking.receive(wire, now=T0)

@@ -92,7 +92,7 @@ class SessionTimings:
 
 DEFAULT_TIMINGS = SessionTimings()
 
-OFFER = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
+OFFER = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True, no_payload_digest=True)
 #: What the client and the server are told when the agent failed (details stay in its log).
 COULD_NOT_RUN = "the agent could not run the session"
 
@@ -426,6 +426,7 @@ class DataChannelSession:
         self.endpoint.cumulative_acks = not self.hatchway_peer
         self.endpoint.flow_control = self.hatchway_peer
         self.endpoint.max_payload_size = self._extensions.max_payload_size
+        self.endpoint.payload_digest = not self._extensions.no_payload_digest
         complete = HandshakeComplete(handshake_time_to_complete_ns=0, customer_message="")
         self.endpoint.send(PayloadType.HANDSHAKE_COMPLETE, complete.to_json(), now=self._now())
         self._handshake_done.set()

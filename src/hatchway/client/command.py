@@ -43,7 +43,9 @@ class CommandHandler:
         timeout: seconds from the start after which the session is terminated.
     """
 
-    extensions = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
+    extensions = Extensions(
+        max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True, no_payload_digest=True
+    )
     ended_status: int | None = None
 
     def __init__(

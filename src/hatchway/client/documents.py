@@ -64,7 +64,9 @@ class DocumentHandler:
         stdin_fd, stdout_fd, stderr_fd: the local streams the chosen handler uses.
     """
 
-    extensions = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
+    extensions = Extensions(
+        max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True, no_payload_digest=True
+    )
 
     def __init__(self, *, stdin_fd: int = 0, stdout_fd: int = 1, stderr_fd: int = 2) -> None:
         self._fds = {"stdin_fd": stdin_fd, "stdout_fd": stdout_fd, "stderr_fd": stderr_fd}

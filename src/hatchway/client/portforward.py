@@ -81,7 +81,9 @@ class PortForwardHandler:
         stderr_fd: the handler's messages.
     """
 
-    extensions = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=False)
+    extensions = Extensions(
+        max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=False, no_payload_digest=True
+    )
     ended_status: int | None = ExitStatus.OK
 
     def __init__(

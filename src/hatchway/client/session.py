@@ -494,6 +494,7 @@ class ClientSession:
                 PayloadType.HANDSHAKE_RESPONSE, response.to_json(), now=self._driver.now()
             )
             self.endpoint.max_payload_size = negotiated.max_payload_size
+            self.endpoint.payload_digest = not negotiated.no_payload_digest
             self.endpoint.flow_control = self.hatchway_agent
             self.handler.on_handshake(session_type, properties, request.agent_version)
         elif kind == PayloadType.HANDSHAKE_COMPLETE:

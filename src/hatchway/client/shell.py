@@ -38,7 +38,9 @@ class ShellHandler:
             ended with one end-of-transmission.
     """
 
-    extensions = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True)
+    extensions = Extensions(
+        max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True, no_payload_digest=True
+    )
     ended_status: int | None = None
 
     def __init__(self, *, stdin_fd: int = 0, stdout_fd: int = 1, stderr_fd: int = 2) -> None:

@@ -30,7 +30,9 @@ __all__ = ["StdioHandler"]
 class StdioHandler:
     """Relays stdin and stdout to the agent's TCP connection, byte for byte."""
 
-    extensions = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=False)
+    extensions = Extensions(
+        max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=False, no_payload_digest=True
+    )
     ended_status: int | None = ExitStatus.OK
 
     def __init__(self, *, stdin_fd: int = 0, stdout_fd: int = 1) -> None:

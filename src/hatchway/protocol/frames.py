@@ -161,11 +161,17 @@ def _swap_halves(raw: bytes) -> bytes:
     return raw[8:] + raw[:8]
 
 
-def encode_frame(frame: Frame) -> bytes:
+#: PayloadDigest of a frame sent without one: only between Hatchway's own ends, once both
+#: agreed (HatchwayExtensions ``NoPayloadDigest``, docs/protocol.md §7.6). TLS already
+#: protects every hop; the digest is AWS's, and costs a SHA-256 of every byte on each end.
+_NO_DIGEST: Final = bytes(32)
+
+
+def encode_frame(frame: Frame, *, digest: bool = True) -> bytes:
     """Serialise ``frame`` exactly as AWS's plugin and agent do (docs/protocol.md §4.1, §4.2).
 
     The type is space-padded, the MessageId halves are swapped and the digest is SHA-256 of the
-    payload.
+    payload (zeros with ``digest=False``, between Hatchway's own ends only).
 
     Raises:
         LocalProtocolError: empty payload (neither AWS peer can handle one), a message type that
@@ -197,7 +203,7 @@ def encode_frame(frame: Frame) -> bytes:
         frame.sequence_number,
         frame.flags,
         _swap_halves(frame.message_id.bytes),
-        hashlib.sha256(frame.payload).digest(),
+        hashlib.sha256(frame.payload).digest() if digest else _NO_DIGEST,
         frame.payload_type,
         len(frame.payload),
     )

@@ -82,14 +82,29 @@ class Extensions:
     Attributes:
         max_payload_size: largest stream payload either side may send (AWS: 1024, §7.6).
         exit_code: whether the agent sends ``PayloadType.EXIT_CODE`` for shell sessions.
+        no_payload_digest: stream frames carry no SHA-256 PayloadDigest (zeros) and are not
+            checked for one: TLS protects every hop, and the digest costs a hash of every byte
+            at both ends (§7.6).
     """
 
     max_payload_size: int = 1024
     exit_code: bool = False
+    no_payload_digest: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The ActionParameters/ActionResult object of a HatchwayExtensions action."""
-        return {"MaxPayloadSize": self.max_payload_size, "ExitCode": self.exit_code}
+        out: dict[str, Any] = {"MaxPayloadSize": self.max_payload_size, "ExitCode": self.exit_code}
+        if self.no_payload_digest:
+            out["NoPayloadDigest"] = True
+        return out
+
+    def agreed(self, other: Extensions) -> Extensions:
+        """What both sides support: the smaller payload, the features both offer."""
+        return Extensions(
+            max_payload_size=min(self.max_payload_size, other.max_payload_size),
+            exit_code=self.exit_code and other.exit_code,
+            no_payload_digest=self.no_payload_digest and other.no_payload_digest,
+        )
 
     @classmethod
     def from_dict(cls, value: Any) -> Extensions:
@@ -104,6 +119,7 @@ class Extensions:
         return cls(
             max_payload_size=obj.get_int("MaxPayloadSize", low=1, high=UINT32_MAX),
             exit_code=obj.get_bool("ExitCode", False),
+            no_payload_digest=obj.get_bool("NoPayloadDigest", False),
         )
 
 
@@ -309,10 +325,7 @@ def answer_request(
                     ProcessedClientAction(kind, ActionStatus.FAILED, None, exc.message)
                 )
                 continue
-            negotiated = Extensions(
-                max_payload_size=min(offer.max_payload_size, supported.max_payload_size),
-                exit_code=offer.exit_code and supported.exit_code,
-            )
+            negotiated = offer.agreed(supported)
             processed.append(
                 ProcessedClientAction(kind, ActionStatus.SUCCESS, negotiated.to_dict())
             )
@@ -361,10 +374,7 @@ def negotiated_from_response(
     except RemoteProtocolError:
         return Extensions()
     if offer is not None:
-        result = Extensions(
-            max_payload_size=min(result.max_payload_size, offer.max_payload_size),
-            exit_code=result.exit_code and offer.exit_code,
-        )
+        result = result.agreed(offer)
     return result
 
 

@@ -262,6 +262,9 @@ class Endpoint:
         self._sends = role.sends
         self._receives = role.receives
         self._verify_digest = verify_digest
+        #: Stream frames carry (and incoming ones are checked for) a SHA-256 PayloadDigest;
+        #: False once both Hatchway ends agreed to go without (docs/protocol.md §7.6).
+        self.payload_digest = True
         self._max_frame_size = max_frame_size
         self._id_factory = id_factory
         self._send_capacity = send_capacity
@@ -470,7 +473,8 @@ class Endpoint:
                     payload_type=payload_type,
                     payload=chunk,
                     created_date=created_date,
-                )
+                ),
+                digest=self.payload_digest,
             )
             if len(wire) > self._max_frame_size:
                 raise LocalProtocolError(
@@ -652,7 +656,11 @@ class Endpoint:
         """
         if self._closed:
             return []
-        frame = decode_frame(data, verify_digest=self._verify_digest, max_size=self._max_frame_size)
+        frame = decode_frame(
+            data,
+            verify_digest=self._verify_digest and self.payload_digest,
+            max_size=self._max_frame_size,
+        )
         kind = frame.message_type
         if kind == self._receives:
             self._resume(now)
