@@ -54,6 +54,7 @@ from hatchway.protocol.control import ack_for
 from hatchway.protocol.events import SessionStateChanged
 from hatchway.protocol.frames import FlagValue, MessageType, PayloadType, decode_frame
 from hatchway.protocol.handshake import (
+    HATCHWAY_MAX_PAYLOAD,
     ActionStatus,
     Extensions,
     HandshakeResponse,
@@ -274,7 +275,7 @@ async def test_hatchway_extensions_negotiated_give_64_kib_payloads_and_an_exit_c
         }
         assert offer.action_type == "HatchwayExtensions"
         assert Extensions.from_dict(offer.action_parameters) == Extensions(
-            65536, True, no_payload_digest=True
+            HATCHWAY_MAX_PAYLOAD, True, no_payload_digest=True
         )
         # Request, then (after the client's response) Complete: nothing else before.
         assert [data.payload_type for data in rig.client.stream] == [

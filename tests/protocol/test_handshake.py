@@ -85,7 +85,7 @@ def test_build_request_shape() -> None:
         b'{"ActionType":"SessionType","ActionParameters":'
         b'{"SessionType":"Standard_Stream","Properties":null}},'
         b'{"ActionType":"HatchwayExtensions","ActionParameters":'
-        b'{"MaxPayloadSize":65536,"ExitCode":true}}]}'
+        b'{"MaxPayloadSize":262144,"ExitCode":true}}]}'
     )
     assert HandshakeRequest.from_json(request.to_json()) == request
 

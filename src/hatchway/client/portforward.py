@@ -54,6 +54,11 @@ __all__ = ["WRITE_HIGH_WATER", "ListenError", "PortForwardHandler"]
 WRITE_HIGH_WATER = 1024 * 1024
 
 
+#: Largest read from a local connection: the mux splits it into smux frames (≤ 32 KiB) and
+#: what one turn of the event loop read leaves in data-channel frames of up to the
+#: negotiated payload size.
+LOCAL_READ = 256 * 1024
+
 class ListenError(HatchwayError):
     """The local address cannot be listened on (e.g. the port is in use)."""
 
@@ -294,7 +299,7 @@ class PortForwardHandler:
         while True:
             await self._window.wait()
             try:
-                data = await conn.reader.read(MAX_FRAME_DATA)
+                data = await conn.reader.read(LOCAL_READ)
             except OSError:  # reset by the local peer
                 data = b""
             if not data or conn.closed.is_set():

@@ -41,7 +41,7 @@ __all__ = [
 AGENT_VERSION: Final = "3.3.1802.0"
 CLIENT_VERSION: Final = "1.2.700.0"
 #: The largest stream payload Hatchway offers or accepts (docs/protocol.md §7.6).
-HATCHWAY_MAX_PAYLOAD: Final = 65536
+HATCHWAY_MAX_PAYLOAD: Final = 262144
 
 _KMS_UNSUPPORTED: Final = "KMS encryption is not supported"
 
