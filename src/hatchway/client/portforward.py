@@ -59,6 +59,7 @@ WRITE_HIGH_WATER = 1024 * 1024
 #: negotiated payload size.
 LOCAL_READ = 256 * 1024
 
+
 class ListenError(HatchwayError):
     """The local address cannot be listened on (e.g. the port is in use)."""
 
