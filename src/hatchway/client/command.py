@@ -17,16 +17,12 @@ import contextlib
 import os
 import signal
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.session import END_OF_INPUT
-from hatchway.client.streams import InputPump, write_all
-from hatchway.protocol.frames import PayloadType
+from hatchway.client.streams import StreamHandler
 from hatchway.protocol.handshake import HATCHWAY_MAX_PAYLOAD, Extensions, SessionType
-
-if TYPE_CHECKING:
-    from hatchway.client.session import ClientSession
 
 __all__ = ["TIMED_OUT", "CommandHandler"]
 
@@ -34,7 +30,7 @@ __all__ = ["TIMED_OUT", "CommandHandler"]
 TIMED_OUT = 124
 
 
-class CommandHandler:
+class CommandHandler(StreamHandler):
     """Runs a remote command with local stdin, stdout and stderr.
 
     Args:
@@ -56,16 +52,9 @@ class CommandHandler:
         stderr_fd: int = 2,
         timeout: float | None = None,
     ) -> None:
-        self._in = stdin_fd
-        self._out = stdout_fd
-        self._err = stderr_fd
+        super().__init__(stdin_fd=stdin_fd, stdout_fd=stdout_fd, stderr_fd=stderr_fd)
         self._timeout = timeout
-        self._channel: ClientSession | None = None
-        self._pump: InputPump | None = None
         self.session_type = ""
-
-    def bind(self, channel: ClientSession) -> None:
-        self._channel = channel
 
     @contextlib.contextmanager
     def local(self) -> Iterator[None]:
@@ -91,35 +80,7 @@ class CommandHandler:
         if self._in is None:
             self._end_of_input()
             return
-        self._pump = InputPump(
-            self._in,
-            may_read=channel.window_open,
-            on_data=self._input,
-            on_eof=self._end_of_input,
-            spawn=channel.spawn,
-        )
-        self._pump.resume()
-
-    def on_stream(self, payload_type: int, payload: bytes) -> None:
-        if payload_type == PayloadType.OUTPUT:
-            write_all(self._out, payload)
-        elif payload_type == PayloadType.STDERR:
-            write_all(self._err, payload)
-
-    def on_window(self) -> None:
-        if self._pump is not None:
-            self._pump.resume()
-
-    def _require(self) -> ClientSession:
-        assert self._channel is not None, "bind() first"
-        return self._channel
-
-    def _stop(self) -> None:
-        if self._pump is not None:
-            self._pump.close()
-
-    def _input(self, data: bytes) -> None:
-        self._require().send(PayloadType.OUTPUT, data)
+        self._start_pump()
 
     def _end_of_input(self) -> None:
         channel = self._require()

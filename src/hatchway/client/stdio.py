@@ -13,21 +13,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.session import END_OF_INPUT
-from hatchway.client.streams import InputPump, write_all
-from hatchway.protocol.frames import PayloadType
+from hatchway.client.streams import StreamHandler
 from hatchway.protocol.handshake import HATCHWAY_MAX_PAYLOAD, Extensions
-
-if TYPE_CHECKING:
-    from hatchway.client.session import ClientSession
 
 __all__ = ["StdioHandler"]
 
 
-class StdioHandler:
+class StdioHandler(StreamHandler):
     """Relays stdin and stdout to the agent's TCP connection, byte for byte."""
 
     extensions = Extensions(
@@ -36,47 +31,17 @@ class StdioHandler:
     ended_status: int | None = ExitStatus.OK
 
     def __init__(self, *, stdin_fd: int = 0, stdout_fd: int = 1) -> None:
-        self._in = stdin_fd
-        self._out = stdout_fd
-        self._channel: ClientSession | None = None
-        self._pump: InputPump | None = None
-
-    def bind(self, channel: ClientSession) -> None:
-        self._channel = channel
+        super().__init__(stdin_fd=stdin_fd, stdout_fd=stdout_fd, stderr_fd=None)
 
     @contextlib.contextmanager
     def local(self) -> Iterator[None]:
         try:
             yield
         finally:
-            if self._pump is not None:
-                self._pump.close()
-
-    def on_handshake(self, session_type: str, properties: Any, agent_version: str) -> None:
-        pass
+            self._stop()
 
     def start(self) -> None:
-        channel = self._require()
-        self._pump = InputPump(
-            self._in,
-            may_read=channel.window_open,
-            on_data=lambda data: channel.send(PayloadType.OUTPUT, data),
-            on_eof=self._end_of_input,
-            spawn=channel.spawn,
-        )
-        self._pump.resume()
-
-    def on_stream(self, payload_type: int, payload: bytes) -> None:
-        if payload_type == PayloadType.OUTPUT:
-            write_all(self._out, payload)
-
-    def on_window(self) -> None:
-        if self._pump is not None:
-            self._pump.resume()
-
-    def _require(self) -> ClientSession:
-        assert self._channel is not None, "bind() first"
-        return self._channel
+        self._start_pump()
 
     def _end_of_input(self) -> None:
         channel = self._require()

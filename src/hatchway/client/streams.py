@@ -13,9 +13,14 @@ import contextlib
 import os
 import select
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["InputPump", "write_all"]
+from hatchway.protocol.frames import PayloadType
+
+if TYPE_CHECKING:
+    from hatchway.client.session import ClientSession
+
+__all__ = ["InputPump", "StreamHandler", "write_all"]
 
 READ_CHUNK = 65536
 
@@ -137,3 +142,65 @@ class InputPump:
         if self._open:
             self._open = False
             self._on_eof()
+
+
+class StreamHandler:
+    """What the handlers that relay local streams share: the session they are bound to, the
+    stdin pump (read while the send window has room, resumed when it opens) and the output
+    written to local file descriptors. A subclass says what the end of input means.
+
+    Args:
+        stdin_fd: read and sent as Output.
+        stdout_fd: where Output goes.
+        stderr_fd: where StdErr goes; None drops StdErr.
+    """
+
+    def __init__(self, *, stdin_fd: int | None, stdout_fd: int, stderr_fd: int | None) -> None:
+        self._in = stdin_fd
+        self._out = stdout_fd
+        self._err = stderr_fd
+        self._channel: ClientSession | None = None
+        self._pump: InputPump | None = None
+
+    def bind(self, channel: ClientSession) -> None:
+        self._channel = channel
+
+    def on_handshake(self, session_type: str, properties: Any, agent_version: str) -> None:
+        pass
+
+    def on_stream(self, payload_type: int, payload: bytes) -> None:
+        if payload_type == PayloadType.OUTPUT:
+            write_all(self._out, payload)
+        elif payload_type == PayloadType.STDERR and self._err is not None:
+            write_all(self._err, payload)
+
+    def on_window(self) -> None:
+        if self._pump is not None:
+            self._pump.resume()
+
+    def _require(self) -> ClientSession:
+        assert self._channel is not None, "bind() first"
+        return self._channel
+
+    def _start_pump(self) -> None:
+        """Start reading stdin (``stdin_fd`` must not be None)."""
+        assert self._in is not None
+        channel = self._require()
+        self._pump = InputPump(
+            self._in,
+            may_read=channel.window_open,
+            on_data=self._input,
+            on_eof=self._end_of_input,
+            spawn=channel.spawn,
+        )
+        self._pump.resume()
+
+    def _stop(self) -> None:
+        if self._pump is not None:
+            self._pump.close()
+
+    def _input(self, data: bytes) -> None:
+        self._require().send(PayloadType.OUTPUT, data)
+
+    def _end_of_input(self) -> None:
+        raise NotImplementedError
