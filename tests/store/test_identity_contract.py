@@ -17,7 +17,7 @@ from hatchway.errors import (
     TooManyTags,
     UnmodifiableEntity,
 )
-from hatchway.store.identity import Owner, PolicyScope
+from hatchway.store.policies import Owner, PolicyScope
 from hatchway.store.records import (
     Activation,
     Group,

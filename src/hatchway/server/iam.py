@@ -30,7 +30,7 @@ from hatchway.errors import (
     ValidationError,
 )
 from hatchway.server.principal import Principal
-from hatchway.store.identity import Owner, PolicyScope
+from hatchway.store.policies import Owner, PolicyScope
 from hatchway.store.records import AccessKey, Group, KeyStatus, ManagedPolicy, PolicyVersion, User
 from hatchway.store.store import Store
 

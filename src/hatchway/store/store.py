@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hatchway.store.database import Database, DatabaseLimits, migrate
-from hatchway.store.identity import IdentityRepository, PolicyRepository
+from hatchway.store.identity import IdentityRepository
+from hatchway.store.policies import PolicyRepository
 from hatchway.store.repositories import (
     ActivationRepository,
     DocumentRepository,
