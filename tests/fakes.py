@@ -329,9 +329,18 @@ class FakeClient:
     takes the agent's next connection.
     """
 
-    def __init__(self, dialer: FakeDialer, *, aws_plugin: bool = False) -> None:
+    def __init__(
+        self,
+        dialer: FakeDialer,
+        *,
+        aws_plugin: bool = False,
+        extensions: Extensions = CLIENT_EXTENSIONS,
+    ) -> None:
         self.endpoint = Endpoint(Role.CLIENT, wall_clock=time.time)
         self.aws_plugin = aws_plugin
+        self.extensions = extensions
+        #: What the handshake negotiated (AWS's defaults with ``aws_plugin``).
+        self.negotiated = Extensions()
         self.stream: list[StreamData] = []  # every stream payload delivered, in order
         self.output = bytearray()  # the Output payloads, joined
         self.events: list[Event] = []  # everything else the endpoint reported
@@ -459,9 +468,10 @@ class FakeClient:
             response = aws_plugin_response(request)
         else:
             response, _type, _properties, negotiated = answer_request(
-                request, supported=CLIENT_EXTENSIONS
+                request, supported=self.extensions
             )
             self.endpoint.max_payload_size = negotiated.max_payload_size
+            self.negotiated = negotiated
         await self.send(PayloadType.HANDSHAKE_RESPONSE, response.to_json())
         await self.until(lambda: bool(self.payloads(PayloadType.HANDSHAKE_COMPLETE)), timeout)
         HandshakeComplete.from_json(self.payloads(PayloadType.HANDSHAKE_COMPLETE)[0])

@@ -1,6 +1,7 @@
 """``PortSession`` in process: real TCP servers on loopback, the data channel over in-memory
-sockets to a :class:`FakeClient` that speaks smux v1 as the client end (Hatchway's client
-version, so LocalPortForwarding runs in mux mode), on the real clock."""
+sockets to a :class:`FakeClient` that speaks smux as the client end (Hatchway's client version,
+so LocalPortForwarding runs in mux mode; v1, or v2 with per-stream credit when the client
+accepts ``StreamWindow``), on the real clock."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from hatchway.agent.port_session import PortSession
 from hatchway.agent.session import END_OF_INPUT
 from hatchway.protocol.controlchannel import ConnectionRecord
 from hatchway.protocol.frames import FlagValue, PayloadType
+from hatchway.protocol.handshake import Extensions
 from hatchway.protocol.payloads import AgentTaskPayload, decode_flag, encode_flag
 from hatchway.protocol.portmode import PortMode
 from hatchway.protocol.smux import Mux, StreamData, StreamFinished
 from tests.agent.test_shell_session import SESSION, TIMINGS, Completions
-from tests.fakes import FakeClient, FakeClock, FakeDialer
+from tests.fakes import CLIENT_EXTENSIONS, FakeClient, FakeClock, FakeDialer
 
 pytestmark = pytest.mark.asyncio
 
@@ -76,9 +78,13 @@ class Rig:
         new, self.seen = bytes(self.client.output[self.seen :]), len(self.client.output)
         for event in self.mux.receive(new):
             if isinstance(event, StreamData):
-                self.received.setdefault(event.stream_id, bytearray()).extend(event.data)
+                got = self.received.setdefault(event.stream_id, bytearray())
+                got.extend(event.data)
+                self.mux.consumed(event.stream_id, len(got))  # v2: credit for what we took
             elif isinstance(event, StreamFinished):
                 self.finished.add(event.stream_id)
+        if self.mux.pending():
+            asyncio.get_running_loop().create_task(self.flush())
 
     async def until_finished(self, stream_id: int) -> bytes:
         def done() -> bool:
@@ -90,7 +96,9 @@ class Rig:
 
 
 @asynccontextmanager
-async def port_session(port: int, **properties: Any) -> AsyncIterator[Rig]:
+async def port_session(
+    port: int, *, extensions: Extensions = CLIENT_EXTENSIONS, **properties: Any
+) -> AsyncIterator[Rig]:
     dialer = FakeDialer()
     content = {
         "schemaVersion": "1.0",
@@ -109,11 +117,12 @@ async def port_session(port: int, **properties: Any) -> AsyncIterator[Rig]:
     session = PortSession(task, dialer, completions, FakeClock(), loop.time, TIMINGS, report=report)
     completions.endpoint = session.endpoint
     run = loop.create_task(session.run())
-    client = FakeClient(dialer)
+    client = FakeClient(dialer, extensions=extensions)
     try:
         await client.accept()
         await client.handshake()
-        yield Rig(session, client, completions, reports)
+        mux = Mux(client=True, window=client.negotiated.stream_window)
+        yield Rig(session, client, completions, reports, mux)
     finally:
         run.cancel()
         await asyncio.wait({run})
@@ -189,3 +198,99 @@ async def test_an_unreachable_destination_fails_the_stdio_session_naming_it() ->
             "Failed",
             f"cannot connect to 127.0.0.1:{port}: connection refused",
         )
+
+
+# ---- smux v2: per-stream credit with Hatchway's client ---------------------------------------
+
+WINDOW = 256 * 1024
+V2 = Extensions(max_payload_size=65536, exit_code=True, stream_window=WINDOW)
+
+
+@asynccontextmanager
+async def moody_server() -> AsyncIterator[int]:
+    """Connections whose first byte is ``S`` are never read again; the others echo everything,
+    that byte included."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        first = await reader.read(1)
+        if first == b"S":
+            held.append(writer)
+            return
+        writer.write(first)
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_v2_is_negotiated_with_hatchway_s_client_only() -> None:
+    async with echo_server() as target:
+        async with port_session(target, extensions=V2, type="LocalPortForwarding") as rig:
+            assert rig.mux.version == 2
+            assert await roundtrip(rig, 3 * WINDOW + 123)  # several windows' worth, credited
+        async with port_session(target, type="LocalPortForwarding") as rig:
+            assert rig.mux.version == 1  # a client without StreamWindow: smux v1
+            assert await roundtrip(rig, 1000)
+
+
+async def test_v2_a_destination_that_does_not_read_slows_only_its_own_stream() -> None:
+    async with (
+        moody_server() as target,
+        port_session(target, extensions=V2, type="LocalPortForwarding") as rig,
+    ):
+        stalled = rig.mux.open_stream()
+        rig.mux.send(stalled, b"S" + bytes(40 * WINDOW))
+        await rig.flush()
+        # The agent grants credit only for what the destination's socket took: the kernel's
+        # buffers, then nothing. The client's backlog keeps the rest.
+        for _ in range(50):
+            await asyncio.sleep(0.02)
+            rig.poll()
+            await rig.flush()
+        assert rig.mux.backlog(stalled) > 10 * WINDOW
+        conn = rig.session.connections[0]
+        assert conn.transport is not None
+        assert conn.transport.get_write_buffer_size() <= WINDOW  # the bound per stream
+        # Another stream of the same session goes on, both ways.
+        data = b"E" + os.urandom(2 * WINDOW)
+        other = rig.mux.open_stream()
+        rig.mux.send(other, data)
+        rig.mux.finish(other)
+        await rig.flush()
+        echoed = await rig.until_finished(other)
+        assert echoed == data
+
+
+async def test_v2_client_data_for_a_closed_destination_is_credited_not_stuck() -> None:
+    async with (
+        echo_server() as target,
+        port_session(target, extensions=V2, type="LocalPortForwarding") as rig,
+    ):
+        stream = rig.mux.open_stream()
+        rig.mux.send(stream, b"x")
+        rig.mux.finish(stream)
+        await rig.flush()
+        await rig.until_finished(stream)  # the echo server closed after our FIN
+        # A stream whose destination went away while more than a window was still to come.
+        late = rig.mux.open_stream()
+        await rig.flush()
+        async with asyncio.timeout(30):
+            while len(rig.session.connections) < 2 or not rig.session.connections[1].transport:
+                await asyncio.sleep(0.01)  # the agent dials: nothing reaches the client
+        transport = rig.session.connections[1].transport
+        assert transport is not None
+        transport.abort()  # the destination reset
+        await rig.until_finished(late)
+        rig.mux.send(late, bytes(4 * WINDOW))
+        await rig.flush()
+        await rig.client.until(lambda: (rig.poll(), rig.mux.backlog(late) == 0)[1])

@@ -275,7 +275,7 @@ async def test_hatchway_extensions_negotiated_give_64_kib_payloads_and_an_exit_c
         }
         assert offer.action_type == "HatchwayExtensions"
         assert Extensions.from_dict(offer.action_parameters) == Extensions(
-            HATCHWAY_MAX_PAYLOAD, True, no_payload_digest=True
+            HATCHWAY_MAX_PAYLOAD, True, no_payload_digest=True, stream_window=1 << 20
         )
         # Request, then (after the client's response) Complete: nothing else before.
         assert [data.payload_type for data in rig.client.stream] == [

@@ -224,6 +224,97 @@ def test_a_refused_destination_fails_that_connection_only(cluster: Cluster, node
             assert roundtrip(port, 100_000)
 
 
+@contextmanager
+def moody_server() -> Iterator[int]:
+    """A TCP server whose connections do what their first byte says: ``S`` never read again
+    (a stalled destination), ``F`` flood the client with data, anything else echo."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve(conn: socket.socket) -> None:
+        mode = conn.recv(1)
+        if mode == b"S":
+            held.append(conn)  # keep it open, never read
+            return
+        with conn:
+            if mode == b"F":
+                chunk = os.urandom(1 << 16)
+                with contextlib.suppress(OSError):
+                    while not stop.is_set():
+                        conn.sendall(chunk)
+                return
+            conn.sendall(mode)
+            while chunk := conn.recv(1 << 16):
+                conn.sendall(chunk)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield int(srv.getsockname()[1])
+    finally:
+        stop.set()
+        t.join(5)
+        for conn in held:
+            conn.close()
+        srv.close()
+
+
+def test_a_stalled_connection_slows_only_its_own_stream(cluster: Cluster, node: str) -> None:
+    """Per-stream credit (smux v2 between Hatchway's ends): a destination that stops reading,
+    and a local client that stops reading, stall their own connection; another connection of
+    the same session goes on. With smux v1 the first held the whole session's input."""
+    with moody_server() as target, port_forward(cluster, node, "--remote-port", str(target)) as p:
+        stalled = socket.create_connection(("127.0.0.1", p), timeout=60)
+        flooded = socket.create_connection(("127.0.0.1", p), timeout=60)
+        stalled.sendall(b"S")
+        flooded.sendall(b"F")  # and never read: its data piles up towards us
+        stop = threading.Event()
+
+        def push() -> None:  # far more than every buffer on the way can hold
+            with contextlib.suppress(OSError):
+                while not stop.is_set():
+                    stalled.sendall(bytes(1 << 16))
+
+        pusher = threading.Thread(target=push, daemon=True)
+        pusher.start()
+        try:
+            flooded.recv(1)  # the flood has started
+            for size in (1 << 20, 3 << 20):
+                assert roundtrip_after(p, b"E", size)
+        finally:
+            stop.set()
+            stalled.close()
+            flooded.close()
+            pusher.join(10)
+
+
+def roundtrip_after(port: int, prefix: bytes, size: int) -> bool:
+    """Like :func:`roundtrip`, after a first message that the echo sends back too."""
+    data = prefix + os.urandom(size)
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        got = bytearray()
+
+        def read() -> None:
+            while len(got) < len(data) and (chunk := s.recv(1 << 16)):
+                got.extend(chunk)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        s.sendall(data)
+        reader.join(120)
+    return hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+
+
 def test_port_forward_reports_its_connections_on_the_session(cluster: Cluster, node: str) -> None:
     with echo_server() as target, port_forward(cluster, node, "--remote-port", str(target)) as p:
         assert roundtrip(p, 12345)

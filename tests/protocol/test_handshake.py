@@ -283,3 +283,19 @@ def test_no_payload_digest_is_agreed_only_when_both_offer_it() -> None:
     assert "NoPayloadDigest" not in Extensions(65536, True).to_dict()  # older peers see nothing new
     assert not both.agreed(Extensions(65536, True)).no_payload_digest
     assert both.agreed(both).no_payload_digest
+
+
+def test_stream_window_is_the_smaller_offer_and_zero_unless_both_offer_it() -> None:
+    agent = Extensions(65536, True, stream_window=1 << 20)
+    client = Extensions(65536, False, stream_window=1 << 18)
+    assert agent.to_dict()["StreamWindow"] == 1 << 20
+    assert Extensions.from_dict(agent.to_dict()) == agent
+    assert "StreamWindow" not in Extensions(65536, True).to_dict()  # older peers see nothing new
+    assert agent.agreed(client).stream_window == 1 << 18
+    assert agent.agreed(Extensions(65536, True)).stream_window == 0  # e.g. a shell handler
+
+
+@pytest.mark.parametrize("window", [-1, 1 << 31, "1", True, 1.5])
+def test_stream_window_out_of_range_is_a_malformed_offer(window: object) -> None:
+    with pytest.raises(RemoteProtocolError):
+        Extensions.from_dict({"MaxPayloadSize": 1024, "StreamWindow": window})

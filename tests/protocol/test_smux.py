@@ -1,4 +1,4 @@
-"""smux v1 (docs/protocol.md §8.5): golden bytes, stream life cycle, malformed input, properties."""
+"""smux v1 and v2 (docs/protocol.md §8.5): golden bytes, stream life cycle, credit, bad input."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from hatchway.protocol.smux import (
     StreamData,
     StreamFinished,
     StreamOpened,
+    StreamWritable,
     encode_frame,
 )
 
@@ -339,3 +340,170 @@ def test_garbage_fails_only_with_remote_protocol_error(data: bytes) -> None:
     server = Mux(client=False)
     with contextlib.suppress(RemoteProtocolError):
         server.receive(data)
+
+
+# -- version 2: per-stream credit (docs/protocol.md §8.5, §7.6) ------------------------------
+
+# ver 02, UPD 04, length 8, stream 3; consumed 0x00010000, window 0x00020000.
+UPD_3 = bytes.fromhex("02 04 0800 03000000 00000100 00000200")
+
+
+def _pair_v2(window: int) -> tuple[Mux, Mux]:
+    return Mux(client=True, window=window), Mux(client=False, window=window)
+
+
+def _deliver(src: Mux, dst: Mux) -> list[MuxEvent]:
+    return dst.receive(src.data_to_send())
+
+
+def _data(events: list[MuxEvent]) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, StreamData))
+
+
+def test_v2_update_matches_golden_bytes() -> None:
+    assert encode_frame(Cmd.UPD, 3, bytes.fromhex("00000100 00000200"), version=2) == UPD_3
+    client, server = _pair_v2(0x20000)
+    server.receive(encode_frame(Cmd.SYN, 3, version=2))
+    server.consumed(3, 0x10000)  # half the window: an update leaves
+    assert server.data_to_send() == UPD_3
+    assert client.version == 2 and Mux(client=True).version == 1
+
+
+def test_v2_sender_stops_at_the_window_and_resumes_on_update() -> None:
+    client, server = _pair_v2(1000)
+    sid = client.open_stream()
+    client.send(sid, bytes(2500))
+    assert client.backlog(sid) == 1500
+    events = _deliver(client, server)
+    assert len(_data(events)) == 1000  # never more than the window unconsumed
+    server.consumed(sid, 400)  # below half a window: no update yet
+    assert server.data_to_send() == b""
+    server.consumed(sid, 1000)
+    assert _deliver(server, client) == []  # credit, but 1500 still > one window
+    assert client.backlog(sid) == 500
+    assert len(_data(_deliver(client, server))) == 1000
+    server.consumed(sid, 2000)
+    assert _deliver(server, client) == [StreamWritable(sid)]
+    assert client.backlog(sid) == 0
+    assert len(_data(_deliver(client, server))) == 500
+
+
+def test_v2_fin_waits_behind_the_backlog() -> None:
+    client, server = _pair_v2(100)
+    sid = client.open_stream()
+    client.send(sid, b"x" * 150)
+    client.finish(sid)
+    events = _deliver(client, server)
+    assert not any(isinstance(e, StreamFinished) for e in events)
+    server.consumed(sid, 100)
+    _deliver(server, client)
+    events = _deliver(client, server)
+    assert _data(events) == b"x" * 50
+    assert events[-1] == StreamFinished(sid)
+
+
+def test_v2_streams_have_their_own_credit() -> None:
+    client, server = _pair_v2(100)
+    slow, fast = client.open_stream(), client.open_stream()
+    client.send(slow, bytes(300))
+    server.receive(client.data_to_send())  # the slow stream's reader takes nothing
+    for n in range(1, 6):
+        client.send(fast, bytes(100))
+        assert client.backlog(fast) == 0
+        server.receive(client.data_to_send())
+        server.consumed(fast, 100 * n)
+        client.receive(server.data_to_send())
+    assert client.backlog(slow) == 200
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        encode_frame(Cmd.UPD, 3, bytes(8)),  # UPD in version 1
+        encode_frame(Cmd.PSH, 3, b"x"),  # a version 1 frame to a version 2 mux
+        encode_frame(Cmd.UPD, 3, bytes(4), version=2),  # UPD of the wrong length
+    ],
+)
+def test_v2_version_mismatch_and_bad_updates_are_fatal(frame: bytes) -> None:
+    mux = Mux(client=False, window=0 if frame[0] == 1 and frame[1] == Cmd.UPD else 64)
+    with pytest.raises(RemoteProtocolError):
+        mux.receive(frame)
+
+
+def test_v2_update_for_unknown_stream_or_unsent_bytes_is_dropped() -> None:
+    client, server = _pair_v2(100)
+    sid = client.open_stream()
+    client.send(sid, bytes(150))
+    server.receive(client.data_to_send())
+    bogus = encode_frame(Cmd.UPD, sid, (5000).to_bytes(4, "little") + bytes(4), version=2)
+    assert client.receive(encode_frame(Cmd.UPD, 99, bytes(8), version=2) + bogus) == []
+    assert client.dropped_frames == 2
+    assert client.backlog(sid) == 50
+
+
+def test_v2_counters_wrap_at_32_bits() -> None:
+    client, server = _pair_v2(1000)
+    sid = client.open_stream()
+    server.receive(client.data_to_send())
+    near = (1 << 32) - 300
+    for mux in (client, server):  # as if 2**32 - 300 bytes had gone before
+        stream = mux._streams[sid]
+        stream.sent = stream.peer_consumed = stream.consumed = stream.reported = near
+    client.send(sid, bytes(1500))
+    assert len(_data(_deliver(client, server))) == 1000
+    server.consumed(sid, near + 1000)  # past 2**32: reported as 700
+    assert _deliver(server, client) == [StreamWritable(sid)]
+    assert client.backlog(sid) == 0
+    assert len(_data(_deliver(client, server))) == 500
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 5000), min_size=1, max_size=20),
+    take=st.integers(32, 3000),
+    window=st.integers(64, 4096),
+)
+def test_v2_unconsumed_never_exceeds_the_window_and_everything_arrives(
+    sizes: list[int], take: int, window: int
+) -> None:
+    client, server = _pair_v2(window)
+    sid = client.open_stream()
+    sent = b"".join(bytes([i % 251]) * n for i, n in enumerate(sizes))
+    client.send(sid, sent)
+    client.finish(sid)
+    received = bytearray()
+    consumed = 0
+    finished = False
+    for _ in range(len(sent) // 32 + 10):
+        events = _deliver(client, server)
+        received += _data(events)
+        finished = finished or any(isinstance(e, StreamFinished) for e in events)
+        assert len(received) - consumed <= window
+        if finished:
+            break
+        consumed = min(len(received), consumed + take)
+        server.consumed(sid, consumed)
+        _deliver(server, client)
+    assert finished and bytes(received) == sent
+
+
+@pytest.mark.parametrize("window", [0, 100])
+def test_abandoned_stream_drops_and_credits_peer_data_then_is_forgotten(window: int) -> None:
+    client, server = Mux(client=True, window=window), Mux(client=False, window=window)
+    sid = client.open_stream()
+    server.receive(client.data_to_send())
+    server.send(sid, b"reply")
+    server.abandon(sid)  # e.g. the destination reset: FIN goes, the client's data is dropped
+    events = _deliver(server, client)
+    assert events == [StreamData(sid, b"reply"), StreamFinished(sid)]
+    client.send(sid, bytes(250))  # the client had not heard yet; more than one window
+    assert server.receive(client.data_to_send()) == []
+    assert server.is_open(sid)
+    for _ in range(5):  # credit keeps coming for what was dropped: the client is never stuck
+        client.receive(server.data_to_send())
+        assert server.receive(client.data_to_send()) == []
+    assert client.backlog(sid) == 0
+    client.finish(sid)
+    assert server.receive(client.data_to_send()) == []
+    assert not server.is_open(sid)
+    assert server.backlog(sid) == 0 and sid not in server._streams

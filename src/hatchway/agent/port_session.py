@@ -18,16 +18,24 @@ ClientVersion (nothing on the wire announces it):
   (``SHUT_WR``) and the destination's EOF FINs the stream; a reset FINs that stream only.
   Keepalive NOPs only for clients that expect them (``portmode.agent_keepalive``).
 
-Backpressure and memory bound per connection. Destination → client: bytes go through one
-staging queue into the endpoint as its send window allows; every destination socket stops
-being read while the queue holds more than :data:`STAGING_HIGH` bytes, so each connection adds
-at most one socket read (asyncio reads ≤ 256 KiB) beyond that, plus its share of the
-endpoint's own send buffer (8 MiB per session). Client → destination: a connection whose
-socket buffer passes :data:`WRITE_HIGH` (asyncio's ``pause_writing``), or that holds more than
-:data:`WRITE_HIGH` before its dial finished, makes the agent refuse (not acknowledge) further
-input until it drains, so a connection holds at most :data:`WRITE_HIGH` plus the frames
-delivered with the one that crossed the mark. smux v1 has no per-stream flow control: a slow
-destination stalls the whole session's input, as it does in AWS's agent.
+Backpressure and memory bound per connection (docs/protocol.md §8.5). Destination → client:
+bytes go through one staging queue into the endpoint as its send window allows; every
+destination socket stops being read while the queue holds more than :data:`STAGING_HIGH`
+bytes, so each connection adds at most one socket read (asyncio reads ≤ 256 KiB) beyond that,
+plus its share of the endpoint's own send buffer (8 MiB per session).
+
+Client → destination, with Hatchway's client (smux v2, ``StreamWindow`` negotiated): per-stream
+credit. What the destination socket has taken counts as consumed, and the client never has more
+than the window (1 MiB) of a stream unconsumed, so a slow destination holds at most that in its
+socket buffer and slows only its own stream; a destination that is not read also stops the
+stream's other direction only once the client's credit runs out. A peer that overruns the
+window by :data:`WRITE_HIGH` is held like a v1 peer.
+
+With AWS's plugin (smux v1): a connection whose socket buffer passes :data:`WRITE_HIGH`
+(asyncio's ``pause_writing``), or that holds more than :data:`WRITE_HIGH` before its dial
+finished, makes the agent refuse (not acknowledge) further input until it drains, so a
+connection holds at most :data:`WRITE_HIGH` plus the frames delivered with the one that crossed
+the mark; a slow destination stalls the whole session's input, as it does in AWS's agent.
 
 Every connection is recorded (destination, opened/closed, bytes each way, error), logged when
 it closes and handed to ``report`` (the agent sends ``hatchway_connections``).
@@ -68,7 +76,7 @@ from hatchway.protocol.portmode import (
     agent_keepalive,
     port_mode_for,
 )
-from hatchway.protocol.smux import Mux, StreamData, StreamFinished, StreamOpened
+from hatchway.protocol.smux import Mux, StreamData, StreamFinished, StreamOpened, StreamWritable
 
 __all__ = ["DENIED", "STAGING_HIGH", "WRITE_HIGH", "DestinationRefused", "PortSession"]
 
@@ -130,6 +138,7 @@ class _Conn:
     peer_finished: bool = False  # the client will send no more (FIN / END_OF_INPUT)
     dest_finished: bool = False  # the destination will send no more (EOF)
     write_blocked: bool = False
+    credit_paused: bool = False  # smux v2: not read until the client grants credit
 
     def record(self) -> ConnectionRecord:
         return ConnectionRecord.create(
@@ -159,11 +168,11 @@ class _Protocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._conn.write_blocked = True
-        self._session._update_accepting()
+        self._session._write_paused(self._conn)
 
     def resume_writing(self) -> None:
         self._conn.write_blocked = False
-        self._session._update_accepting()
+        self._session._write_resumed(self._conn)
 
 
 class PortSession(DataChannelSession):
@@ -233,7 +242,7 @@ class PortSession(DataChannelSession):
             await self._finish(None)
             return self._end
         if self.mode is PortMode.MUX:
-            self._mux = Mux(client=False)
+            self._mux = Mux(client=False, window=self._extensions.stream_window)
             if agent_keepalive(self.client_version):
                 self._last_heard = self._now()
                 await self._keepalive()  # returns only when the client went quiet
@@ -287,9 +296,10 @@ class PortSession(DataChannelSession):
             else:
                 log.exception("session %s: dialling %s failed", self.session_id, conn.destination)
                 self._closed(conn, "the agent could not connect")
-            if self.mode is PortMode.MUX:
+            if self._mux is not None:
                 self._stage(PayloadType.FLAG, encode_flag(FlagValue.CONNECT_TO_PORT_ERROR))
-                self._mux_finish(conn)
+                self._mux.abandon(conn.stream_id)
+                self._stage_mux()
             self._push()
 
     async def _dial(self, conn: _Conn) -> None:
@@ -322,14 +332,17 @@ class PortSession(DataChannelSession):
             raise
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         conn.transport = transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(high=WRITE_HIGH)
-        if self._reading_paused:
+        # With credit, every byte the kernel has not taken is reported (pause_writing at once,
+        # resume_writing when drained); without, only a full buffer matters.
+        transport.set_write_buffer_limits(high=0 if self._credit else WRITE_HIGH)
+        if self._reading_paused or conn.credit_paused:
             transport.pause_reading()
         pending, conn.pending = conn.pending, None
         if pending:
             transport.write(bytes(pending))
         if conn.peer_finished and transport.can_write_eof():
             transport.write_eof()
+        self._report_consumed(conn)
         self._update_accepting()
 
     def _closed(self, conn: _Conn, error: str = "") -> None:
@@ -349,12 +362,20 @@ class PortSession(DataChannelSession):
         )
         self._update_accepting()
 
+    @property
+    def _credit(self) -> bool:
+        """smux v2: per-stream credit with Hatchway's client."""
+        return self._mux is not None and self._mux.window > 0
+
     def _from_destination(self, conn: _Conn, data: bytes) -> None:
         conn.bytes_in += len(data)
         if self._mux is not None:
             if self._mux.can_send(conn.stream_id):
                 self._mux.send(conn.stream_id, data)
                 self._stage_mux()
+                if self._mux.backlog(conn.stream_id) and conn.transport is not None:
+                    conn.credit_paused = True  # no credit left: read on when it comes
+                    conn.transport.pause_reading()
         else:
             self._stage(PayloadType.OUTPUT, data)
         self._push_soon()
@@ -392,14 +413,9 @@ class PortSession(DataChannelSession):
                 self._end = ("Failed", error)
             self._ended.set()
         elif self._mux is not None:
-            self._mux_finish(conn)
-            self._forget_if_done(conn.stream_id)
+            self._mux.abandon(conn.stream_id)  # what the client still sends is dropped
+            self._stage_mux()
         self._push()
-
-    def _forget_if_done(self, stream_id: int) -> None:
-        mux = self._mux
-        if mux is not None and stream_id not in self._open and not mux.is_open(stream_id):
-            mux.forget(stream_id)
 
     def _mux_finish(self, conn: _Conn) -> None:
         assert self._mux is not None
@@ -442,8 +458,13 @@ class PortSession(DataChannelSession):
                 conn = self._open.get(event.stream_id)
                 if conn is not None:
                     self._peer_finished(conn)
-                else:
-                    self._forget_if_done(event.stream_id)
+            elif isinstance(event, StreamWritable):
+                conn = self._open.get(event.stream_id)
+                if conn is not None and conn.credit_paused:
+                    conn.credit_paused = False
+                    transport = conn.transport
+                    if not self._reading_paused and transport and not transport.is_closing():
+                        transport.resume_reading()
         self._stage_mux()
         self._push()
 
@@ -454,9 +475,36 @@ class PortSession(DataChannelSession):
         if conn.transport is not None:
             if not conn.transport.is_closing():
                 conn.transport.write(data)
+            self._report_consumed(conn)
         elif conn.pending is not None:
             conn.pending += data
             self._update_accepting()
+
+    def _buffered(self, conn: _Conn) -> int:
+        """Client data the destination has not taken yet (socket buffer, or before the dial)."""
+        if conn.transport is not None:
+            return 0 if conn.transport.is_closing() else conn.transport.get_write_buffer_size()
+        return len(conn.pending) if conn.pending is not None else 0
+
+    def _report_consumed(self, conn: _Conn) -> None:
+        """smux v2: tell the mux how much of the stream the destination took (it grants the
+        client credit in UPD frames, staged with the next push)."""
+        if self._credit:
+            assert self._mux is not None
+            self._mux.consumed(conn.stream_id, conn.bytes_out - self._buffered(conn))
+
+    def _write_paused(self, conn: _Conn) -> None:
+        if not self._credit:
+            self._update_accepting()
+        elif self._buffered(conn) > self._hold_limit():
+            self._update_accepting()  # the client overran its credit
+
+    def _write_resumed(self, conn: _Conn) -> None:
+        if self._credit:
+            self._report_consumed(conn)
+            self._stage_mux()
+            self._push()
+        self._update_accepting()
 
     def _peer_finished(self, conn: _Conn) -> None:
         conn.peer_finished = True
@@ -480,10 +528,16 @@ class PortSession(DataChannelSession):
         elif value == END_OF_INPUT and self.hatchway_peer:
             self._peer_finished(conn)
 
+    def _hold_limit(self) -> int:
+        """Bytes a connection may hold unwritten before the session refuses input."""
+        return WRITE_HIGH + (self._mux.window if self._mux is not None else 0)
+
     def _update_accepting(self) -> None:
+        limit = self._hold_limit()
+        credit = self._credit
         self._set_accepting(
             not any(
-                c.write_blocked or (c.pending is not None and len(c.pending) > WRITE_HIGH)
+                (c.write_blocked and not credit) or self._buffered(c) > limit
                 for c in self._open.values()
             )
         )
@@ -544,5 +598,5 @@ class PortSession(DataChannelSession):
                 if conn.transport is not None and not conn.transport.is_closing():
                     if pause:
                         conn.transport.pause_reading()
-                    else:
+                    elif not conn.credit_paused:
                         conn.transport.resume_reading()

@@ -38,6 +38,7 @@ from hatchway.protocol.events import ChannelClosedEvent, StreamData
 from hatchway.protocol.frames import FlagValue, PayloadType
 from hatchway.protocol.handshake import (
     HATCHWAY_MAX_PAYLOAD,
+    HATCHWAY_STREAM_WINDOW,
     Extensions,
     HandshakeComplete,
     HandshakeResponse,
@@ -92,7 +93,12 @@ class SessionTimings:
 
 DEFAULT_TIMINGS = SessionTimings()
 
-OFFER = Extensions(max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=True, no_payload_digest=True)
+OFFER = Extensions(
+    max_payload_size=HATCHWAY_MAX_PAYLOAD,
+    exit_code=True,
+    no_payload_digest=True,
+    stream_window=HATCHWAY_STREAM_WINDOW,
+)
 #: What the client and the server are told when the agent failed (details stay in its log).
 COULD_NOT_RUN = "the agent could not run the session"
 

@@ -12,8 +12,12 @@ plugin chooses it (:func:`hatchway.protocol.portmode.port_mode_for`):
 * **basic**: one connection at a time as raw Output; when it ends, Flag DisconnectToPort, and
   the next connection is accepted.
 
-Backpressure both ways: a local socket is read only while the session's send window has room,
-and while a local connection cannot take what the agent sends (more than
+Backpressure both ways: a local socket is read only while the session's send window has room.
+With Hatchway's agent (smux v2, ``StreamWindow`` negotiated, docs/protocol.md §8.5) each stream
+also has its own credit: a connection is read only while the agent has granted room for it, and
+what a local connection's socket has taken is reported to the agent as consumed, so a slow
+local reader holds at most one window (1 MiB) and slows only its own stream. With AWS's agent
+(smux v1), while a local connection cannot take what the agent sends (more than
 :data:`WRITE_HIGH_WATER` bytes wait in its socket buffer) the agent's new frames are refused
 until it drains. Flag ConnectToPortError (the agent could not dial) prints one line naming the
 destination; the agent's FIN then closes that connection. Ctrl-C sends Flag TerminateSession
@@ -35,7 +39,7 @@ from hatchway.client.output import escape_controls
 from hatchway.client.streams import write_all
 from hatchway.errors import HatchwayError, RemoteProtocolError
 from hatchway.protocol.frames import FlagValue, PayloadType
-from hatchway.protocol.handshake import HATCHWAY_MAX_PAYLOAD, Extensions
+from hatchway.protocol.handshake import HATCHWAY_MAX_PAYLOAD, HATCHWAY_STREAM_WINDOW, Extensions
 from hatchway.protocol.payloads import decode_flag
 from hatchway.protocol.portmode import (
     KEEPALIVE_INTERVAL,
@@ -43,7 +47,14 @@ from hatchway.protocol.portmode import (
     client_keepalive,
     port_mode_for,
 )
-from hatchway.protocol.smux import MAX_FRAME_DATA, Mux, StreamData, StreamFinished, StreamOpened
+from hatchway.protocol.smux import (
+    MAX_FRAME_DATA,
+    Mux,
+    StreamData,
+    StreamFinished,
+    StreamOpened,
+    StreamWritable,
+)
 
 if TYPE_CHECKING:
     from hatchway.client.session import ClientSession
@@ -75,6 +86,13 @@ class _Connection:
     remote_eof: bool = False  # the agent finished its direction
     received: bool = False  # the agent sent data on it
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    written: int = 0  # bytes of the agent's data handed to the local socket (or dropped)
+    draining: bool = False  # smux v2: waiting for the socket buffer to empty
+    #: smux v2: set while the agent has granted credit (the stream's backlog is empty).
+    credit: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.credit.set()
 
 
 class PortForwardHandler:
@@ -88,7 +106,10 @@ class PortForwardHandler:
     """
 
     extensions = Extensions(
-        max_payload_size=HATCHWAY_MAX_PAYLOAD, exit_code=False, no_payload_digest=True
+        max_payload_size=HATCHWAY_MAX_PAYLOAD,
+        exit_code=False,
+        no_payload_digest=True,
+        stream_window=HATCHWAY_STREAM_WINDOW,
     )
     ended_status: int | None = ExitStatus.OK
 
@@ -163,6 +184,8 @@ class PortForwardHandler:
         if self.mode is PortMode.STDIO:  # not a forwarding document: one connection anyway
             self.mode = PortMode.BASIC
         self._keepalive = self.mode is PortMode.MUX and client_keepalive(agent_version)
+        if self.mode is PortMode.MUX:  # no stream is open before the handshake
+            self._mux = Mux(client=True, window=self._require().negotiated.stream_window)
 
     def start(self) -> None:
         channel = self._require()
@@ -215,9 +238,12 @@ class PortForwardHandler:
                         conn.writer.transport.abort()  # nothing behind it: reset
                         conn.closed.set()
                     self._half_close(conn)
+            elif isinstance(event, StreamWritable):
+                conn = self._connections.get(event.stream_id)
+                if conn is not None:
+                    conn.credit.set()
             elif isinstance(event, StreamOpened):  # the agent never opens streams
-                self._mux.finish(event.stream_id)
-                self._mux.forget(event.stream_id)
+                self._mux.abandon(event.stream_id)
         self._flush()
 
     def on_window(self) -> None:
@@ -266,6 +292,8 @@ class PortForwardHandler:
     async def _run_stream(self, conn: _Connection) -> None:
         conn.stream_id = self._mux.open_stream()
         self._connections[conn.stream_id] = conn
+        if self._mux.window:  # report every byte the socket has not taken (see ``_write``)
+            conn.writer.transport.set_write_buffer_limits(high=0)
         self._flush()
         try:
             await self._pump(conn, lambda data: self._mux.send(conn.stream_id, data))
@@ -279,10 +307,9 @@ class PortForwardHandler:
             self._connections.pop(conn.stream_id, None)
             self._held.discard(conn.stream_id)
             self._release_if_drained()
-            if self._mux.can_send(conn.stream_id):
-                self._mux.finish(conn.stream_id)  # cancelled: tell the agent
-                self._flush()
-            self._mux.forget(conn.stream_id)
+            # Done, or cancelled: FIN if not sent yet, and drop (and credit) what still comes.
+            self._mux.abandon(conn.stream_id)
+            self._flush()
 
     async def _run_basic(self, conn: _Connection) -> None:
         channel = self._require()
@@ -299,6 +326,7 @@ class PortForwardHandler:
         """Local bytes to the agent while the send window has room, until end of file."""
         while True:
             await self._window.wait()
+            await conn.credit.wait()
             try:
                 data = await conn.reader.read(LOCAL_READ)
             except OSError:  # reset by the local peer
@@ -307,6 +335,8 @@ class PortForwardHandler:
                 return
             send(data)
             if self.mode is PortMode.MUX:
+                if self._mux.backlog(conn.stream_id):
+                    conn.credit.clear()  # read on once the agent grants credit
                 self._flush_soon()  # reads of several connections leave as one frame
             else:
                 self.on_window()
@@ -314,6 +344,9 @@ class PortForwardHandler:
     # ---- towards local connections --------------------------------------------------------
 
     def _write(self, conn: _Connection, data: bytes) -> None:
+        if self.mode is PortMode.MUX and self._mux.window:
+            self._write_with_credit(conn, data)
+            return
         if conn.writer.is_closing():
             return
         conn.writer.write(data)
@@ -321,6 +354,36 @@ class PortForwardHandler:
             self._held.add(conn.stream_id)
             self._require().hold(True)
             self._require().spawn(self._drain(conn))
+
+    def _write_with_credit(self, conn: _Connection, data: bytes) -> None:
+        """smux v2: write, and report as consumed what the socket took; a reader that lags
+        keeps the rest in its buffer and the agent's credit for the stream runs out."""
+        conn.written += len(data)
+        if not conn.writer.is_closing():
+            conn.writer.write(data)
+        buffered = self._report_consumed(conn)
+        if buffered and not conn.draining:
+            conn.draining = True
+            self._require().spawn(self._drain_credit(conn))
+        if buffered > self._mux.window + WRITE_HIGH_WATER:  # the agent overran its credit
+            self._held.add(conn.stream_id)
+            self._require().hold(True)
+
+    def _report_consumed(self, conn: _Connection) -> int:
+        """Tell the mux what the local socket took; return what it still buffers."""
+        transport = conn.writer.transport
+        buffered = 0 if transport.is_closing() else transport.get_write_buffer_size()
+        self._mux.consumed(conn.stream_id, conn.written - buffered)
+        return buffered
+
+    async def _drain_credit(self, conn: _Connection) -> None:
+        with contextlib.suppress(OSError):
+            await conn.writer.drain()
+        conn.draining = False
+        self._report_consumed(conn)
+        self._flush()
+        self._held.discard(conn.stream_id)
+        self._release_if_drained()
 
     async def _drain(self, conn: _Connection) -> None:
         with contextlib.suppress(OSError):

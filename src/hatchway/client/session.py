@@ -213,6 +213,8 @@ class ClientSession:
         #: The agent offered (and we accepted) Hatchway's extensions: Hatchway-only messages
         #: such as Flag :data:`END_OF_INPUT` may be sent.
         self.hatchway_agent = False
+        #: What the handshake negotiated (AWS's defaults until then, or with AWS's agent).
+        self.negotiated = Extensions()
         self.closed_message = ""
         handler.bind(self)
 
@@ -490,6 +492,7 @@ class ClientSession:
             )
             self.agent_version = request.agent_version
             self.hatchway_agent = peer_is_hatchway(response)
+            self.negotiated = negotiated
             self.endpoint.send(
                 PayloadType.HANDSHAKE_RESPONSE, response.to_json(), now=self._driver.now()
             )

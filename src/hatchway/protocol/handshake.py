@@ -20,6 +20,7 @@ __all__ = [
     "AGENT_VERSION",
     "CLIENT_VERSION",
     "HATCHWAY_MAX_PAYLOAD",
+    "HATCHWAY_STREAM_WINDOW",
     "ActionStatus",
     "ActionType",
     "Extensions",
@@ -42,6 +43,12 @@ AGENT_VERSION: Final = "3.3.1802.0"
 CLIENT_VERSION: Final = "1.2.700.0"
 #: The largest stream payload Hatchway offers or accepts (docs/protocol.md §7.6).
 HATCHWAY_MAX_PAYLOAD: Final = 262144
+#: The per-stream receive window Hatchway offers for multiplexed port sessions: smux v2 credit,
+#: and so the most a stream's receiver holds unconsumed (docs/protocol.md §7.6, §8.5).
+HATCHWAY_STREAM_WINDOW: Final = 1 << 20
+#: The largest ``StreamWindow`` accepted (smux v2 counts in uint32; half of that keeps the
+#: modular arithmetic unambiguous).
+MAX_STREAM_WINDOW: Final = (1 << 31) - 1
 
 _KMS_UNSUPPORTED: Final = "KMS encryption is not supported"
 
@@ -85,17 +92,22 @@ class Extensions:
         no_payload_digest: stream frames carry no SHA-256 PayloadDigest (zeros) and are not
             checked for one: TLS protects every hop, and the digest costs a hash of every byte
             at both ends (§7.6).
+        stream_window: multiplexed port sessions speak smux v2 with this per-stream window
+            (bytes); 0: smux v1 without per-stream flow control, as AWS's ends (§8.5).
     """
 
     max_payload_size: int = 1024
     exit_code: bool = False
     no_payload_digest: bool = False
+    stream_window: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The ActionParameters/ActionResult object of a HatchwayExtensions action."""
         out: dict[str, Any] = {"MaxPayloadSize": self.max_payload_size, "ExitCode": self.exit_code}
         if self.no_payload_digest:
             out["NoPayloadDigest"] = True
+        if self.stream_window:
+            out["StreamWindow"] = self.stream_window
         return out
 
     def agreed(self, other: Extensions) -> Extensions:
@@ -104,6 +116,11 @@ class Extensions:
             max_payload_size=min(self.max_payload_size, other.max_payload_size),
             exit_code=self.exit_code and other.exit_code,
             no_payload_digest=self.no_payload_digest and other.no_payload_digest,
+            stream_window=(
+                min(self.stream_window, other.stream_window)
+                if self.stream_window and other.stream_window
+                else 0
+            ),
         )
 
     @classmethod
@@ -120,6 +137,7 @@ class Extensions:
             max_payload_size=obj.get_int("MaxPayloadSize", low=1, high=UINT32_MAX),
             exit_code=obj.get_bool("ExitCode", False),
             no_payload_digest=obj.get_bool("NoPayloadDigest", False),
+            stream_window=obj.get_int("StreamWindow", 0, low=0, high=MAX_STREAM_WINDOW),
         )
 
 
