@@ -294,3 +294,16 @@ async def test_v2_client_data_for_a_closed_destination_is_credited_not_stuck() -
         rig.mux.send(late, bytes(4 * WINDOW))
         await rig.flush()
         await rig.client.until(lambda: (rig.poll(), rig.mux.backlog(late) == 0)[1])
+
+
+async def test_closed_connections_are_reported_while_the_session_runs() -> None:
+    async with echo_server() as target, port_session(target, type="LocalPortForwarding") as rig:
+        assert await roundtrip(rig, 1000)
+        async with asyncio.timeout(30):
+            while not rig.reports:  # batched, at most REPORT_INTERVAL later
+                await asyncio.sleep(0.05)
+        assert not rig.completions.reported.is_set()  # the session goes on
+        [record] = rig.reports
+        assert record.bytes_out == 1000 and record.closed is not None
+        assert await roundtrip(rig, 10)
+    assert len(rig.reports) == 2  # the second when the session ended; none twice

@@ -37,8 +37,11 @@ finished, makes the agent refuse (not acknowledge) further input until it drains
 connection holds at most :data:`WRITE_HIGH` plus the frames delivered with the one that crossed
 the mark; a slow destination stalls the whole session's input, as it does in AWS's agent.
 
-Every connection is recorded (destination, opened/closed, bytes each way, error), logged when
-it closes and handed to ``report`` (the agent sends ``hatchway_connections``).
+Every connection is recorded (destination, opened/closed, bytes each way, error) and logged
+when it closes; closed connections are handed to ``report`` (the agent sends
+``hatchway_connections``) in batches at most :data:`REPORT_INTERVAL` apart while the session
+runs, and whatever is left (connections still open included) when it ends. Only the latest
+:data:`KEPT_CONNECTIONS` records stay in memory.
 """
 
 from __future__ import annotations
@@ -93,6 +96,10 @@ DENIED: Final = frozenset(
 STAGING_HIGH: Final = 256 * 1024
 WRITE_HIGH: Final = 1024 * 1024
 DIAL_TIMEOUT: Final = 10.0
+#: Seconds between reports of closed connections while the session runs.
+REPORT_INTERVAL: Final = 1.0
+#: Connection records a session keeps in memory (the reported ones are in the server's store).
+KEPT_CONNECTIONS: Final = 1000
 
 Report = Callable[[str, list[ConnectionRecord]], Awaitable[None]]
 
@@ -139,6 +146,7 @@ class _Conn:
     dest_finished: bool = False  # the destination will send no more (EOF)
     write_blocked: bool = False
     credit_paused: bool = False  # smux v2: not read until the client grants credit
+    reported: bool = False
 
     def record(self) -> ConnectionRecord:
         return ConnectionRecord.create(
@@ -194,7 +202,10 @@ class PortSession(DataChannelSession):
         super().__init__(task, dialer, complete, clock, monotonic, timings)
         self._report = report
         self.mode: PortMode | None = None
-        self.connections: list[_Conn] = []  # every connection, in order of opening
+        #: The latest connections, in order of opening.
+        self.connections: deque[_Conn] = deque(maxlen=KEPT_CONNECTIONS)
+        self._unreported: list[_Conn] = []  # closed, not yet handed to ``report``
+        self._reporting: asyncio.Task[None] | None = None
         self._open: dict[int, _Conn] = {}  # by stream id (0 for stdio and basic)
         self._staging: deque[tuple[int, bytes]] = deque()
         self._staged = 0
@@ -269,10 +280,31 @@ class PortSession(DataChannelSession):
     async def _work_gone(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=1.0)
-        records = [c.record() for c in self.connections]
-        if records and self._report is not None:
-            with contextlib.suppress(Exception):
-                await self._report(self.session_id, records)
+        if self._reporting is not None:
+            self._reporting.cancel()
+        left = [c for c in self.connections if c.closed is None]
+        await self._send_reports([*self._unreported, *left])
+        self._unreported.clear()
+
+    def _report_soon(self, conn: _Conn) -> None:
+        if self._report is None:
+            return
+        self._unreported.append(conn)
+        if self._reporting is None or self._reporting.done():
+            self._reporting = asyncio.get_running_loop().create_task(self._report_later())
+
+    async def _report_later(self) -> None:
+        await asyncio.sleep(REPORT_INTERVAL)
+        batch, self._unreported = self._unreported, []
+        await asyncio.shield(self._send_reports(batch))  # the session's end must not lose it
+
+    async def _send_reports(self, conns: list[_Conn]) -> None:
+        todo = [c for c in conns if not c.reported]
+        for conn in todo:
+            conn.reported = True
+        if todo and self._report is not None:
+            with contextlib.suppress(Exception):  # best effort: the log has every connection
+                await self._report(self.session_id, [c.record() for c in todo])
 
     # ---- connections -----------------------------------------------------------------------
 
@@ -360,6 +392,7 @@ class PortSession(DataChannelSession):
             conn.bytes_out,
             f" ({conn.error})" if conn.error else "",
         )
+        self._report_soon(conn)
         self._update_accepting()
 
     @property
