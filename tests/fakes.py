@@ -300,7 +300,9 @@ CLIENT_EXTENSIONS = Extensions(max_payload_size=65536, exit_code=True)
 AWS_PLUGIN_VERSION = "1.2.677.0"
 
 
-def aws_plugin_response(request: HandshakeRequest) -> HandshakeResponse:
+def aws_plugin_response(
+    request: HandshakeRequest, version: str = AWS_PLUGIN_VERSION
+) -> HandshakeResponse:
     """The HandshakeResponse of AWS's plugin: SessionType done, any action it does not know
     answered with ActionStatus 0 and ActionResult 3 (docs/protocol.md §7.4)."""
     actions = tuple(
@@ -309,7 +311,7 @@ def aws_plugin_response(request: HandshakeRequest) -> HandshakeResponse:
         else ProcessedClientAction(action.action_type, 0, 3)
         for action in request.requested_client_actions
     )
-    return HandshakeResponse(AWS_PLUGIN_VERSION, actions, None)
+    return HandshakeResponse(version, actions, None)
 
 
 class FakeClient:
@@ -334,8 +336,10 @@ class FakeClient:
         dialer: FakeDialer,
         *,
         aws_plugin: bool = False,
+        plugin_version: str = AWS_PLUGIN_VERSION,
         extensions: Extensions = CLIENT_EXTENSIONS,
     ) -> None:
+        self.plugin_version = plugin_version
         self.endpoint = Endpoint(Role.CLIENT, wall_clock=time.time)
         self.aws_plugin = aws_plugin
         self.extensions = extensions
@@ -465,7 +469,7 @@ class FakeClient:
         await self.until(lambda: bool(self.payloads(PayloadType.HANDSHAKE_REQUEST)), timeout)
         request = HandshakeRequest.from_json(self.payloads(PayloadType.HANDSHAKE_REQUEST)[0])
         if self.aws_plugin:
-            response = aws_plugin_response(request)
+            response = aws_plugin_response(request, self.plugin_version)
         else:
             response, _type, _properties, negotiated = answer_request(
                 request, supported=self.extensions

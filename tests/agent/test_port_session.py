@@ -97,8 +97,13 @@ class Rig:
 
 @asynccontextmanager
 async def port_session(
-    port: int, *, extensions: Extensions = CLIENT_EXTENSIONS, **properties: Any
+    port: int,
+    *,
+    extensions: Extensions = CLIENT_EXTENSIONS,
+    plugin: str | None = None,
+    **properties: Any,
 ) -> AsyncIterator[Rig]:
+    """A Port session to ``port``; ``plugin``: the client is AWS's plugin of that version."""
     dialer = FakeDialer()
     content = {
         "schemaVersion": "1.0",
@@ -117,7 +122,10 @@ async def port_session(
     session = PortSession(task, dialer, completions, FakeClock(), loop.time, TIMINGS, report=report)
     completions.endpoint = session.endpoint
     run = loop.create_task(session.run())
-    client = FakeClient(dialer, extensions=extensions)
+    if plugin is None:
+        client = FakeClient(dialer, extensions=extensions)
+    else:
+        client = FakeClient(dialer, aws_plugin=True, plugin_version=plugin)
     try:
         await client.accept()
         await client.handshake()
@@ -307,3 +315,44 @@ async def test_closed_connections_are_reported_while_the_session_runs() -> None:
         assert record.bytes_out == 1000 and record.closed is not None
         assert await roundtrip(rig, 10)
     assert len(rig.reports) == 2  # the second when the session ended; none twice
+
+
+# ---- AWS's session-manager-plugin as the client (docs/protocol.md §8.4, §8.5) -----------------
+
+
+async def test_aws_plugin_gets_smux_v1_and_aws_acks() -> None:
+    async with (
+        echo_server() as target,
+        port_session(target, plugin="1.2.677.0", type="LocalPortForwarding") as rig,
+    ):
+        assert rig.session.mode is PortMode.MUX
+        assert rig.mux.version == 1 and not rig.session.hatchway_peer
+        assert rig.session.endpoint.cumulative_acks  # the plugin's duplicate-dropping (§6.6)
+        assert all(await asyncio.gather(*(roundtrip(rig, n) for n in (1, 70_000, 2_000_000))))
+        # Everything the agent sent parses as smux v1 (no UPD, no version 2 frame).
+        Mux(client=True).receive(bytes(rig.client.output))
+
+
+async def test_an_old_plugin_gets_basic_mode_one_connection_at_a_time() -> None:
+    async with (
+        echo_server() as target,
+        port_session(target, plugin="1.1.61.0", type="LocalPortForwarding") as rig,
+    ):
+        assert rig.session.mode is PortMode.BASIC
+        await rig.client.send(PayloadType.OUTPUT, b"first")
+        await rig.client.until(lambda: bytes(rig.client.output) == b"first")
+        await rig.client.send(PayloadType.FLAG, encode_flag(FlagValue.DISCONNECT_TO_PORT))
+        await rig.client.send(PayloadType.OUTPUT, b"second")  # dials again
+        await rig.client.until(lambda: bytes(rig.client.output) == b"firstsecond")
+        assert len(rig.session.connections) == 2
+
+
+async def test_old_plugin_keepalive_nops_are_sent_by_the_agent() -> None:
+    async with (
+        echo_server() as target,
+        port_session(target, plugin="1.2.331.0", type="LocalPortForwarding") as rig,
+    ):
+        assert rig.session.mode is PortMode.MUX  # keepalive on for ClientVersion <= 1.2.331.0
+        await rig.client.until(
+            lambda: bytes(rig.client.output)[:8] == bytes.fromhex("0103000000000000")
+        )

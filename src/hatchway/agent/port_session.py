@@ -364,6 +364,9 @@ class PortSession(DataChannelSession):
             raise
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
         conn.transport = transport = cast(asyncio.Transport, transport)
+        if conn.closed is not None:  # given up while dialling (basic: DisconnectToPort)
+            transport.close()
+            return
         # With credit, every byte the kernel has not taken is reported (pause_writing at once,
         # resume_writing when drained); without, only a full buffer matters.
         transport.set_write_buffer_limits(high=0 if self._credit else WRITE_HIGH)
@@ -556,8 +559,9 @@ class PortSession(DataChannelSession):
         if value == FlagValue.DISCONNECT_TO_PORT and self.mode is PortMode.BASIC:
             if conn.transport is not None:
                 conn.transport.close()
-            else:
-                self._closed(conn)
+            # Closed now, not when the transport says so: data right behind the flag belongs
+            # to the next connection and dials it (AWS's plugin sends it at once).
+            self._closed(conn)
         elif value == END_OF_INPUT and self.hatchway_peer:
             self._peer_finished(conn)
 
