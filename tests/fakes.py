@@ -234,8 +234,14 @@ class FakeNodeStatus:
     fail_heartbeats: int = 0
     beat_written: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def mark_connected(self, instance_id: str, connected: bool, now: float) -> None:
+    events: list[Any] = field(default_factory=list)
+    """Events written with the changes (``events=``), in order."""
+
+    async def mark_connected(
+        self, instance_id: str, connected: bool, now: float, *, events: Sequence[Any] = ()
+    ) -> None:
         self.connected[instance_id] = connected
+        self.events.extend(events)
 
     async def heartbeat(self, instance_id: str, now: float, **facts: str) -> None:
         if self.fail_heartbeats:
@@ -544,14 +550,18 @@ class MemorySessions:
         self.rows: dict[str, Session] = {}
         self.tokens: dict[str, SessionToken] = {}
         self.fail_writes = False  # make every write raise StoreError (a database outage)
+        self.events: list[Any] = []  # events written with the changes (``events=``), in order
 
     def _check(self) -> None:
         if self.fail_writes:
             raise StoreError("database write failed: OperationalError")
 
-    async def create(self, session: Session, token_hash: str, now: float) -> None:
+    async def create(
+        self, session: Session, token_hash: str, now: float, *, events: Sequence[Any] = ()
+    ) -> None:
         self._check()
         self.rows[session.session_id] = session
+        self.events.extend(events)
         self.tokens[token_hash] = SessionToken(token_hash, session.session_id, now, None, False)
 
     async def get(self, session_id: str) -> Session | None:
@@ -566,11 +576,13 @@ class MemorySessions:
         only_if: Sequence[SessionStatus] | None = None,
         exit_code: int | None = None,
         details: str | None = None,
+        events: Sequence[Any] = (),
     ) -> bool:
         self._check()
         row = self.rows.get(session_id)
         if row is None or (only_if is not None and row.status not in only_if):
             return False
+        self.events.extend(events)
         changes: dict[str, Any] = {"status": status}
         if not status.is_active:
             changes["end_date"] = now

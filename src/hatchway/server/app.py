@@ -35,6 +35,8 @@ from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_pro
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import builtin_documents
 from hatchway.server.enforcement import LiveEnforcement
+from hatchway.server.events.service import EventService
+from hatchway.server.events.worker import DeliveryWorker, HttpPoster
 from hatchway.server.guard import ConnectionGuard, ConnectionLimits
 from hatchway.server.iam import IamService
 from hatchway.server.listening import open_listeners
@@ -75,8 +77,11 @@ class Server:
     authz: Authorizer
     enforcement: LiveEnforcement
     api: Api
+    deliveries: DeliveryWorker | None = None
 
     async def close(self) -> None:
+        if self.deliveries is not None:
+            await self.deliveries.stop()
         await self.enforcement.stop()
         await self.control.close_all()
         await self.sessions.gateway.close_all()
@@ -148,6 +153,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         nodes=nodes,
         iam=IamService(store, box, account_id, clock, region=settings.region),
         simulator=Simulator(store, authz),
+        events=EventService(store.events, box, clock),
     )
     api = Api(settings, authn, authz, nodes, operations, on_access_changed=enforcement.poke)
     enforcement.start()
@@ -181,7 +187,10 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         authz,
         enforcement,
         api,
+        DeliveryWorker(store.events, box, HttpPoster(), clock=clock),
     )
+    assert server.deliveries is not None
+    server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
     _routes(server, api)
     return server
 
@@ -368,6 +377,8 @@ async def serve(
         await stop.wait()
     finally:
         await server.guard.close()
+        if server.deliveries is not None:
+            await server.deliveries.stop()
         await server.enforcement.stop()
         await server.control.close_all()
         await server.sessions.gateway.close_all()
