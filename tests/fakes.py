@@ -15,6 +15,7 @@
 * :class:`FakeDialer` — the agent's dialer over in-memory sockets.
 * :class:`FakeClient` — the client end of an agent's data channel: a real client ``Endpoint``
   over the sockets a :class:`FakeDialer` hands out, with no gateway in between.
+* :class:`FakePoster` — a webhook receiver in memory, with scripted failures.
 * :func:`real_time` — lets the loop's clock follow the real one while a real process (a shell
   in a PTY) works, in a test whose clock looptime otherwise fast-forwards.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -669,3 +671,45 @@ def session_record(
         bytes_out=0,
         owner_id=owner_id,
     )
+
+
+# ---- webhooks ------------------------------------------------------------------------------
+
+
+@dataclass
+class Posted:
+    """One webhook delivery as a receiver got it."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return dict(json.loads(self.body))
+
+
+@dataclass
+class FakePoster:
+    """Receives webhook deliveries in memory (``server.events.worker.Poster``): each URL
+    answers the statuses scripted for it in turn (``None``: no answer), then 200."""
+
+    script: dict[str, list[int | None]] = field(default_factory=dict)
+    posted: list[Posted] = field(default_factory=list)
+    closed: bool = False
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Any:
+        from hatchway.server.events.worker import PostResult
+
+        self.posted.append(Posted(url, body, dict(headers)))
+        answers = self.script.get(url) or []
+        status = answers.pop(0) if answers else 200
+        if status is None:
+            return PostResult(None, "ClientConnectorError: connection refused")
+        return PostResult(status, "" if 200 <= status < 300 else f"HTTP {status}")
+
+    def to(self, url: str) -> list[Posted]:
+        return [p for p in self.posted if p.url == url]
+
+    async def close(self) -> None:
+        self.closed = True

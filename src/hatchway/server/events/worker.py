@@ -221,6 +221,11 @@ class DeliveryWorker:
             self._drains[head.subscription_id] = task
         return next_due
 
+    @property
+    def busy(self) -> int:
+        """Subscriptions being drained now."""
+        return len(self._drains)
+
     async def settle(self) -> None:
         """Wait until the drains under way are done (tests)."""
         while self._drains:
