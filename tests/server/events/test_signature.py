@@ -39,3 +39,30 @@ def test_verify_accepts_only_the_right_secret_body_and_a_fresh_timestamp() -> No
 def test_a_unicode_secret_is_used_as_utf8() -> None:
     expected = hmac.new("clé-secrète".encode(), b"5.x", hashlib.sha256).hexdigest()
     assert sign("clé-secrète", 5, b"x") == "sha256=" + expected
+
+
+def test_the_readmes_receiver_check_accepts_our_signatures() -> None:
+    """The few lines the README gives receivers work against what the server sends."""
+    import re
+    import time
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    [code] = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+        if "X-Hatchway-Signature" in block
+    ]
+    namespace: dict[str, object] = {}
+    exec(code, namespace)
+    readme_verify = namespace["verify"]
+    now = int(time.time())
+    headers = {"X-Hatchway-Timestamp": str(now), "X-Hatchway-Signature": sign("s3cret", now, BODY)}
+    assert readme_verify("s3cret", headers, BODY)  # type: ignore[operator]
+    assert not readme_verify("s3cret", headers, BODY + b"x")  # type: ignore[operator]
+    assert not readme_verify("wrong!", headers, BODY)  # type: ignore[operator]
+    stale = {
+        "X-Hatchway-Timestamp": str(now - 600),
+        "X-Hatchway-Signature": sign("s3cret", now - 600, BODY),
+    }
+    assert not readme_verify("s3cret", stale, BODY)  # type: ignore[operator]
