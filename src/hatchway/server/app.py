@@ -77,11 +77,10 @@ class Server:
     authz: Authorizer
     enforcement: LiveEnforcement
     api: Api
-    deliveries: DeliveryWorker | None = None
+    deliveries: DeliveryWorker
 
     async def close(self) -> None:
-        if self.deliveries is not None:
-            await self.deliveries.stop()
+        await self.deliveries.stop()
         await self.enforcement.stop()
         await self.control.close_all()
         await self.sessions.gateway.close_all()
@@ -189,7 +188,6 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         api,
         DeliveryWorker(store.events, box, HttpPoster(), clock=clock),
     )
-    assert server.deliveries is not None
     server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
     _routes(server, api)
     return server
@@ -377,8 +375,7 @@ async def serve(
         await stop.wait()
     finally:
         await server.guard.close()
-        if server.deliveries is not None:
-            await server.deliveries.stop()
+        await server.deliveries.stop()
         await server.enforcement.stop()
         await server.control.close_all()
         await server.sessions.gateway.close_all()

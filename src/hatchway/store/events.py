@@ -211,7 +211,14 @@ class EventRepository:
     # ---- events without a change of their own (access.denied) ------------------------------
 
     async def publish(self, events: Sequence[Event]) -> None:
-        """Store ``events`` in a transaction of their own."""
+        """Store ``events`` in a transaction of their own; without one when no subscription
+        wants any of them (a flood of denied requests then costs reads, not write turns)."""
+        s = t.event_subscriptions.c
+        async with self._db.read() as conn:
+            rows = (await conn.execute(select(s.event_types))).all()
+        wanted = {name for (types,) in rows for name in types or ()}
+        if not any(e.type.value in wanted for e in events):
+            return
         async with self._db.write() as conn:
             count = await self.outbox.write(conn, events)
         self.outbox.committed(count)
