@@ -15,6 +15,7 @@
 * :class:`FakeDialer` — the agent's dialer over in-memory sockets.
 * :class:`FakeClient` — the client end of an agent's data channel: a real client ``Endpoint``
   over the sockets a :class:`FakeDialer` hands out, with no gateway in between.
+* :class:`FakePoster` — a webhook receiver in memory, with scripted failures.
 * :func:`real_time` — lets the loop's clock follow the real one while a real process (a shell
   in a PTY) works, in a test whose clock looptime otherwise fast-forwards.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -234,8 +236,14 @@ class FakeNodeStatus:
     fail_heartbeats: int = 0
     beat_written: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def mark_connected(self, instance_id: str, connected: bool, now: float) -> None:
+    events: list[Any] = field(default_factory=list)
+    """Events written with the changes (``events=``), in order."""
+
+    async def mark_connected(
+        self, instance_id: str, connected: bool, now: float, *, events: Sequence[Any] = ()
+    ) -> None:
         self.connected[instance_id] = connected
+        self.events.extend(events)
 
     async def heartbeat(self, instance_id: str, now: float, **facts: str) -> None:
         if self.fail_heartbeats:
@@ -558,14 +566,18 @@ class MemorySessions:
         self.rows: dict[str, Session] = {}
         self.tokens: dict[str, SessionToken] = {}
         self.fail_writes = False  # make every write raise StoreError (a database outage)
+        self.events: list[Any] = []  # events written with the changes (``events=``), in order
 
     def _check(self) -> None:
         if self.fail_writes:
             raise StoreError("database write failed: OperationalError")
 
-    async def create(self, session: Session, token_hash: str, now: float) -> None:
+    async def create(
+        self, session: Session, token_hash: str, now: float, *, events: Sequence[Any] = ()
+    ) -> None:
         self._check()
         self.rows[session.session_id] = session
+        self.events.extend(events)
         self.tokens[token_hash] = SessionToken(token_hash, session.session_id, now, None, False)
 
     async def get(self, session_id: str) -> Session | None:
@@ -580,11 +592,13 @@ class MemorySessions:
         only_if: Sequence[SessionStatus] | None = None,
         exit_code: int | None = None,
         details: str | None = None,
+        events: Sequence[Any] = (),
     ) -> bool:
         self._check()
         row = self.rows.get(session_id)
         if row is None or (only_if is not None and row.status not in only_if):
             return False
+        self.events.extend(events)
         changes: dict[str, Any] = {"status": status}
         if not status.is_active:
             changes["end_date"] = now
@@ -671,3 +685,45 @@ def session_record(
         bytes_out=0,
         owner_id=owner_id,
     )
+
+
+# ---- webhooks ------------------------------------------------------------------------------
+
+
+@dataclass
+class Posted:
+    """One webhook delivery as a receiver got it."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return dict(json.loads(self.body))
+
+
+@dataclass
+class FakePoster:
+    """Receives webhook deliveries in memory (``server.events.worker.Poster``): each URL
+    answers the statuses scripted for it in turn (``None``: no answer), then 200."""
+
+    script: dict[str, list[int | None]] = field(default_factory=dict)
+    posted: list[Posted] = field(default_factory=list)
+    closed: bool = False
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Any:
+        from hatchway.server.events.worker import PostResult
+
+        self.posted.append(Posted(url, body, dict(headers)))
+        answers = self.script.get(url) or []
+        status = answers.pop(0) if answers else 200
+        if status is None:
+            return PostResult(None, "ClientConnectorError: connection refused")
+        return PostResult(status, "" if 200 <= status < 300 else f"HTTP {status}")
+
+    def to(self, url: str) -> list[Posted]:
+        return [p for p in self.posted if p.url == url]
+
+    async def close(self) -> None:
+        self.closed = True

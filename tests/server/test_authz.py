@@ -42,6 +42,11 @@ class FakeStore:
         self.nodes_by_id: dict[str, Any] = {}
         self.identity = SimpleNamespace(policies_for=self._policies_for, user=self._user)
         self.nodes = SimpleNamespace(get=self._node)
+        self.published: list[Any] = []
+        self.events = SimpleNamespace(publish=self._publish)
+
+    async def _publish(self, events: Any) -> None:
+        self.published.extend(events)
 
     async def _policies_for(self, user_id: str) -> list[StoredPolicy]:
         return self.policies.get(user_id, [])
@@ -104,6 +109,16 @@ async def test_authorize_raises_aws_worded_access_denied() -> None:
     message = caught.value.message
     assert message.startswith(f"User: arn:aws:iam::{ACCOUNT}:user/dev-user is not authorized")
     assert "ssm:StartSession" in message and f"managed-instance/{NODE}" in message
+    # ... and an access.denied event names who, what, on what and why (webhooks).
+    [event] = store.published
+    assert event.type == "access.denied"
+    assert event.detail == {
+        "principal": f"arn:aws:iam::{ACCOUNT}:user/dev-user",
+        "action": "ssm:StartSession",
+        "resource": ARNS.node(NODE).arn,
+        "reason": message,
+        "sourceIp": DEV.source_ip,
+    }
 
 
 @pytest.mark.asyncio
@@ -115,6 +130,7 @@ async def test_every_resource_must_be_allowed() -> None:
     store.policies["AIDADEV"] = [StoredPolicy("p", doc)]
     a = authorizer(store)
     await a.authorize(DEV, "ssm:StartSession", [ARNS.node(NODE)])
+    assert store.published == []  # an allowed request is no event
     with pytest.raises(AccessDenied):
         await a.authorize(
             DEV, "ssm:StartSession", [ARNS.node(NODE), ARNS.document("AWS-StartSSHSession")]

@@ -43,6 +43,10 @@ VALUES: dict[str, Any] = {
     "State": "Active",
     "IamRole": "SSMServiceRole",
     "ActivationId": str(uuid.uuid4()),
+    "Url": "https://hooks.example/hatchway",
+    "Events": ["session.started"],
+    "Secret": "s3cret-value",
+    "SubscriptionId": "sub-0123456789abcdef",
 }
 
 

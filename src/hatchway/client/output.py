@@ -17,6 +17,7 @@ TIMESTAMP_KEYS = frozenset(
         "LastPingDateTime", "RegistrationDate", "StartDate", "EndDate", "ExpirationDate",
         "CreatedDate", "CreateDate", "UpdateDate", "PasswordLastUsed", "LastUsedDate",
         "OpenedDate", "ClosedDate",
+        "EventTime", "LastAttemptDate", "NextAttemptDate", "DeliveredDate",
     }
 )  # fmt: skip
 

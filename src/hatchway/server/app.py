@@ -35,6 +35,8 @@ from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_pro
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import builtin_documents
 from hatchway.server.enforcement import LiveEnforcement
+from hatchway.server.events.service import EventService
+from hatchway.server.events.worker import DeliveryWorker, HttpPoster
 from hatchway.server.guard import ConnectionGuard, ConnectionLimits
 from hatchway.server.iam import IamService
 from hatchway.server.listening import open_listeners
@@ -75,8 +77,10 @@ class Server:
     authz: Authorizer
     enforcement: LiveEnforcement
     api: Api
+    deliveries: DeliveryWorker
 
     async def close(self) -> None:
+        await self.deliveries.stop()
         await self.enforcement.stop()
         await self.control.close_all()
         await self.sessions.gateway.close_all()
@@ -148,6 +152,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         nodes=nodes,
         iam=IamService(store, box, account_id, clock, region=settings.region),
         simulator=Simulator(store, authz),
+        events=EventService(store.events, box, clock),
     )
     api = Api(settings, authn, authz, nodes, operations, on_access_changed=enforcement.poke)
     enforcement.start()
@@ -181,7 +186,9 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         authz,
         enforcement,
         api,
+        DeliveryWorker(store.events, box, HttpPoster(), clock=clock),
     )
+    server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
     _routes(server, api)
     return server
 
@@ -368,6 +375,7 @@ async def serve(
         await stop.wait()
     finally:
         await server.guard.close()
+        await server.deliveries.stop()
         await server.enforcement.stop()
         await server.control.close_all()
         await server.sessions.gateway.close_all()

@@ -28,6 +28,7 @@ from typing import Final
 from hatchway.errors import AccessDenied
 from hatchway.policy import Decision, NamedPolicy, PolicyDocument, Request, evaluate, parse_policy
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT
+from hatchway.server.events.catalog import EventCatalog, publish
 from hatchway.server.principal import Principal
 from hatchway.store.records import Session
 from hatchway.store.store import Store
@@ -152,6 +153,7 @@ class Authorizer:
         self._store = store
         self.arns = arns
         self._clock = clock
+        self.events = EventCatalog(clock)
 
     async def policies_of(self, user_id: str) -> list[NamedPolicy]:
         """Every policy that applies to the user (its own and its groups'), parsed."""
@@ -235,7 +237,18 @@ class Authorizer:
                     resource.arn,
                     decision.explain(),
                 )
-                raise AccessDenied(denial_message(principal.arn, action, resource, decision))
+                message = denial_message(principal.arn, action, resource, decision)
+                await publish(
+                    self._store.events,
+                    self.events.access_denied(
+                        principal=principal.arn,
+                        action=action,
+                        resource=resource.arn,
+                        reason=message,
+                        source_ip=principal.source_ip,
+                    ),
+                )
+                raise AccessDenied(message)
 
     def authorize_node(self, node_id: str, action: str, target: str) -> None:
         """A node may open its own control channel and data channels on itself only.

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -50,7 +50,9 @@ from hatchway.protocol.controlchannel import (
 )
 from hatchway.protocol.payloads import AgentTaskPayload
 from hatchway.protocol.timing import liveness_window
+from hatchway.server.events.catalog import EventCatalog
 from hatchway.server.settings import ServerSettings
+from hatchway.store.events import Event
 from hatchway.transport.aiohttp_socket import AiohttpSocket, aiohttp_max_msg_size
 from hatchway.transport.socket import Socket
 
@@ -77,7 +79,9 @@ MAX_PENDING_REPORTS: Final = 8
 class NodeStatus(Protocol):
     """What the control channels write about nodes (``store.repositories.NodeRepository``)."""
 
-    async def mark_connected(self, instance_id: str, connected: bool, now: float) -> None: ...
+    async def mark_connected(
+        self, instance_id: str, connected: bool, now: float, *, events: Sequence[Event] = ()
+    ) -> None: ...
 
     async def heartbeat(self, instance_id: str, now: float, **facts: str) -> None: ...
 
@@ -145,6 +149,7 @@ class ControlChannels:
         self._generations: dict[str, int] = {}
         self._bad_log = LogBudget(burst=LOG_BURST, period=LOG_PERIOD)
         self._fail_log = LogBudget(burst=LOG_BURST, period=LOG_PERIOD)
+        self.events = EventCatalog(clock)
 
     def is_connected(self, node_id: str) -> bool:
         channel = self._channels.get(node_id)
@@ -210,7 +215,12 @@ class ControlChannels:
             await self._guarded(
                 node_id,
                 "mark it connected",
-                self._nodes.mark_connected(node_id, True, self._clock()),
+                self._nodes.mark_connected(
+                    node_id,
+                    True,
+                    self._clock(),
+                    events=self.events.node_online(node_id) if old is None else (),
+                ),
             )
             channel.last_heard = asyncio.get_running_loop().time()
             async with asyncio.TaskGroup() as tasks:
@@ -230,7 +240,14 @@ class ControlChannels:
                 await self._guarded(
                     node_id,
                     "mark it disconnected",
-                    self._nodes.mark_connected(node_id, False, self._clock()),
+                    self._nodes.mark_connected(
+                        node_id,
+                        False,
+                        self._clock(),
+                        events=self.events.node_offline(
+                            node_id, CloseCode.describe(socket.close_code)
+                        ),
+                    ),
                 )
                 await self._notify_gone(node_id)
 

@@ -24,6 +24,7 @@ from hatchway.errors import (
 )
 from hatchway.protocol.timing import liveness_window
 from hatchway.server.control import ControlChannels
+from hatchway.server.events.catalog import EventCatalog
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
 from hatchway.server.sessions import SessionService
@@ -69,6 +70,7 @@ class NodeService:
         self._sessions = sessions
         self._verifier = verifier
         self._limiter = limiter
+        self.events = EventCatalog(clock)
 
     def close(self) -> None:
         """Stop the pool that checks activation codes."""
@@ -186,7 +188,10 @@ class NodeService:
             connected=False,
             tags=dict(activation.tags),
         )
-        if not await self._store.activations.register_node(activation_id, node, now):
+        registered = await self._store.activations.register_node(
+            activation_id, node, now, events=self.events.node_registered(node)
+        )
+        if not registered:
             raise InvalidActivation("Activation has reached its registration limit or has expired.")
         log.info("node %s registered with activation %s", node.instance_id, activation_id)
         # Region is a Hatchway extension: the agent needs it for its signing scope.

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from hatchway.server.authz import ANY, Arns, Resource
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT
+from hatchway.server.events.service import EventService
 from hatchway.server.iam import IamService
 from hatchway.server.nodes import NodeService
 from hatchway.server.principal import Principal
@@ -136,6 +137,11 @@ class Resolvers:
         key = await self._store.identity.access_key(body["AccessKeyId"])
         return (self._arns.user(key.user_name if key is not None else principal.user_name),)
 
+    async def event_subscription(self, _: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+        a = self._arns
+        arn = f"arn:aws:hatchway:{a.region}:{a.account_id}:event-subscription/"
+        return (Resource((arn + body["SubscriptionId"],)),)
+
     async def simulated_user(
         self, principal: Principal, body: dict[str, Any]
     ) -> Sequence[Resource]:
@@ -192,6 +198,7 @@ def all_operations(
     nodes: NodeService,
     iam: IamService,
     simulator: Simulator,
+    events: EventService | None = None,
 ) -> list[Operation]:
     """The table of every operation this server serves."""
 
@@ -254,6 +261,9 @@ def all_operations(
             r.simulated_user,
         )
     )
+    for name, handler in (events.operations() if events is not None else {}).items():
+        resolve = r.event_subscription if name == "DeleteEventSubscription" else r.anything
+        ops.append(Operation(HATCHWAY, name, f"hatchway:{name}", _ignore_request(handler), resolve))
     return ops
 
 

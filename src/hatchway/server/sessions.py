@@ -26,6 +26,7 @@ from hatchway.protocol.handshake import SessionType
 from hatchway.protocol.payloads import AgentTaskPayload
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content, resolve
+from hatchway.server.events.catalog import EventCatalog
 from hatchway.server.gateway import Gateway
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 NODE_ID = re.compile(r"^mi-[0-9a-f]{17}$")
 #: Every session type a document can name (docs/protocol.md §8).
 SUPPORTED_SESSION_TYPES = tuple(t.value for t in SessionType)
+SERVER = "hatchway"
+"""Who terminated a session the server itself ended (``session.terminated``'s terminatedBy)."""
 _FILTER_KEYS = ("InvokedAfter", "InvokedBefore", "Target", "Owner", "Status", "SessionId")
 
 
@@ -58,6 +61,7 @@ class SessionService:
         self._control = control
         self.gateway = Gateway(store, settings, clock, self._expired)
         self._background: set[asyncio.Task[None]] = set()
+        self.events = EventCatalog(clock)
 
     # ---- API operations -------------------------------------------------------------------
 
@@ -113,7 +117,9 @@ class SessionService:
             bytes_in=0,
             bytes_out=0,
         )
-        await self._store.sessions.create(session, hash_token(token), now)
+        await self._store.sessions.create(
+            session, hash_token(token), now, events=self.events.session_started(session)
+        )
         self.gateway.expect(session_id, target)
         task = AgentTaskPayload(
             session_id=session_id,
@@ -164,6 +170,7 @@ class SessionService:
                 SessionStatus.TERMINATED,
                 f"terminated by {principal.user_name}",
                 output=f"Session terminated by {principal.user_name}.",
+                terminated_by=principal.arn,
             )
         return {"SessionId": session_id}
 
@@ -281,7 +288,13 @@ class SessionService:
 
     def _expired(self, session_id: str, status: SessionStatus, reason: str) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._finish(session_id, status, reason, output=reason)
+            self._finish(
+                session_id,
+                status,
+                reason,
+                output=reason,
+                terminated_by=SERVER if status is SessionStatus.TERMINATED else "",
+            )
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -295,19 +308,34 @@ class SessionService:
         output: str = "",
         exit_code: int | None = None,
         notify_agent: bool = True,
+        terminated_by: str = "",
     ) -> None:
-        """End a session: status first (one transaction), then both ends and the agent."""
+        """End a session: status first (one transaction, with its events), then both ends
+        and the agent. ``terminated_by`` names who ended it by force (events: the README's
+        "Webhooks")."""
         session = await self._store.sessions.get(session_id)
         if session is None:
             return
         active = tuple(s for s in SessionStatus if s.is_active)
+        now = self._clock()
+        live = self.gateway.live(session_id)  # byte counts not yet flushed to the row
         changed = await self._store.sessions.set_status(
             session_id,
             status,
-            now=self._clock(),
+            now=now,
             only_if=active,
             exit_code=exit_code,
             details=details,
+            events=self.events.session_ended(
+                session,
+                status=status,
+                details=details,
+                end=now,
+                exit_code=exit_code,
+                bytes_in=session.bytes_in + (live.bytes_in if live else 0),
+                bytes_out=session.bytes_out + (live.bytes_out if live else 0),
+                terminated_by=terminated_by,
+            ),
         )
         self.gateway.end(session_id, output)  # returns at once; the goodbyes run on their own
         if changed and notify_agent:
@@ -324,11 +352,19 @@ class SessionService:
         """End a session its owner may no longer run; both ends are told ``reason``."""
         message = f"Session terminated: {reason}"
         log.warning("session %s ended: %s", session_id, reason)
-        await self._finish(session_id, SessionStatus.TERMINATED, reason, output=message)
+        await self._finish(
+            session_id, SessionStatus.TERMINATED, reason, output=message, terminated_by=SERVER
+        )
 
     async def end_sessions_on(self, node_id: str, reason: str) -> None:
         for session in await self._store.sessions.active_on(node_id):
-            await self._finish(session.session_id, SessionStatus.TERMINATED, reason, output=reason)
+            await self._finish(
+                session.session_id,
+                SessionStatus.TERMINATED,
+                reason,
+                output=reason,
+                terminated_by=SERVER,
+            )
 
     @staticmethod
     def stream_url(base: str, session_id: str) -> str:

@@ -68,6 +68,7 @@ from botocore.loaders import Loader
 from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
 
 from hatchway.errors import SerializationError, ValidationError
+from hatchway.server.events.shapes import EVENT_OPERATIONS, EVENT_SHAPES
 
 __all__ = [
     "HATCHWAY_MODEL",
@@ -177,7 +178,8 @@ HATCHWAY_MODEL: Mapping[str, Any] = MappingProxyType(
                 "name": "SetPassword",
                 "http": {"method": "POST", "requestUri": "/"},
                 "input": {"shape": "SetPasswordRequest"},
-            }
+            },
+            **EVENT_OPERATIONS,
         },
         "shapes": {
             "SetPasswordRequest": {
@@ -197,6 +199,7 @@ HATCHWAY_MODEL: Mapping[str, Any] = MappingProxyType(
                 "pattern": "[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+",
                 "sensitive": True,
             },
+            **EVENT_SHAPES,
         },
     }
 )

@@ -30,6 +30,7 @@ from hatchway.errors import (
 )
 from hatchway.store import schema as t
 from hatchway.store.database import Database
+from hatchway.store.events import Event, Outbox
 from hatchway.store.records import (
     ACTIVE_STATUSES,
     HISTORY_STATUSES,
@@ -50,8 +51,10 @@ MAX_CONNECTIONS_PER_SESSION = 10_000
 
 
 class _Repository:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, outbox: Outbox | None = None) -> None:
         self._db = database
+        # Where events go, in the transaction of the change they report (store.events).
+        self._outbox = outbox or Outbox()
 
     def _transaction(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A write transaction: committed at the end of the block, rolled back on an error.
@@ -162,8 +165,11 @@ class ActivationRepository(_Repository):
             row = (await conn.execute(stmt)).first()
         return None if row is None else row[0]
 
-    async def register_node(self, activation_id: str, node: Node, now: float) -> bool:
-        """Consume one registration of the activation and insert the node, atomically.
+    async def register_node(
+        self, activation_id: str, node: Node, now: float, *, events: Sequence[Event] = ()
+    ) -> bool:
+        """Consume one registration of the activation and insert the node, atomically, with
+        ``events`` (written only if the node is).
 
         Returns False when the activation is used up, expired or locked (nothing is written).
         """
@@ -184,14 +190,16 @@ class ActivationRepository(_Repository):
             if (await conn.execute(claim)).rowcount != 1:
                 return False
             await conn.execute(insert(t.nodes).values(**_asdict(node)))
-            return True
+            written = await self._outbox.write(conn, events)
+        self._outbox.committed(written)
+        return True
 
 
 class NodeRepository(_Repository):
     """Registered nodes: their facts, heartbeats and control-channel state."""
 
-    def __init__(self, database: Database) -> None:
-        super().__init__(database)
+    def __init__(self, database: Database, outbox: Outbox | None = None) -> None:
+        super().__init__(database, outbox)
         self._pending: _PendingHeartbeats | None = None
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -205,13 +213,20 @@ class NodeRepository(_Repository):
             stmt = stmt.where(t.nodes.c.instance_id.in_(list(instance_ids)))
         return [Node(**r._mapping) for r in await self._fetch(stmt)]
 
-    async def mark_connected(self, instance_id: str, connected: bool, now: float) -> None:
+    async def mark_connected(
+        self, instance_id: str, connected: bool, now: float, *, events: Sequence[Event] = ()
+    ) -> None:
+        """Record whether the node's control channel is up, with ``events`` in the same
+        transaction."""
         values: dict[str, Any] = {"connected": connected}
         if connected:
             values["last_ping_at"] = now
-        await self._write(
-            update(t.nodes).where(t.nodes.c.instance_id == instance_id).values(**values)
-        )
+        async with self._transaction() as conn:
+            await conn.execute(
+                update(t.nodes).where(t.nodes.c.instance_id == instance_id).values(**values)
+            )
+            written = await self._outbox.write(conn, events)
+        self._outbox.committed(written)
 
     async def disconnect_all(self) -> None:
         """On server start: no control channel survives a restart of a single server."""
@@ -371,16 +386,21 @@ class DocumentRepository(_Repository):
 
 
 class SessionRepository(_Repository):
-    async def create(self, session: Session, token_hash: str, now: float) -> None:
-        """Insert the session and its first client token in one transaction."""
+    async def create(
+        self, session: Session, token_hash: str, now: float, *, events: Sequence[Event] = ()
+    ) -> None:
+        """Insert the session, its first client token and ``events`` in one transaction."""
         values = _asdict(session)
         values["status"] = session.status.value
-        await self._write(
-            insert(t.sessions).values(**values),
-            insert(t.session_tokens).values(
-                token_hash=token_hash, session_id=session.session_id, created_at=now
-            ),
-        )
+        async with self._transaction() as conn:
+            await conn.execute(insert(t.sessions).values(**values))
+            await conn.execute(
+                insert(t.session_tokens).values(
+                    token_hash=token_hash, session_id=session.session_id, created_at=now
+                )
+            )
+            written = await self._outbox.write(conn, events)
+        self._outbox.committed(written)
 
     async def get(self, session_id: str) -> Session | None:
         rows = await self._fetch(select(t.sessions).where(t.sessions.c.session_id == session_id))
@@ -427,11 +447,13 @@ class SessionRepository(_Repository):
         only_if: Sequence[SessionStatus] | None = None,
         exit_code: int | None = None,
         details: str | None = None,
+        events: Sequence[Event] = (),
     ) -> bool:
         """Move the session to ``status`` (with an end date when it ends).
 
         ``only_if`` makes the change conditional on the current status; returns whether a row
-        changed. Ending a session also revokes its tokens, in the same transaction.
+        changed. Ending a session also revokes its tokens, in the same transaction; ``events``
+        are written with the change, and only if the row changed.
         """
         c = t.sessions.c
         stmt = update(t.sessions).where(c.session_id == session_id)
@@ -445,11 +467,15 @@ class SessionRepository(_Repository):
             values["exit_code"] = exit_code
         if details is not None:
             values["details"] = details
+        written = 0
         async with self._transaction() as conn:
             changed = (await conn.execute(stmt.values(**values))).rowcount == 1
             if changed and not status.is_active:
                 await self._revoke(conn, session_id)
-            return changed
+            if changed:
+                written = await self._outbox.write(conn, events)
+        self._outbox.committed(written)
+        return changed
 
     async def add_bytes(self, session_id: str, bytes_in: int, bytes_out: int) -> None:
         c = t.sessions.c

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -261,4 +262,55 @@ session_connections = Table(
     Column("bytes_in", BigInteger, nullable=False, default=0),
     Column("bytes_out", BigInteger, nullable=False, default=0),
     Column("error", String(256), nullable=False, default=""),
+)
+
+# ---- event notifications (store/events.py) -------------------------------------------------
+
+# Webhooks: where to post which event types. The secret signs deliveries, so it is kept
+# encrypted with the master key (the subscription id as associated data), never hashed.
+event_subscriptions = Table(
+    "event_subscriptions",
+    metadata,
+    Column("subscription_id", String(32), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("event_types", JSON, nullable=False),
+    Column("secret_encrypted", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(256), nullable=False, default=""),
+)
+
+# Events that some subscription wanted, with the exact body every delivery posts.
+event_outbox = Table(
+    "event_outbox",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("event_type", String(32), nullable=False),
+    Column("time", Float, nullable=False),
+    Column("body", Text, nullable=False),
+)
+
+# One row per (event, subscription): the outbox's queue and the delivery log. The order of
+# ``delivery_id`` is the order of delivery within a subscription.
+event_deliveries = Table(
+    "event_deliveries",
+    metadata,
+    Column("delivery_id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "subscription_id",
+        String(32),
+        ForeignKey("event_subscriptions.subscription_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("event_id", String(36), ForeignKey("event_outbox.event_id"), nullable=False, index=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("next_attempt_at", Float),
+    Column("last_attempt_at", Float),
+    Column("last_status_code", Integer),
+    Column("last_error", String(512), nullable=False, default=""),
+    Column("delivered_at", Float),
+    Column("lease_until", Float),
+    Index("ix_event_deliveries_queue", "status", "subscription_id", "delivery_id"),
+    Index("ix_event_deliveries_subscription", "subscription_id", "delivery_id"),
 )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hatchway.store.database import Database, DatabaseLimits, migrate
+from hatchway.store.events import EventRepository, Outbox
 from hatchway.store.identity import IdentityRepository
 from hatchway.store.policies import PolicyRepository
 from hatchway.store.repositories import (
@@ -32,6 +33,7 @@ class Store:
     documents: DocumentRepository
     sessions: SessionRepository
     nonces: NonceRepository
+    events: EventRepository
 
     @classmethod
     def open(
@@ -45,16 +47,18 @@ class Store:
         if run_migrations:
             migrate(url)
         db = Database(url, limits)
+        outbox = Outbox()  # events written in the transactions of the changes they report
         return cls(
             database=db,
             settings=SettingsRepository(db),
             identity=IdentityRepository(db),
             policies=PolicyRepository(db),
-            activations=ActivationRepository(db),
-            nodes=NodeRepository(db),
+            activations=ActivationRepository(db, outbox),
+            nodes=NodeRepository(db, outbox),
             documents=DocumentRepository(db),
-            sessions=SessionRepository(db),
+            sessions=SessionRepository(db, outbox),
             nonces=NonceRepository(db),
+            events=EventRepository(db, outbox),
         )
 
     @property
