@@ -24,6 +24,7 @@ from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT
 from hatchway.server.iam import IamService
 from hatchway.server.nodes import NodeService
 from hatchway.server.principal import Principal
+from hatchway.server.recordings import RecordingService
 from hatchway.server.sessions import SessionService
 from hatchway.server.simulate import Simulator
 from hatchway.store.store import Store
@@ -192,6 +193,7 @@ def all_operations(
     nodes: NodeService,
     iam: IamService,
     simulator: Simulator,
+    recordings: RecordingService | None = None,
 ) -> list[Operation]:
     """The table of every operation this server serves."""
 
@@ -254,6 +256,14 @@ def all_operations(
             r.simulated_user,
         )
     )
+    if recordings is not None:
+        # Reading a recording is an action on the session it recorded (its ARN, as for
+        # TerminateSession), so ``session/${aws:username}-*`` limits it to one's own.
+        ops.append(
+            hatchway_operation(
+                "GetSessionRecording", lambda p, b, _: recordings.get_recording(b), r.session
+            )
+        )
     return ops
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hatchway.store.database import Database, DatabaseLimits, migrate
 from hatchway.store.identity import IdentityRepository
 from hatchway.store.policies import PolicyRepository
+from hatchway.store.recordings import RecordingRepository
 from hatchway.store.repositories import (
     ActivationRepository,
     DocumentRepository,
@@ -32,6 +33,7 @@ class Store:
     documents: DocumentRepository
     sessions: SessionRepository
     nonces: NonceRepository
+    recordings: RecordingRepository
 
     @classmethod
     def open(
@@ -55,6 +57,7 @@ class Store:
             documents=DocumentRepository(db),
             sessions=SessionRepository(db),
             nonces=NonceRepository(db),
+            recordings=RecordingRepository(db),
         )
 
     @property
