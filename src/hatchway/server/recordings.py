@@ -232,6 +232,7 @@ class RecordingService:
             raise NotFound(f"Session {session_id} has no recording.")
         live = self._live.get(session_id)
         if live is not None:
+            await live.flush()  # everything relayed so far, not only the last periodic flush
             size = live.length
             storage, location = Storage.LOCAL, row.spool_path
         elif row.state is RecordingState.COMPLETE:
