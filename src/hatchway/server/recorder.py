@@ -15,7 +15,7 @@ runs in a worker thread and
   sequence number of each direction and the length of the file it matches).
 
 A server killed with SIGKILL thus loses at most the last second. When the session goes on after
-the restart (protocol.md §9.7), :meth:`SessionRecorder.resume` cuts the spool file back to the
+the restart (docs/protocol.md §9.7), :meth:`SessionRecorder.resume` cuts the spool file back to the
 length in the state file (or, without one, to its last whole line) and continues: frames the
 ends re-send that were already written are recognised by their sequence numbers.
 
