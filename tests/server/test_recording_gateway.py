@@ -23,7 +23,7 @@ from hatchway.protocol.frames import (
 from hatchway.protocol.payloads import SizePayload
 from hatchway.server.recorder import SessionRecorder
 from hatchway.server.recordings import RecordingService
-from hatchway.server.recordingstorage import Destination, RecordingStorages
+from hatchway.server.recordingstorage import Destination, RecordingStorages, S3Location
 from hatchway.server.settings import ServerSettings
 from hatchway.store.database import sqlite_url
 from hatchway.store.recordings import RecordingState, Storage
@@ -196,3 +196,34 @@ async def test_restore_goes_on_with_live_sessions_and_finishes_the_rest(service)
     assert (await store.recordings.get(SID)).state is RecordingState.COMPLETE
     assert [d for _, d in outputs(rec.path)] == [f"line {i:05d}\r\n" for i in range(5)]
     svc.start()  # the fixture stops it again
+
+
+async def test_an_upload_without_its_spool_file_is_kept_pending_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    store = Store.open(sqlite_url(tmp_path / "db.sqlite"))
+    settings = ServerSettings(data_dir=tmp_path)
+    s3 = Destination(Storage.S3, S3Location("bucket", "prefix"))
+    storages = RecordingStorages(settings.recordings_dir, s3, endpoint_url="http://127.0.0.1:9")
+    svc = RecordingService(store, settings, lambda: 0.0, storages, retry_initial=0.01)
+    await store.sessions.create(
+        session_record(SID, "mi-0123456789abcdef0"), hash_token(new_token()), 0
+    )
+    svc.start()
+    try:
+        rec = await svc.begin(SID, "Standard_Stream")
+        assert rec is not None
+        row = await store.recordings.get(SID)
+        assert row is not None and row.location == f"s3://bucket/prefix/{SID}.cast"
+        rec.path.unlink()
+        await svc.finish(SID)
+        async with asyncio.timeout(10):
+            while not (row := await store.recordings.get(SID)) or not row.last_error:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # no further attempts: retrying cannot help
+        row = await store.recordings.get(SID)
+        assert row is not None and row.state is RecordingState.PENDING_UPLOAD
+        assert row.upload_attempts == 1 and "missing" in row.last_error
+    finally:
+        await svc.stop()
+        await store.close()

@@ -304,6 +304,14 @@ class RecordingService:
             spool = Path(row.spool_path)
             await asyncio.to_thread(self.storages.upload, spool, row.location)
             await self._store.recordings.uploaded(session_id)
+        except NotFound as exc:
+            # Nothing left to upload from: retrying cannot help. The row keeps the reason and
+            # stays pending (a restart tries once more, should the file be put back).
+            self._uploads.pop(session_id, None)
+            log.error("session %s: recording cannot be uploaded: %s", session_id, exc.message)
+            with contextlib.suppress(StoreError):
+                await self._store.recordings.upload_failed(session_id, exc.message)
+            return
         except HatchwayError as exc:
             attempts += 1
             delay = min(self._retry_max, self._retry_initial * 2 ** (attempts - 1))
