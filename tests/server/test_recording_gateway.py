@@ -227,3 +227,23 @@ async def test_an_upload_without_its_spool_file_is_kept_pending_with_the_reason(
     finally:
         await svc.stop()
         await store.close()
+
+
+async def test_the_record_input_setting_reaches_the_recorder(tmp_path: Path) -> None:
+    store = Store.open(sqlite_url(tmp_path / "db.sqlite"))
+    settings = ServerSettings(data_dir=tmp_path, record_input=True)
+    storages = RecordingStorages(settings.recordings_dir, Destination(Storage.LOCAL))
+    svc = RecordingService(store, settings, lambda: 0.0, storages)
+    await store.sessions.create(
+        session_record(SID, "mi-0123456789abcdef0"), hash_token(new_token()), 0
+    )
+    try:
+        rec = await svc.begin(SID, "Standard_Stream")
+        assert rec is not None and rec.record_input
+        data = input_frame(0, b"secret\r")
+        rec.feed(True, peek_header(data), data)
+        await svc.finish(SID)
+        assert outputs(rec.path) == [("i", "secret\r")]
+    finally:
+        await svc.stop()
+        await store.close()

@@ -112,7 +112,7 @@ class Encoder:
         self._last_time = max(self._last_time, t if math.isfinite(t) else 0.0)
         return self._last_time
 
-    def data(self, code: EventCode, t: float, data: bytes) -> bytes:
+    def data(self, code: EventCode, t: float, data: bytes | memoryview) -> bytes:
         """The line for ``data`` on the ``code`` stream (``o`` or ``i``), or ``b""`` while
         only part of a character has arrived."""
         text = self._decoders[code].decode(data)

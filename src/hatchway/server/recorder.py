@@ -155,9 +155,9 @@ class StreamSequencer(Generic[T]):
 
 
 # One relayed frame: (wall time, to the agent?, sequence number, payload type, payload or None).
-_Fed = tuple[float, bool, int, int, bytes | None]
+_Fed = tuple[float, bool, int, int, memoryview | None]
 # What a sequencer carries: (wall time, payload type, payload or None).
-_Item = tuple[float, int, bytes | None]
+_Item = tuple[float, int, memoryview | None]
 
 
 @dataclass
@@ -307,7 +307,7 @@ class SessionRecorder:
         if self._closed:
             return
         payload_type = header.payload_type
-        payload: bytes | None = None
+        payload: memoryview | None = None
         if to_agent:
             wanted = payload_type == PayloadType.SIZE or (
                 self.record_input and payload_type == PayloadType.OUTPUT
@@ -318,7 +318,8 @@ class SessionRecorder:
             if self._buffered + header.payload_size > MAX_BUFFERED:
                 self.dropped += header.payload_size
             else:
-                payload = data[len(data) - header.payload_size :]
+                # A view, not a copy: the frame's bytes are immutable and kept until written.
+                payload = memoryview(data)[len(data) - header.payload_size :]
                 self._buffered += header.payload_size
         self._buffer.append((self.clock(), to_agent, header.sequence_number, payload_type, payload))
         if self._buffered >= WAKE_AT and self.wake is not None:
@@ -413,7 +414,7 @@ class SessionRecorder:
         rel = t - self.start
         if to_agent and payload_type == PayloadType.SIZE:
             try:
-                size = SizePayload.from_json(payload)
+                size = SizePayload.from_json(payload.tobytes())
             except RemoteProtocolError:
                 return
             if not self._header_written:
