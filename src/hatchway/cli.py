@@ -138,6 +138,14 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
     show_default=True,
     help="Wrong activation codes after which an activation is locked.",
 )
+@click.option(
+    "--recordings",
+    metavar="local|s3://BUCKET[/PREFIX]",
+    help="Where session recordings go [default: local, DATA-DIR/recordings].",
+)
+@click.option("--recordings-endpoint-url", metavar="URL", help="S3-compatible endpoint.")
+@click.option("--recordings-region", metavar="REGION", help="The object store's region.")
+@click.option("--record-input", is_flag=True, help="Also record what users type (i events).")
 def server(
     data_dir: Path,
     listen: str,
@@ -151,11 +159,17 @@ def server(
     max_connections: int | None,
     max_connections_per_source: int | None,
     activation_lock_after: int,
+    recordings: str | None,
+    recordings_endpoint_url: str | None,
+    recordings_region: str | None,
+    record_input: bool,
 ) -> None:
     """Run the Hatchway server on embedded defaults (SQLite, local files)."""
+    from hatchway.server.recordingstorage import parse_recordings_option
     from hatchway.server.settings import ServerSettings, is_loopback, parse_listen
     from hatchway.service import run_server
 
+    parse_recordings_option(recordings)  # a bad value is one line now, not at start-up
     host, port = parse_listen(listen)
     if no_tls and not is_loopback(host):
         _fail("--no-tls is only allowed on a loopback listen address")
@@ -173,6 +187,10 @@ def server(
         max_connections=max_connections,
         max_connections_per_source=max_connections_per_source,
         activation_lock_after=activation_lock_after,
+        recordings=recordings,
+        recordings_endpoint_url=recordings_endpoint_url,
+        recordings_region=recordings_region,
+        record_input=record_input,
     )
     run_server(settings)
 
@@ -475,6 +493,9 @@ def sessions_get(ctx: click.Context, session_id: str, output: str) -> None:
         )
         if session.get(key) is not None
     ]  # fmt: skip
+    if isinstance(recording := session.get("Recording"), dict):
+        shown = f"{recording.get('State')}, {recording.get('Size')} bytes"
+        details.append({"Key": "Recording", "Value": shown})
     print_table(details, [("FIELD", "Key"), ("VALUE", "Value")])
     connections = session.get("Connections") or []
     if connections:
@@ -490,6 +511,36 @@ def sessions_get(ctx: click.Context, session_id: str, output: str) -> None:
                 ("ERROR", "Error"),
             ],
         )
+
+
+@sessions.command("get-recording")
+@click.argument("session_id")
+@click.option("-o", "--output-file", "output", required=True, metavar="FILE", help="- for stdout.")
+@click.pass_context
+def sessions_get_recording(ctx: click.Context, session_id: str, output: str) -> None:
+    """Download a session's recording (asciicast v2), byte for byte."""
+    from hatchway.client.recordings_cli import download
+
+    download(_api(ctx), session_id, output)
+
+
+@sessions.command("play")
+@click.argument("session_id")
+@click.option("--speed", type=click.FloatRange(0.01, 1000), default=1.0, show_default=True)
+@click.option(
+    "--idle-limit",
+    type=click.FloatRange(0),
+    default=2.0,
+    show_default=True,
+    help="Longest pause replayed, in seconds (0: no limit).",
+)
+@click.pass_context
+def sessions_play(ctx: click.Context, session_id: str, speed: float, idle_limit: float) -> None:
+    """Replay a session's recording in this terminal with its original timing."""
+    from hatchway.client.recordings_cli import chunks, play
+
+    play(chunks(_api(ctx), session_id), sys.stdout.buffer, speed=speed,
+         idle_limit=idle_limit or None)  # fmt: skip
 
 
 def _run_session(api: Any, body: dict[str, Any], handler: Any) -> NoReturn:

@@ -43,6 +43,8 @@ from hatchway.server.listening import open_listeners
 from hatchway.server.memory import MemoryReclaimer
 from hatchway.server.nodes import NodeService
 from hatchway.server.operations import Resolvers, all_operations
+from hatchway.server.recordings import RecordingService
+from hatchway.server.recordingstorage import RecordingStorages
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
 from hatchway.server.simulate import Simulator
@@ -78,12 +80,15 @@ class Server:
     enforcement: LiveEnforcement
     api: Api
     deliveries: DeliveryWorker
+    recordings: RecordingService | None = None
 
     async def close(self) -> None:
         await self.deliveries.stop()
         await self.enforcement.stop()
         await self.control.close_all()
         await self.sessions.gateway.close_all()
+        if self.recordings is not None:
+            await self.recordings.stop()
         self.nodes.close()
         await self.store.close()
 
@@ -111,7 +116,8 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     await store.nodes.disconnect_all()
 
     control = ControlChannels(store, settings, clock)
-    sessions = SessionService(store, settings, clock, control)
+    recordings = RecordingService(store, settings, clock, RecordingStorages.from_settings(settings))
+    sessions = SessionService(store, settings, clock, control, recordings)
     control.on_task_complete = sessions.task_complete
     control.on_node_gone = sessions.node_gone
     control.on_sessions_reported = sessions.sessions_reported
@@ -120,6 +126,8 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     restored = await sessions.restore()
     if restored:
         log.info("going on with %d session(s) from before the restart", restored)
+    await recordings.restore(set(sessions.gateway.live_ids()), sessions.gateway.attach_recorder)
+    recordings.start()
     nodes = NodeService(
         store,
         settings,
@@ -153,6 +161,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         iam=IamService(store, box, account_id, clock, region=settings.region),
         simulator=Simulator(store, authz),
         events=EventService(store.events, box, clock),
+        recordings=recordings,
     )
     api = Api(settings, authn, authz, nodes, operations, on_access_changed=enforcement.poke)
     enforcement.start()
@@ -187,6 +196,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         enforcement,
         api,
         DeliveryWorker(store.events, box, HttpPoster(), clock=clock),
+        recordings,
     )
     server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
     _routes(server, api)
@@ -379,6 +389,8 @@ async def serve(
         await server.enforcement.stop()
         await server.control.close_all()
         await server.sessions.gateway.close_all()
+        if server.recordings is not None:
+            await server.recordings.stop()
         await runner.cleanup()
         server.nodes.close()
         await server.store.close()

@@ -49,6 +49,7 @@ from hatchway.protocol.payloads import (
     NoticePayload,
     OpenDataChannelInput,
 )
+from hatchway.server.recorder import SessionRecorder
 from hatchway.server.settings import ServerSettings
 from hatchway.store.records import Session, SessionStatus
 from hatchway.store.store import Store
@@ -105,6 +106,8 @@ class LiveSession:
     node_away: bool = False
     deadline: Deadline | None = None
     timer: asyncio.TimerHandle | None = None
+    #: Records the session's terminal (``server.recordings``); fed every stream frame.
+    recorder: SessionRecorder | None = None
 
     def socket(self, end: End) -> Socket | None:
         return self.client if end is End.CLIENT else self.agent
@@ -171,6 +174,14 @@ class Gateway:
 
     def live(self, session_id: str) -> LiveSession | None:
         return self._live.get(session_id)
+
+    def attach_recorder(self, session_id: str, recorder: SessionRecorder) -> bool:
+        """Record the stream frames of a live session from now on; False if it is not live."""
+        live = self._live.get(session_id)
+        if live is None or live.ended:
+            return False
+        live.recorder = recorder
+        return True
 
     def live_ids(self) -> list[str]:
         """The sessions this gateway relays (or waits for an end of) now."""
@@ -390,12 +401,15 @@ class Gateway:
                 return
             if live.socket(end) is not sock:
                 continue  # replaced: the sender re-emits on its newer connection (§6.6)
-            if header.message_type == stream and header.payload_type == PayloadType.OUTPUT:
-                # What the receiver takes as payload, never the header's claim (§4.2).
-                if to_agent:
-                    live.bytes_in += header.payload_size
-                else:
-                    live.bytes_out += header.payload_size
+            if header.message_type == stream:
+                if header.payload_type == PayloadType.OUTPUT:
+                    # What the receiver takes as payload, never the header's claim (§4.2).
+                    if to_agent:
+                        live.bytes_in += header.payload_size
+                    else:
+                        live.bytes_out += header.payload_size
+                if live.recorder is not None:
+                    live.recorder.feed(to_agent, header, data)  # a list append: no I/O here
             other = live.agent if to_agent else live.client
             if other is not None:
                 await other.send(data)  # bounded: a stalled receiver is dropped

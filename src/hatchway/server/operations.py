@@ -25,6 +25,7 @@ from hatchway.server.events.service import EventService
 from hatchway.server.iam import IamService
 from hatchway.server.nodes import NodeService
 from hatchway.server.principal import Principal
+from hatchway.server.recordings import RecordingService
 from hatchway.server.sessions import SessionService
 from hatchway.server.simulate import Simulator
 from hatchway.store.store import Store
@@ -199,6 +200,7 @@ def all_operations(
     iam: IamService,
     simulator: Simulator,
     events: EventService | None = None,
+    recordings: RecordingService | None = None,
 ) -> list[Operation]:
     """The table of every operation this server serves."""
 
@@ -264,6 +266,14 @@ def all_operations(
     for name, handler in (events.operations() if events is not None else {}).items():
         resolve = r.event_subscription if name == "DeleteEventSubscription" else r.anything
         ops.append(Operation(HATCHWAY, name, f"hatchway:{name}", _ignore_request(handler), resolve))
+    if recordings is not None:
+        # Reading a recording is an action on the session it recorded (its ARN, as for
+        # TerminateSession), so ``session/${aws:username}-*`` limits it to one's own.
+        ops.append(
+            hatchway_operation(
+                "GetSessionRecording", lambda p, b, _: recordings.get_recording(b), r.session
+            )
+        )
     return ops
 
 

@@ -30,6 +30,7 @@ from hatchway.server.events.catalog import EventCatalog
 from hatchway.server.gateway import Gateway
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
+from hatchway.server.recordings import RecordingService
 from hatchway.server.settings import ServerSettings
 from hatchway.server.validation import parse_timestamp
 from hatchway.store.records import Session, SessionConnection, SessionStatus
@@ -54,8 +55,10 @@ class SessionService:
         settings: ServerSettings,
         clock: Callable[[], float],
         control: ControlChannels,
+        recordings: RecordingService | None = None,
     ) -> None:
         self._store = store
+        self.recordings = recordings
         self._settings = settings
         self._clock = clock
         self._control = control
@@ -121,6 +124,10 @@ class SessionService:
             session, hash_token(token), now, events=self.events.session_started(session)
         )
         self.gateway.expect(session_id, target)
+        if self.recordings is not None:
+            recorder = await self.recordings.begin(session_id, str(session_type))
+            if recorder is not None:
+                self.gateway.attach_recorder(session_id, recorder)
         task = AgentTaskPayload(
             session_id=session_id,
             document_name=document_name,
@@ -195,6 +202,10 @@ class SessionService:
             for out in sessions:
                 records = await self._store.sessions.connections(out["SessionId"])
                 out["Connections"] = [connection_json(c) for c in records]
+                if self.recordings is not None:
+                    recording = await self.recordings.summary(out["SessionId"])
+                    if recording is not None:
+                        out["Recording"] = recording
         return {
             "Sessions": sessions,
             **page_response(len(rows) > limit, offset + limit),
@@ -338,6 +349,8 @@ class SessionService:
             ),
         )
         self.gateway.end(session_id, output)  # returns at once; the goodbyes run on their own
+        if self.recordings is not None:
+            await self.recordings.finish(session_id)
         if changed and notify_agent:
             try:
                 await self._control.end_session(session.target, session_id, output)

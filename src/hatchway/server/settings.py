@@ -34,6 +34,13 @@ class ServerSettings:
             from the file descriptor limit, see ``guard.ConnectionLimits.derive``).
         tls_handshake_timeout, request_head_timeout, request_body_timeout, keepalive_timeout:
             the connection time limits of ``server.guard`` (body: longest pause).
+        recordings: where session recordings go: ``None`` or ``local`` (``recordings_dir``),
+            or ``s3://BUCKET[/PREFIX]`` (spooled in ``recordings_dir`` first).
+        recordings_endpoint_url, recordings_region: the S3-compatible store's (``None``:
+            boto3's defaults).
+        recordings_access_key_id, recordings_secret_access_key: the store's credentials
+            (``None``: boto3's usual chain: environment, shared files, instance role).
+        record_input: also record what clients type (``i`` events).
     """
 
     data_dir: Path
@@ -62,6 +69,12 @@ class ServerSettings:
     request_body_timeout: float = 10.0
     keepalive_timeout: float = 30.0
     admin_user: str = field(default="admin")
+    recordings: str | None = None
+    recordings_endpoint_url: str | None = None
+    recordings_region: str | None = None
+    recordings_access_key_id: str | None = field(default=None, repr=False)
+    recordings_secret_access_key: str | None = field(default=None, repr=False)
+    record_input: bool = False
 
     @property
     def db_path(self) -> Path:
@@ -74,6 +87,11 @@ class ServerSettings:
     @property
     def admin_profile_path(self) -> Path:
         return self.data_dir / "admin-profile.toml"
+
+    @property
+    def recordings_dir(self) -> Path:
+        """Local recordings and the spool of recordings bound for S3 (0700)."""
+        return self.data_dir / "recordings"
 
     @property
     def scheme(self) -> str:

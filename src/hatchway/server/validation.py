@@ -180,6 +180,11 @@ HATCHWAY_MODEL: Mapping[str, Any] = MappingProxyType(
                 "input": {"shape": "SetPasswordRequest"},
             },
             **EVENT_OPERATIONS,
+            "GetSessionRecording": {
+                "name": "GetSessionRecording",
+                "http": {"method": "POST", "requestUri": "/"},
+                "input": {"shape": "GetSessionRecordingRequest"},
+            },
         },
         "shapes": {
             "SetPasswordRequest": {
@@ -190,6 +195,19 @@ HATCHWAY_MODEL: Mapping[str, Any] = MappingProxyType(
                     "Password": {"shape": "passwordType"},
                 },
             },
+            "GetSessionRecordingRequest": {
+                "type": "structure",
+                "required": ["SessionId"],
+                "members": {
+                    "SessionId": {"shape": "sessionIdType"},
+                    "NextToken": {"shape": "recordingTokenType"},
+                    "MaxBytes": {"shape": "recordingChunkType"},
+                },
+            },
+            # As SSM's model has SessionId; the token is a byte offset; chunks up to 1 MiB.
+            "sessionIdType": {"type": "string", "min": 1, "max": 96},
+            "recordingTokenType": {"type": "string", "max": 32},
+            "recordingChunkType": {"type": "integer", "min": 1, "max": 1048576},
             # As IAM's model has them (CreateLoginProfile's UserName and Password).
             "userNameType": {"type": "string", "min": 1, "max": 64, "pattern": "[\\w+=,.@-]+"},
             "passwordType": {

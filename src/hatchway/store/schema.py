@@ -314,3 +314,26 @@ event_deliveries = Table(
     Index("ix_event_deliveries_queue", "status", "subscription_id", "delivery_id"),
     Index("ix_event_deliveries_subscription", "subscription_id", "delivery_id"),
 )
+
+# Session recordings (asciicast v2, written by the gateway): one row per recorded session.
+# ``location`` is where the finished recording lives (a local path, or ``s3://bucket/key``);
+# ``spool_path`` the local file it is written to first (the same path for local storage).
+recordings = Table(
+    "recordings",
+    metadata,
+    Column(
+        "session_id",
+        String(96),
+        ForeignKey("sessions.session_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("storage", String(16), nullable=False),
+    Column("location", String(1024), nullable=False),
+    Column("spool_path", String(1024), nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("size", BigInteger, nullable=False, default=0),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("upload_attempts", Integer, nullable=False, default=0),
+    Column("last_error", String(512), nullable=False, default=""),
+)

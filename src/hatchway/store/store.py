@@ -10,6 +10,7 @@ from hatchway.store.database import Database, DatabaseLimits, migrate
 from hatchway.store.events import EventRepository, Outbox
 from hatchway.store.identity import IdentityRepository
 from hatchway.store.policies import PolicyRepository
+from hatchway.store.recordings import RecordingRepository
 from hatchway.store.repositories import (
     ActivationRepository,
     DocumentRepository,
@@ -34,6 +35,7 @@ class Store:
     sessions: SessionRepository
     nonces: NonceRepository
     events: EventRepository
+    recordings: RecordingRepository
 
     @classmethod
     def open(
@@ -59,6 +61,7 @@ class Store:
             sessions=SessionRepository(db, outbox),
             nonces=NonceRepository(db),
             events=EventRepository(db, outbox),
+            recordings=RecordingRepository(db),
         )
 
     @property

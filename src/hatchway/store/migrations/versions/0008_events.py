@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"  # re-chained after 0006 (audit) and 0007 (recordings) at merge
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,111 @@
+"""Session recordings' rows: where each recording is, how far it got, whether it is uploaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import insert, select, update
+
+from hatchway.store import schema as t
+from hatchway.store.repositories import _Repository
+
+__all__ = ["Recording", "RecordingRepository", "RecordingState", "Storage"]
+
+#: ``last_error`` is cut to this many characters.
+MAX_ERROR = 512
+
+
+class RecordingState(StrEnum):
+    """A recording's life: written while the session runs, then (S3) waiting for its upload,
+    then complete where ``location`` says."""
+
+    RECORDING = "Recording"
+    PENDING_UPLOAD = "PendingUpload"
+    COMPLETE = "Complete"
+
+
+class Storage(StrEnum):
+    """Where a finished recording is kept."""
+
+    LOCAL = "local"
+    S3 = "s3"
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """One session's recording.
+
+    Attributes:
+        location: the finished recording: a local path, or ``s3://bucket/key``.
+        spool_path: the local file it is written to (and uploaded from, for S3).
+        size: bytes of the recording (known once it is finished; 0 before).
+    """
+
+    session_id: str
+    storage: Storage
+    location: str
+    spool_path: str
+    state: RecordingState
+    size: int
+    started_at: float
+    ended_at: float | None = None
+    upload_attempts: int = 0
+    last_error: str = ""
+
+
+class RecordingRepository(_Repository):
+    async def create(self, recording: Recording) -> None:
+        values = {name: getattr(recording, name) for name in recording.__slots__}
+        values["storage"] = recording.storage.value
+        values["state"] = recording.state.value
+        await self._write(insert(t.recordings).values(**values))
+
+    async def get(self, session_id: str) -> Recording | None:
+        rows = await self._fetch(
+            select(t.recordings).where(t.recordings.c.session_id == session_id)
+        )
+        return _recording(rows[0]) if rows else None
+
+    async def in_state(self, state: RecordingState, *, limit: int = 1000) -> list[Recording]:
+        c = t.recordings.c
+        rows = await self._fetch(
+            select(t.recordings)
+            .where(c.state == state.value)
+            .order_by(c.started_at, c.session_id)
+            .limit(limit)
+        )
+        return [_recording(r) for r in rows]
+
+    async def finish(
+        self, session_id: str, *, state: RecordingState, size: int, ended_at: float
+    ) -> None:
+        """The recording ended: its size, end time and next state."""
+        await self._write(
+            update(t.recordings)
+            .where(t.recordings.c.session_id == session_id)
+            .values(state=state.value, size=size, ended_at=ended_at)
+        )
+
+    async def uploaded(self, session_id: str) -> None:
+        await self._write(
+            update(t.recordings)
+            .where(t.recordings.c.session_id == session_id)
+            .values(state=RecordingState.COMPLETE.value, last_error="")
+        )
+
+    async def upload_failed(self, session_id: str, error: str) -> None:
+        c = t.recordings.c
+        await self._write(
+            update(t.recordings)
+            .where(c.session_id == session_id)
+            .values(upload_attempts=c.upload_attempts + 1, last_error=error[:MAX_ERROR])
+        )
+
+
+def _recording(row: Any) -> Recording:
+    m = dict(row._mapping)
+    m["storage"] = Storage(m["storage"])
+    m["state"] = RecordingState(m["state"])
+    return Recording(**m)
