@@ -202,8 +202,8 @@ class RecordingStorages:
         if self._client is None:
             try:
                 import boto3
-            except ImportError as exc:  # pragma: no cover - boto3 is a dependency
-                raise ConfigError("S3 recordings need boto3 (pip install boto3)") from exc
+            except ImportError as exc:  # pragma: no cover - the test extra installs it
+                raise ConfigError("S3 recordings need boto3: pip install 'hatchway[s3]'") from exc
             from botocore.config import Config
 
             kwargs: dict[str, Any] = {
