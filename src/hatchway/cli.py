@@ -34,13 +34,17 @@ class HatchwayGroup(click.Group):
     groups (``iam``) are imported only when used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "iam"])
+        return sorted([*super().list_commands(ctx), "iam", "audit"])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "iam":
             from hatchway.client.iam_cli import iam
 
             return iam
+        if cmd_name == "audit":
+            from hatchway.client.audit_cli import audit
+
+            return audit
         return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:

@@ -29,6 +29,7 @@ from hatchway.errors import (
     Throttled,
 )
 from hatchway.server.api import Api
+from hatchway.server.audit import AuditEvents, CallAudits
 from hatchway.server.authn import Authenticator
 from hatchway.server.authz import Arns, Authorizer
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
@@ -45,6 +46,7 @@ from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
 from hatchway.server.simulate import Simulator
 from hatchway.server.throttle import FailureLimiter
+from hatchway.server.trail import AuditTrailService
 from hatchway.server.verifier import SecretVerifier
 from hatchway.store.database import sqlite_url
 from hatchway.store.records import Session
@@ -106,8 +108,10 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     # No control channel survives a restart: the agents re-dial theirs.
     await store.nodes.disconnect_all()
 
+    arns = Arns(settings.region, account_id)
+    events = AuditEvents(arns, clock)
     control = ControlChannels(store, settings, clock)
-    sessions = SessionService(store, settings, clock, control)
+    sessions = SessionService(store, settings, clock, control, events)
     control.on_task_complete = sessions.task_complete
     control.on_node_gone = sessions.node_gone
     control.on_sessions_reported = sessions.sessions_reported
@@ -124,11 +128,12 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         sessions,
         verifier=SecretVerifier(workers=settings.kdf_workers, max_waiting=settings.kdf_max_waiting),
         limiter=FailureLimiter(),
+        events=events,
     )
     authn = Authenticator(
         store, box, region=settings.region, account_id=account_id, clock=clock, nonces=nonces
     )
-    authz = Authorizer(store, Arns(settings.region, account_id), clock)
+    authz = Authorizer(store, arns, clock)
     enforcement = LiveEnforcement(store, authz, sessions, time.monotonic, secure=settings.tls)
 
     async def admit_client(session: Session) -> None:
@@ -148,8 +153,17 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         nodes=nodes,
         iam=IamService(store, box, account_id, clock, region=settings.region),
         simulator=Simulator(store, authz),
+        trail=AuditTrailService(store),
     )
-    api = Api(settings, authn, authz, nodes, operations, on_access_changed=enforcement.poke)
+    api = Api(
+        settings,
+        authn,
+        authz,
+        nodes,
+        operations,
+        CallAudits(store, clock),
+        on_access_changed=enforcement.poke,
+    )
     enforcement.start()
     guard = ConnectionGuard(
         ConnectionLimits.derive(

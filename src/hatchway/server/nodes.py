@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from hatchway.audit.events import EventCode
 from hatchway.auth.tokens import UNMATCHABLE_HASH, hash_secret, new_activation_code
 from hatchway.errors import (
     ConfigError,
@@ -23,6 +24,8 @@ from hatchway.errors import (
     ValidationError,
 )
 from hatchway.protocol.timing import liveness_window
+from hatchway.server.audit import AuditEvents, node_identity, user_identity
+from hatchway.server.authz import Arns
 from hatchway.server.control import ControlChannels
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
@@ -61,8 +64,10 @@ class NodeService:
         *,
         verifier: SecretVerifier,
         limiter: FailureLimiter,
+        events: AuditEvents | None = None,
     ) -> None:
         self._store = store
+        self._events = events or AuditEvents(Arns(settings.region, ""), clock)
         self._settings = settings
         self._clock = clock
         self._control = control
@@ -186,7 +191,15 @@ class NodeService:
             connected=False,
             tags=dict(activation.tags),
         )
-        if not await self._store.activations.register_node(activation_id, node, now):
+        registered = self._events.node(
+            EventCode.NODE_REGISTERED,
+            node.instance_id,
+            node_identity(node.instance_id),
+            {"activationId": activation_id, "name": node.name, "tags": dict(node.tags)},
+        )
+        if not await self._store.activations.register_node(
+            activation_id, node, now, audit=[registered]
+        ):
             raise InvalidActivation("Activation has reached its registration limit or has expired.")
         log.info("node %s registered with activation %s", node.instance_id, activation_id)
         # Region is a Hatchway extension: the agent needs it for its signing scope.
@@ -324,7 +337,10 @@ class NodeService:
         if await self._store.nodes.get(instance_id) is None:
             raise InvalidInstanceId(f"Instance {instance_id} does not exist.")
         await self._sessions.end_sessions_on(instance_id, "node deregistered")
-        await self._store.nodes.delete(instance_id)
+        deregistered = self._events.node(
+            EventCode.NODE_DEREGISTERED, instance_id, user_identity(principal), {}
+        )
+        await self._store.nodes.delete(instance_id, audit=[deregistered])
         await self._control.drop(instance_id, "node deregistered")
         log.info("node %s deregistered by %s", instance_id, principal.user_name)
         return {}

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from hatchway.audit.events import SERVICE_IDENTITY, EventCode, Identity
 from hatchway.auth.tokens import hash_token, new_token
 from hatchway.errors import (
     HatchwayError,
@@ -24,6 +25,8 @@ from hatchway.errors import (
 from hatchway.protocol.controlchannel import ConnectionReport, TaskComplete
 from hatchway.protocol.handshake import SessionType
 from hatchway.protocol.payloads import AgentTaskPayload
+from hatchway.server.audit import AuditEvents, node_identity, user_identity
+from hatchway.server.authz import Arns
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content, resolve
 from hatchway.server.gateway import Gateway
@@ -51,8 +54,10 @@ class SessionService:
         settings: ServerSettings,
         clock: Callable[[], float],
         control: ControlChannels,
+        events: AuditEvents | None = None,
     ) -> None:
         self._store = store
+        self._events = events or AuditEvents(Arns(settings.region, ""), clock)
         self._settings = settings
         self._clock = clock
         self._control = control
@@ -113,7 +118,8 @@ class SessionService:
             bytes_in=0,
             bytes_out=0,
         )
-        await self._store.sessions.create(session, hash_token(token), now)
+        started = self._events.session(EventCode.SESSION_STARTED, session, user_identity(principal))
+        await self._store.sessions.create(session, hash_token(token), now, audit=[started])
         self.gateway.expect(session_id, target)
         task = AgentTaskPayload(
             session_id=session_id,
@@ -126,7 +132,12 @@ class SessionService:
         try:
             await self._control.start_session(target, task)
         except TargetNotConnected:
-            await self._finish(session_id, SessionStatus.FAILED, "target not connected")
+            await self._finish(
+                session_id,
+                SessionStatus.FAILED,
+                "target not connected",
+                actor=user_identity(principal),
+            )
             raise
         log.info("session %s started by %s on %s", session_id, principal.user_name, target)
         return {
@@ -164,6 +175,7 @@ class SessionService:
                 SessionStatus.TERMINATED,
                 f"terminated by {principal.user_name}",
                 output=f"Session terminated by {principal.user_name}.",
+                actor=user_identity(principal),
             )
         return {"SessionId": session_id}
 
@@ -215,6 +227,8 @@ class SessionService:
             output=output,
             exit_code=exit_code,
             notify_agent=False,
+            actor=node_identity(node_id),
+            ended_on_node=True,
         )
 
     async def node_gone(self, node_id: str) -> None:
@@ -295,12 +309,26 @@ class SessionService:
         output: str = "",
         exit_code: int | None = None,
         notify_agent: bool = True,
+        actor: Identity = SERVICE_IDENTITY,
+        ended_on_node: bool = False,
     ) -> None:
-        """End a session: status first (one transaction), then both ends and the agent."""
+        """End a session: status first (one transaction, with its audit record), then both
+        ends and the agent.
+
+        ``actor`` ended it (a user, the node's agent, or the server); ``ended_on_node``: its
+        shell or command ended (``SessionEnded``), rather than being ended (``Terminated``).
+        """
         session = await self._store.sessions.get(session_id)
         if session is None:
             return
         active = tuple(s for s in SessionStatus if s.is_active)
+        if status is SessionStatus.FAILED:
+            code = EventCode.SESSION_FAILED
+        else:
+            code = EventCode.SESSION_ENDED if ended_on_node else EventCode.SESSION_TERMINATED
+        event = self._events.session(
+            code, session, actor, status=status, reason=details, exit_code=exit_code
+        )
         changed = await self._store.sessions.set_status(
             session_id,
             status,
@@ -308,6 +336,7 @@ class SessionService:
             only_if=active,
             exit_code=exit_code,
             details=details,
+            audit=[event],
         )
         self.gateway.end(session_id, output)  # returns at once; the goodbyes run on their own
         if changed and notify_agent:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hatchway.store.audit import AuditHook, AuditRepository
 from hatchway.store.database import Database, DatabaseLimits, migrate
 from hatchway.store.identity import IdentityRepository
 from hatchway.store.policies import PolicyRepository
@@ -32,6 +33,7 @@ class Store:
     documents: DocumentRepository
     sessions: SessionRepository
     nonces: NonceRepository
+    audit: AuditRepository
 
     @classmethod
     def open(
@@ -45,6 +47,7 @@ class Store:
         if run_migrations:
             migrate(url)
         db = Database(url, limits)
+        db.commit_hook = AuditHook()
         return cls(
             database=db,
             settings=SettingsRepository(db),
@@ -55,6 +58,7 @@ class Store:
             documents=DocumentRepository(db),
             sessions=SessionRepository(db),
             nonces=NonceRepository(db),
+            audit=AuditRepository(db),
         )
 
     @property
