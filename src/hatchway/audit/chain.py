@@ -70,8 +70,10 @@ class ChainedRecord:
         """A record from :meth:`to_json`'s form.
 
         Raises:
-            ValueError: a member is missing or of the wrong type.
+            ValueError: not an object, or a member is missing or of the wrong type.
         """
+        if not isinstance(data, Mapping):
+            raise ValueError("not a JSON object")
         sequence, previous, event, hash_ = (
             data.get("sequence"),
             data.get("previousHash"),
