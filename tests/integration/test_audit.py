@@ -5,6 +5,7 @@ server's back (a row changed, a row removed, two rows swapped); exports verify o
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -14,7 +15,10 @@ from typing import Any
 
 import pytest
 
+from hatchway.agent.dialer import Dialer
+from hatchway.agent.state import AgentState
 from hatchway.auth.sigv4 import Credentials
+from hatchway.errors import AuthError
 from hatchway.transport.apiclient import ApiClient, ApiError
 from tests.integration.cluster import Cluster, wait_for
 
@@ -100,6 +104,29 @@ def test_audit_list_shows_sessions_denials_and_iam_changes(trail: Cluster) -> No
     bad = trail.cli("audit", "list", "--since", "yesterday", check=False)
     assert bad.returncode == 2 and b"neither an ISO 8601 time" in bad.stderr
     assert b"Traceback" not in bad.stderr
+
+
+def test_a_refused_channel_upgrade_is_recorded(trail: Cluster, shared_agent: Any) -> None:
+    """A node may open only its own control channel: another node's is refused and recorded."""
+    other = "mi-0000000000000000f"
+
+    async def dial() -> None:
+        dialer = Dialer(AgentState.load(shared_agent.state))
+        try:
+            await dialer.connect(f"/v1/control-channel/{other}")
+        finally:
+            await dialer.close()
+
+    with pytest.raises(AuthError):
+        asyncio.run(dial())
+    refused = listed(trail, "--action", "OpenControlChannel")
+    assert len(refused) == 1
+    record = json.loads(refused[0]["CloudTrailEvent"])
+    assert record["eventCode"] == "HWA003"
+    assert record["eventSource"] == "ssmmessages.amazonaws.com"
+    assert record["userIdentity"] == {"type": "Node", "nodeId": shared_agent.node_id}
+    assert record["resources"][0]["name"] == other
+    assert record["errorCode"] == "AccessDeniedException"
 
 
 def test_verify_passes_on_an_untouched_chain_and_exports_verify_offline(

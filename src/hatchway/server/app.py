@@ -29,9 +29,9 @@ from hatchway.errors import (
     Throttled,
 )
 from hatchway.server.api import Api
-from hatchway.server.audit import AuditEvents, CallAudits
+from hatchway.server.audit import AuditEvents, CallAudits, node_identity, owner_identity
 from hatchway.server.authn import Authenticator
-from hatchway.server.authz import Arns, Authorizer
+from hatchway.server.authz import Arns, Authorizer, Resource
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import builtin_documents
@@ -139,10 +139,22 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     async def admit_client(session: Session) -> None:
         decision = await authz.session_decision(session, secure=settings.tls)
         if not decision.allowed:
-            raise AccessDenied(
+            denied = AccessDenied(
                 f"{session.owner} may no longer run session {session.session_id} "
                 f"({decision.explain()})"
             )
+            denied.decision = decision
+            resources = (arns.session(session.session_id), arns.node(session.target))
+            await store.audit.append(
+                events.channel_denied(
+                    "ssmmessages:OpenDataChannel",
+                    owner_identity(session.owner),
+                    resources,
+                    denied,
+                    session.source_ip,
+                )
+            )
+            raise denied
 
     sessions.gateway.admit_client = admit_client
     operations = all_operations(
@@ -196,11 +208,11 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         enforcement,
         api,
     )
-    _routes(server, api)
+    _routes(server, api, events)
     return server
 
 
-def _routes(server: Server, api: Api) -> None:
+def _routes(server: Server, api: Api, events: AuditEvents) -> None:
     ca_file = server.ca_file
 
     async def healthz(_: web.Request) -> web.Response:
@@ -228,7 +240,13 @@ def _routes(server: Server, api: Api) -> None:
             agent = await server.authn.agent(
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
-            server.authz.authorize_node(agent.node_id, "ssmmessages:OpenControlChannel", node_id)
+            action = "ssmmessages:OpenControlChannel"
+            try:
+                server.authz.authorize_node(agent.node_id, action, node_id)
+            except AccessDenied as exc:
+                resource = server.authz.arns.node(node_id)
+                await _audit_refusal(action, agent.node_id, resource, exc, request)
+                raise
             generation = agent.generation or 0  # an agent that names none is the oldest
             await server.control.admit(node_id, generation)
         except HatchwayError as exc:
@@ -249,12 +267,26 @@ def _routes(server: Server, api: Api) -> None:
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
             live = await gateway.admit_agent(session_id, node_id)
-            server.authz.authorize_node(node_id, "ssmmessages:OpenDataChannel", live.target)
+            action = "ssmmessages:OpenDataChannel"
+            try:
+                server.authz.authorize_node(node_id, action, live.target)
+            except AccessDenied as exc:
+                resource = server.authz.arns.node(live.target)
+                await _audit_refusal(action, node_id, resource, exc, request)
+                raise
         except HatchwayError as exc:
             return _refuse(exc)
         ws, sock = await _accept(request, f"agent:{session_id}", server.settings)
         await gateway.serve_agent(sock, live)
         return ws
+
+    async def _audit_refusal(
+        action: str, node_id: str, resource: Resource, exc: AccessDenied, request: web.Request
+    ) -> None:
+        event = events.channel_denied(
+            action, node_identity(node_id), (resource,), exc, request.remote or ""
+        )
+        await server.store.audit.append(event)
 
     server.app.router.add_get("/healthz", healthz)
     server.app.router.add_get("/ca.pem", ca_pem)

@@ -51,6 +51,8 @@ MAX_PARAMETERS = 16 * 1024
 """Characters of request parameters kept in a record; larger ones are summarised."""
 MAX_TEXT = 1024
 """Characters kept of a user agent or an error message."""
+MESSAGES_SOURCE: Final = "ssmmessages.amazonaws.com"
+"""``eventSource`` of the data- and control-channel upgrades (AWS's service for them)."""
 READ_PREFIXES: Final = ("Get", "List", "Describe", "Lookup", "Simulate", "Verify")
 
 # ARN resource kinds → CloudTrail resource types.
@@ -180,6 +182,33 @@ class AuditEvents:
             details=dict(details),
         )
 
+    def channel_denied(
+        self,
+        action: str,
+        identity: Identity,
+        resources: Sequence[Resource],
+        error: AccessDenied,
+        source_ip: str,
+    ) -> AuditEvent:
+        """A refused WebSocket upgrade: a client whose owner may no longer run the session,
+        an agent opening a channel that is not its own."""
+        decision = error.decision if isinstance(error.decision, Decision) else None
+        return AuditEvent(
+            event_id=str(uuid.uuid4()),
+            event_time=self._clock(),
+            code=EventCode.ACCESS_DENIED,
+            event_name=action.partition(":")[2],
+            event_source=MESSAGES_SOURCE,
+            identity=identity,
+            action=action,
+            source_ip=source_ip,
+            request_id=str(uuid.uuid4()),
+            resources=tuple(r for r in map(audit_resource, resources) if r is not None),
+            decision=decision_record(decision) if decision is not None else None,
+            error_code=error.code,
+            error_message=_cut(error.message),
+        )
+
 
 def user_identity(principal: Principal) -> Identity:
     return Identity(
@@ -192,6 +221,11 @@ def user_identity(principal: Principal) -> Identity:
 
 def node_identity(node_id: str) -> Identity:
     return Identity(IdentityType.NODE, node_id=node_id)
+
+
+def owner_identity(owner_arn: str) -> Identity:
+    """The user who owns a session, from its ARN."""
+    return Identity(IdentityType.USER, arn=owner_arn, user_name=owner_arn.rpartition("/")[2])
 
 
 class CallAudit:
