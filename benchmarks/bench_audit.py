@@ -38,11 +38,15 @@ from common import machine_line
 from hatchway.audit.events import SERVICE_IDENTITY, AuditEvent, AuditResource, EventCode
 from hatchway.auth.sigv4 import Credentials, sign_request
 from hatchway.server.app import build_server
+from hatchway.server.audit import AuditEvents
+from hatchway.server.authz import Arns
 from hatchway.server.bootstrap import ensure_admin
 from hatchway.server.settings import ServerSettings
 from hatchway.server.trail import AuditTrailService
 from hatchway.store.database import sqlite_url
 from hatchway.store.store import Store
+
+EVENTS = AuditEvents(Arns("local", "123456789012"), time.time)
 
 
 def event(i: int) -> AuditEvent:
@@ -99,7 +103,7 @@ async def bench_store(url: str, seconds: float, writers: int) -> list[str]:
 
         single, failed1 = await timed(seconds, writers, one)
         batched, failed10 = await timed(seconds, writers, ten)
-        verdict = await AuditTrailService(stores[0]).verdict()
+        verdict = await AuditTrailService(stores[0], EVENTS).verdict()
     finally:
         for store in stores:
             await store.close()
@@ -160,7 +164,7 @@ async def bench_api(data_dir: Path, seconds: float, clients: int) -> list[str]:
             reads, failed_reads = await timed(seconds, clients, read)
             changes, failed_changes = await timed(seconds, clients, change)
         recorded = (await server.store.audit.head()).sequence - before
-        verdict = await AuditTrailService(server.store).verdict()
+        verdict = await AuditTrailService(server.store, EVENTS).verdict()
     finally:
         await runner.cleanup()
         await server.close()
@@ -179,7 +183,7 @@ async def bench_verify(url: str, records: int) -> list[str]:
         for _ in range(records // 1000):
             await store.audit.append(*(event(i) for i in range(1000)))
         began = time.monotonic()
-        verdict = await AuditTrailService(store).verdict()
+        verdict = await AuditTrailService(store, EVENTS).verdict()
         took = time.monotonic() - began
     finally:
         await store.close()

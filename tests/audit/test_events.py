@@ -74,4 +74,5 @@ def test_codes_are_stable() -> None:
         "NODE_REGISTERED": "HWN001",
         "NODE_DEREGISTERED": "HWN002",
         "IAM_CHANGED": "HWI001",
+        "TRAIL_PRUNED": "HWT001",
     }

@@ -215,3 +215,43 @@ def test_lookups_filter_and_page_newest_first(url: str) -> None:
         assert (await s.audit.lookup(AuditQuery(event_id=one.event_id), limit=5))[0] == one
 
     with_store(url, body)
+
+
+def test_pruning_keeps_the_trail_verifiable_and_deletion_from_the_start_is_caught(
+    url: str,
+) -> None:
+    from sqlalchemy import delete, update
+
+    from hatchway.server.audit import AuditEvents
+    from hatchway.server.authz import Arns
+    from hatchway.server.trail import AuditTrailService
+    from hatchway.store import schema
+
+    async def body(s: Store) -> None:
+        trail = AuditTrailService(s, AuditEvents(Arns("local", "1"), lambda: 100.0))
+        assert await trail.prune(5.0) == 0  # nothing that old: nothing done, nothing recorded
+        records = await s.audit.append(*(event(f"E{i}", at=10.0 * i) for i in range(1, 6)))
+        assert await trail.prune(35.0) == 3
+        head = await s.audit.head()
+        assert (head.first_sequence, head.first_previous_hash) == (4, records[2].hash)
+        assert await names(s) == ["AuditTrailPruned", "E5", "E4"]
+        pruned = (await s.audit.lookup(AuditQuery(event_name="AuditTrailPruned"), limit=1))[0]
+        assert pruned.sequence == 6
+        verdict = await trail.verdict()
+        assert verdict.intact, verdict.summary()
+        assert (verdict.first_sequence, verdict.last_sequence) == (4, 6)
+        # Someone deletes record 4 as well and moves the start: no pruning record says so.
+        async with s.engine.begin() as conn:
+            await conn.execute(
+                delete(schema.audit_events).where(schema.audit_events.c.sequence == 4)
+            )
+            await conn.execute(
+                update(schema.audit_chain).values(
+                    first_sequence=5, first_previous_hash=records[3].hash
+                )
+            )
+        broken = await trail.verdict()
+        assert broken.broken is not None and broken.broken.sequence == 5
+        assert "no AuditTrailPruned record" in broken.broken.reason
+
+    with_store(url, body)

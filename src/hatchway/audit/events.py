@@ -29,7 +29,8 @@ HATCHWAY_SOURCE: Final = "hatchway"
 class EventCode(StrEnum):
     """Stable codes of the kinds of audit events (never renumbered; new kinds get new codes).
 
-    ``HWA`` API calls, ``HWS`` session lifecycle, ``HWN`` nodes, ``HWI`` IAM changes.
+    ``HWA`` API calls, ``HWS`` session lifecycle, ``HWN`` nodes, ``HWI`` IAM changes, ``HWT``
+    the trail itself.
     """
 
     API_CALL = "HWA001"
@@ -51,6 +52,8 @@ class EventCode(StrEnum):
     NODE_DEREGISTERED = "HWN002"
     IAM_CHANGED = "HWI001"
     """A successful call that changed users, groups, keys, policies or attachments."""
+    TRAIL_PRUNED = "HWT001"
+    """Records older than the retention were deleted from the trail's start."""
 
 
 class EventType(StrEnum):

@@ -165,7 +165,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         nodes=nodes,
         iam=IamService(store, box, account_id, clock, region=settings.region),
         simulator=Simulator(store, authz),
-        trail=AuditTrailService(store),
+        trail=AuditTrailService(store, events),
     )
     api = Api(
         settings,

@@ -35,6 +35,7 @@ from hatchway.audit.events import (
     EventCode,
     Identity,
     IdentityType,
+    format_time,
 )
 from hatchway.audit.redact import redact
 from hatchway.errors import AccessDenied, AuthError, HatchwayError, Throttled
@@ -180,6 +181,26 @@ class AuditEvents:
             identity=identity,
             resources=(resource,) if resource else (),
             details=dict(details),
+        )
+
+    def trail_pruned(
+        self, through: int, through_hash: str, deleted: int, before: float
+    ) -> AuditEvent:
+        """Old records were deleted (retention): which, so that verification can check the
+        trail's new start against this record."""
+        return AuditEvent(
+            event_id=str(uuid.uuid4()),
+            event_time=self._clock(),
+            code=EventCode.TRAIL_PRUNED,
+            event_name="AuditTrailPruned",
+            event_source=HATCHWAY_SOURCE,
+            identity=SERVICE_IDENTITY,
+            details={
+                "throughSequence": through,
+                "throughHash": through_hash,
+                "recordsDeleted": deleted,
+                "olderThan": format_time(before),
+            },
         )
 
     def channel_denied(

@@ -18,11 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import replace
 from typing import Any, Final
 
-from hatchway.audit.chain import ChainedRecord, Verdict, Verifier
-from hatchway.audit.events import parse_time
+from hatchway.audit.chain import Break, ChainedRecord, Verdict, Verifier
+from hatchway.audit.events import AuditEvent, EventCode, parse_time
 from hatchway.errors import InvalidNextToken, ValidationError
+from hatchway.server.audit import AuditEvents
 from hatchway.store.audit import AuditQuery, StoredRecord
 from hatchway.store.store import Store
 
@@ -43,10 +45,11 @@ ANCHOR: Final = re.compile(r"[0-9a-f]{64}")
 
 
 class AuditTrailService:
-    """LookupEvents and VerifyAuditTrail over the store's trail."""
+    """LookupEvents and VerifyAuditTrail over the store's trail, and its pruning."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, events: AuditEvents) -> None:
         self._store = store
+        self._events = events
 
     async def lookup_events(self, body: dict[str, Any]) -> dict[str, Any]:
         """LookupEvents; ``body`` has been validated against the model (api.Api)."""
@@ -81,22 +84,46 @@ class AuditTrailService:
         return out
 
     async def verdict(self, anchors: dict[int, str] | None = None) -> Verdict:
-        """Verify the stored chain (see the module docstring)."""
+        """Verify the stored chain (see the module docstring).
+
+        A trail whose oldest records were pruned starts where the head row says, and some
+        record of the chain must say so (``AuditTrailPruned``, naming the last record deleted
+        and its hash): records deleted from the start otherwise are a break. Anchors below the
+        start name pruned records and are not checked.
+        """
         head = await self._store.audit.head()
-        verifier = Verifier(anchors=anchors)
-        after = 0
+        start = head.first_sequence
+        kept = {s: h for s, h in (anchors or {}).items() if s >= start}
+        verifier = Verifier(start, head.first_previous_hash, kept)
+        prunings: set[tuple[int, str]] = set()
+        after = start - 1
         while True:
             page = await self._store.audit.chain_page(after, VERIFY_PAGE)
             for row in page:
-                if not _feed(verifier, row):
+                if not _feed(verifier, row, prunings):
                     return verifier.finish()
             if len(page) < VERIFY_PAGE:
                 break
             after = page[-1].sequence
-        return verifier.finish(head.sequence, head.hash)
+        verdict = verifier.finish(head.sequence, head.hash)
+        if verdict.intact and start > 1 and (start - 1, head.first_previous_hash) not in prunings:
+            reason = (
+                f"the trail starts at record {start} but no AuditTrailPruned record says that "
+                f"records up to {start - 1} were pruned (records were deleted from its start)"
+            )
+            return replace(verdict, broken=Break(0, start, "", reason))
+        return verdict
+
+    async def prune(self, before: float) -> int:
+        """Delete the records older than ``before`` (retention), recording that it did."""
+
+        def record(through: int, through_hash: str, deleted: int) -> AuditEvent:
+            return self._events.trail_pruned(through, through_hash, deleted, before)
+
+        return await self._store.audit.prune(before, record)
 
 
-def _feed(verifier: Verifier, row: StoredRecord) -> bool:
+def _feed(verifier: Verifier, row: StoredRecord, prunings: set[tuple[int, str]]) -> bool:
     try:
         body = json.loads(row.record)
         record = ChainedRecord.from_json({**body, "hash": row.hash})
@@ -105,7 +132,14 @@ def _feed(verifier: Verifier, row: StoredRecord) -> bool:
             "its stored text is not a record (it was changed)", row.event_id, row.sequence
         )
         return False
-    return verifier.feed(record, row.record, other_problem=_columns_problem(row, record))
+    if not verifier.feed(record, row.record, other_problem=_columns_problem(row, record)):
+        return False
+    if record.event.get("eventCode") == EventCode.TRAIL_PRUNED:
+        details = record.event.get("additionalEventData") or {}
+        through, through_hash = details.get("throughSequence"), details.get("throughHash")
+        if isinstance(through, int) and isinstance(through_hash, str):
+            prunings.add((through, through_hash))
+    return True
 
 
 def _columns_problem(row: StoredRecord, record: ChainedRecord) -> str | None:

@@ -29,10 +29,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from hatchway.audit.chain import ChainedRecord, link
+from hatchway.audit.chain import GENESIS, ChainedRecord, link
 from hatchway.audit.events import AuditEvent
 from hatchway.store import schema as t
 from hatchway.store.database import Database
@@ -231,8 +231,16 @@ class StoredRecord:
 
 @dataclass(frozen=True, slots=True)
 class ChainHead:
+    """The head row: the last record, and where the trail starts (after pruning)."""
+
     sequence: int
     hash: str
+    first_sequence: int = 1
+    first_previous_hash: str = GENESIS
+
+
+PruneEvent = Callable[[int, str, int], AuditEvent]
+"""Makes the record of a pruning: (last pruned sequence, its hash, records deleted)."""
 
 
 class AuditRepository:
@@ -287,12 +295,54 @@ class AuditRepository:
         return [_stored(row) for row in await self._fetch(stmt)]
 
     async def head(self) -> ChainHead:
-        """The chain's head row: the last record's sequence and hash."""
+        """The chain's head row: the last record's sequence and hash, and the trail's start."""
         c = t.audit_chain.c
-        rows = await self._fetch(select(c.sequence, c.hash).where(c.row_id == CHAIN_ROW))
+        rows = await self._fetch(
+            select(c.sequence, c.hash, c.first_sequence, c.first_previous_hash).where(
+                c.row_id == CHAIN_ROW
+            )
+        )
         if not rows:
             return ChainHead(0, "")
-        return ChainHead(int(rows[0].sequence), rows[0].hash)
+        row = rows[0]
+        return ChainHead(
+            int(row.sequence), row.hash, int(row.first_sequence), row.first_previous_hash
+        )
+
+    async def prune(self, before: float, record: PruneEvent) -> int:
+        """Delete the records older than ``before`` from the trail's start, in one
+        transaction with the record of the deletion (``record``), which names the last
+        deleted record and its hash: the trail then starts at the next record, and
+        verification checks that start against that record. Returns how many were deleted.
+        """
+        e, r, c = t.audit_events.c, t.audit_event_resources.c, t.audit_chain.c
+        async with self._db.write() as conn:
+            # The head row first: prunings and appends take turns.
+            await conn.execute(
+                update(t.audit_chain)
+                .where(c.row_id == CHAIN_ROW)
+                .values(first_sequence=c.first_sequence)
+            )
+            last = (
+                await conn.execute(select(func.max(e.sequence)).where(e.event_time < before))
+            ).scalar()
+            if last is None:
+                return 0
+            through = int(last)
+            through_hash = (
+                await conn.execute(select(e.hash).where(e.sequence == through))
+            ).scalar_one()
+            await conn.execute(delete(t.audit_event_resources).where(r.sequence <= through))
+            deleted = (
+                await conn.execute(delete(t.audit_events).where(e.sequence <= through))
+            ).rowcount
+            await conn.execute(
+                update(t.audit_chain)
+                .where(c.row_id == CHAIN_ROW)
+                .values(first_sequence=through + 1, first_previous_hash=through_hash)
+            )
+            stage(conn, record(through, through_hash, deleted))
+            return int(deleted)
 
 
 def _stored(row: Any) -> StoredRecord:

@@ -294,11 +294,14 @@ audit_event_resources = Table(
 
 # The chain's head: the last record's sequence and hash (row 1 only). Appending updates it
 # first, which takes its row lock (PostgreSQL) or the write lock (SQLite): appends take turns
-# across replicas and the chain stays linear.
+# across replicas and the chain stays linear. ``first_*``: where the trail starts once old
+# records were pruned (the first kept record and the hash it must name), else 1 and zeros.
 audit_chain = Table(
     "audit_chain",
     metadata,
     Column("row_id", Integer, primary_key=True, autoincrement=False),
     Column("sequence", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
+    Column("first_sequence", BigInteger, nullable=False),
+    Column("first_previous_hash", String(64), nullable=False),
 )

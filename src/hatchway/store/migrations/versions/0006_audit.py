@@ -52,9 +52,22 @@ def upgrade() -> None:
         sa.Column("row_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("sequence", sa.BigInteger(), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
+        sa.Column("first_sequence", sa.BigInteger(), nullable=False),
+        sa.Column("first_previous_hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("row_id"),
     )
-    op.bulk_insert(chain, [{"row_id": 1, "sequence": 0, "hash": GENESIS}])
+    op.bulk_insert(
+        chain,
+        [
+            {
+                "row_id": 1,
+                "sequence": 0,
+                "hash": GENESIS,
+                "first_sequence": 1,
+                "first_previous_hash": GENESIS,
+            }
+        ],
+    )
 
 
 def downgrade() -> None:
