@@ -3,9 +3,10 @@
 python benchmarks/bench_audit.py [--seconds 5] [--writers 64] [--api-clients 16] [--url URL]
                                  [--verify-records 100000]
 
-1. Store: --writers tasks append one event each per transaction, back to back, for --seconds
-   (``store.audit.append``: the chain head's update, the record, its resource names): events
-   per second, and the same with 10 events per transaction. SQLite in a temporary directory,
+1. Store: --writers tasks append one event each per call, back to back, for --seconds
+   (``store.audit.append``: the chain head's update, the record, its resource names; calls
+   that wait for the write turn are group-committed in one transaction): events per second,
+   and the same with 10 events per call. SQLite in a temporary directory,
    or the empty PostgreSQL database --url names (``postgresql+asyncpg://…``), where four
    stores on one database stand for four replicas taking turns on the chain's head.
 2. API: a server built as ``hatchway server --no-tls`` does, in this process, and
@@ -109,9 +110,9 @@ async def bench_store(url: str, seconds: float, writers: int) -> list[str]:
             await store.close()
     backend = "PostgreSQL, 4 stores" if "postgresql" in url else "SQLite"
     return [
-        f"store ({backend}), {writers} writers, 1 event per transaction: "
+        f"store ({backend}), {writers} writers, 1 event per append: "
         f"{single:,.0f} events/s ({failed1} failed)",
-        f"store ({backend}), {writers} writers, 10 events per transaction: "
+        f"store ({backend}), {writers} writers, 10 events per append: "
         f"{batched:,.0f} events/s ({failed10} failed)",
         f"chain after the run: {verdict.summary()[:60]}…",
     ]
@@ -169,7 +170,7 @@ async def bench_api(data_dir: Path, seconds: float, clients: int) -> list[str]:
         await runner.cleanup()
         await server.close()
     return [
-        f"API, {clients} clients, GetUser (record in its own transaction): "
+        f"API, {clients} clients, GetUser (record in a transaction of its own, group-committed): "
         f"{reads:,.0f} calls/s ({failed_reads} failed)",
         f"API, {clients} clients, TagUser (record in the change's transaction): "
         f"{changes:,.0f} calls/s ({failed_changes} failed)",

@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  restart        port open {port:5.0f} ms  /healthz {health:5.0f} ms (median of "
             f"{len(results)}); {output.line()}; client exit {status}"
         )
-    for line in audit[:2] + audit[3:5]:
+    for line in audit[:2] + audit[3:5] + audit[6:]:
         print(f"  audit          {line}")
     print(cpu.line())
     return 0

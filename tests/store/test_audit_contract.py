@@ -255,3 +255,28 @@ def test_pruning_keeps_the_trail_verifiable_and_deletion_from_the_start_is_caugh
         assert "no AuditTrailPruned record" in broken.broken.reason
 
     with_store(url, body)
+
+
+def test_concurrent_appends_share_a_transaction_and_each_gets_its_own_records(url: str) -> None:
+    """Records appended while a batch waits for its turn join it (group commit)."""
+    from sqlalchemy import event as sa_event
+
+    async def body(s: Store) -> None:
+        commits = 0
+
+        def committed(_conn: Any) -> None:
+            nonlocal commits
+            commits += 1
+
+        sa_event.listen(s.engine.sync_engine, "commit", committed)
+        results = await asyncio.gather(
+            *(s.audit.append(event(f"A{i}"), event(f"B{i}")) for i in range(100))
+        )
+        assert commits == 1
+        for i, records in enumerate(results):
+            assert [r.event["eventName"] for r in records] == [f"A{i}", f"B{i}"]
+            assert records[1].previous_hash == records[0].hash
+        assert sorted(r.sequence for rs in results for r in rs) == list(range(1, 201))
+        assert (await verdict(s)).intact
+
+    with_store(url, body)

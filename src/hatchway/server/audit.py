@@ -17,7 +17,6 @@ a database write).
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -25,6 +24,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from hatchway.audit.chain import canonical
 from hatchway.audit.events import (
     HATCHWAY_SOURCE,
     SERVICE_IDENTITY,
@@ -85,11 +85,16 @@ def _cut(text: str, limit: int = MAX_TEXT) -> str:
 
 
 def _parameters(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The request's members with secrets redacted, summarised if they are too large."""
+    """The request's members with secrets redacted, summarised if they are too large or not
+    exactly JSON (a NaN cannot be hashed canonically)."""
     cleaned = redact(body)
-    size = len(json.dumps(cleaned, default=str))
+    members = sorted(str(k) for k in cleaned)
+    try:
+        size = len(canonical(cleaned))
+    except (TypeError, ValueError):
+        return {"unserializable": True, "members": members}
     if size > MAX_PARAMETERS:
-        return {"truncated": True, "size": size, "members": sorted(str(k) for k in cleaned)}
+        return {"truncated": True, "size": size, "members": members}
     return dict(cleaned)
 
 

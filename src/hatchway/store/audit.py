@@ -26,7 +26,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sqlalchemy import delete, func, insert, select, update
@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hatchway.audit.chain import GENESIS, ChainedRecord, link
 from hatchway.audit.events import AuditEvent
+from hatchway.errors import StoreError
 from hatchway.store import schema as t
 from hatchway.store.database import Database
 
@@ -243,20 +244,75 @@ PruneEvent = Callable[[int, str, int], AuditEvent]
 """Makes the record of a pruning: (last pruned sequence, its hash, records deleted)."""
 
 
+@dataclass
+class _PendingAppend:
+    """Records waiting for one transaction, and the future their callers await."""
+
+    done: asyncio.Future[list[ChainedRecord]]
+    events: list[AuditEvent] = field(default_factory=list)
+
+
 class AuditRepository:
-    """Appends to the trail in transactions of its own, and reads it."""
+    """Appends to the trail in transactions of its own (group-committed), and reads it."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._pending: _PendingAppend | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     async def _fetch(self, stmt: Any) -> Sequence[Any]:
         async with self._db.read() as conn:
             return (await conn.execute(stmt)).all()
 
     async def append(self, *events: AuditEvent) -> list[ChainedRecord]:
-        """Record ``events`` in a transaction of their own (nothing else changes)."""
-        async with self._db.write() as conn:
-            return await append_records(conn, events)
+        """Record ``events`` in a transaction of their own (nothing else changes); returns
+        once they are committed.
+
+        Records appended while another batch waits for its write turn join that batch (group
+        commit, as heartbeats do): many calls recorded at once cost one transaction and one
+        turn at the chain's head, not one each. A caller that is cancelled leaves its records
+        to be written with the others.
+
+        Raises:
+            StoreError: the batch's transaction failed (every caller in it gets one).
+        """
+        if not events:
+            return []
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = _PendingAppend(asyncio.get_running_loop().create_future())
+            flush = asyncio.create_task(self._flush(pending))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        first = len(pending.events)
+        pending.events.extend(events)
+        try:
+            records = await asyncio.shield(pending.done)
+        except StoreError as exc:  # one exception object per caller, not one shared by all
+            raise StoreError(exc.message) from exc
+        return records[first : first + len(events)]
+
+    async def _flush(self, pending: _PendingAppend) -> None:
+        try:
+            async with self._db.write() as conn:
+                # Our turn: records from now on wait for the next batch.
+                if self._pending is pending:
+                    self._pending = None
+                records = await append_records(conn, pending.events)
+        except Exception as exc:
+            pending.done.set_exception(exc)
+        except BaseException:
+            pending.done.cancel()
+            raise
+        else:
+            pending.done.set_result(records)
+        finally:
+            if self._pending is pending:
+                self._pending = None
+
+    async def settle(self) -> None:
+        """Wait for batches already under way (before the database is closed)."""
+        await asyncio.gather(*self._flushes, return_exceptions=True)
 
     async def lookup(
         self, query: AuditQuery, *, limit: int, before: int | None = None

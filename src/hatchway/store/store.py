@@ -67,6 +67,7 @@ class Store:
         return self.database.engine
 
     async def close(self) -> None:
-        """Let heartbeat batches under way finish, then close every connection."""
+        """Let heartbeat and audit batches under way finish, then close every connection."""
         await self.nodes.settle()
+        await self.audit.settle()
         await self.database.dispose()
