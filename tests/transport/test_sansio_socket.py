@@ -18,7 +18,7 @@ from hatchway.errors import ConfigError, Unavailable
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
 from hatchway.server.certificates import ensure_tls_identity, ssl_server_context
-from hatchway.transport.sansio_socket import ABNORMAL_CLOSURE, WebSocket, connect
+from hatchway.transport.sansio_socket import ABNORMAL_CLOSURE, UpgradeRefused, WebSocket, connect
 from tests.transport.wsserver import ScriptedServer, ServerEnd, close_of, scripted_server
 
 
@@ -197,9 +197,60 @@ async def test_a_refused_upgrade_says_why() -> None:
             await end.upgrade(status=403, headers=[("X-Hatchway-Error", "bad signature")])
 
         refusing = asyncio.create_task(refuse())
-        with pytest.raises(Unavailable, match="HTTP 403 bad signature"):
+        with pytest.raises(UpgradeRefused, match="HTTP 403 bad signature") as refused:
             await connect(server.url)
         await refusing
+    # The agent's dialer tells a refused identity from a busy server by these
+    # (docs/protocol.md §10.2).
+    assert isinstance(refused.value, Unavailable)
+    assert refused.value.status == 403
+    assert refused.value.headers["x-hatchway-error"] == "bad signature"
+
+
+@pytest.mark.asyncio
+async def test_extra_headers_go_with_the_upgrade() -> None:
+    async with scripted_server() as server:
+        ws, end = await open_pair(server, headers={"Authorization": "signed", "X-Nonce": "n-1"})
+        assert end.request is not None
+        assert end.request.headers["Authorization"] == "signed"
+        assert end.request.headers["X-Nonce"] == "n-1"
+        await ws.close()
+
+
+class CountingTransport:
+    """Wraps a transport and counts the writes handed to it."""
+
+    def __init__(self, inner: asyncio.Transport) -> None:
+        self.inner = inner
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(1)
+        self.inner.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        chunks = list(chunks)
+        self.writes.append(len(chunks))
+        self.inner.writelines(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.asyncio
+async def test_frames_sent_together_leave_in_one_write() -> None:
+    """A keystroke's echo and the acknowledgement riding along: one TLS write, one system
+    call (benchmarks/README.md, "Keystroke echo: what was measured")."""
+    async with scripted_server() as server:
+        ws, end = await open_pair(server)
+        counting = CountingTransport(ws._transport)  # type: ignore[arg-type]
+        ws._transport = counting  # type: ignore[assignment]
+        assert ws.send_now([b"echo", b"ack"])
+        assert await ws.send(b"alone")
+        assert counting.writes == [2, 1]
+        frames = [await end.receive_data() for _ in range(3)]
+        assert [f.data for f in frames] == [b"echo", b"ack", b"alone"]
+        await ws.close()
 
 
 @pytest.mark.asyncio

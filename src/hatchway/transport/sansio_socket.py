@@ -22,7 +22,7 @@ import logging
 import os
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import cast
 
 from websockets.client import ClientProtocol
@@ -46,6 +46,7 @@ __all__ = [
     "CLOSE_TIMEOUT",
     "OPEN_TIMEOUT",
     "SEND_TIMEOUT",
+    "UpgradeRefused",
     "WebSocket",
     "connect",
 ]
@@ -61,10 +62,26 @@ RECEIVE_HIGH_WATER = 64
 RECEIVE_LOW_WATER = 16
 
 
+class UpgradeRefused(Unavailable):
+    """The server answered the WebSocket upgrade with an HTTP status other than 101.
+
+    Attributes:
+        status: the HTTP status.
+        headers: the response's headers, case-insensitive (the server says why in
+            ``X-Hatchway-Error``).
+    """
+
+    def __init__(self, message: str, status: int, headers: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+
+
 async def connect(
     url: str,
     ssl_context: ssl.SSLContext | None = None,
     *,
+    headers: Mapping[str, str] | None = None,
     label: str = "data channel",
     max_size: int = DEFAULT_MAX_FRAME_SIZE,
     open_timeout: float = OPEN_TIMEOUT,
@@ -79,6 +96,7 @@ async def connect(
         url: the server's ``StreamUrl``.
         ssl_context: verifies the server of a ``wss://`` URL (the profile's CA); None: the
             system's trust store. Ignored for ``ws://``.
+        headers: sent with the upgrade request (the agent's signature, docs/protocol.md §3.2).
         label: names the connection in logs.
         max_size: the largest message accepted, in bytes, inclusive (docs/protocol.md §13.1: a
             frame is "1 MiB at most"); a larger one closes the connection with 1009.
@@ -91,8 +109,9 @@ async def connect(
     Raises:
         ConfigError: a malformed URL, or the server's certificate did not verify (trying again
             will not help).
-        Unavailable: the server could not be reached or refused the upgrade in time (it may
-            work a moment later).
+        UpgradeRefused: the server answered the upgrade with another HTTP status.
+        Unavailable: the server could not be reached or did not answer the upgrade in time
+            (it may work a moment later).
     """
     try:
         uri = parse_uri(url)
@@ -120,7 +139,7 @@ async def connect(
                 factory, uri.host, uri.port, ssl=tls, server_hostname=uri.host if tls else None
             )
             try:
-                await ws.handshake()
+                await ws.handshake(headers or {})
             except BaseException:
                 ws.abort()
                 raise
@@ -134,8 +153,10 @@ async def connect(
     except InvalidStatus as exc:
         response = exc.response
         why = response.headers.get("X-Hatchway-Error") or response.reason_phrase
-        raise Unavailable(
-            f"{url} refused the WebSocket upgrade: HTTP {response.status_code} {why}"
+        raise UpgradeRefused(
+            f"{url} refused the WebSocket upgrade: HTTP {response.status_code} {why}",
+            response.status_code,
+            response.headers,
         ) from exc
     except InvalidHandshake as exc:
         raise Unavailable(f"{url} answered the WebSocket upgrade wrongly: {exc}") from exc
@@ -286,8 +307,9 @@ class WebSocket(asyncio.Protocol):
 
     # ---- opening ---------------------------------------------------------------------------
 
-    async def handshake(self) -> None:
-        """Send the upgrade request and wait for the answer (run by :func:`connect`).
+    async def handshake(self, headers: Mapping[str, str]) -> None:
+        """Send the upgrade request (with ``headers`` added) and wait for the answer (run by
+        :func:`connect`).
 
         Raises:
             InvalidHandshake: the server refused the upgrade or answered something else.
@@ -295,6 +317,8 @@ class WebSocket(asyncio.Protocol):
         """
         request = self._protocol.connect()
         request.headers["User-Agent"] = f"hatchway/{__version__}"
+        for name, value in headers.items():
+            request.headers[name] = value
         self._protocol.send_request(request)
         self._opened = self._loop.create_future()
         self._flush()
@@ -366,18 +390,35 @@ class WebSocket(asyncio.Protocol):
         return True
 
     def _flush(self) -> None:
-        """Write what the protocol has produced to the transport."""
+        """Write what the protocol has produced to the transport.
+
+        Frames produced together (a keystroke's echo and an acknowledgement) are handed over
+        in one ``writelines``: one TLS write and one system call instead of one per frame.
+        """
         transport = self._transport
+        if transport is None or transport.is_closing():
+            self._protocol.data_to_send()  # nothing can be written any more
+            return
+        pending: list[bytes] = []
         for data in self._protocol.data_to_send():
-            if transport is None or transport.is_closing():
-                continue
             if data:
-                transport.write(data)
-            elif transport.can_write_eof():  # the protocol's end of stream (SEND_EOF)
+                pending.append(data)
+                continue
+            self._write(transport, pending)
+            pending = []
+            if transport.can_write_eof():  # the protocol's end of stream (SEND_EOF)
                 with contextlib.suppress(OSError, RuntimeError):  # uvloop: RuntimeError
                     transport.write_eof()
             else:
                 transport.close()
+        self._write(transport, pending)
+
+    @staticmethod
+    def _write(transport: asyncio.Transport, chunks: list[bytes]) -> None:
+        if len(chunks) == 1:
+            transport.write(chunks[0])
+        elif chunks and not transport.is_closing():
+            transport.writelines(chunks)
 
     def _on_handshake_answer(self) -> None:
         self._answered = True
