@@ -85,6 +85,8 @@ class MemorySocket:
         self.label = label
         self.peer: MemorySocket | None = None
         self.sent: list[bytes] = []  # everything this end sent, for assertions
+        #: The same, one entry per send()/send_now() call: what left in one write.
+        self.writes: list[list[bytes]] = []
         self.text_sent: list[str] = []
         self._inbox: asyncio.Queue[object] = asyncio.Queue(capacity)
         self._send_timeout = send_timeout
@@ -120,6 +122,7 @@ class MemorySocket:
             self.abort()
             return False
         self.sent.append(bytes(data))
+        self.writes.append([bytes(data)])
         return True
 
     def send_now(self, frames: Sequence[bytes]) -> bool:
@@ -131,6 +134,7 @@ class MemorySocket:
         for frame in frames:
             peer._inbox.put_nowait(bytes(frame))
             self.sent.append(bytes(frame))
+        self.writes.append([bytes(frame) for frame in frames])
         return True
 
     async def __aiter__(self) -> AsyncIterator[bytes]:

@@ -239,8 +239,8 @@ class CountingTransport:
 
 @pytest.mark.asyncio
 async def test_frames_sent_together_leave_in_one_write() -> None:
-    """A keystroke's echo and the acknowledgement riding along: one TLS write, one system
-    call (benchmarks/README.md, "Keystroke echo: what was measured")."""
+    """Frames handed over together (bulk output, data with acknowledgements riding along):
+    one TLS write, one system call."""
     async with scripted_server() as server:
         ws, end = await open_pair(server)
         counting = CountingTransport(ws._transport)  # type: ignore[arg-type]

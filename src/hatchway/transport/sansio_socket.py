@@ -392,8 +392,9 @@ class WebSocket(asyncio.Protocol):
     def _flush(self) -> None:
         """Write what the protocol has produced to the transport.
 
-        Frames produced together (a keystroke's echo and an acknowledgement) are handed over
-        in one ``writelines``: one TLS write and one system call instead of one per frame.
+        Frames produced together (bulk output, resends, data with the acknowledgements riding
+        along) are handed over in one ``writelines``: one TLS write and one system call
+        instead of one per frame.
         """
         transport = self._transport
         if transport is None or transport.is_closing():
