@@ -137,6 +137,14 @@ class MemorySocket:
         self.writes.append([bytes(frame) for frame in frames])
         return True
 
+    async def deliver(self, handler: Callable[[bytes], None]) -> None:
+        try:
+            async for message in self:
+                handler(message)
+        except Exception:
+            self.abort()
+            raise
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:
             await self._reading.wait()

@@ -217,6 +217,56 @@ async def test_extra_headers_go_with_the_upgrade() -> None:
         await ws.close()
 
 
+@pytest.mark.asyncio
+async def test_deliver_hands_over_queued_then_arriving_messages_in_order() -> None:
+    async with scripted_server() as server:
+        ws, end = await open_pair(server)
+        end.send_binary(b"queued-1")
+        end.send_binary(b"queued-2")
+        await asyncio.sleep(0.1)  # received before anybody asks
+        got: list[bytes] = []
+        arrived = asyncio.Event()
+
+        def handler(message: bytes) -> None:
+            got.append(message)
+            if message == b"last":
+                arrived.set()
+
+        delivering = asyncio.create_task(ws.deliver(handler))
+        end.send_binary(b"arriving")
+        end.send_binary(b"last")
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        assert got == [b"queued-1", b"queued-2", b"arriving", b"last"]
+        assert not delivering.done()
+        end.send_close(CloseCode.ENDED, "bye")
+        async with asyncio.timeout(5):
+            await delivering  # ends with the connection, as iteration does
+        assert ws.close_code == CloseCode.ENDED
+        await ws.close()
+
+
+@pytest.mark.asyncio
+async def test_a_handler_that_fails_drops_the_connection_and_deliver_raises_it() -> None:
+    async with scripted_server() as server:
+        ws, end = await open_pair(server)
+        got: list[bytes] = []
+
+        def handler(message: bytes) -> None:
+            got.append(message)
+            raise ValueError("cannot take it")
+
+        delivering = asyncio.create_task(ws.deliver(handler))
+        await asyncio.sleep(0)
+        end.send_binary(b"one")
+        end.send_binary(b"two")
+        with pytest.raises(ValueError, match="cannot take it"):
+            async with asyncio.timeout(5):
+                await delivering
+        assert got == [b"one"]  # nothing after the failure
+        assert ws.closed
+
+
 class CountingTransport:
     """Wraps a transport and counts the writes handed to it."""
 

@@ -1,13 +1,15 @@
-"""The CLI's WebSocket: websockets' sans-I/O client protocol over an asyncio transport of ours.
+"""The client WebSocket of the CLI and the agent: websockets' sans-I/O client protocol over an
+asyncio transport of ours.
 
 ``websockets.client.ClientProtocol`` does the WebSocket itself (the upgrade, framing, masking,
 the close handshake, answering pings, the message size limit: RFC 6455); :class:`WebSocket` is
 the thin I/O half the websockets guide "Integrate the Sans-I/O layer" describes: an
 ``asyncio.Protocol`` that feeds it the bytes the transport receives and writes the bytes it
 produces. Owning that half is what lets the keystroke path write a frame synchronously
-(:meth:`WebSocket.send_now`) without relying on any library's private internals, and it keeps
-the CLI's start-up lean: no aiohttp (the server and the agent use it; importing it costs
-several hundred milliseconds) and not even websockets' own asyncio layer.
+(:meth:`WebSocket.send_now`) and hand a received message to the session from the callback
+that parsed it (:meth:`WebSocket.deliver`) without relying on any library's private
+internals, and it keeps the CLI's start-up lean: no aiohttp (the server uses it; importing it
+costs several hundred milliseconds) and not even websockets' own asyncio layer.
 
 :class:`WebSocket` implements :class:`hatchway.transport.socket.Socket` (send and close
 bounded by its ``SEND_TIMEOUT``/``CLOSE_TIMEOUT``), plus ``send_text`` for the data channel's
@@ -22,7 +24,7 @@ import logging
 import os
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import cast
 
 from websockets.client import ClientProtocol
@@ -199,6 +201,10 @@ class WebSocket(asyncio.Protocol):
         # Received binary messages, and the reader waiting for one.
         self._messages: deque[bytes] = deque()
         self._reader: asyncio.Future[None] | None = None
+        # While deliver() runs: messages go to this handler from data_received, and what it
+        # raised, to be raised by deliver().
+        self._handler: Callable[[bytes], None] | None = None
+        self._handler_error: Exception | None = None
         self._reading_paused = False
         self._fragments: list[bytes] | None = None  # a fragmented binary message so far
         self._in_text = False  # inside a fragmented text message (skipped)
@@ -265,12 +271,7 @@ class WebSocket(asyncio.Protocol):
         """Binary messages until the connection closes (or the server's close frame arrives)."""
         while True:
             if self._messages:
-                message = self._messages.popleft()
-                if self._reading_paused and len(self._messages) <= RECEIVE_LOW_WATER:
-                    self._reading_paused = False
-                    if self._transport is not None and not self._transport.is_closing():
-                        self._transport.resume_reading()
-                yield message
+                yield self._next_message()
             elif self._ended:
                 return
             else:
@@ -279,6 +280,34 @@ class WebSocket(asyncio.Protocol):
                     await self._reader
                 finally:
                     self._reader = None
+
+    async def deliver(self, handler: Callable[[bytes], None]) -> None:
+        """Hand every binary message to ``handler`` until the connection closes: those
+        already received first, then each from :meth:`data_received` as it is parsed, without
+        waking a task (see :meth:`hatchway.transport.socket.Socket.deliver`)."""
+        if self._handler is not None:
+            raise RuntimeError(f"{self.label}: deliver() is already running")
+        self._handler = handler
+        try:
+            while self._handler_error is None:
+                if self._messages:
+                    handler(self._next_message())
+                elif self._ended:
+                    break
+                else:
+                    self._reader = self._loop.create_future()
+                    try:
+                        await self._reader
+                    finally:
+                        self._reader = None
+        except Exception:
+            self.abort()
+            raise
+        finally:
+            self._handler = None
+        error, self._handler_error = self._handler_error, None
+        if error is not None:
+            raise error
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close once (later calls return at once): send a close frame and wait up to
@@ -458,7 +487,27 @@ class WebSocket(asyncio.Protocol):
             self._end()  # the protocol has answered it; no message follows a close
         # PING: the protocol has already queued the pong (RFC 6455 §5.5.2).
 
+    def _next_message(self) -> bytes:
+        message = self._messages.popleft()
+        if self._reading_paused and len(self._messages) <= RECEIVE_LOW_WATER:
+            self._reading_paused = False
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+        return message
+
     def _deliver(self, message: bytes) -> None:
+        handler = self._handler
+        if handler is not None and not self._messages and self._handler_error is None:
+            # The keystroke path: straight to the session, no task switch (deliver()).
+            try:
+                handler(message)
+            except Exception as exc:
+                log.debug("%s: the message handler failed", self.label, exc_info=True)
+                self._handler_error = exc
+                self._handler = None
+                self.abort()
+                self._end()
+            return
         self._messages.append(message)
         if len(self._messages) >= RECEIVE_HIGH_WATER and not self._reading_paused:
             self._reading_paused = True
