@@ -88,6 +88,8 @@ class MemorySocket:
         self.label = label
         self.peer: MemorySocket | None = None
         self.sent: list[bytes] = []  # everything this end sent, for assertions
+        #: The same, one entry per send()/send_now() call: what left in one write.
+        self.writes: list[list[bytes]] = []
         self.text_sent: list[str] = []
         self._inbox: asyncio.Queue[object] = asyncio.Queue(capacity)
         self._send_timeout = send_timeout
@@ -123,6 +125,7 @@ class MemorySocket:
             self.abort()
             return False
         self.sent.append(bytes(data))
+        self.writes.append([bytes(data)])
         return True
 
     def send_now(self, frames: Sequence[bytes]) -> bool:
@@ -134,7 +137,16 @@ class MemorySocket:
         for frame in frames:
             peer._inbox.put_nowait(bytes(frame))
             self.sent.append(bytes(frame))
+        self.writes.append([bytes(frame) for frame in frames])
         return True
+
+    async def deliver(self, handler: Callable[[bytes], None]) -> None:
+        try:
+            async for message in self:
+                handler(message)
+        except Exception:
+            self.abort()
+            raise
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         while True:

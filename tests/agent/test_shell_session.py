@@ -60,7 +60,7 @@ from hatchway.protocol.handshake import (
     HandshakeResponse,
     ProcessedClientAction,
 )
-from hatchway.protocol.payloads import AgentTaskPayload, encode_flag
+from hatchway.protocol.payloads import AcknowledgeContent, AgentTaskPayload, encode_flag
 from hatchway.protocol.reliability import Endpoint
 from tests.fakes import FakeClient, FakeClock, FakeDialer
 
@@ -399,6 +399,36 @@ async def test_input_reaches_the_shell_and_its_output_comes_back() -> None:
         await rig.client.type(b"\x04exit 0\r")  # end cat's input, then the shell's
         assert await rig.completions.wait() == ("Success", "0")
         assert rig.client.exit_code == 0
+
+
+async def test_an_echo_leaves_alone_and_the_acknowledgement_of_its_keystroke_follows() -> None:
+    """docs/protocol.md §6.3: riding along, the ack would be parsed by every hop before the
+    echo is passed on."""
+    async with session() as rig:
+        await start_shell(rig)
+        await rig.client.type(b"echo ready-$((6*7))\r")
+        await rig.client.output_contains(b"ready-42")
+        assert rig.client.socket is not None
+        agent_end = rig.client.socket.peer
+        assert agent_end is not None
+        before = len(agent_end.writes)
+        await rig.client.type(b"7319")  # the line editor echoes it
+        await rig.client.output_contains(b"7319")
+        keystroke = rig.client.endpoint.next_sequence_number - 1
+        await eventually(lambda: not rig.client.endpoint.unacked_count)
+        writes = [[decode_frame(f) for f in write] for write in agent_end.writes[before:]]
+        echo = next(i for i, w in enumerate(writes) if any(b"7" in f.payload for f in w))
+        ack = next(
+            i
+            for i, w in enumerate(writes)
+            for f in w
+            if f.message_type == MessageType.ACKNOWLEDGE
+            and AcknowledgeContent.from_json(f.payload).acknowledged_sequence_number == keystroke
+        )
+        assert all(f.message_type != MessageType.ACKNOWLEDGE for f in writes[echo])
+        assert ack > echo
+        await rig.client.type(b"\x15exit 0\r")
+        assert await rig.completions.wait() == ("Success", "0")
 
 
 async def test_a_shell_killed_by_a_signal_reports_128_plus_its_number() -> None:

@@ -9,6 +9,7 @@ import os
 import socket
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
@@ -113,3 +114,45 @@ def _read_all(raw: socket.socket) -> None:
             pass
     except OSError:
         pass
+
+
+@pytest.mark.asyncio
+async def test_deliver_hands_every_message_over_in_order_until_the_close(
+    served: tuple[Server, int],
+) -> None:
+    server, port = served
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws,
+    ):
+        sock = await server.socket
+        got: list[bytes] = []
+        delivering = asyncio.create_task(sock.deliver(got.append))
+        for message in (b"one", b"two", b"three"):
+            await ws.send_bytes(message)
+        await ws.close()
+        async with asyncio.timeout(5):
+            await delivering
+    assert got == [b"one", b"two", b"three"]
+
+
+@pytest.mark.asyncio
+async def test_a_failing_handler_drops_the_connection_and_deliver_raises(
+    served: tuple[Server, int],
+) -> None:
+    server, port = served
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws,
+    ):
+        sock = await server.socket
+
+        def handler(message: bytes) -> None:
+            raise ValueError(f"cannot take {message!r}")
+
+        delivering = asyncio.create_task(sock.deliver(handler))
+        await ws.send_bytes(b"one")
+        with pytest.raises(ValueError, match="cannot take"):
+            async with asyncio.timeout(5):
+                await delivering
+        assert sock.closed

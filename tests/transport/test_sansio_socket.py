@@ -18,7 +18,7 @@ from hatchway.errors import ConfigError, Unavailable
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
 from hatchway.server.certificates import ensure_tls_identity, ssl_server_context
-from hatchway.transport.sansio_socket import ABNORMAL_CLOSURE, WebSocket, connect
+from hatchway.transport.sansio_socket import ABNORMAL_CLOSURE, UpgradeRefused, WebSocket, connect
 from tests.transport.wsserver import ScriptedServer, ServerEnd, close_of, scripted_server
 
 
@@ -197,9 +197,110 @@ async def test_a_refused_upgrade_says_why() -> None:
             await end.upgrade(status=403, headers=[("X-Hatchway-Error", "bad signature")])
 
         refusing = asyncio.create_task(refuse())
-        with pytest.raises(Unavailable, match="HTTP 403 bad signature"):
+        with pytest.raises(UpgradeRefused, match="HTTP 403 bad signature") as refused:
             await connect(server.url)
         await refusing
+    # The agent's dialer tells a refused identity from a busy server by these
+    # (docs/protocol.md §10.2).
+    assert isinstance(refused.value, Unavailable)
+    assert refused.value.status == 403
+    assert refused.value.headers["x-hatchway-error"] == "bad signature"
+
+
+@pytest.mark.asyncio
+async def test_extra_headers_go_with_the_upgrade() -> None:
+    async with scripted_server() as server:
+        ws, end = await open_pair(server, headers={"Authorization": "signed", "X-Nonce": "n-1"})
+        assert end.request is not None
+        assert end.request.headers["Authorization"] == "signed"
+        assert end.request.headers["X-Nonce"] == "n-1"
+        await ws.close()
+
+
+@pytest.mark.asyncio
+async def test_deliver_hands_over_queued_then_arriving_messages_in_order() -> None:
+    async with scripted_server() as server:
+        ws, end = await open_pair(server)
+        end.send_binary(b"queued-1")
+        end.send_binary(b"queued-2")
+        await asyncio.sleep(0.1)  # received before anybody asks
+        got: list[bytes] = []
+        arrived = asyncio.Event()
+
+        def handler(message: bytes) -> None:
+            got.append(message)
+            if message == b"last":
+                arrived.set()
+
+        delivering = asyncio.create_task(ws.deliver(handler))
+        end.send_binary(b"arriving")
+        end.send_binary(b"last")
+        async with asyncio.timeout(5):
+            await arrived.wait()
+        assert got == [b"queued-1", b"queued-2", b"arriving", b"last"]
+        assert not delivering.done()
+        end.send_close(CloseCode.ENDED, "bye")
+        async with asyncio.timeout(5):
+            await delivering  # ends with the connection, as iteration does
+        assert ws.close_code == CloseCode.ENDED
+        await ws.close()
+
+
+@pytest.mark.asyncio
+async def test_a_handler_that_fails_drops_the_connection_and_deliver_raises_it() -> None:
+    async with scripted_server() as server:
+        ws, end = await open_pair(server)
+        got: list[bytes] = []
+
+        def handler(message: bytes) -> None:
+            got.append(message)
+            raise ValueError("cannot take it")
+
+        delivering = asyncio.create_task(ws.deliver(handler))
+        await asyncio.sleep(0)
+        end.send_binary(b"one")
+        end.send_binary(b"two")
+        with pytest.raises(ValueError, match="cannot take it"):
+            async with asyncio.timeout(5):
+                await delivering
+        assert got == [b"one"]  # nothing after the failure
+        assert ws.closed
+
+
+class CountingTransport:
+    """Wraps a transport and counts the writes handed to it."""
+
+    def __init__(self, inner: asyncio.Transport) -> None:
+        self.inner = inner
+        self.writes: list[int] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(1)
+        self.inner.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        chunks = list(chunks)
+        self.writes.append(len(chunks))
+        self.inner.writelines(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.mark.asyncio
+async def test_frames_sent_together_leave_in_one_write() -> None:
+    """Frames handed over together (bulk output, data with acknowledgements riding along):
+    one TLS write, one system call."""
+    async with scripted_server() as server:
+        ws, end = await open_pair(server)
+        counting = CountingTransport(ws._transport)  # type: ignore[arg-type]
+        ws._transport = counting  # type: ignore[assignment]
+        assert ws.send_now([b"echo", b"ack"])
+        assert await ws.send(b"alone")
+        assert counting.writes == [2, 1]
+        frames = [await end.receive_data() for _ in range(3)]
+        assert [f.data for f in frames] == [b"echo", b"ack", b"alone"]
+        await ws.close()
 
 
 @pytest.mark.asyncio

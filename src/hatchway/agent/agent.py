@@ -5,7 +5,7 @@ sessions, which outlive control-channel reconnects; each control-channel connect
 task group of its own (reader, heartbeats, resends of unacknowledged completions, stop
 watcher) that ends with the connection. Messages are decoded and encoded by
 ``protocol.controlchannel``, the same code the server uses, and every send goes through the
-socket's single writer (``transport.aiohttp_socket.AiohttpSocket``).
+socket's single writer (``transport.sansio_socket.WebSocket``).
 
 Which agent owns the node: every ``agent run`` takes the next generation of its state directory
 (``agent.state``) and names it in its control-channel upgrade. A newer agent on the same

@@ -1,9 +1,11 @@
 """Outbound, RSA-signed WebSocket connections to the server (docs/protocol.md §10.2, §3.2).
 
-The agent speaks WebSocket through aiohttp, like the server: its frame parser and writer are
-C-accelerated, which matters on the relay path of every keystroke (benchmarks/bench_echo.py).
-The CLI uses ``websockets`` instead, which imports much faster (docs/design.md, "Performance
-choices").
+The agent's WebSockets are the CLI's (``transport/sansio_socket.py``: websockets' sans-I/O
+protocol over an asyncio transport of ours), not aiohttp's: that socket can write a frame
+synchronously, so PTY output leaves from the reader callback that read it, with the
+acknowledgements it carries in the same TLS write, instead of from a task started for each
+read (benchmarks/README.md, "Keystroke echo: what was measured"). aiohttp remains the agent's
+HTTP client (the nonce, registration).
 
 Every upgrade is signed with the node's key and carries a fresh server nonce
 (``X-Hatchway-Nonce``, fetched from ``GET /v1/agent-nonce`` just before): the server takes each
@@ -11,11 +13,10 @@ nonce once, so a captured upgrade cannot be replayed.
 
 Limits chosen here, not inherited (issue 5, "no limit of ours may be a library default"):
 
-* **Connections**: aiohttp's connector allows 100 connections by default, so the control
-  channel plus 99 sessions was the most one agent could hold, and the 100th session failed
-  with "the agent did not connect". The agent bounds its sessions itself
-  (``MAX_SESSIONS_PER_NODE``, refused with a clear message), and every session holds one
-  connection, so the connector gets no limit of its own (``limit=0``).
+* **Connections**: aiohttp's connector allows 100 connections by default, which capped an
+  agent at 99 sessions when its WebSockets were aiohttp's. The agent bounds its sessions
+  itself (``MAX_SESSIONS_PER_NODE``, refused with a clear message); each WebSocket is a
+  connection of its own, and the HTTP connector (nonces) gets no limit either (``limit=0``).
 * **Dialing**: nonce plus upgrade must finish within :data:`DIAL_TIMEOUT` (aiohttp's default
   waits forever for an upgrade answer).
 * **Message size**: :data:`MAX_CONTROL_MESSAGE` on the control channel, the 1 MiB frame limit on
@@ -25,12 +26,10 @@ Limits chosen here, not inherited (issue 5, "no limit of ours may be a library d
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import ssl
 import urllib.parse
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, NoReturn, Protocol
 
@@ -40,13 +39,12 @@ from hatchway.agent.state import AgentState
 from hatchway.auth.agentkey import load_private_key, pss_signer
 from hatchway.auth.nonce import NONCE_HEADER
 from hatchway.auth.sigv4 import sign_request_rsa
-from hatchway.errors import AuthError, Conflict, NotFound, Unavailable
+from hatchway.errors import AuthError, ConfigError, Conflict, NotFound, Unavailable
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
-from hatchway.protocol.timing import PING_INTERVAL
-from hatchway.transport.aiohttp_socket import AiohttpSocket, aiohttp_max_msg_size
 from hatchway.transport.apiclient import client_ssl_context
-from hatchway.transport.socket import CLOSE_TIMEOUT, Socket
+from hatchway.transport.sansio_socket import UpgradeRefused, WebSocket, connect
+from hatchway.transport.socket import Socket
 
 __all__ = ["DIAL_TIMEOUT", "ERROR_HEADER", "Dialer", "Socket", "SocketDialer"]
 
@@ -91,7 +89,7 @@ class Dialer:
         self._http_base = base
         self._ws_base = "wss://" + base[8:] if base.startswith("https://") else "ws://" + base[7:]
         self._session: aiohttp.ClientSession | None = None
-        self._sockets: weakref.WeakSet[AiohttpSocket] = weakref.WeakSet()
+        self._sockets: weakref.WeakSet[WebSocket] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"Dialer({self.state.node_id} at {self.state.endpoint})"
@@ -125,6 +123,8 @@ class Dialer:
             ) from exc
         except aiohttp.ClientConnectorCertificateError as exc:
             raise AuthError(f"TLS verification failed: {exc.certificate_error}") from exc
+        except ConfigError as exc:  # the WebSocket's TLS verification failed
+            raise AuthError(exc.message) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise Unavailable(f"cannot reach {self.state.endpoint}: {exc}") from exc
 
@@ -156,22 +156,19 @@ class Dialer:
             service="ssmmessages",
             now=datetime.now(UTC),
         )
-        signed.pop("Host", None)  # aiohttp sends the same Host itself
-        try:
-            ws = await self._http().ws_connect(
-                url,
-                ssl=self._ssl or False,
-                headers=signed,
-                max_msg_size=aiohttp_max_msg_size(max_size),
-                heartbeat=PING_INTERVAL,
-                autoping=True,
-                compress=0,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT),
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            _refused(exc.status, exc.headers, path_and_query, exc.message)
+        signed.pop("Host", None)  # the WebSocket client sends the same Host itself
         label = f"server:{path_and_query.split('?', 1)[0]}"
-        sock = AiohttpSocket(ws, label, abort=_shutdown(ws), max_size=max_size)
+        try:
+            sock = await connect(
+                url,
+                self._ssl,
+                headers=signed,
+                label=label,
+                max_size=max_size,
+                open_timeout=DIAL_TIMEOUT,
+            )
+        except UpgradeRefused as exc:
+            _refused(exc.status, exc.headers, path_and_query, exc.message)
         self._sockets.add(sock)
         return sock
 
@@ -202,17 +199,3 @@ def _refused(
     if status == 409:
         raise Conflict(reason)
     raise Unavailable(f"the server answered HTTP {status} to {what}")
-
-
-def _shutdown(ws: aiohttp.ClientWebSocketResponse) -> Callable[[], None] | None:
-    """Drop a client WebSocket's connection at once (a peer that stopped reading): shutting
-    the socket down makes the reader see the end, without aiohttp's private transport."""
-    sock = ws.get_extra_info("socket")
-    if sock is None:
-        return None
-
-    def abort() -> None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-    return abort

@@ -377,8 +377,7 @@ class DataChannelSession:
             # a long resend never pile up unread until its sends (and its reading) stop.
             self.endpoint.retransmit_all(self._now())
             self._driver.flush_soon()
-            async for message in ws:
-                self._receive(message)
+            await ws.deliver(self._receive)
         finally:
             self._driver.detach(ws)
             self._ws = None

@@ -249,7 +249,11 @@ class ShellSession(DataChannelSession):
 
     def _on_readable(self) -> None:
         self._read_once()
-        self._driver.flush_soon()
+        # Output leaves alone: the acknowledgements of the input it answers follow by their
+        # timer (ChannelDriver.acks_later, armed when the input arrived). Riding along, an
+        # ack is parsed by the server and the client before they pass the echo on
+        # (benchmarks/README.md, "Keystroke echo: what was measured").
+        self._driver.flush_soon(acks=False)
 
     def _read_once(self) -> bool:
         """Move one read of PTY output into the endpoint; False when nothing more now."""

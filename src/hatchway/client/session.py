@@ -449,16 +449,20 @@ class ClientSession:
             # Never wait for writing before reading: the peer's acknowledgements of a long
             # resend must keep being read, or both ends can wait on each other.
             self._driver.flush_soon()
-            async for message in ws:
+
+            def receive(message: bytes) -> None:
+                nonlocal received
                 if not received:
                     received = True
                     backoff.reset()
-                await self._receive(message)
+                self._receive(message)
+
+            await ws.deliver(receive)
         finally:
             self._driver.detach(ws)
         return received
 
-    async def _receive(self, message: bytes) -> None:
+    def _receive(self, message: bytes) -> None:
         try:
             events = self.endpoint.receive(message, now=self._driver.now())
         except RemoteProtocolError:

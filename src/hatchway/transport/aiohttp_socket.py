@@ -1,7 +1,7 @@
 """The :class:`~hatchway.transport.socket.Socket` over aiohttp's WebSockets.
 
-The server and the agent use aiohttp (C-accelerated frames, docs/design.md); the CLI has its
-own lean adapter on websockets' sans-I/O layer in ``transport/sansio_socket.py``.
+The server uses aiohttp (C-accelerated frames, docs/design.md); the CLI and the agent have
+their own adapter on websockets' sans-I/O layer in ``transport/sansio_socket.py``.
 """
 
 from __future__ import annotations
@@ -178,6 +178,15 @@ class AiohttpSocket:
             ):
                 return
             # TEXT after the first message carries nothing we use (docs/protocol.md §3.1).
+
+    async def deliver(self, handler: Callable[[bytes], None]) -> None:
+        # aiohttp hands messages over through its reader task only.
+        try:
+            async for message in self:
+                handler(message)
+        except Exception:
+            self.abort()
+            raise
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         if self._closing:

@@ -1,13 +1,15 @@
-"""The CLI's WebSocket: websockets' sans-I/O client protocol over an asyncio transport of ours.
+"""The client WebSocket of the CLI and the agent: websockets' sans-I/O client protocol over an
+asyncio transport of ours.
 
 ``websockets.client.ClientProtocol`` does the WebSocket itself (the upgrade, framing, masking,
 the close handshake, answering pings, the message size limit: RFC 6455); :class:`WebSocket` is
 the thin I/O half the websockets guide "Integrate the Sans-I/O layer" describes: an
 ``asyncio.Protocol`` that feeds it the bytes the transport receives and writes the bytes it
 produces. Owning that half is what lets the keystroke path write a frame synchronously
-(:meth:`WebSocket.send_now`) without relying on any library's private internals, and it keeps
-the CLI's start-up lean: no aiohttp (the server and the agent use it; importing it costs
-several hundred milliseconds) and not even websockets' own asyncio layer.
+(:meth:`WebSocket.send_now`) and hand a received message to the session from the callback
+that parsed it (:meth:`WebSocket.deliver`) without relying on any library's private
+internals, and it keeps the CLI's start-up lean: no aiohttp (the server uses it; importing it
+costs several hundred milliseconds) and not even websockets' own asyncio layer.
 
 :class:`WebSocket` implements :class:`hatchway.transport.socket.Socket` (send and close
 bounded by its ``SEND_TIMEOUT``/``CLOSE_TIMEOUT``), plus ``send_text`` for the data channel's
@@ -22,7 +24,7 @@ import logging
 import os
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import cast
 
 from websockets.client import ClientProtocol
@@ -46,6 +48,7 @@ __all__ = [
     "CLOSE_TIMEOUT",
     "OPEN_TIMEOUT",
     "SEND_TIMEOUT",
+    "UpgradeRefused",
     "WebSocket",
     "connect",
 ]
@@ -61,10 +64,26 @@ RECEIVE_HIGH_WATER = 64
 RECEIVE_LOW_WATER = 16
 
 
+class UpgradeRefused(Unavailable):
+    """The server answered the WebSocket upgrade with an HTTP status other than 101.
+
+    Attributes:
+        status: the HTTP status.
+        headers: the response's headers, case-insensitive (the server says why in
+            ``X-Hatchway-Error``).
+    """
+
+    def __init__(self, message: str, status: int, headers: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+
+
 async def connect(
     url: str,
     ssl_context: ssl.SSLContext | None = None,
     *,
+    headers: Mapping[str, str] | None = None,
     label: str = "data channel",
     max_size: int = DEFAULT_MAX_FRAME_SIZE,
     open_timeout: float = OPEN_TIMEOUT,
@@ -79,6 +98,7 @@ async def connect(
         url: the server's ``StreamUrl``.
         ssl_context: verifies the server of a ``wss://`` URL (the profile's CA); None: the
             system's trust store. Ignored for ``ws://``.
+        headers: sent with the upgrade request (the agent's signature, docs/protocol.md §3.2).
         label: names the connection in logs.
         max_size: the largest message accepted, in bytes, inclusive (docs/protocol.md §13.1: a
             frame is "1 MiB at most"); a larger one closes the connection with 1009.
@@ -91,8 +111,9 @@ async def connect(
     Raises:
         ConfigError: a malformed URL, or the server's certificate did not verify (trying again
             will not help).
-        Unavailable: the server could not be reached or refused the upgrade in time (it may
-            work a moment later).
+        UpgradeRefused: the server answered the upgrade with another HTTP status.
+        Unavailable: the server could not be reached or did not answer the upgrade in time
+            (it may work a moment later).
     """
     try:
         uri = parse_uri(url)
@@ -120,7 +141,7 @@ async def connect(
                 factory, uri.host, uri.port, ssl=tls, server_hostname=uri.host if tls else None
             )
             try:
-                await ws.handshake()
+                await ws.handshake(headers or {})
             except BaseException:
                 ws.abort()
                 raise
@@ -134,8 +155,10 @@ async def connect(
     except InvalidStatus as exc:
         response = exc.response
         why = response.headers.get("X-Hatchway-Error") or response.reason_phrase
-        raise Unavailable(
-            f"{url} refused the WebSocket upgrade: HTTP {response.status_code} {why}"
+        raise UpgradeRefused(
+            f"{url} refused the WebSocket upgrade: HTTP {response.status_code} {why}",
+            response.status_code,
+            response.headers,
         ) from exc
     except InvalidHandshake as exc:
         raise Unavailable(f"{url} answered the WebSocket upgrade wrongly: {exc}") from exc
@@ -178,6 +201,10 @@ class WebSocket(asyncio.Protocol):
         # Received binary messages, and the reader waiting for one.
         self._messages: deque[bytes] = deque()
         self._reader: asyncio.Future[None] | None = None
+        # While deliver() runs: messages go to this handler from data_received, and what it
+        # raised, to be raised by deliver().
+        self._handler: Callable[[bytes], None] | None = None
+        self._handler_error: Exception | None = None
         self._reading_paused = False
         self._fragments: list[bytes] | None = None  # a fragmented binary message so far
         self._in_text = False  # inside a fragmented text message (skipped)
@@ -244,12 +271,7 @@ class WebSocket(asyncio.Protocol):
         """Binary messages until the connection closes (or the server's close frame arrives)."""
         while True:
             if self._messages:
-                message = self._messages.popleft()
-                if self._reading_paused and len(self._messages) <= RECEIVE_LOW_WATER:
-                    self._reading_paused = False
-                    if self._transport is not None and not self._transport.is_closing():
-                        self._transport.resume_reading()
-                yield message
+                yield self._next_message()
             elif self._ended:
                 return
             else:
@@ -258,6 +280,34 @@ class WebSocket(asyncio.Protocol):
                     await self._reader
                 finally:
                     self._reader = None
+
+    async def deliver(self, handler: Callable[[bytes], None]) -> None:
+        """Hand every binary message to ``handler`` until the connection closes: those
+        already received first, then each from :meth:`data_received` as it is parsed, without
+        waking a task (see :meth:`hatchway.transport.socket.Socket.deliver`)."""
+        if self._handler is not None:
+            raise RuntimeError(f"{self.label}: deliver() is already running")
+        self._handler = handler
+        try:
+            while self._handler_error is None:
+                if self._messages:
+                    handler(self._next_message())
+                elif self._ended:
+                    break
+                else:
+                    self._reader = self._loop.create_future()
+                    try:
+                        await self._reader
+                    finally:
+                        self._reader = None
+        except Exception:
+            self.abort()
+            raise
+        finally:
+            self._handler = None
+        error, self._handler_error = self._handler_error, None
+        if error is not None:
+            raise error
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close once (later calls return at once): send a close frame and wait up to
@@ -286,8 +336,9 @@ class WebSocket(asyncio.Protocol):
 
     # ---- opening ---------------------------------------------------------------------------
 
-    async def handshake(self) -> None:
-        """Send the upgrade request and wait for the answer (run by :func:`connect`).
+    async def handshake(self, headers: Mapping[str, str]) -> None:
+        """Send the upgrade request (with ``headers`` added) and wait for the answer (run by
+        :func:`connect`).
 
         Raises:
             InvalidHandshake: the server refused the upgrade or answered something else.
@@ -295,6 +346,8 @@ class WebSocket(asyncio.Protocol):
         """
         request = self._protocol.connect()
         request.headers["User-Agent"] = f"hatchway/{__version__}"
+        for name, value in headers.items():
+            request.headers[name] = value
         self._protocol.send_request(request)
         self._opened = self._loop.create_future()
         self._flush()
@@ -366,18 +419,36 @@ class WebSocket(asyncio.Protocol):
         return True
 
     def _flush(self) -> None:
-        """Write what the protocol has produced to the transport."""
+        """Write what the protocol has produced to the transport.
+
+        Frames produced together (bulk output, resends, data with the acknowledgements riding
+        along) are handed over in one ``writelines``: one TLS write and one system call
+        instead of one per frame.
+        """
         transport = self._transport
+        if transport is None or transport.is_closing():
+            self._protocol.data_to_send()  # nothing can be written any more
+            return
+        pending: list[bytes] = []
         for data in self._protocol.data_to_send():
-            if transport is None or transport.is_closing():
-                continue
             if data:
-                transport.write(data)
-            elif transport.can_write_eof():  # the protocol's end of stream (SEND_EOF)
+                pending.append(data)
+                continue
+            self._write(transport, pending)
+            pending = []
+            if transport.can_write_eof():  # the protocol's end of stream (SEND_EOF)
                 with contextlib.suppress(OSError, RuntimeError):  # uvloop: RuntimeError
                     transport.write_eof()
             else:
                 transport.close()
+        self._write(transport, pending)
+
+    @staticmethod
+    def _write(transport: asyncio.Transport, chunks: list[bytes]) -> None:
+        if len(chunks) == 1:
+            transport.write(chunks[0])
+        elif chunks and not transport.is_closing():
+            transport.writelines(chunks)
 
     def _on_handshake_answer(self) -> None:
         self._answered = True
@@ -416,7 +487,27 @@ class WebSocket(asyncio.Protocol):
             self._end()  # the protocol has answered it; no message follows a close
         # PING: the protocol has already queued the pong (RFC 6455 §5.5.2).
 
+    def _next_message(self) -> bytes:
+        message = self._messages.popleft()
+        if self._reading_paused and len(self._messages) <= RECEIVE_LOW_WATER:
+            self._reading_paused = False
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.resume_reading()
+        return message
+
     def _deliver(self, message: bytes) -> None:
+        handler = self._handler
+        if handler is not None and not self._messages and self._handler_error is None:
+            # The keystroke path: straight to the session, no task switch (deliver()).
+            try:
+                handler(message)
+            except Exception as exc:
+                log.debug("%s: the message handler failed", self.label, exc_info=True)
+                self._handler_error = exc
+                self._handler = None
+                self.abort()
+                self._end()
+            return
         self._messages.append(message)
         if len(self._messages) >= RECEIVE_HIGH_WATER and not self._reading_paused:
             self._reading_paused = True

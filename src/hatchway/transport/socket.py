@@ -2,9 +2,9 @@
 
 :class:`Socket` is what the gateway, the control channels, the agent's sessions and the client
 session program against; tests provide in-memory sockets with the same shape
-(``tests/fakes.py``). The adapters: ``transport/aiohttp_socket.py`` (aiohttp, for the server and
-the agent) and ``transport/sansio_socket.py`` (websockets' sans-I/O layer, for the CLI, which must
-not pay for importing aiohttp).
+(``tests/fakes.py``). The adapters: ``transport/aiohttp_socket.py`` (aiohttp, for the server)
+and ``transport/sansio_socket.py`` (websockets' sans-I/O layer, for the CLI, which must not pay
+for importing aiohttp, and the agent).
 
 Every socket has one writer, a bounded send (a peer that does not read within
 :data:`SEND_TIMEOUT` is aborted, so it cannot hold up anybody else) and a bounded, idempotent
@@ -13,7 +13,7 @@ close (:data:`CLOSE_TIMEOUT`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from hatchway.protocol.closecodes import CloseCode
@@ -54,6 +54,17 @@ class Socket(Protocol):
         ...
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def deliver(self, handler: Callable[[bytes], None]) -> None:
+        """Hand every binary message to ``handler``, in order, until the connection closes
+        (as iterating would end).
+
+        A socket that can calls ``handler`` from the callback that parsed the message, with
+        no task switch per message (the keystroke path: benchmarks/README.md, "Keystroke
+        echo: what was measured"); others iterate. ``handler`` must not block. An exception
+        it raises drops the connection and is raised here.
+        """
+        ...
 
     async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Close once (later calls do nothing), within a bounded time."""
