@@ -39,6 +39,7 @@ from hatchway.server.events.service import EventService
 from hatchway.server.events.worker import DeliveryWorker, HttpPoster
 from hatchway.server.guard import ConnectionGuard, ConnectionLimits
 from hatchway.server.iam import IamService
+from hatchway.server.kms import KmsService
 from hatchway.server.listening import open_listeners
 from hatchway.server.memory import MemoryReclaimer
 from hatchway.server.nodes import NodeService
@@ -81,6 +82,7 @@ class Server:
     api: Api
     deliveries: DeliveryWorker
     recordings: RecordingService | None = None
+    kms: KmsService | None = None
 
     async def close(self) -> None:
         await self.deliveries.stop()
@@ -116,6 +118,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     await store.nodes.disconnect_all()
 
     control = ControlChannels(store, settings, clock)
+    kms = KmsService(store.kms, box, settings.region, account_id, clock)
     recordings = RecordingService(store, settings, clock, RecordingStorages.from_settings(settings))
     sessions = SessionService(store, settings, clock, control, recordings)
     control.on_task_complete = sessions.task_complete
@@ -162,6 +165,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         simulator=Simulator(store, authz),
         events=EventService(store.events, box, clock),
         recordings=recordings,
+        kms=kms,
     )
     api = Api(settings, authn, authz, nodes, operations, on_access_changed=enforcement.poke)
     enforcement.start()
@@ -197,6 +201,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         api,
         DeliveryWorker(store.events, box, HttpPoster(), clock=clock),
         recordings,
+        kms,
     )
     server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
     _routes(server, api)
