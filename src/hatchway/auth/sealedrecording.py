@@ -19,6 +19,9 @@ line and then chunks, each sealed on its own::
 * The last chunk of a finished recording has :data:`FINAL` set. A reader that runs out of
   chunks before a final one knows the recording is cut short (at chunk granularity); a trailing
   partial chunk (a crash mid-write) is recognised by its length and ignored or cut.
+* The last chunk of each :meth:`ChunkSealer.seal` call (one flush of whole asciicast lines) has
+  :data:`BOUNDARY` set: a writer resuming after a crash cuts the file back to the last boundary
+  (:func:`complete_length`), never into the middle of a line.
 
 Plaintext per chunk is at most :data:`MAX_PLAINTEXT` bytes, so a reader holds little at once.
 Blocking-free and I/O-free: callers read and write the bytes.
@@ -42,6 +45,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hatchway.errors import InvalidCiphertext
 
 __all__ = [
+    "BOUNDARY",
     "FINAL",
     "MAGIC",
     "MAX_HEADER",
@@ -56,6 +60,7 @@ __all__ = [
 
 MAGIC: Final = b"HWREC1 "
 FINAL: Final = 0x01
+BOUNDARY: Final = 0x02
 MAX_PLAINTEXT: Final = 64 * 1024
 MAX_HEADER: Final = 16 * 1024
 """A header line longer than this is not one of ours."""
@@ -132,13 +137,14 @@ class ChunkSealer:
         return f"ChunkSealer(<key hidden>, next_index={self.next_index})"
 
     def seal(self, plaintext: bytes, *, final: bool = False) -> bytes:
-        """``plaintext`` as chunks of at most :data:`MAX_PLAINTEXT` bytes; with ``final`` the
-        last (possibly empty) chunk is marked final. Nothing, for empty data not final."""
+        """``plaintext`` as chunks of at most :data:`MAX_PLAINTEXT` bytes, the last one marked
+        :data:`BOUNDARY` (and :data:`FINAL` with ``final``: then possibly empty). Nothing, for
+        empty data not final."""
         out: list[bytes] = []
         view = memoryview(plaintext)
         while view or final:
             piece, view = view[:MAX_PLAINTEXT], view[MAX_PLAINTEXT:]
-            flags = FINAL if final and not view else 0
+            flags = 0 if view else BOUNDARY | (FINAL if final else 0)
             nonce = secrets.token_bytes(_NONCE)
             sealed = self._aead.encrypt(
                 nonce, bytes(piece), _aad(self._digest, self.next_index, flags)
@@ -146,7 +152,7 @@ class ChunkSealer:
             body = bytes([flags]) + nonce + sealed
             out.append(_LEN.pack(len(body)) + body)
             self.next_index += 1
-            if flags:
+            if flags & FINAL:
                 break
         return b"".join(out)
 
@@ -221,13 +227,18 @@ class ChunkOpener:
 
 
 def complete_length(data: bytes, start: int) -> tuple[int, int]:
-    """The end of the last whole chunk in ``data`` from ``start`` and how many whole chunks
-    there are (lengths only, nothing decrypted): where a crashed writer's file is cut back to."""
+    """Where a crashed writer's file is cut back to: the end of the last whole chunk marked
+    :data:`BOUNDARY` in ``data`` from ``start``, and how many chunks precede it (lengths and
+    flags only, nothing decrypted; a forged flag fails authentication when read)."""
     pos, count = start, 0
+    cut, cut_count = start, 0
     while len(data) - pos >= _LEN.size:
         (length,) = _LEN.unpack_from(data, pos)
         if not _MIN_BODY <= length <= _MAX_BODY or len(data) - pos - _LEN.size < length:
             break
+        flags = data[pos + _LEN.size]
         pos += _LEN.size + length
         count += 1
-    return pos, count
+        if flags & (BOUNDARY | FINAL):
+            cut, cut_count = pos, count
+    return cut, cut_count
