@@ -146,6 +146,11 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
 @click.option("--recordings-endpoint-url", metavar="URL", help="S3-compatible endpoint.")
 @click.option("--recordings-region", metavar="REGION", help="The object store's region.")
 @click.option("--record-input", is_flag=True, help="Also record what users type (i events).")
+@click.option(
+    "--recordings-kms-key",
+    metavar="KEY",
+    help="Encrypt recordings at rest with this KMS key (id, ARN or alias/NAME).",
+)
 def server(
     data_dir: Path,
     listen: str,
@@ -163,6 +168,7 @@ def server(
     recordings_endpoint_url: str | None,
     recordings_region: str | None,
     record_input: bool,
+    recordings_kms_key: str | None,
 ) -> None:
     """Run the Hatchway server on embedded defaults (SQLite, local files)."""
     from hatchway.server.recordingstorage import parse_recordings_option
@@ -191,6 +197,7 @@ def server(
         recordings_endpoint_url=recordings_endpoint_url,
         recordings_region=recordings_region,
         record_input=record_input,
+        recordings_kms_key=recordings_kms_key,
     )
     run_server(settings)
 

@@ -44,6 +44,7 @@ from hatchway.server.listening import open_listeners
 from hatchway.server.memory import MemoryReclaimer
 from hatchway.server.nodes import NodeService
 from hatchway.server.operations import Resolvers, all_operations
+from hatchway.server.recordingkeys import RecordingKeys
 from hatchway.server.recordings import RecordingService
 from hatchway.server.recordingstorage import RecordingStorages
 from hatchway.server.sessions import SessionService
@@ -119,7 +120,15 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
 
     control = ControlChannels(store, settings, clock)
     kms = KmsService(store.kms, box, settings.region, account_id, clock)
-    recordings = RecordingService(store, settings, clock, RecordingStorages.from_settings(settings))
+    authz = Authorizer(store, Arns(settings.region, account_id), clock)
+    recordings = RecordingService(
+        store,
+        settings,
+        clock,
+        RecordingStorages.from_settings(settings),
+        keys=RecordingKeys(kms, authz, settings.recordings_kms_key),
+    )
+    await _check_recordings_key(kms, settings.recordings_kms_key)
     sessions = SessionService(store, settings, clock, control, recordings)
     control.on_task_complete = sessions.task_complete
     control.on_node_gone = sessions.node_gone
@@ -143,7 +152,6 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     authn = Authenticator(
         store, box, region=settings.region, account_id=account_id, clock=clock, nonces=nonces
     )
-    authz = Authorizer(store, Arns(settings.region, account_id), clock)
     enforcement = LiveEnforcement(store, authz, sessions, time.monotonic, secure=settings.tls)
 
     async def admit_client(session: Session) -> None:
@@ -206,6 +214,24 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
     _routes(server, api)
     return server
+
+
+async def _check_recordings_key(kms: KmsService, key_ref: str | None) -> None:
+    """Say at start whether ``--recordings-kms-key`` can be used. Not fatal: the key may be
+    created (or enabled) through this very server once it runs; until then sessions run
+    unrecorded, each with an error in the log."""
+    if key_ref is None:
+        return
+    try:
+        arn = await kms.check_usable(key_ref)
+    except HatchwayError as exc:
+        log.error(
+            "--recordings-kms-key %s cannot be used now (%s): sessions run unrecorded until it can",
+            key_ref,
+            exc.message,
+        )
+    else:
+        log.info("session recordings are encrypted with KMS key %s", arn)
 
 
 def _routes(server: Server, api: Api) -> None:

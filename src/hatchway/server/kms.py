@@ -192,6 +192,16 @@ class KmsService:
         plaintext = secrets.token_bytes(size)
         return DataKey(plaintext, seal(material, key.key_id, plaintext, context), key.arn)
 
+    async def check_usable(self, ref: str) -> str:
+        """The ARN of the key ``ref`` names, if it can encrypt now.
+
+        Raises:
+            KeyNotFound, KeyDisabled, KeyInvalidState.
+        """
+        key = await self.find(ref)
+        self._usable(key)
+        return key.arn
+
     async def decrypt_data_key(self, blob: bytes, context: Mapping[str, str]) -> bytes:
         """The plaintext of a blob (no policy check: callers check ``kms:Decrypt`` first).
 

@@ -308,7 +308,7 @@ def all_operations(
         # TerminateSession), so ``session/${aws:username}-*`` limits it to one's own.
         ops.append(
             hatchway_operation(
-                "GetSessionRecording", lambda p, b, _: recordings.get_recording(b), r.session
+                "GetSessionRecording", lambda p, b, _: recordings.get_recording(b, p), r.session
             )
         )
     for name, handler in (kms.operations() if kms is not None else {}).items():
