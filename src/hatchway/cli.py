@@ -34,7 +34,7 @@ class HatchwayGroup(click.Group):
     groups (``iam``) are imported only when used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "iam", "events"])
+        return sorted([*super().list_commands(ctx), "iam", "events", "kms"])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "iam":
@@ -45,6 +45,10 @@ class HatchwayGroup(click.Group):
             from hatchway.client.events_cli import events
 
             return events
+        if cmd_name == "kms":
+            from hatchway.client.kms_cli import kms
+
+            return kms
         return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
