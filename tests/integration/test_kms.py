@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,8 @@ from botocore.exceptions import ClientError
 
 from hatchway.client.config import load_profile
 from hatchway.protocol.asciicast import parse_event, parse_header
-from tests.integration.cluster import Cluster, SharedAgent
+from tests.integration.cluster import HATCHWAY, Cluster, SharedAgent, wait_for
+from tests.integration.s3server import CREDENTIALS, REGION, S3Server
 
 CTX = {"aws:ssm:SessionId": "x"}
 SECRET_INPUT = b"echo top-secret-$((6*7))\nexit\n"
@@ -191,3 +195,114 @@ def test_an_encrypted_recording(
     finally:
         cluster.cli("kms", "enable-key", "alias/recordings")
     assert as_user("auditor").stdout == data
+
+
+def _sealed_plaintext(data: bytes, kms: Any, sid: str) -> tuple[bytes, bool]:
+    """Decrypt an encrypted recording file the way the server does (for checks on disk)."""
+    from hatchway.auth.sealedrecording import ChunkOpener
+    from hatchway.auth.sealedrecording import parse_header as parse_sealed
+
+    header, line = parse_sealed(data)
+    data_key = kms.decrypt(CiphertextBlob=header.wrapped_key, EncryptionContext=header.context)
+    assert header.context == {"aws:ssm:SessionId": sid}
+    opened = ChunkOpener(data_key["Plaintext"], line).open(data[len(line) :])
+    return opened.plaintext, opened.final
+
+
+def test_an_encrypted_recording_survives_sigkill_of_the_server(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    c.start_server("--recordings-kms-key", "alias/rec")
+    try:
+        c.cli("kms", "create-key", "--alias", "rec")
+        node, state = c.register("k")
+        c.start_agent(state, node)
+        out, err = tmp_path / "client.out", tmp_path / "client.err"
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            client = subprocess.Popen(
+                [HATCHWAY, "start-session", "--target", node],
+                stdin=subprocess.PIPE, stdout=stdout, stderr=stderr, env=c.env(),
+            )  # fmt: skip
+        assert client.stdin is not None
+        client.stdin.write(b"for i in $(seq 1 60); do echo tick-$i; sleep 0.1; done; exit\n")
+        client.stdin.close()
+        wait_for(lambda: b"tick-20" in out.read_bytes(), 30, what="output to stream")
+        sid = max(c.sessions("Active"), key=lambda s: s["StartDate"])["SessionId"]
+        time.sleep(1.2)  # the flusher writes at least every second
+        seen = max(map(int, re.findall(rb"tick-(\d+)", out.read_bytes())))
+        assert c.server_proc is not None
+        c.server_proc.send_signal(signal.SIGKILL)
+        c.server_proc.wait(15)
+        spool = (c.data_dir / "recordings" / f"{sid}.cast").read_bytes()
+        assert b"tick-" not in spool
+        c.start_server("--recordings-kms-key", "alias/rec")
+        kms = kms_client(c)
+        # What was on disk right after the kill: sealed chunks up to about the last second.
+        plain, final = _sealed_plaintext(spool, kms, sid)
+        assert not final
+        on_disk_text = "".join(parse_event(line).data for line in plain.splitlines()[1:])
+        ticks = [int(n) for n in re.findall(r"tick-(\d+)\r?\n", on_disk_text)]
+        assert ticks and max(ticks) >= seen - 12, (seen, ticks[-3:])
+        # The session goes on after the restart; the recording too, each tick once.
+        assert client.wait(120) == 0, err.read_text()
+        wait_for(
+            lambda: (
+                c.cli_json("sessions", "get", sid)["Sessions"][0]["Recording"]["State"]
+                == "Complete"
+            ),
+            30,
+            what="the recording to complete",
+        )
+        cast = c.cli("sessions", "get-recording", sid, "-o", "-").stdout
+        text = "".join(parse_event(line).data for line in cast.splitlines()[1:])
+        final_ticks = [int(n) for n in re.findall(r"tick-(\d+)\r?\n", text)]
+        assert final_ticks == sorted(set(final_ticks)), "a tick recorded twice or out of order"
+        assert final_ticks[-1] == 60 and len(final_ticks) >= 50, final_ticks
+        on_disk, final = _sealed_plaintext(
+            (c.data_dir / "recordings" / f"{sid}.cast").read_bytes(), kms, sid
+        )
+        assert final and on_disk == cast
+    finally:
+        c.close()
+
+
+def test_an_encrypted_recording_goes_to_s3_sealed(tmp_path: Path, s3: S3Server) -> None:
+    bucket = "sealed"
+    s3.client().create_bucket(Bucket=bucket)
+    c = Cluster(tmp_path)
+    c.start_server(
+        "--recordings", f"s3://{bucket}/p", "--recordings-endpoint-url", s3.url,
+        "--recordings-region", REGION, "--recordings-kms-key", "alias/s3",
+    )  # fmt: skip
+    try:
+        c.cli("kms", "create-key", "--alias", "s3")
+        node, state = c.register("s3")
+        c.start_agent(state, node)
+        c.cli("start-session", "--target", node, input=SECRET_INPUT)
+        sid = max(c.sessions("History"), key=lambda s: s["StartDate"])["SessionId"]
+        wait_for(
+            lambda: (
+                c.cli_json("sessions", "get", sid)["Sessions"][0]["Recording"]["State"]
+                == "Complete"
+            ),
+            30,
+            what="the upload",
+        )
+        body = s3.client().get_object(Bucket=bucket, Key=f"p/{sid}.cast")["Body"].read()
+        assert body.startswith(b"HWREC1 ") and b"top-secret" not in body
+        cast = c.cli("sessions", "get-recording", sid, "-o", "-").stdout
+        assert b"top-secret-42" in cast
+        assert _sealed_plaintext(body, kms_client(c), sid) == (cast, True)
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    server = S3Server(tmp_path / "moto.log")
+    server.start()
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)  # the Hatchway server's boto3 chain reads them
+    try:
+        yield server
+    finally:
+        server.stop()
