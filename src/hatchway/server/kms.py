@@ -48,6 +48,7 @@ from hatchway.errors import (
 )
 from hatchway.server.authz import Resource
 from hatchway.server.principal import Principal
+from hatchway.server.validation import echo
 from hatchway.store.kms import KeyState, KmsAlias, KmsKey, KmsRepository
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ class KmsService:
         if ref.startswith("alias/"):
             alias = await self._keys.get_alias(ref)
             if alias is None:
-                raise KeyNotFound(f"Alias '{self.alias_arn(ref)}' is not found.")
+                raise KeyNotFound(f"Alias '{echo(self.alias_arn(ref))}' is not found.")
             return alias.key_id
         if m := _ALIAS_ARN.fullmatch(ref):
             self._own(m[1], m[2], "The alias")
@@ -476,7 +477,7 @@ def _material_context(key_id: str) -> bytes:
 
 
 def _not_a_key(ref: str) -> str:
-    raise KeyNotFound(f"Invalid keyId '{ref[:64]}'")
+    raise KeyNotFound(f"Invalid keyId '{echo(ref)}'")
 
 
 def _state_words(state: KeyState) -> str:
@@ -490,7 +491,8 @@ def _state_words(state: KeyState) -> str:
 def _check_alias_name(name: str) -> None:
     if _ALIAS.fullmatch(name) is None:
         raise ValidationError(
-            f"Alias name {name[:64]!r} must be alias/ followed by letters, digits, '/', '_' or '-'."
+            f"Alias name '{echo(name)}' must be alias/ followed by letters, digits, '/', '_' "
+            "or '-'."
         )
     if name.startswith("alias/aws/"):
         raise ValidationError("Alias names beginning with alias/aws/ are reserved.")
