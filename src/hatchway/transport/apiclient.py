@@ -12,12 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hatchway import __version__
 from hatchway.auth.sigv4 import Credentials, sign_request
 from hatchway.errors import ConfigError, HatchwayError, Unavailable
 
 JSON_TYPE = "application/x-amz-json-1.1"
 SIGNING_NAMES = {"TrentService": "kms"}
 """SigV4 service names by target prefix; ``ssm`` for the rest."""
+USER_AGENT = f"hatchway-cli/{__version__}"
 
 
 class ApiError(HatchwayError):
@@ -84,7 +86,11 @@ class ApiClient:
                 the key service (signed for ``kms``, as AWS KMS requests are).
         """
         payload = json.dumps(body).encode()
-        headers = {"Content-Type": JSON_TYPE, "X-Amz-Target": f"{service}.{operation}"}
+        headers = {
+            "Content-Type": JSON_TYPE,
+            "X-Amz-Target": f"{service}.{operation}",
+            "User-Agent": USER_AGENT,  # the audit trail's userAgent
+        }
         if self._credentials is not None:
             headers = sign_request(
                 "POST",
