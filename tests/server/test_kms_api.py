@@ -298,3 +298,34 @@ def test_read_only_access_grants_no_key_use(api: ApiServer, kms: Any) -> None:
     blob = kms.encrypt(KeyId=key["KeyId"], Plaintext=b"z")["CiphertextBlob"]
     assert error(lambda: erin.decrypt(CiphertextBlob=blob))[0] == "AccessDeniedException"
     assert error(lambda: erin.list_keys())[0] == "AccessDeniedException"
+
+
+def test_key_service_calls_are_audited_without_their_secrets(api: ApiServer, kms: Any) -> None:
+    key = new_key(kms)
+    secret = b"the plaintext of a secret"
+    blob = kms.encrypt(KeyId=key["KeyId"], Plaintext=secret, EncryptionContext=CTX)
+    kms.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext=CTX)
+    kms.disable_key(KeyId=key["KeyId"])
+
+    def latest(name: str) -> dict[str, Any]:
+        lookup = {"LookupAttributes": [{"AttributeKey": "EventName", "AttributeValue": name}]}
+        answer = api.post("LookupEvents", lookup, service=HATCHWAY)
+        assert answer.status == 200 and answer.body["Events"], answer.body
+        record: dict[str, Any] = json.loads(answer.body["Events"][0]["CloudTrailEvent"])
+        return record
+
+    encrypt = latest("Encrypt")
+    assert encrypt["eventSource"] == "kms.amazonaws.com"
+    assert encrypt["requestParameters"]["Plaintext"] == "***"
+    assert encrypt["requestParameters"]["KeyId"] == key["KeyId"]
+    assert encrypt["requestParameters"]["EncryptionContext"] == CTX
+    assert encrypt["resources"] == [
+        {"type": "AWS::KMS::Key", "name": key["KeyId"], "arn": key["Arn"]}
+    ]
+    decrypt = latest("Decrypt")
+    size = len(blob["CiphertextBlob"])
+    assert decrypt["requestParameters"]["CiphertextBlob"] == f"({size} bytes)"
+    disable = latest("DisableKey")
+    assert disable["eventSource"] == "kms.amazonaws.com" and disable["eventCode"] != "HWI001"
+    everything = json.dumps([latest(n) for n in ("Encrypt", "Decrypt", "GenerateDataKey")])
+    assert base64.b64encode(secret).decode() not in everything
