@@ -34,7 +34,7 @@ class HatchwayGroup(click.Group):
     groups (``iam``) are imported only when used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "iam", "audit", "events"])
+        return sorted([*super().list_commands(ctx), "iam", "audit", "events", "kms"])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "iam":
@@ -49,6 +49,10 @@ class HatchwayGroup(click.Group):
             from hatchway.client.events_cli import events
 
             return events
+        if cmd_name == "kms":
+            from hatchway.client.kms_cli import kms
+
+            return kms
         return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -150,6 +154,11 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
 @click.option("--recordings-endpoint-url", metavar="URL", help="S3-compatible endpoint.")
 @click.option("--recordings-region", metavar="REGION", help="The object store's region.")
 @click.option("--record-input", is_flag=True, help="Also record what users type (i events).")
+@click.option(
+    "--recordings-kms-key",
+    metavar="KEY",
+    help="Encrypt recordings at rest with this KMS key (id, ARN or alias/NAME).",
+)
 def server(
     data_dir: Path,
     listen: str,
@@ -167,6 +176,7 @@ def server(
     recordings_endpoint_url: str | None,
     recordings_region: str | None,
     record_input: bool,
+    recordings_kms_key: str | None,
 ) -> None:
     """Run the Hatchway server on embedded defaults (SQLite, local files)."""
     from hatchway.server.recordingstorage import parse_recordings_option
@@ -195,6 +205,7 @@ def server(
         recordings_endpoint_url=recordings_endpoint_url,
         recordings_region=recordings_region,
         record_input=record_input,
+        recordings_kms_key=recordings_kms_key,
     )
     run_server(settings)
 

@@ -8,9 +8,12 @@
     │   ├── SerializationError          SerializationException               400
     │   ├── UnknownOperation            UnknownOperationException            400
     │   ├── InvalidNextToken            InvalidNextToken                     400
+    │   ├── InvalidMarker               InvalidMarkerException               400
     │   ├── InvalidFilterKey            InvalidFilterKey                     400
     │   ├── RequestTooLarge             RequestEntityTooLargeException       413
     │   ├── MalformedPolicyDocument     MalformedPolicyDocumentException     400
+    │   ├── InvalidCiphertext           InvalidCiphertextException           400
+    │   ├── IncorrectKey                IncorrectKeyException                400
     │   └── PasswordPolicyViolation     PasswordPolicyViolationException     400
     ├── ProtocolError                   ProtocolError                        400
     │   ├── LocalProtocolError          (our bug)
@@ -28,11 +31,15 @@
     │   ├── InvalidActivationId         InvalidActivationId                  400
     │   ├── InvalidResourceId           InvalidResourceId                    400
     │   ├── InvalidResourceType         InvalidResourceType                  400
-    │   └── NoSuchEntity                NoSuchEntityException                400
+    │   ├── NoSuchEntity                NoSuchEntityException                400
+    │   └── KeyNotFound                 NotFoundException                    400
     ├── Conflict                        ConflictException                    400
     │   ├── EntityAlreadyExists         EntityAlreadyExistsException         400
     │   ├── DeleteConflict              DeleteConflictException              400
-    │   └── UnmodifiableEntity          UnmodifiableEntityException          400
+    │   ├── UnmodifiableEntity          UnmodifiableEntityException          400
+    │   ├── AlreadyExists               AlreadyExistsException               400
+    │   ├── KeyDisabled                 DisabledException                    400
+    │   └── KeyInvalidState             KMSInvalidStateException             400
     ├── LimitExceeded                   LimitExceededException               400
     │   └── TooManyTags                 TooManyTagsError                     400
     ├── Throttled                       ThrottlingException                  400
@@ -98,6 +105,12 @@ class InvalidNextToken(ValidationError):
     code = "InvalidNextToken"
 
 
+class InvalidMarker(ValidationError):
+    """A KMS listing's ``Marker`` this server did not issue."""
+
+    code = "InvalidMarkerException"
+
+
 class InvalidFilterKey(ValidationError):
     """A filter key the operation does not support."""
 
@@ -121,6 +134,18 @@ class PasswordPolicyViolation(ValidationError):
     """A password that breaks the password policy (too short)."""
 
     code = "PasswordPolicyViolationException"
+
+
+class InvalidCiphertext(ValidationError):
+    """A KMS ciphertext that is malformed, was altered, or whose encryption context differs."""
+
+    code = "InvalidCiphertextException"
+
+
+class IncorrectKey(ValidationError):
+    """Decrypt named a KMS key other than the one the ciphertext was encrypted under."""
+
+    code = "IncorrectKeyException"
 
 
 class ProtocolError(HatchwayError):
@@ -231,6 +256,12 @@ class NoSuchEntity(NotFound):
     code = "NoSuchEntityException"
 
 
+class KeyNotFound(NotFound):
+    """A KMS key or alias that does not exist (KMS's ``NotFoundException``)."""
+
+    code = "NotFoundException"
+
+
 class Conflict(HatchwayError):
     """The request conflicts with the current state of a resource."""
 
@@ -254,6 +285,24 @@ class UnmodifiableEntity(Conflict):
     """A built-in IAM entity (a Hatchway-managed policy) cannot be changed or deleted."""
 
     code = "UnmodifiableEntityException"
+
+
+class AlreadyExists(Conflict):
+    """A KMS alias of this name exists already."""
+
+    code = "AlreadyExistsException"
+
+
+class KeyDisabled(Conflict):
+    """The KMS key is disabled: it cannot encrypt or decrypt until it is enabled again."""
+
+    code = "DisabledException"
+
+
+class KeyInvalidState(Conflict):
+    """The KMS key's state does not allow the operation (pending deletion, say)."""
+
+    code = "KMSInvalidStateException"
 
 
 class LimitExceeded(HatchwayError):

@@ -32,3 +32,12 @@ def test_names_of_secrets() -> None:
         assert is_secret(name), name
     for name in ("UserName", "NextToken", "PasswordLastUsed", "Target", "DocumentName"):
         assert not is_secret(name), name
+
+
+def test_key_service_plaintexts_are_secret_and_blobs_are_sizes() -> None:
+    body = {"KeyId": "alias/k", "Plaintext": b"secret", "CiphertextBlob": b"\x01" * 60}
+    assert redact(body) == {
+        "KeyId": "alias/k",
+        "Plaintext": REDACTED,
+        "CiphertextBlob": "(60 bytes)",
+    }

@@ -89,8 +89,24 @@ class ApiServer:
         credentials = Credentials(
             key_id or self.admin.access_key_id, secret or self.admin.secret_access_key
         )
-        SigV4Auth(credentials, "ssm", self.region).add_auth(request)
+        signing_name = "kms" if service == "TrentService" else "ssm"
+        SigV4Auth(credentials, signing_name, self.region).add_auth(request)
         return dict(request.headers.items())
+
+    def client(self, service: str, *, key_id: str | None = None, secret: str | None = None) -> Any:
+        """A boto3 client of ``service`` (``kms``, ``ssm``) for this server, as the admin
+        unless ``key_id``/``secret`` say otherwise; no retries."""
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=key_id or self.admin.access_key_id,
+            aws_secret_access_key=secret or self.admin.secret_access_key,
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+        )
 
     def post(
         self,

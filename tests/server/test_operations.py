@@ -13,7 +13,7 @@ from botocore.loaders import Loader
 from botocore.model import ServiceModel, Shape
 
 from hatchway.server.iam import IamService
-from hatchway.server.operations import HATCHWAY, SSM
+from hatchway.server.operations import HATCHWAY, KMS, SSM
 from hatchway.server.validation import HATCHWAY_MODEL
 from tests.policy import test_aws_examples as examples
 from tests.server.apiserver import ApiServer, running_api
@@ -47,6 +47,10 @@ VALUES: dict[str, Any] = {
     "Events": ["session.started"],
     "Secret": "s3cret-value",
     "SubscriptionId": "sub-0123456789abcdef",
+    "KeyId": "alias/some-key",
+    "TargetKeyId": str(uuid.uuid4()),
+    "AliasName": "alias/some-alias",
+    "Plaintext": "c2VjcmV0",
 }
 
 
@@ -60,16 +64,24 @@ def _model(service: str) -> ServiceModel:
     return ServiceModel(Loader().load_service_model(service, "service-2"))
 
 
+# Members the model does not require but the operation needs.
+EXTRA: dict[str, dict[str, Any]] = {
+    f"{KMS}.Decrypt": {"CiphertextBlob": "bm90IGEgYmxvYg=="},
+    f"{KMS}.GenerateDataKey": {"KeySpec": "AES_256"},
+    f"{KMS}.GenerateDataKeyWithoutPlaintext": {"KeySpec": "AES_256"},
+}
+
+
 def minimal_body(name: str, shape: Shape | None) -> dict[str, Any]:
     members = getattr(shape, "required_members", []) if shape is not None else []
     missing = [m for m in members if m not in VALUES]
     assert not missing, f"{name}: no test value for required member(s) {missing}"
-    return {m: VALUES[m] for m in members}
+    return {**{m: VALUES[m] for m in members}, **EXTRA.get(name, {})}
 
 
 def _input_shape(target: str) -> Shape | None:
     service, _, name = target.partition(".")
-    model = _model("ssm" if service == SSM else "iam")
+    model = _model({SSM: "ssm", KMS: "kms"}.get(service, "iam"))
     if name not in model.operation_names:  # a Hatchway-only operation (SetPassword)
         model = ServiceModel(dict(HATCHWAY_MODEL))
     return model.operation_model(name).input_shape
@@ -82,7 +94,7 @@ def test_every_operation_has_its_action_and_resources(api: ApiServer) -> None:
     expected.add(f"{HATCHWAY}.SimulatePrincipalPolicy")
     assert expected <= set(operations)
     for target, op in operations.items():
-        prefix = "ssm" if op.service == SSM else "hatchway"
+        prefix = {SSM: "ssm", KMS: "kms"}.get(op.service, "hatchway")
         assert op.action == f"{prefix}:{op.name}", target
         assert op.target == target
         assert callable(op.resources), target

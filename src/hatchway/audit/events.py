@@ -24,6 +24,8 @@ SSM_SOURCE: Final = "ssm.amazonaws.com"
 """``eventSource`` of the SSM operations (CloudTrail's name for the service)."""
 HATCHWAY_SOURCE: Final = "hatchway"
 """``eventSource`` of Hatchway's own operations and of the server's own events."""
+KMS_SOURCE: Final = "kms.amazonaws.com"
+"""``eventSource`` of the key service's operations (``TrentService.*``, CloudTrail's name)."""
 
 
 class EventCode(StrEnum):

@@ -4,8 +4,10 @@ built.
 A member is a secret by its name (case-insensitive, anywhere in the nesting): passwords, secret
 keys, tokens, activation codes, private keys. Its value becomes :data:`REDACTED` (the member
 stays, so the record still shows that one was sent). The names are those of the operations
-Hatchway serves (``Password``, ``ActivationCode``, ``SecretAccessKey``, ``TokenValue``…) and
-the usual words for secrets, so that a new operation's secret is caught by its name.
+Hatchway serves (``Password``, ``ActivationCode``, ``SecretAccessKey``, ``TokenValue``, the key
+service's ``Plaintext``…) and the usual words for secrets, so that a new operation's secret is
+caught by its name. Binary members (blobs, decoded from base64 by the validator) are recorded
+as their size only.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ REDACTED: Final = "***"
 
 SECRET_NAME: Final = re.compile(
     r"password|passphrase|secret|token|activationcode|privatekey|credential|otp|totp"
-    r"|authorization|signature",
+    r"|authorization|signature|plaintext",
     re.IGNORECASE,
 )
 """Member names whose values are secrets (matched anywhere in the name)."""
@@ -43,4 +45,7 @@ def redact(value: Any) -> Any:
         }
     if isinstance(value, list | tuple):
         return [redact(item) for item in value]
+    if isinstance(value, bytes | bytearray | memoryview):
+        # Blobs (the key service's ciphertexts): their size, never their bytes.
+        return f"({len(value)} bytes)"
     return value

@@ -18,6 +18,7 @@ TIMESTAMP_KEYS = frozenset(
         "CreatedDate", "CreateDate", "UpdateDate", "PasswordLastUsed", "LastUsedDate",
         "OpenedDate", "ClosedDate",
         "EventTime", "LastAttemptDate", "NextAttemptDate", "DeliveredDate",
+        "CreationDate", "DeletionDate", "LastUpdatedDate",
     }
 )  # fmt: skip
 

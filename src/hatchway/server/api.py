@@ -1,5 +1,6 @@
 """The AWS JSON 1.1 API edge: ``POST /`` with ``X-Amz-Target: AmazonSSM.<Operation>`` (the SSM
-operations) or ``Hatchway.<Operation>`` (identity and policies, in IAM's shapes).
+operations), ``Hatchway.<Operation>`` (identity and policies, in IAM's shapes) or
+``TrentService.<Operation>`` (the key service, in KMS's shapes).
 
 Authenticates the request (SigV4), then parses and validates its body against the model
 (``validation``), asks ``authz`` whether the principal may perform the operation's action on
@@ -31,7 +32,7 @@ from hatchway.server.authn import Authenticator
 from hatchway.server.authz import Authorizer
 from hatchway.server.errormap import error_body, error_status
 from hatchway.server.nodes import NodeService
-from hatchway.server.operations import HATCHWAY, SSM, Operation
+from hatchway.server.operations import HATCHWAY, KMS, SSM, Operation
 from hatchway.server.settings import ServerSettings
 from hatchway.server.validation import RequestValidator, check_framing, decode_body, echo
 from hatchway.store.audit import pending_call
@@ -47,6 +48,10 @@ API_SIGNED_HEADERS = ("content-type", "x-amz-target")
 """Headers every signed API request must sign, besides ``host`` (which SigV4 always requires):
 the target names the operation, so an unsigned target lets a captured request be replayed as a
 different operation. botocore, the aws CLI and ``auth.sigv4`` all sign both."""
+
+SIGNING_NAMES = {KMS: "kms"}
+"""SigV4 service names by target prefix: ``ssm`` for SSM's and Hatchway's own operations (what
+the CLI and boto3's ``ssm`` client sign with), ``kms`` for the key service (boto3's ``kms``)."""
 
 
 class Api:
@@ -84,6 +89,7 @@ class Api:
         self._validator = validator or RequestValidator.for_operations(
             [op.name for op in self.operations.values() if op.service == SSM] + [ANONYMOUS],
             [op.name for op in self.operations.values() if op.service == HATCHWAY],
+            kms_ops=[op.name for op in self.operations.values() if op.service == KMS],
         )
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -138,6 +144,7 @@ class Api:
             request.headers,
             body,
             must_sign=API_SIGNED_HEADERS,
+            service=SIGNING_NAMES.get(op.service, "ssm"),
         )
         principal = replace(
             principal,

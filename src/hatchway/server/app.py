@@ -40,10 +40,12 @@ from hatchway.server.events.service import EventService
 from hatchway.server.events.worker import DeliveryWorker, HttpPoster
 from hatchway.server.guard import ConnectionGuard, ConnectionLimits
 from hatchway.server.iam import IamService
+from hatchway.server.kms import KmsService
 from hatchway.server.listening import open_listeners
 from hatchway.server.memory import MemoryReclaimer
 from hatchway.server.nodes import NodeService
 from hatchway.server.operations import Resolvers, all_operations
+from hatchway.server.recordingkeys import RecordingKeys
 from hatchway.server.recordings import RecordingService
 from hatchway.server.recordingstorage import RecordingStorages
 from hatchway.server.sessions import SessionService
@@ -83,6 +85,7 @@ class Server:
     api: Api
     deliveries: DeliveryWorker
     recordings: RecordingService | None = None
+    kms: KmsService | None = None
 
     async def close(self) -> None:
         await self.deliveries.stop()
@@ -120,7 +123,16 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     arns = Arns(settings.region, account_id)
     audit_events = AuditEvents(arns, clock)
     control = ControlChannels(store, settings, clock)
-    recordings = RecordingService(store, settings, clock, RecordingStorages.from_settings(settings))
+    kms = KmsService(store.kms, box, settings.region, account_id, clock)
+    authz = Authorizer(store, arns, clock)
+    recordings = RecordingService(
+        store,
+        settings,
+        clock,
+        RecordingStorages.from_settings(settings),
+        keys=RecordingKeys(kms, authz, settings.recordings_kms_key),
+    )
+    await _check_recordings_key(kms, settings.recordings_kms_key)
     sessions = SessionService(store, settings, clock, control, recordings, audit=audit_events)
     control.on_task_complete = sessions.task_complete
     control.on_node_gone = sessions.node_gone
@@ -145,7 +157,6 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     authn = Authenticator(
         store, box, region=settings.region, account_id=account_id, clock=clock, nonces=nonces
     )
-    authz = Authorizer(store, arns, clock)
     enforcement = LiveEnforcement(store, authz, sessions, time.monotonic, secure=settings.tls)
 
     async def admit_client(session: Session) -> None:
@@ -180,6 +191,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         events=EventService(store.events, box, clock),
         recordings=recordings,
         trail=AuditTrailService(store, audit_events),
+        kms=kms,
     )
     api = Api(
         settings,
@@ -223,10 +235,29 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         api,
         DeliveryWorker(store.events, box, HttpPoster(), clock=clock),
         recordings,
+        kms,
     )
     server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
     _routes(server, api, audit_events)
     return server
+
+
+async def _check_recordings_key(kms: KmsService, key_ref: str | None) -> None:
+    """Say at start whether ``--recordings-kms-key`` can be used. Not fatal: the key may be
+    created (or enabled) through this very server once it runs; until then sessions run
+    unrecorded, each with an error in the log."""
+    if key_ref is None:
+        return
+    try:
+        arn = await kms.check_usable(key_ref)
+    except HatchwayError as exc:
+        log.error(
+            "--recordings-kms-key %s cannot be used now (%s): sessions run unrecorded until it can",
+            key_ref,
+            exc.message,
+        )
+    else:
+        log.info("session recordings are encrypted with KMS key %s", arn)
 
 
 def _routes(server: Server, api: Api, events: AuditEvents) -> None:

@@ -27,6 +27,7 @@ from aiohttp import web
 from hatchway.audit.chain import canonical
 from hatchway.audit.events import (
     HATCHWAY_SOURCE,
+    KMS_SOURCE,
     SERVICE_IDENTITY,
     SSM_SOURCE,
     AuditEvent,
@@ -56,6 +57,8 @@ MESSAGES_SOURCE: Final = "ssmmessages.amazonaws.com"
 """``eventSource`` of the data- and control-channel upgrades (AWS's service for them)."""
 READ_PREFIXES: Final = ("Get", "List", "Describe", "Lookup", "Simulate", "Verify")
 
+# Target prefixes → CloudTrail event sources (Hatchway's own: HATCHWAY_SOURCE).
+_SOURCES: Final = {"AmazonSSM": SSM_SOURCE, "TrentService": KMS_SOURCE}
 # ARN resource kinds → CloudTrail resource types.
 _RESOURCE_TYPES: Final = (
     (":managed-instance/", "AWS::SSM::ManagedInstance"),
@@ -64,6 +67,8 @@ _RESOURCE_TYPES: Final = (
     (":user/", "AWS::IAM::User"),
     (":group/", "AWS::IAM::Group"),
     (":policy/", "AWS::IAM::Policy"),
+    (":key/", "AWS::KMS::Key"),
+    (":alias/", "AWS::KMS::Alias"),
 )
 
 
@@ -279,7 +284,7 @@ class CallAudit:
 
     def operation(self, service: str, name: str, action: str) -> None:
         self._name = name
-        self._source = SSM_SOURCE if service == "AmazonSSM" else HATCHWAY_SOURCE
+        self._source = _SOURCES.get(service, HATCHWAY_SOURCE)
         self._action = action
 
     def principal(self, principal: Principal) -> None:

@@ -8,7 +8,10 @@ tests/server/test_operations.py checks that every operation has an action and re
 Resources follow AWS's service authorization reference where AWS has the operation:
 StartSession acts on the node and on the document; ResumeSession and TerminateSession on the
 session; DeregisterManagedInstance and the tag operations on the node; the IAM operations on
-the user, group or policy they name; listing and describing operations on ``*``.
+the user, group or policy they name; listing and describing operations on ``*``. The key
+service's (``TrentService.*``, actions ``kms:<Operation>``) act on the key's ARN, however the
+request names the key (id, ARN, alias); CreateAlias and DeleteAlias on the alias's ARN and the
+key's; Decrypt on the key its ciphertext names; CreateKey, ListKeys and ListAliases on ``*``.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from hatchway.errors import InvalidCiphertext
 from hatchway.server.authz import ANY, Arns, Resource
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT
 from hatchway.server.events.service import EventService
 from hatchway.server.iam import IamService
+from hatchway.server.kms import KmsService
 from hatchway.server.nodes import NodeService
 from hatchway.server.principal import Principal
 from hatchway.server.recordings import RecordingService
@@ -36,6 +41,8 @@ Resolver = Callable[[Principal, dict[str, Any]], Awaitable[Sequence[Resource]]]
 
 SSM: Final = "AmazonSSM"
 HATCHWAY: Final = "Hatchway"
+KMS: Final = "TrentService"
+"""The key service's target prefix (AWS KMS's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +50,7 @@ class Operation:
     """One API operation.
 
     Attributes:
-        service: the target prefix (``AmazonSSM`` or ``Hatchway``).
+        service: the target prefix (``AmazonSSM``, ``Hatchway`` or ``TrentService``).
         name: the operation (``StartSession``).
         action: what a policy must allow (``ssm:StartSession``).
         handler: does the work, once authorized.
@@ -90,6 +97,8 @@ POLICY_OPERATIONS: Final = frozenset(
     }
 )  # fmt: skip
 GLOBAL_OPERATIONS: Final = frozenset({"ListUsers", "ListGroups", "ListPolicies"})
+KMS_GLOBAL_OPERATIONS: Final = frozenset({"CreateKey", "ListKeys", "ListAliases"})
+KMS_ALIAS_OPERATIONS: Final = frozenset({"CreateAlias", "DeleteAlias"})
 READ_PREFIXES: Final = ("Get", "List", "Simulate")
 
 
@@ -151,6 +160,33 @@ class Resolvers:
         name = source.rpartition(":user/")[2].rpartition("/")[2] if ":user/" in source else source
         return (self._arns.user(name),)
 
+    def for_kms(self, name: str, kms: KmsService) -> Resolver:
+        """The resources of the key service's operation ``name``."""
+
+        async def key(_: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+            return (await kms.resource(body["KeyId"]),)
+
+        async def alias_and_key(_: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+            alias = Resource((kms.alias_arn(body["AliasName"]),))
+            target = body.get("TargetKeyId") or body["AliasName"]
+            return (alias, await kms.resource(target))
+
+        async def ciphertext(_: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+            # The key the blob names; a missing or malformed blob is refused as a request on
+            # "*" (only a caller allowed kms:Decrypt on every key learns it is malformed).
+            try:
+                return (kms.blob_resource(body["CiphertextBlob"]),)
+            except (KeyError, InvalidCiphertext):
+                return (ANY,)
+
+        if name in KMS_GLOBAL_OPERATIONS:
+            return self.anything
+        if name in KMS_ALIAS_OPERATIONS:
+            return alias_and_key
+        if name == "Decrypt":
+            return ciphertext
+        return key
+
     def for_iam(self, name: str) -> Resolver:
         if name in USER_OPERATIONS:
             return self.user
@@ -203,6 +239,7 @@ def all_operations(
     trail: AuditTrailService,
     events: EventService | None = None,
     recordings: RecordingService | None = None,
+    kms: KmsService | None = None,
 ) -> list[Operation]:
     """The table of every operation this server serves."""
 
@@ -293,8 +330,14 @@ def all_operations(
         # TerminateSession), so ``session/${aws:username}-*`` limits it to one's own.
         ops.append(
             hatchway_operation(
-                "GetSessionRecording", lambda p, b, _: recordings.get_recording(b), r.session
+                "GetSessionRecording", lambda p, b, _: recordings.get_recording(b, p), r.session
             )
+        )
+    for name, handler in (kms.operations() if kms is not None else {}).items():
+        assert kms is not None
+        # Keys change no one's access to sessions: nothing to re-check (changes_access).
+        ops.append(
+            Operation(KMS, name, f"kms:{name}", _ignore_request(handler), r.for_kms(name, kms))
         )
     return ops
 

@@ -19,6 +19,11 @@ the restart (docs/protocol.md §9.7), :meth:`SessionRecorder.resume` cuts the sp
 length in the state file (or, without one, to its last whole line) and continues: frames the
 ends re-send that were already written are recognised by their sequence numbers.
 
+An encrypted recording (``Sealing``: the recording's data key and the header that carries it
+wrapped) is the same stream of lines, sealed flush by flush into AES-256-GCM chunks after an
+``HWREC1`` header line (``auth.sealedrecording``); lengths, the state file and the cut after a
+crash then count the file's (encrypted) bytes and whole chunks.
+
 Memory stays bounded: frames waiting for a flush are capped at :data:`MAX_BUFFERED` bytes (past
 it, payloads are dropped and counted, never the relay slowed), and a sequencer holds at most
 :data:`MAX_OUT_OF_ORDER` frames that arrived ahead of a gap before it gives up on the gap.
@@ -35,7 +40,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Generic, TypeVar
 
-from hatchway.errors import RemoteProtocolError
+from hatchway.auth.sealedrecording import (
+    MAX_HEADER,
+    ChunkOpener,
+    ChunkSealer,
+    RecordingHeader,
+)
+from hatchway.auth.sealedrecording import (
+    complete_length as sealed_length,
+)
+from hatchway.auth.sealedrecording import (
+    parse_header as parse_sealed_header,
+)
+from hatchway.errors import InvalidCiphertext, RemoteProtocolError
 from hatchway.protocol.asciicast import (
     DEFAULT_HEIGHT,
     DEFAULT_TERM,
@@ -56,6 +73,7 @@ __all__ = [
     "FLUSH_INTERVAL",
     "MAX_BUFFERED",
     "MAX_OUT_OF_ORDER",
+    "Sealing",
     "SessionRecorder",
     "StreamSequencer",
 ]
@@ -168,6 +186,8 @@ class _State:
     expected_out: int | None = 0
     expected_in: int | None = 0
     last_time: float = 0.0
+    chunks: int | None = None
+    """Sealed chunks in the first ``length`` bytes (encrypted recordings)."""
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -176,6 +196,7 @@ class _State:
                 "out": self.expected_out,
                 "in": self.expected_in,
                 "time": self.last_time,
+                "chunks": self.chunks,
             }
         ).encode()
 
@@ -188,6 +209,7 @@ class _State:
                 expected_out=None if obj["out"] is None else int(obj["out"]),
                 expected_in=None if obj["in"] is None else int(obj["in"]),
                 last_time=float(obj["time"]),
+                chunks=None if obj.get("chunks") is None else int(obj["chunks"]),
             )
         except FileNotFoundError:
             return None
@@ -195,6 +217,15 @@ class _State:
             log.warning("%s is not a recording state file (%s); ignoring it", path, exc)
             return None
         return state
+
+
+@dataclass(frozen=True, slots=True)
+class Sealing:
+    """How a recording is encrypted: its header (KMS key ARN, wrapped data key) and the data
+    key itself (held in memory only while the recording is written)."""
+
+    header: RecordingHeader
+    data_key: bytes = field(repr=False)
 
 
 @dataclass(eq=False)
@@ -230,6 +261,7 @@ class SessionRecorder:
     _header_written: bool = False
     _closed: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _sealer: ChunkSealer | None = None
 
     @classmethod
     def create(
@@ -240,14 +272,24 @@ class SessionRecorder:
         clock: Callable[[], float],
         record_input: bool = False,
         wake: Callable[[], None] | None = None,
+        sealing: Sealing | None = None,
     ) -> SessionRecorder:
-        """A new recording starting now; the spool file is created empty (an old one of the
-        same name is replaced)."""
+        """A new recording starting now; the spool file is created empty, or with only the
+        encrypted format's header line given ``sealing`` (an old one of the same name is
+        replaced)."""
         _ensure_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        os.close(fd)
+        line = sealing.header.to_line() if sealing is not None else b""
+        try:
+            _write_all(fd, line)
+        finally:
+            os.close(fd)
         _state_path(path).unlink(missing_ok=True)
-        return cls(session_id, path, int(clock()), record_input, clock, wake)
+        recorder = cls(session_id, path, int(clock()), record_input, clock, wake)
+        if sealing is not None:
+            recorder._sealer = ChunkSealer(sealing.data_key, line)
+            recorder._length = len(line)
+        return recorder
 
     @classmethod
     def resume(
@@ -258,15 +300,22 @@ class SessionRecorder:
         clock: Callable[[], float],
         record_input: bool = False,
         wake: Callable[[], None] | None = None,
+        sealing: Sealing | None = None,
     ) -> SessionRecorder:
         """Continue the recording in ``path`` after a server restart (or crash).
 
         The file is cut back to what its state file vouches for, or else to its last whole
-        line. Without a state file the sequence numbers are unknown: each direction starts
-        at the first frame it sees again (what was already written may then repeat).
+        line (encrypted: its last whole flush of chunks). Without a state file the sequence
+        numbers are unknown: each direction starts at the first frame it sees again (what was
+        already written may then repeat).
         """
         if not path.exists():
-            return cls.create(session_id, path, clock=clock, record_input=record_input, wake=wake)
+            return cls.create(
+                session_id, path, clock=clock, record_input=record_input, wake=wake,
+                sealing=sealing,
+            )  # fmt: skip
+        if sealing is not None:
+            return cls._resume_sealed(session_id, path, clock, record_input, wake, sealing)
         state = _State.read(_state_path(path))
         size = path.stat().st_size
         if state is not None and state.length <= size:
@@ -298,6 +347,71 @@ class SessionRecorder:
         recorder._out = StreamSequencer(expected_out)
         recorder._in = StreamSequencer(expected_in)
         recorder._encoder.restart_at(last_time)
+        return recorder
+
+    @classmethod
+    def _resume_sealed(
+        cls,
+        session_id: str,
+        path: Path,
+        clock: Callable[[], float],
+        record_input: bool,
+        wake: Callable[[], None] | None,
+        sealing: Sealing,
+    ) -> SessionRecorder:
+        """:meth:`resume` of an encrypted recording: cut back to the state file's length or
+        the last whole flush of chunks, and decrypt what is kept to find the asciicast
+        header's start and the last event's time. A file that is not this recording's (or
+        fails authentication) is kept aside as ``….damaged`` and the recording starts again."""
+        data = path.read_bytes()
+        try:
+            header, line = parse_sealed_header(data[:MAX_HEADER])
+            if header.wrapped_key != sealing.header.wrapped_key:
+                raise InvalidCiphertext("the header's data key is not this recording's")
+            state = _State.read(_state_path(path))
+            if state is not None and state.chunks is not None and state.length <= len(data):
+                length, chunks = state.length, state.chunks
+                expected_out, expected_in = state.expected_out, state.expected_in
+            else:
+                length, chunks = sealed_length(data, len(line))
+                expected_out = expected_in = None
+            opened = ChunkOpener(sealing.data_key, line).open(data[len(line) : length])
+            if opened.chunks != chunks:
+                raise InvalidCiphertext("the chunks do not match the state file")
+        except InvalidCiphertext as exc:
+            aside = path.with_name(path.name + ".damaged")
+            log.error(
+                "session %s: the encrypted recording %s cannot be continued (%s); it is kept "
+                "as %s and the recording starts again",
+                session_id,
+                path,
+                exc.message,
+                aside,
+            )
+            os.replace(path, aside)
+            return cls.create(
+                session_id, path, clock=clock, record_input=record_input, wake=wake,
+                sealing=sealing,
+            )  # fmt: skip
+        if length < len(data):
+            os.truncate(path, length)
+        plain = opened.plaintext
+        recorder = cls(session_id, path, int(clock()), record_input, clock, wake)
+        first, _, _ = plain.partition(b"\n")
+        if plain:
+            try:
+                recorder.start = parse_header(first).timestamp
+            except RemoteProtocolError:
+                log.warning("%s has no valid asciicast header inside", path)
+        recorder._length = length
+        recorder._header_written = bool(plain)
+        recorder._out = StreamSequencer(expected_out)
+        recorder._in = StreamSequencer(expected_in)
+        recorder._encoder.restart_at(_last_time_in(plain))
+        recorder._sealer = ChunkSealer(sealing.data_key, line, chunks)
+        # Finished before the crash (the final chunk is there, the row not updated): nothing
+        # may follow the final chunk, so the recording takes no more writes.
+        recorder._closed = opened.final
         return recorder
 
     # ---- the relay's side (hot path) ---------------------------------------------------------
@@ -389,12 +503,12 @@ class SessionRecorder:
         if final and not self._header_written:
             self._write_header(chunks, DEFAULT_WIDTH, DEFAULT_HEIGHT)
         data = b"".join(chunks)
+        if self._sealer is not None and (data or final):
+            data = self._sealer.seal(data, final=final)
         if data:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                _write_all(fd, data)
             finally:
                 os.close(fd)
             self._length += len(data)
@@ -403,7 +517,11 @@ class SessionRecorder:
             state_path.unlink(missing_ok=True)
         elif data or batch:
             state = _State(
-                self._length, self._out.expected, self._in.expected, self._encoder.last_time
+                self._length,
+                self._out.expected,
+                self._in.expected,
+                self._encoder.last_time,
+                None if self._sealer is None else self._sealer.next_index,
             )
             _replace(state_path, state.to_json())
 
@@ -433,6 +551,22 @@ class SessionRecorder:
         header = Header(width, height, self.start, self.session_id, self.term)
         chunks.append(header.to_line())
         self._header_written = True
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _last_time_in(plain: bytes) -> float:
+    """The time of the last event among whole lines of ``plain`` (0 if none)."""
+    for line in reversed(plain[-_TAIL:].splitlines()):
+        try:
+            return parse_event(line).time
+        except RemoteProtocolError:
+            continue
+    return 0.0
 
 
 def _state_path(path: Path) -> Path:

@@ -9,6 +9,11 @@ background task flushes every live recording at least every :data:`FLUSH_INTERVA
 (earlier when one has buffered a lot); another uploads finished recordings bound for S3,
 retrying with exponential back-off. A recording whose upload failed stays ``PendingUpload``
 with its spool file, and is retried until it succeeds, also after a restart: never dropped.
+
+With a KMS key for recordings (``--recordings-kms-key``; ``server.recordingkeys``) each
+recording is encrypted at rest with a data key of its own (``auth.sealedrecording``); reading
+it decrypts on the server, for callers also allowed ``kms:Decrypt`` on the key, and pages by
+whole chunks with authenticated tokens.
 """
 
 from __future__ import annotations
@@ -22,9 +27,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from hatchway.errors import HatchwayError, InvalidNextToken, NotFound, StoreError
+from hatchway.auth.sealedrecording import MAX_HEADER, MAX_PLAINTEXT, ChunkOpener, parse_header
+from hatchway.errors import (
+    HatchwayError,
+    InvalidCiphertext,
+    InvalidNextToken,
+    NotFound,
+    StoreError,
+)
 from hatchway.protocol.handshake import SessionType
-from hatchway.server.recorder import FLUSH_INTERVAL, SessionRecorder
+from hatchway.server.principal import Principal
+from hatchway.server.recorder import FLUSH_INTERVAL, Sealing, SessionRecorder
+from hatchway.server.recordingkeys import RecordingKeys, page_token, read_page_token
 from hatchway.server.recordingstorage import RecordingStorages
 from hatchway.server.settings import ServerSettings
 from hatchway.store.recordings import Recording, RecordingState, Storage
@@ -58,6 +72,7 @@ class RecordingService:
         clock: the wall clock (event times, row timestamps).
         storages: where recordings go and are read from.
         flush_interval, retry_initial, retry_max: timings (tests shorten them).
+        keys: data keys of encrypted recordings (``None``: recordings are not encrypted).
     """
 
     def __init__(
@@ -70,8 +85,10 @@ class RecordingService:
         flush_interval: float = FLUSH_INTERVAL,
         retry_initial: float = RETRY_INITIAL,
         retry_max: float = RETRY_MAX,
+        keys: RecordingKeys | None = None,
     ) -> None:
         self._store = store
+        self.keys = keys
         self._settings = settings
         self._clock = clock
         self.storages = storages
@@ -115,6 +132,11 @@ class RecordingService:
         """At start: go on with the recordings of sessions that go on (``live_ids``), finish
         those whose session ended meanwhile, and queue the uploads still pending."""
         for row in await self._store.recordings.in_state(RecordingState.RECORDING, limit=100_000):
+            sealing = None
+            if row.wrapped_key is not None:
+                sealing = await self._sealing_of(row)
+                if sealing is None:
+                    continue
             recorder = await asyncio.to_thread(
                 SessionRecorder.resume,
                 row.session_id,
@@ -122,6 +144,7 @@ class RecordingService:
                 clock=self._clock,
                 record_input=self._settings.record_input,
                 wake=self._wake_flusher.set,
+                sealing=sealing,
             )
             if row.session_id in live_ids and attach(row.session_id, recorder):
                 self._live[row.session_id] = recorder
@@ -134,17 +157,50 @@ class RecordingService:
         ):
             self._queue_upload(row.session_id)
 
+    async def _sealing_of(self, row: Recording) -> Sealing | None:
+        """An encrypted recording's sealing at start; ``None`` (logged, and the recording is
+        finished as it is on disk) when its key cannot be used now."""
+        try:
+            if self.keys is None:
+                raise NotFound("no key service")
+            return await self.keys.sealing_of(row)
+        except HatchwayError as exc:
+            log.error(
+                "session %s: its encrypted recording cannot go on (%s); it ends here",
+                row.session_id,
+                exc.message,
+            )
+            size = await asyncio.to_thread(_file_size, Path(row.spool_path))
+            local = row.storage is Storage.LOCAL
+            state = RecordingState.COMPLETE if local else RecordingState.PENDING_UPLOAD
+            await self._store.recordings.finish(
+                row.session_id, state=state, size=size, ended_at=self._clock()
+            )
+            if not local:
+                self._queue_upload(row.session_id)
+            return None
+
     # ---- sessions ---------------------------------------------------------------------------
 
-    async def begin(self, session_id: str, session_type: str) -> SessionRecorder | None:
-        """Start recording a new session, if its type is recorded. A failure to create the
-        recording is logged and the session runs unrecorded (it is not refused)."""
+    async def begin(
+        self, session_id: str, session_type: str, *, kms_key: str | None = None
+    ) -> SessionRecorder | None:
+        """Start recording a new session, if its type is recorded: encrypted with ``kms_key``
+        (a session's preference) or else the server's recordings key, if there is one.
+
+        A failure to create the recording (the KMS key disabled or gone included) is logged
+        and the session runs unrecorded (it is not refused)."""
         if session_type not in RECORDED_SESSION_TYPES:
             return None
         destination = self.storages.destination()
         spool = self.storages.spool_path(session_id)
         now = self._clock()
+        sealing: Sealing | None = None
+        key_ref = self.keys.key_for(preference=kms_key) if self.keys is not None else None
         try:
+            if key_ref is not None:
+                assert self.keys is not None
+                sealing = await self.keys.seal_for(session_id, key_ref)
             recorder = await asyncio.to_thread(
                 SessionRecorder.create,
                 session_id,
@@ -152,6 +208,7 @@ class RecordingService:
                 clock=self._clock,
                 record_input=self._settings.record_input,
                 wake=self._wake_flusher.set,
+                sealing=sealing,
             )
             await self._store.recordings.create(
                 Recording(
@@ -162,10 +219,13 @@ class RecordingService:
                     state=RecordingState.RECORDING,
                     size=0,
                     started_at=now,
+                    kms_key_arn=sealing.header.key_arn if sealing is not None else None,
+                    wrapped_key=sealing.header.wrapped_key if sealing is not None else None,
                 )
             )
-        except (OSError, StoreError) as exc:
-            log.error("session %s: cannot start its recording: %s", session_id, exc)
+        except (OSError, HatchwayError) as exc:
+            reason = exc.message if isinstance(exc, HatchwayError) else str(exc)
+            log.error("session %s: cannot start its recording: %s", session_id, reason)
             return None
         self._live[session_id] = recorder
         return recorder
@@ -207,38 +267,41 @@ class RecordingService:
         }
         if row.storage is Storage.S3:
             out["Location"] = row.location
+        if row.kms_key_arn is not None:
+            out["KmsKeyId"] = row.kms_key_arn
         return out
 
     # ---- the API ----------------------------------------------------------------------------
 
-    async def get_recording(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def get_recording(
+        self, body: dict[str, Any], principal: Principal | None = None
+    ) -> dict[str, Any]:
         """``Hatchway.GetSessionRecording``: a chunk of the recording's exact bytes.
 
         ``NextToken`` (the byte offset, from the previous answer) and ``MaxBytes`` page
         through it, so neither side holds a whole recording in memory. A recording in
-        progress is read up to its last whole line.
+        progress is read up to its last whole line. An encrypted recording is decrypted
+        here for a ``principal`` allowed ``kms:Decrypt`` on its key (``KmsKeyId`` in the
+        answer; ``Size`` is then the stored, encrypted size).
 
         Raises:
             NotFound: no such session, or it has no recording.
             InvalidNextToken: a token this server did not issue.
+            AccessDenied: an encrypted recording, and no ``kms:Decrypt`` on its key.
+            KeyDisabled, KeyInvalidState, KeyNotFound: its key cannot be used.
+            InvalidCiphertext: the encrypted recording was altered or cut short.
         """
         session_id: str = body["SessionId"]
-        offset = _offset(body.get("NextToken"))
         limit = min(int(body.get("MaxBytes") or DEFAULT_CHUNK), MAX_CHUNK)
         row = await self._store.recordings.get(session_id)
+        if row is not None and row.wrapped_key is not None:
+            return await self._get_sealed(row, body, limit, principal)
+        offset = _offset(body.get("NextToken"))
         if row is None:
             if await self._store.sessions.get(session_id) is None:
                 raise NotFound(f"Session {session_id} does not exist.")
             raise NotFound(f"Session {session_id} has no recording.")
-        live = self._live.get(session_id)
-        if live is not None:
-            await live.flush()  # everything relayed so far, not only the last periodic flush
-            size = live.length
-            storage, location = Storage.LOCAL, row.spool_path
-        elif row.state is RecordingState.COMPLETE:
-            size, storage, location = row.size, row.storage, row.location
-        else:  # pending upload, or being finished: the spool file has it all
-            size, storage, location = row.size, Storage.LOCAL, row.spool_path
+        size, storage, location, _ = await self._where(row)
         length = max(0, min(limit, size - offset))
         data = b""
         if length:
@@ -251,6 +314,62 @@ class RecordingService:
         }
         if offset + len(data) < size and data:
             out["NextToken"] = str(offset + len(data))
+        return out
+
+    async def _where(self, row: Recording) -> tuple[int, Storage, str, bool]:
+        """(size, storage, location, finished) of the recording as it can be read now."""
+        live = self._live.get(row.session_id)
+        if live is not None:
+            await live.flush()  # everything relayed so far, not only the last periodic flush
+            return live.length, Storage.LOCAL, row.spool_path, False
+        finished = row.state is not RecordingState.RECORDING
+        if row.state is RecordingState.COMPLETE:
+            return row.size, row.storage, row.location, finished
+        # pending upload, or being finished: the spool file has it all
+        return row.size, Storage.LOCAL, row.spool_path, finished
+
+    async def _get_sealed(
+        self, row: Recording, body: dict[str, Any], limit: int, principal: Principal | None
+    ) -> dict[str, Any]:
+        """A page of an encrypted recording, decrypted: whole chunks from the token's."""
+        if self.keys is None:
+            raise NotFound(
+                f"Session {row.session_id} has an encrypted recording and no key service."
+            )
+        data_key = await self.keys.open_for(principal, row)
+        size, storage, location, finished = await self._where(row)
+        head = await asyncio.to_thread(
+            self.storages.read, storage, location, 0, min(size, MAX_HEADER)
+        )
+        _, line = parse_header(head)
+        token = body.get("NextToken")
+        offset, index = (len(line), 0)
+        if token:
+            offset, index = read_page_token(data_key, row.session_id, str(token))
+        window = max(0, min(size - offset, limit + 2 * (MAX_PLAINTEXT + 64)))
+        data = b""
+        if window:
+            data = await asyncio.to_thread(self.storages.read, storage, location, offset, window)
+        opened = ChunkOpener(data_key, line, index).open(data, limit=limit)
+        end = offset + opened.consumed
+        if window and not opened.chunks:
+            raise InvalidCiphertext(
+                f"The recording of session {row.session_id} is cut short inside a chunk."
+            )
+        if finished and end >= size and not opened.final:
+            raise InvalidCiphertext(
+                f"The recording of session {row.session_id} is cut short: its final chunk "
+                "is missing."
+            )
+        out: dict[str, Any] = {
+            "SessionId": row.session_id,
+            "Data": base64.b64encode(opened.plaintext).decode(),
+            "Size": size,
+            "State": row.state.value,
+            "KmsKeyId": row.kms_key_arn,
+        }
+        if end < size:
+            out["NextToken"] = page_token(data_key, row.session_id, end, index + opened.chunks)
         return out
 
     # ---- background tasks -------------------------------------------------------------------
@@ -329,6 +448,13 @@ class RecordingService:
         self._uploads.pop(session_id, None)
         await asyncio.to_thread(spool.unlink, missing_ok=True)
         log.info("session %s: recording uploaded to %s", session_id, row.location)
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _offset(token: object) -> int:

@@ -41,6 +41,8 @@ class ServerSettings:
         recordings_access_key_id, recordings_secret_access_key: the store's credentials
             (``None``: boto3's usual chain: environment, shared files, instance role).
         record_input: also record what clients type (``i`` events).
+        recordings_kms_key: encrypt recordings at rest with this KMS key of the key service
+            (key id, key ARN, ``alias/NAME`` or alias ARN; ``None``: not encrypted).
     """
 
     data_dir: Path
@@ -75,6 +77,14 @@ class ServerSettings:
     recordings_access_key_id: str | None = field(default=None, repr=False)
     recordings_secret_access_key: str | None = field(default=None, repr=False)
     record_input: bool = False
+    recordings_kms_key: str | None = None
+
+    def __post_init__(self) -> None:
+        key = self.recordings_kms_key
+        if key is not None and (not key.strip() or len(key) > 2048 or not key.isprintable()):
+            raise ConfigError(
+                "--recordings-kms-key must be a key id, key ARN, alias/NAME or alias ARN"
+            )
 
     @property
     def db_path(self) -> Path:

@@ -1,4 +1,4 @@
-r"""Request bodies checked against the SSM service model that botocore ships.
+r"""Request bodies checked against the service models that botocore ships (SSM, IAM, KMS).
 
 Every operation's body is decoded (:func:`decode_body`) and then checked against its input shape
 (:class:`RequestValidator`) before any service code sees it, so services work with values of the
@@ -47,11 +47,15 @@ Choices, each where AWS is either silent or ambiguous:
 ``RegisterManagedInstance`` is not in botocore's public model: :data:`REGISTER_MODEL` gives it a
 small schema in the same format, compiled and checked the same way. The ``Hatchway.*`` (IAM)
 operations are checked against botocore's IAM model, and those IAM lacks (``SetPassword``)
-against :data:`HATCHWAY_MODEL`.
+against :data:`HATCHWAY_MODEL`; the key service's (``TrentService.*``) against botocore's KMS
+model. Blobs (KMS's ciphertexts and plaintexts) are base64 on the wire: they are decoded here,
+their lengths checked in bytes, and services get ``bytes``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import math
@@ -81,6 +85,7 @@ __all__ = [
     "compile_operation",
     "decode_body",
     "load_iam_model",
+    "load_kms_model",
     "load_ssm_model",
     "python_regex",
 ]
@@ -293,6 +298,11 @@ SetPassword, and the audit trail's LookupEvents (CloudTrail's) and VerifyAuditTr
 def load_ssm_model() -> ServiceModel:
     """botocore's SSM service model, read with its loader (no botocore session: cheaper)."""
     return ServiceModel(Loader().load_service_model("ssm", "service-2"), service_name="ssm")
+
+
+def load_kms_model() -> ServiceModel:
+    """botocore's KMS service model: the input shapes of the ``TrentService.*`` operations."""
+    return ServiceModel(Loader().load_service_model("kms", "service-2"), service_name="kms")
 
 
 def load_iam_model() -> ServiceModel:
@@ -618,7 +628,9 @@ def _length_ok(rule: Rule, value: Any, path: str, report: _Report) -> bool:
 
 def _check_scalar(rule: Rule, value: Any, path: str, report: _Report) -> Any:
     kind = rule.kind
-    if kind in (Kind.STRING, Kind.BLOB):
+    if kind is Kind.BLOB:
+        return _check_blob(rule, value, path, report)
+    if kind is Kind.STRING:
         if not isinstance(value, str):
             return report.add(value, path, f"Member must be {_EXPECTED[kind]}")
         # Length first: a pattern never runs over a string longer than the model allows.
@@ -660,6 +672,25 @@ def _check_scalar(rule: Rule, value: Any, path: str, report: _Report) -> Any:
     raise AssertionError(f"unhandled shape kind {kind}")  # pragma: no cover
 
 
+def _check_blob(rule: Rule, value: Any, path: str, report: _Report) -> bytes | None:
+    """A blob is base64 on the wire (botocore's JSON protocol); services get the bytes, and
+    the model's lengths count bytes. The text is bounded before it is decoded."""
+    if not isinstance(value, str):
+        report.add(value, path, f"Member must be {_EXPECTED[Kind.BLOB]}")
+        return None
+    if rule.max is not None and len(value) > 4 * (rule.max // 3 + 1):
+        report.add(value, path, f"Member must have length less than or equal to {rule.max}")
+        return None
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        report.add(value, path, f"Member must be {_EXPECTED[Kind.BLOB]}")
+        return None
+    if not _length_ok(rule, data, path, report):
+        return None
+    return data
+
+
 def _range_ok(rule: Rule, value: float, path: str, report: _Report) -> bool:
     if rule.max is not None and value > rule.max:
         report.add(value, path, f"Member must have value less than or equal to {rule.max}")
@@ -689,20 +720,27 @@ class RequestValidator:
         *,
         model: ServiceModel | None = None,
         iam_model: ServiceModel | None = None,
+        kms_ops: Iterable[str] = (),
+        kms_model: ServiceModel | None = None,
     ) -> RequestValidator:
         """Compile the SSM operations ``names`` (botocore's SSM model, or ``model``, and
-        :data:`REGISTER_MODEL`) and the ``Hatchway.*`` operations ``hatchway_ops`` (botocore's
-        IAM model, or ``iam_model``, and :data:`HATCHWAY_MODEL`).
+        :data:`REGISTER_MODEL`), the ``Hatchway.*`` operations ``hatchway_ops`` (botocore's
+        IAM model, or ``iam_model``, and :data:`HATCHWAY_MODEL`) and the ``TrentService.*``
+        operations ``kms_ops`` (botocore's KMS model, or ``kms_model``).
 
         The models themselves are not kept: only the compiled rules of these operations are.
 
         Raises:
             ValueError: an operation name is in both sets (one namespace of rules).
         """
-        names, hatchway_ops = list(names), list(hatchway_ops)
-        both = set(names) & set(hatchway_ops)
+        names, hatchway_ops, kms_ops = list(names), list(hatchway_ops), list(kms_ops)
+        both = (
+            (set(names) & set(hatchway_ops))
+            | (set(names) & set(kms_ops))
+            | (set(hatchway_ops) & set(kms_ops))
+        )
         if both:
-            raise ValueError(f"operations both SSM and Hatchway: {', '.join(sorted(both))}")
+            raise ValueError(f"operations in two services: {', '.join(sorted(both))}")
         rules: dict[str, Rule] = {}
         if names:
             model = model or load_ssm_model()
@@ -716,6 +754,10 @@ class RequestValidator:
             for name in hatchway_ops:
                 source = own if name in own.operation_names else iam_model
                 rules[name] = compile_operation(source.operation_model(name))
+        if kms_ops:
+            kms_model = kms_model or load_kms_model()
+            for name in kms_ops:
+                rules[name] = compile_operation(kms_model.operation_model(name))
         return cls(rules)
 
     @property

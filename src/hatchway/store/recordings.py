@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -40,7 +41,9 @@ class Recording:
     Attributes:
         location: the finished recording: a local path, or ``s3://bucket/key``.
         spool_path: the local file it is written to (and uploaded from, for S3).
-        size: bytes of the recording (known once it is finished; 0 before).
+        size: bytes of the recording as stored (known once it is finished; 0 before).
+        kms_key_arn, wrapped_key: an encrypted recording's KMS key and the data key it
+            wraps (``auth.sealedrecording``); ``None`` for a plain one.
     """
 
     session_id: str
@@ -53,6 +56,8 @@ class Recording:
     ended_at: float | None = None
     upload_attempts: int = 0
     last_error: str = ""
+    kms_key_arn: str | None = None
+    wrapped_key: bytes | None = None
 
 
 class RecordingRepository(_Repository):
@@ -60,6 +65,8 @@ class RecordingRepository(_Repository):
         values = {name: getattr(recording, name) for name in recording.__slots__}
         values["storage"] = recording.storage.value
         values["state"] = recording.state.value
+        wrapped = recording.wrapped_key
+        values["wrapped_key"] = None if wrapped is None else base64.b64encode(wrapped).decode()
         await self._write(insert(t.recordings).values(**values))
 
     async def get(self, session_id: str) -> Recording | None:
@@ -108,4 +115,6 @@ def _recording(row: Any) -> Recording:
     m = dict(row._mapping)
     m["storage"] = Storage(m["storage"])
     m["state"] = RecordingState(m["state"])
+    if m["wrapped_key"] is not None:
+        m["wrapped_key"] = base64.b64decode(m["wrapped_key"])
     return Recording(**m)

@@ -336,6 +336,41 @@ recordings = Table(
     Column("ended_at", Float),
     Column("upload_attempts", Integer, nullable=False, default=0),
     Column("last_error", String(512), nullable=False, default=""),
+    # Encrypted recordings (envelope encryption): the KMS key's ARN and the data key it wraps.
+    Column("kms_key_arn", String(256)),
+    Column("wrapped_key", Text),
+)
+
+# The key service (KMS's role): keys, whose 32-byte material is stored encrypted under the
+# server's master key (``auth.secretbox``, bound to the key id), and their aliases.
+kms_keys = Table(
+    "kms_keys",
+    metadata,
+    Column("key_id", String(36), primary_key=True),
+    Column("arn", String(256), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("key_state", String(32), nullable=False),
+    Column("key_usage", String(32), nullable=False),
+    Column("key_spec", String(32), nullable=False),
+    Column("material_encrypted", Text, nullable=False),
+    Column("tags", JSON, nullable=False, default=list),
+    Column("creation_date", Float, nullable=False),
+    Column("deletion_date", Float),
+)
+
+kms_aliases = Table(
+    "kms_aliases",
+    metadata,
+    Column("alias_name", String(256), primary_key=True),
+    Column(
+        "key_id",
+        String(36),
+        ForeignKey("kms_keys.key_id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("creation_date", Float, nullable=False),
+    Column("last_updated_date", Float, nullable=False),
 )
 
 # ---- the audit trail (docs/design.md "Audit trail") -----------------------------------------

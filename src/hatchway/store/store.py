@@ -10,6 +10,7 @@ from hatchway.store.audit import AuditHook, AuditRepository
 from hatchway.store.database import Database, DatabaseLimits, migrate
 from hatchway.store.events import EventRepository, Outbox
 from hatchway.store.identity import IdentityRepository
+from hatchway.store.kms import KmsRepository
 from hatchway.store.policies import PolicyRepository
 from hatchway.store.recordings import RecordingRepository
 from hatchway.store.repositories import (
@@ -38,6 +39,7 @@ class Store:
     events: EventRepository
     recordings: RecordingRepository
     audit: AuditRepository
+    kms: KmsRepository
 
     @classmethod
     def open(
@@ -66,6 +68,7 @@ class Store:
             events=EventRepository(db, outbox),
             recordings=RecordingRepository(db),
             audit=AuditRepository(db),
+            kms=KmsRepository(db),
         )
 
     @property

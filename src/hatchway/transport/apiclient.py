@@ -17,6 +17,8 @@ from hatchway.auth.sigv4 import Credentials, sign_request
 from hatchway.errors import ConfigError, HatchwayError, Unavailable
 
 JSON_TYPE = "application/x-amz-json-1.1"
+SIGNING_NAMES = {"TrentService": "kms"}
+"""SigV4 service names by target prefix; ``ssm`` for the rest."""
 USER_AGENT = f"hatchway-cli/{__version__}"
 
 
@@ -80,7 +82,8 @@ class ApiClient:
 
         Args:
             service: ``"AmazonSSM"`` for the SSM operations, ``"Hatchway"`` for Hatchway's own
-                (users, groups, access keys, policies, simulation).
+                (users, groups, access keys, policies, simulation), ``"TrentService"`` for
+                the key service (signed for ``kms``, as AWS KMS requests are).
         """
         payload = json.dumps(body).encode()
         headers = {
@@ -96,6 +99,7 @@ class ApiClient:
                 payload,
                 credentials=self._credentials,
                 region=self.region,
+                service=SIGNING_NAMES.get(service, "ssm"),
                 now=datetime.now(UTC),
             )
         status, data = self._post(payload, headers)
