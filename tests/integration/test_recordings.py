@@ -193,6 +193,7 @@ def _shell(c: Cluster, node: str, script: bytes) -> None:
     assert result.returncode == 0, result.stderr.decode()
 
 
+@pytest.mark.timeout(480)  # the retry back-off may reach its 5 min cap (see step 3)
 def test_s3_uploads_survive_a_store_that_goes_away(tmp_path: Path, s3: S3Server) -> None:
     bucket = "recs"
     s3.client().create_bucket(Bucket=bucket)
