@@ -11,7 +11,8 @@
     │   ├── InvalidFilterKey            InvalidFilterKey                     400
     │   ├── RequestTooLarge             RequestEntityTooLargeException       413
     │   ├── MalformedPolicyDocument     MalformedPolicyDocumentException     400
-    │   └── PasswordPolicyViolation     PasswordPolicyViolationException     400
+    │   ├── PasswordPolicyViolation     PasswordPolicyViolationException     400
+    │   └── InvalidParameter            InvalidParameterException            400
     ├── ProtocolError                   ProtocolError                        400
     │   ├── LocalProtocolError          (our bug)
     │   └── RemoteProtocolError         (the peer's)
@@ -28,11 +29,13 @@
     │   ├── InvalidActivationId         InvalidActivationId                  400
     │   ├── InvalidResourceId           InvalidResourceId                    400
     │   ├── InvalidResourceType         InvalidResourceType                  400
-    │   └── NoSuchEntity                NoSuchEntityException                400
+    │   ├── NoSuchEntity                NoSuchEntityException                400
+    │   └── ResourceNotFound            ResourceNotFoundException            400
     ├── Conflict                        ConflictException                    400
     │   ├── EntityAlreadyExists         EntityAlreadyExistsException         400
     │   ├── DeleteConflict              DeleteConflictException              400
-    │   └── UnmodifiableEntity          UnmodifiableEntityException          400
+    │   ├── UnmodifiableEntity          UnmodifiableEntityException          400
+    │   └── ResourceAlreadyExists       ResourceAlreadyExistsException       400
     ├── LimitExceeded                   LimitExceededException               400
     │   └── TooManyTags                 TooManyTagsError                     400
     ├── Throttled                       ThrottlingException                  400
@@ -121,6 +124,12 @@ class PasswordPolicyViolation(ValidationError):
     """A password that breaks the password policy (too short)."""
 
     code = "PasswordPolicyViolationException"
+
+
+class InvalidParameter(ValidationError):
+    """A CloudWatch Logs request parameter that is not valid (``InvalidParameterException``)."""
+
+    code = "InvalidParameterException"
 
 
 class ProtocolError(HatchwayError):
@@ -226,6 +235,12 @@ class NoSuchEntity(NotFound):
     code = "NoSuchEntityException"
 
 
+class ResourceNotFound(NotFound):
+    """A log group or log stream that does not exist (CloudWatch Logs' error type)."""
+
+    code = "ResourceNotFoundException"
+
+
 class Conflict(HatchwayError):
     """The request conflicts with the current state of a resource."""
 
@@ -249,6 +264,12 @@ class UnmodifiableEntity(Conflict):
     """A built-in IAM entity (a Hatchway-managed policy) cannot be changed or deleted."""
 
     code = "UnmodifiableEntityException"
+
+
+class ResourceAlreadyExists(Conflict):
+    """A log group of this name exists already (CloudWatch Logs' error type)."""
+
+    code = "ResourceAlreadyExistsException"
 
 
 class LimitExceeded(HatchwayError):

@@ -89,7 +89,8 @@ class ApiServer:
         credentials = Credentials(
             key_id or self.admin.access_key_id, secret or self.admin.secret_access_key
         )
-        SigV4Auth(credentials, "ssm", self.region).add_auth(request)
+        signing_name = "logs" if service == "Logs_20140328" else "ssm"  # as boto3 signs
+        SigV4Auth(credentials, signing_name, self.region).add_auth(request)
         return dict(request.headers.items())
 
     def post(

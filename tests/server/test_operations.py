@@ -13,6 +13,7 @@ from botocore.loaders import Loader
 from botocore.model import ServiceModel, Shape
 
 from hatchway.server.iam import IamService
+from hatchway.server.logs import LOGS
 from hatchway.server.operations import HATCHWAY, SSM
 from hatchway.server.validation import HATCHWAY_MODEL
 from tests.policy import test_aws_examples as examples
@@ -47,7 +48,11 @@ VALUES: dict[str, Any] = {
     "Events": ["session.started"],
     "Secret": "s3cret-value",
     "SubscriptionId": "sub-0123456789abcdef",
+    "logGroupName": "some-group",
+    "logStreamName": "someone-0123456789abcdef0",
+    "retentionInDays": 7,
 }
+PREFIXES = {SSM: "ssm", HATCHWAY: "hatchway", LOGS: "logs"}
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +67,9 @@ def _model(service: str) -> ServiceModel:
 
 def minimal_body(name: str, shape: Shape | None) -> dict[str, Any]:
     members = getattr(shape, "required_members", []) if shape is not None else []
+    if name.startswith(f"{LOGS}.") and name != f"{LOGS}.DescribeLogGroups":
+        # Logs' model makes the group optional (logGroupIdentifier may name it instead).
+        members = sorted({*members, "logGroupName"})
     missing = [m for m in members if m not in VALUES]
     assert not missing, f"{name}: no test value for required member(s) {missing}"
     return {m: VALUES[m] for m in members}
@@ -69,7 +77,7 @@ def minimal_body(name: str, shape: Shape | None) -> dict[str, Any]:
 
 def _input_shape(target: str) -> Shape | None:
     service, _, name = target.partition(".")
-    model = _model("ssm" if service == SSM else "iam")
+    model = _model({SSM: "ssm", LOGS: "logs"}.get(service, "iam"))
     if name not in model.operation_names:  # a Hatchway-only operation (SetPassword)
         model = ServiceModel(dict(HATCHWAY_MODEL))
     return model.operation_model(name).input_shape
@@ -82,7 +90,7 @@ def test_every_operation_has_its_action_and_resources(api: ApiServer) -> None:
     expected.add(f"{HATCHWAY}.SimulatePrincipalPolicy")
     assert expected <= set(operations)
     for target, op in operations.items():
-        prefix = "ssm" if op.service == SSM else "hatchway"
+        prefix = PREFIXES[op.service]
         assert op.action == f"{prefix}:{op.name}", target
         assert op.target == target
         assert callable(op.resources), target

@@ -30,6 +30,7 @@ from hatchway.errors import HatchwayError, RequestTooLarge, UnknownOperation
 from hatchway.server.authn import Authenticator
 from hatchway.server.authz import Authorizer
 from hatchway.server.errormap import error_body, error_status
+from hatchway.server.logs import LOGS
 from hatchway.server.nodes import NodeService
 from hatchway.server.operations import HATCHWAY, SSM, Operation
 from hatchway.server.settings import ServerSettings
@@ -80,6 +81,7 @@ class Api:
         self._validator = validator or RequestValidator.for_operations(
             [op.name for op in self.operations.values() if op.service == SSM] + [ANONYMOUS],
             [op.name for op in self.operations.values() if op.service == HATCHWAY],
+            logs_ops=[op.name for op in self.operations.values() if op.service == LOGS],
         )
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -95,12 +97,14 @@ class Api:
             else:
                 body = await self._read(request, self._settings.max_body_size)
                 check_framing(body)
+                op = self.operations[target]
                 principal = await self._authn.user(
                     request.method,
                     request.raw_path,
                     request.headers,
                     body,
                     must_sign=API_SIGNED_HEADERS,
+                    service=op.signing_name,
                 )
                 principal = replace(
                     principal,
@@ -108,7 +112,6 @@ class Api:
                     secure_transport=request.secure or self._settings.tls,
                 )
                 data = self._validator.validate(name, decode_body(body))
-                op = self.operations[target]
                 resources = await op.resources(principal, data)
                 await self._authz.authorize(principal, op.action, resources, op.extra_context)
                 result = await op.handler(principal, data, request)

@@ -96,12 +96,14 @@ class Authenticator:
         body: bytes,
         *,
         must_sign: Collection[str] = (),
+        service: str = "ssm",
     ) -> Principal:
-        """The user whose access key signed this request (SigV4, service ``ssm``).
+        """The user whose access key signed this request (SigV4, for ``service``: ``ssm``,
+        or ``logs`` for CloudWatch Logs' operations).
 
         ``must_sign``: lower-case header names the signature must cover besides ``host``.
         """
-        parsed = self._parse(headers, "ssm")
+        parsed = self._parse(headers, service)
         check_signed_headers(parsed, must_sign)
         key = await self._store.identity.access_key(parsed.access_key_id)
         if key is None or key.status != "Active":

@@ -41,6 +41,12 @@ class ServerSettings:
         recordings_access_key_id, recordings_secret_access_key: the store's credentials
             (``None``: boto3's usual chain: environment, shared files, instance role).
         record_input: also record what clients type (``i`` events).
+        log_group: the log group every shell and interactive-command session streams its
+            output to (``None``: none, unless the session's document chooses one).
+        recordings_retention_days, logs_retention_days: recordings of sessions that ended
+            longer ago, and log events older than this, are deleted (``None``: kept; a log
+            group's own retention policy takes precedence for its events).
+        retention_interval: seconds between two runs of the retention job.
     """
 
     data_dir: Path
@@ -75,6 +81,10 @@ class ServerSettings:
     recordings_access_key_id: str | None = field(default=None, repr=False)
     recordings_secret_access_key: str | None = field(default=None, repr=False)
     record_input: bool = False
+    log_group: str | None = None
+    recordings_retention_days: int | None = None
+    logs_retention_days: int | None = None
+    retention_interval: float = 3600.0
 
     @property
     def db_path(self) -> Path:

@@ -81,6 +81,7 @@ __all__ = [
     "compile_operation",
     "decode_body",
     "load_iam_model",
+    "load_logs_model",
     "load_ssm_model",
     "python_regex",
 ]
@@ -227,6 +228,11 @@ HATCHWAY_MODEL: Mapping[str, Any] = MappingProxyType(
 def load_ssm_model() -> ServiceModel:
     """botocore's SSM service model, read with its loader (no botocore session: cheaper)."""
     return ServiceModel(Loader().load_service_model("ssm", "service-2"), service_name="ssm")
+
+
+def load_logs_model() -> ServiceModel:
+    """botocore's CloudWatch Logs model: the input shapes of the ``Logs_20140328.*`` operations."""
+    return ServiceModel(Loader().load_service_model("logs", "service-2"), service_name="logs")
 
 
 def load_iam_model() -> ServiceModel:
@@ -623,18 +629,20 @@ class RequestValidator:
         *,
         model: ServiceModel | None = None,
         iam_model: ServiceModel | None = None,
+        logs_ops: Iterable[str] = (),
     ) -> RequestValidator:
         """Compile the SSM operations ``names`` (botocore's SSM model, or ``model``, and
         :data:`REGISTER_MODEL`) and the ``Hatchway.*`` operations ``hatchway_ops`` (botocore's
-        IAM model, or ``iam_model``, and :data:`HATCHWAY_MODEL`).
+        IAM model, or ``iam_model``, and :data:`HATCHWAY_MODEL`), and the ``Logs_20140328.*``
+        operations ``logs_ops`` (botocore's CloudWatch Logs model).
 
         The models themselves are not kept: only the compiled rules of these operations are.
 
         Raises:
             ValueError: an operation name is in both sets (one namespace of rules).
         """
-        names, hatchway_ops = list(names), list(hatchway_ops)
-        both = set(names) & set(hatchway_ops)
+        names, hatchway_ops, logs_ops = list(names), list(hatchway_ops), list(logs_ops)
+        both = (set(names) & set(hatchway_ops)) | (set(logs_ops) & (set(names) | set(hatchway_ops)))
         if both:
             raise ValueError(f"operations both SSM and Hatchway: {', '.join(sorted(both))}")
         rules: dict[str, Rule] = {}
@@ -650,6 +658,10 @@ class RequestValidator:
             for name in hatchway_ops:
                 source = own if name in own.operation_names else iam_model
                 rules[name] = compile_operation(source.operation_model(name))
+        if logs_ops:
+            logs_model = load_logs_model()
+            for name in logs_ops:
+                rules[name] = compile_operation(logs_model.operation_model(name))
         return cls(rules)
 
     @property

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hatchway.store.database import Database, DatabaseLimits, migrate
 from hatchway.store.events import EventRepository, Outbox
 from hatchway.store.identity import IdentityRepository
+from hatchway.store.logs import LogRepository
 from hatchway.store.policies import PolicyRepository
 from hatchway.store.recordings import RecordingRepository
 from hatchway.store.repositories import (
@@ -36,6 +37,7 @@ class Store:
     nonces: NonceRepository
     events: EventRepository
     recordings: RecordingRepository
+    logs: LogRepository
 
     @classmethod
     def open(
@@ -62,6 +64,7 @@ class Store:
             nonces=NonceRepository(db),
             events=EventRepository(db, outbox),
             recordings=RecordingRepository(db),
+            logs=LogRepository(db),
         )
 
     @property

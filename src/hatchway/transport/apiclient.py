@@ -16,6 +16,8 @@ from hatchway.auth.sigv4 import Credentials, sign_request
 from hatchway.errors import ConfigError, HatchwayError, Unavailable
 
 JSON_TYPE = "application/x-amz-json-1.1"
+#: The SigV4 service of each target prefix that is not signed for ``ssm``.
+SIGNING_NAMES = {"Logs_20140328": "logs"}
 
 
 class ApiError(HatchwayError):
@@ -78,7 +80,8 @@ class ApiClient:
 
         Args:
             service: ``"AmazonSSM"`` for the SSM operations, ``"Hatchway"`` for Hatchway's own
-                (users, groups, access keys, policies, simulation).
+                (users, groups, access keys, policies, simulation), ``"Logs_20140328"`` for the
+                log groups (signed for SigV4 service ``logs``, as CloudWatch Logs is).
         """
         payload = json.dumps(body).encode()
         headers = {"Content-Type": JSON_TYPE, "X-Amz-Target": f"{service}.{operation}"}
@@ -90,6 +93,7 @@ class ApiClient:
                 payload,
                 credentials=self._credentials,
                 region=self.region,
+                service=SIGNING_NAMES.get(service, "ssm"),
                 now=datetime.now(UTC),
             )
         status, data = self._post(payload, headers)
