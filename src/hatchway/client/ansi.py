@@ -92,9 +92,10 @@ class AnsiStripper:
                     out.append(char)  # executed by terminals; the sequence goes on
                 elif code == 0x7F:
                     pass
-                else:  # not a sequence after all: ESC dropped, the character kept
+                else:  # not a sequence after all: ESC dropped, the character read as text
                     state = _State.TEXT
-                    out.append(char)
+                    run_start = i
+                    continue
             elif state is _State.ESCAPE_INTERMEDIATE:
                 if 0x20 <= code <= 0x2F:
                     pass
@@ -106,7 +107,8 @@ class AnsiStripper:
                     out.append(char)
                 elif code != 0x7F:
                     state = _State.TEXT
-                    out.append(char)
+                    run_start = i
+                    continue
             elif state is _State.CSI:
                 if 0x40 <= code <= 0x7E:
                     state = _State.TEXT
@@ -118,7 +120,8 @@ class AnsiStripper:
                     out.append(char)
                 else:  # not a CSI byte: the sequence is malformed; the character is text
                     state = _State.TEXT
-                    out.append(char)
+                    run_start = i
+                    continue
             elif state is _State.STRING:
                 if char == ESC:
                     state = _State.STRING_ESCAPE
