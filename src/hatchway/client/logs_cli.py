@@ -85,7 +85,7 @@ def stream_events(api: Any, group: str, session: str) -> Iterator[dict[str, Any]
     """Every event of the session's stream, oldest first."""
     body: dict[str, Any] = {"logGroupName": group, "logStreamName": session, "startFromHead": True}
     for _ in range(MAX_PAGES):
-        result = api.call("GetLogEvents", body, service=SERVICE)
+        result = api.call("GetLogEvents", dict(body), service=SERVICE)
         yield from result.get("events", [])
         token = result.get("nextForwardToken")
         if not token or token == body.get("nextToken"):
@@ -97,7 +97,7 @@ def filter_pages(api: Any, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The events of FilterLogEvents, following ``nextToken`` to the end."""
     body = dict(body)
     while True:
-        result = api.call("FilterLogEvents", body, service=SERVICE)
+        result = api.call("FilterLogEvents", dict(body), service=SERVICE)
         yield from result.get("events", [])
         token = result.get("nextToken")
         if not token:
