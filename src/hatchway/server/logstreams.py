@@ -116,9 +116,13 @@ class StreamTap:
         if self.ended:
             return
         size = header.payload_size
+        streamed = header.payload_type in _STREAMED_PAYLOADS
+        if len(self._buffer) >= MAX_FRAMES:  # the writer is far behind: the frame goes too
+            self.dropped += size if streamed else 0
+            return
         payload: memoryview | None = None
-        if header.payload_type in _STREAMED_PAYLOADS and size:
-            if self.budget.used + size > self.budget.limit or len(self._buffer) >= MAX_FRAMES:
+        if streamed and size:
+            if self.budget.used + size > self.budget.limit:
                 self.dropped += size
             else:
                 # A view, not a copy: the frame's bytes are immutable and kept until written.
