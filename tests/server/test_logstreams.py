@@ -189,3 +189,28 @@ def test_the_log_group_is_the_documents_when_streaming_is_enabled_else_the_serve
     assert choose_log_group("server", {**enabled, "cloudWatchStreamingEnabled": False}) == "server"
     assert choose_log_group("server", {**enabled, "cloudWatchLogGroupName": ""}) == "server"
     assert choose_log_group(None, {}) is None
+
+
+# ---- the relay feeds the tap ----------------------------------------------------------------
+
+
+def test_the_relay_feeds_only_the_agents_output_to_the_tap(store: Store) -> None:
+    from tests.server.test_gateway import Harness, input_frame, output_frame
+
+    async def main() -> None:
+        service = LogStreamService(store, "g", Clock())
+        async with Harness() as h:
+            client, agent = await h.joined(SID)
+            tap = await service.begin(SID, "Standard_Stream", "g")
+            assert tap is not None and h.gateway.attach_log_stream(SID, tap)
+            assert not h.gateway.attach_log_stream("bob-0123456789abcdef0", tap)  # not live
+            assert await client.peer.send(input_frame(0, b"secret typed\r"))  # never streamed
+            for frame in (output_frame(0, b"out\r\n"), output_frame(0, b"out\r\n")):
+                assert await agent.peer.send(frame)
+            for _ in range(2):
+                await client.frame_of(MessageType.OUTPUT_STREAM_DATA)  # relayed, not held up
+            await agent.frame_of(MessageType.INPUT_STREAM_DATA)
+            await service.turn()
+        assert [m for _, m in await messages(store)] == ["out\r\n"]
+
+    asyncio.run(main())
