@@ -186,7 +186,7 @@ OWN_STREAMS = {
     "Statement": [
         {
             "Effect": "Allow",
-            "Action": ["logs:GetLogEvents", "logs:DescribeLogGroups"],
+            "Action": ["logs:GetLogEvents", "logs:FilterLogEvents"],
             "Resource": "arn:aws:logs:*:*:log-group:shared:log-stream:${aws:username}-*",
         },
         {"Effect": "Allow", "Action": "logs:DescribeLogGroups", "Resource": "*"},
@@ -204,9 +204,12 @@ def test_policies_can_limit_reading_to_ones_own_sessions_streams(api: ApiServer)
     own = erin.get_log_events(logGroupName="shared", logStreamName="erin-1", startFromHead=True)
     assert [e["message"] for e in own["events"]] == ["mine\n"]
     assert erin.describe_log_groups()["logGroups"]
+    mine = erin.filter_log_events(logGroupName="shared", logStreamNames=["erin-1"])["events"]
+    assert [e["message"] for e in mine] == ["mine\n"]
     for call in (
         lambda: erin.get_log_events(logGroupName="shared", logStreamName="frank-2"),
         lambda: erin.filter_log_events(logGroupName="shared"),
+        lambda: erin.filter_log_events(logGroupName="shared", logStreamNames=["erin-1", "frank-2"]),
         lambda: erin.delete_log_group(logGroupName="shared"),
     ):
         with pytest.raises(ClientError) as exc:

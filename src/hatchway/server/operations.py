@@ -154,13 +154,16 @@ class Resolvers:
         """A log group: ``…:log-group:NAME``, also as ``…:log-group:NAME:*`` (how AWS's
         policies usually name it) and, for a request naming one stream, as that stream's ARN
         (``…:log-group:NAME:log-stream:SESSION-ID``), so policies can limit reading to one's
-        own sessions."""
+        own sessions. FilterLogEvents naming streams acts on each of them (each must be
+        allowed)."""
         arn = self.log_group_arn(group_name_of(body))
-        arns = [arn, arn + ":*"]
-        stream = body.get("logStreamName")
-        if isinstance(stream, str):
-            arns.append(f"{arn}:log-stream:{stream}")
-        return (Resource(tuple(arns)),)
+        streams = body.get("logStreamNames")
+        if not isinstance(streams, list) or not streams:
+            stream = body.get("logStreamName")
+            streams = [stream] if isinstance(stream, str) else []
+        if not streams:
+            return (Resource((arn, arn + ":*")),)
+        return tuple(Resource((arn, arn + ":*", f"{arn}:log-stream:{name}")) for name in streams)
 
     async def simulated_user(
         self, principal: Principal, body: dict[str, Any]
