@@ -6,6 +6,7 @@ retention job deletes old recordings and events."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import signal
@@ -172,5 +173,11 @@ def test_retention_deletes_old_recordings_and_log_events(tmp_path: Path) -> None
         assert not list(recordings.glob(f"{sid}*"))
         log = c.server_log.read_text()
         assert f"retention: deleted 1 recording(s) ({sid})" in log
+        # The audit trail has the deletion, and its chain still verifies.
+        found = c.cli_json("audit", "list", "--action", "RetentionDeleted", "--resource", sid)
+        (event,) = found["Events"]
+        details = json.loads(event["CloudTrailEvent"])["additionalEventData"]
+        assert [r["sessionId"] for r in details["recordingsDeleted"]] == [sid]
+        c.cli("audit", "verify")
     finally:
         c.close()

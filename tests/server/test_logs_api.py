@@ -230,3 +230,27 @@ def test_a_request_signed_for_another_service_is_refused(api: ApiServer) -> None
         "InvalidSignatureException",
         "IncompleteSignatureException",
     ), answer.body
+
+
+def test_log_group_calls_are_in_the_audit_trail(api: ApiServer) -> None:
+    logs = client(api)
+    logs.create_log_group(logGroupName="/audited/x")
+    logs.describe_log_streams(logGroupName="/audited/x")
+
+    async def main() -> list[dict[str, Any]]:
+        from hatchway.store.audit import AuditQuery
+
+        store = Store.open(sqlite_url(api.server.settings.db_path), run_migrations=False)
+        try:
+            await store.audit.settle()
+            rows = await store.audit.lookup(AuditQuery(resource_name="/audited/x"), limit=10)
+            return [r.event() for r in rows]
+        finally:
+            await store.close()
+
+    events = asyncio.run(main())
+    assert [e["eventName"] for e in events] == ["DescribeLogStreams", "CreateLogGroup"]
+    created = events[1]
+    assert created["eventSource"] == "logs.amazonaws.com"
+    assert created["action"] == "logs:CreateLogGroup" and created["eventCode"] == "HWA001"
+    assert created["resources"][0]["type"] == "AWS::Logs::LogGroup"

@@ -6,12 +6,23 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
+from hatchway.audit.events import format_time
 from hatchway.errors import Unavailable
+from hatchway.server.audit import AuditEvents
+from hatchway.server.authz import Arns
 from hatchway.server.recordingstorage import Destination, RecordingStorages
-from hatchway.server.retention import DAY, RetentionJob, RetentionReport, audit_retention_run
+from hatchway.server.retention import (
+    DAY,
+    DeletedRecording,
+    RetentionJob,
+    RetentionReport,
+    audit_retention_run,
+)
+from hatchway.store.audit import AuditQuery
 from hatchway.store.database import sqlite_url
 from hatchway.store.logs import StreamBatch
 from hatchway.store.recordings import Recording, RecordingState, Storage
@@ -161,20 +172,43 @@ def test_without_ages_nothing_is_deleted_but_a_groups_own_policy(tmp_path: Path)
     asyncio.run(main())
 
 
-def test_the_audit_hook_logs_each_deletion_until_the_audit_trail_takes_it(
-    caplog: pytest.LogCaptureFixture,
+def test_each_run_is_one_audit_record_naming_what_was_deleted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO")
-    from types import MappingProxyType
 
-    from hatchway.server.retention import DeletedRecording
+    async def main() -> None:
+        store = Store.open(sqlite_url(tmp_path / "h.db"))
+        try:
+            report = RetentionReport(
+                NOW,
+                (DeletedRecording("alice-1", Storage.LOCAL, "/x/alice-1.cast", NOW - DAY),),
+                MappingProxyType({"g": 3}),
+                ("the recording of bob-2 could not be deleted: away",),
+            )
+            events = AuditEvents(Arns("local", "123456789012"), Clock(NOW))
+            await audit_retention_run(store, events, report)
+            (record,) = await store.audit.lookup(AuditQuery(), limit=10)
+            event = record.event()
+            assert event["eventCode"] == "HWT002" and event["eventName"] == "RetentionDeleted"
+            assert event["additionalEventData"] == {
+                "recordingsDeleted": [
+                    {
+                        "sessionId": "alice-1",
+                        "storage": "local",
+                        "location": "/x/alice-1.cast",
+                        "sessionEnded": format_time(NOW - DAY),
+                    }
+                ],
+                "logEventsDeleted": {"g": 3},
+                "failures": ["the recording of bob-2 could not be deleted: away"],
+            }
+            assert [r["name"] for r in event["resources"]] == ["alice-1"]
+            by_session = await store.audit.lookup(AuditQuery(resource_name="alice-1"), limit=5)
+            assert [r.event_id for r in by_session] == [record.event_id]
+        finally:
+            await store.close()
 
-    report = RetentionReport(
-        NOW,
-        (DeletedRecording("alice-1", Storage.LOCAL, "/x/alice-1.cast", NOW),),
-        MappingProxyType({"g": 3}),
-        ("the recording of bob-2 could not be deleted: away",),
-    )
-    asyncio.run(audit_retention_run(report))
+    asyncio.run(main())
     assert "retention: deleted 1 recording(s) (alice-1) and 3 log event(s) (g: 3)" in caplog.text
     assert "the recording of bob-2 could not be deleted" in caplog.text

@@ -12,8 +12,9 @@ Every ``--retention-interval`` seconds (and once soon after start) the job
 * deletes log events older than their group's retention (PutRetentionPolicy), else than
   ``--logs-retention-days``, and the ended streams left empty (``LogRepository.expire``).
 
-What a run deleted is handed to :func:`audit_retention_run`, the one hook through which the
-audit trail records deletions (see its docstring).
+What a run deleted (or failed to) is recorded in the audit trail by
+:func:`audit_retention_run`: one ``HWT002`` ``RetentionDeleted`` record per run, naming every
+recording and the log events deleted per group; and in the server log.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
+from hatchway.audit.events import format_time
 from hatchway.errors import HatchwayError
+from hatchway.server.audit import AuditEvents
 from hatchway.server.recordingstorage import RecordingStorages
 from hatchway.store.recordings import Storage
 from hatchway.store.store import Store
@@ -39,6 +42,7 @@ __all__ = [
     "RetentionJob",
     "RetentionReport",
     "audit_retention_run",
+    "log_retention_run",
 ]
 
 DAY: Final = 86_400.0
@@ -81,15 +85,8 @@ class RetentionReport:
 RetentionAudit = Callable[[RetentionReport], Awaitable[None]]
 
 
-async def audit_retention_run(report: RetentionReport) -> None:
-    """THE HOOK for the audit trail: record what one retention run deleted.
-
-    Called once per run that deleted something or failed to. Until the audit trail
-    (``server/audit``) is merged this writes an operator log line; at the merge, it emits one
-    audit event (a typed record with a stable code, e.g. ``retention.deleted``) carrying
-    ``report.recordings`` (session ids and locations), ``report.log_events`` (events per group)
-    and ``report.failures``, so that the chain records every deletion.
-    """
+def log_retention_run(report: RetentionReport) -> None:
+    """The operator's log lines of one run."""
     if report.deleted_anything:
         log.info(
             "retention: deleted %d recording(s)%s and %d log event(s)%s",
@@ -106,6 +103,33 @@ async def audit_retention_run(report: RetentionReport) -> None:
         log.warning("retention: %s", failure)
 
 
+async def audit_retention_run(store: Store, events: AuditEvents, report: RetentionReport) -> None:
+    """Record what one retention run deleted in the audit trail (``HWT002``
+    ``RetentionDeleted``: every recording's session and location, the log events deleted per
+    group, and what could not be deleted) and in the server log.
+
+    Called once per run that deleted something or failed to; the composition root binds
+    ``store`` and ``events`` (``functools.partial``).
+    """
+    log_retention_run(report)
+    recordings = [
+        {
+            "sessionId": r.session_id,
+            "storage": r.storage.value,
+            "location": r.location,
+            **({"sessionEnded": format_time(r.ended_at)} if r.ended_at is not None else {}),
+        }
+        for r in report.recordings
+    ]
+    await store.audit.append(
+        events.retention_deleted(recordings, report.log_events, report.failures)
+    )
+
+
+async def _log_only(report: RetentionReport) -> None:
+    log_retention_run(report)
+
+
 class RetentionJob:
     """Runs retention periodically (see the module docstring).
 
@@ -114,7 +138,7 @@ class RetentionJob:
         logs_days: default age for log events (``None``: only groups' own policies apply).
         interval: seconds between runs.
         is_live: whether this server relays the session now (never delete its recording).
-        audit: receives each run's report.
+        audit: receives each run's report (the server binds :func:`audit_retention_run`).
     """
 
     def __init__(
@@ -127,7 +151,7 @@ class RetentionJob:
         logs_days: int | None,
         interval: float,
         is_live: Callable[[str], bool],
-        audit: RetentionAudit = audit_retention_run,
+        audit: RetentionAudit = _log_only,
         first_run_delay: float = FIRST_RUN_DELAY,
     ) -> None:
         self._store = store
