@@ -34,7 +34,7 @@ class HatchwayGroup(click.Group):
     groups (``iam``) are imported only when used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "iam", "audit", "events", "kms"])
+        return sorted([*super().list_commands(ctx), "iam", "audit", "events", "kms", "logs"])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "iam":
@@ -53,6 +53,10 @@ class HatchwayGroup(click.Group):
             from hatchway.client.kms_cli import kms
 
             return kms
+        if cmd_name == "logs":
+            from hatchway.client.logs_cli import logs
+
+            return logs
         return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -159,6 +163,24 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
     metavar="KEY",
     help="Encrypt recordings at rest with this KMS key (id, ARN or alias/NAME).",
 )
+@click.option("--log-group", metavar="NAME", help="Log group sessions stream their output to.")
+@click.option(
+    "--recordings-retention-days",
+    type=click.IntRange(0, 100_000),
+    help="Delete recordings of sessions that ended longer ago [default: keep].",
+)
+@click.option(
+    "--logs-retention-days",
+    type=click.IntRange(0, 100_000),
+    help="Delete log events older than this (a group's own policy wins) [default: keep].",
+)
+@click.option(
+    "--retention-interval",
+    type=click.FloatRange(1, 86400),
+    default=3600,
+    show_default=True,
+    help="Seconds between runs of the retention job.",
+)
 def server(
     data_dir: Path,
     listen: str,
@@ -177,6 +199,10 @@ def server(
     recordings_region: str | None,
     record_input: bool,
     recordings_kms_key: str | None,
+    log_group: str | None,
+    recordings_retention_days: int | None,
+    logs_retention_days: int | None,
+    retention_interval: float,
 ) -> None:
     """Run the Hatchway server on embedded defaults (SQLite, local files)."""
     from hatchway.server.recordingstorage import parse_recordings_option
@@ -184,6 +210,10 @@ def server(
     from hatchway.service import run_server
 
     parse_recordings_option(recordings)  # a bad value is one line now, not at start-up
+    if log_group is not None:
+        from hatchway.server.logs import check_group_name
+
+        check_group_name(log_group, what="--log-group")
     host, port = parse_listen(listen)
     if no_tls and not is_loopback(host):
         _fail("--no-tls is only allowed on a loopback listen address")
@@ -206,6 +236,10 @@ def server(
         recordings_region=recordings_region,
         record_input=record_input,
         recordings_kms_key=recordings_kms_key,
+        log_group=log_group,
+        recordings_retention_days=recordings_retention_days,
+        logs_retention_days=logs_retention_days,
+        retention_interval=retention_interval,
     )
     run_server(settings)
 

@@ -14,7 +14,8 @@
     │   ├── MalformedPolicyDocument     MalformedPolicyDocumentException     400
     │   ├── InvalidCiphertext           InvalidCiphertextException           400
     │   ├── IncorrectKey                IncorrectKeyException                400
-    │   └── PasswordPolicyViolation     PasswordPolicyViolationException     400
+    │   ├── PasswordPolicyViolation     PasswordPolicyViolationException     400
+    │   └── InvalidParameter            InvalidParameterException            400
     ├── ProtocolError                   ProtocolError                        400
     │   ├── LocalProtocolError          (our bug)
     │   └── RemoteProtocolError         (the peer's)
@@ -32,14 +33,16 @@
     │   ├── InvalidResourceId           InvalidResourceId                    400
     │   ├── InvalidResourceType         InvalidResourceType                  400
     │   ├── NoSuchEntity                NoSuchEntityException                400
-    │   └── KeyNotFound                 NotFoundException                    400
+    │   ├── KeyNotFound                 NotFoundException                    400
+    │   └── ResourceNotFound            ResourceNotFoundException            400
     ├── Conflict                        ConflictException                    400
     │   ├── EntityAlreadyExists         EntityAlreadyExistsException         400
     │   ├── DeleteConflict              DeleteConflictException              400
     │   ├── UnmodifiableEntity          UnmodifiableEntityException          400
     │   ├── AlreadyExists               AlreadyExistsException               400
     │   ├── KeyDisabled                 DisabledException                    400
-    │   └── KeyInvalidState             KMSInvalidStateException             400
+    │   ├── KeyInvalidState             KMSInvalidStateException             400
+    │   └── ResourceAlreadyExists       ResourceAlreadyExistsException       400
     ├── LimitExceeded                   LimitExceededException               400
     │   └── TooManyTags                 TooManyTagsError                     400
     ├── Throttled                       ThrottlingException                  400
@@ -146,6 +149,12 @@ class IncorrectKey(ValidationError):
     """Decrypt named a KMS key other than the one the ciphertext was encrypted under."""
 
     code = "IncorrectKeyException"
+
+
+class InvalidParameter(ValidationError):
+    """A CloudWatch Logs request parameter that is not valid (``InvalidParameterException``)."""
+
+    code = "InvalidParameterException"
 
 
 class ProtocolError(HatchwayError):
@@ -262,6 +271,12 @@ class KeyNotFound(NotFound):
     code = "NotFoundException"
 
 
+class ResourceNotFound(NotFound):
+    """A log group or log stream that does not exist (CloudWatch Logs' error type)."""
+
+    code = "ResourceNotFoundException"
+
+
 class Conflict(HatchwayError):
     """The request conflicts with the current state of a resource."""
 
@@ -303,6 +318,12 @@ class KeyInvalidState(Conflict):
     """The KMS key's state does not allow the operation (pending deletion, say)."""
 
     code = "KMSInvalidStateException"
+
+
+class ResourceAlreadyExists(Conflict):
+    """A log group of this name exists already (CloudWatch Logs' error type)."""
+
+    code = "ResourceAlreadyExistsException"
 
 
 class LimitExceeded(HatchwayError):

@@ -75,4 +75,5 @@ def test_codes_are_stable() -> None:
         "NODE_DEREGISTERED": "HWN002",
         "IAM_CHANGED": "HWI001",
         "TRAIL_PRUNED": "HWT001",
+        "RETENTION_DELETED": "HWT002",
     }

@@ -89,7 +89,7 @@ class ApiServer:
         credentials = Credentials(
             key_id or self.admin.access_key_id, secret or self.admin.secret_access_key
         )
-        signing_name = "kms" if service == "TrentService" else "ssm"
+        signing_name = {"TrentService": "kms", "Logs_20140328": "logs"}.get(service, "ssm")
         SigV4Auth(credentials, signing_name, self.region).add_auth(request)
         return dict(request.headers.items())
 

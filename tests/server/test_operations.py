@@ -13,6 +13,7 @@ from botocore.loaders import Loader
 from botocore.model import ServiceModel, Shape
 
 from hatchway.server.iam import IamService
+from hatchway.server.logs import LOGS
 from hatchway.server.operations import HATCHWAY, KMS, SSM
 from hatchway.server.validation import HATCHWAY_MODEL
 from tests.policy import test_aws_examples as examples
@@ -51,7 +52,11 @@ VALUES: dict[str, Any] = {
     "TargetKeyId": str(uuid.uuid4()),
     "AliasName": "alias/some-alias",
     "Plaintext": "c2VjcmV0",
+    "logGroupName": "some-group",
+    "logStreamName": "someone-0123456789abcdef0",
+    "retentionInDays": 7,
 }
+PREFIXES = {SSM: "ssm", HATCHWAY: "hatchway", KMS: "kms", LOGS: "logs"}
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +79,9 @@ EXTRA: dict[str, dict[str, Any]] = {
 
 def minimal_body(name: str, shape: Shape | None) -> dict[str, Any]:
     members = getattr(shape, "required_members", []) if shape is not None else []
+    if name.startswith(f"{LOGS}.") and name != f"{LOGS}.DescribeLogGroups":
+        # Logs' model makes the group optional (logGroupIdentifier may name it instead).
+        members = sorted({*members, "logGroupName"})
     missing = [m for m in members if m not in VALUES]
     assert not missing, f"{name}: no test value for required member(s) {missing}"
     return {**{m: VALUES[m] for m in members}, **EXTRA.get(name, {})}
@@ -81,7 +89,7 @@ def minimal_body(name: str, shape: Shape | None) -> dict[str, Any]:
 
 def _input_shape(target: str) -> Shape | None:
     service, _, name = target.partition(".")
-    model = _model({SSM: "ssm", KMS: "kms"}.get(service, "iam"))
+    model = _model({SSM: "ssm", KMS: "kms", LOGS: "logs"}.get(service, "iam"))
     if name not in model.operation_names:  # a Hatchway-only operation (SetPassword)
         model = ServiceModel(dict(HATCHWAY_MODEL))
     return model.operation_model(name).input_shape
@@ -94,7 +102,7 @@ def test_every_operation_has_its_action_and_resources(api: ApiServer) -> None:
     expected.add(f"{HATCHWAY}.SimulatePrincipalPolicy")
     assert expected <= set(operations)
     for target, op in operations.items():
-        prefix = {SSM: "ssm", KMS: "kms"}.get(op.service, "hatchway")
+        prefix = PREFIXES[op.service]
         assert op.action == f"{prefix}:{op.name}", target
         assert op.target == target
         assert callable(op.resources), target

@@ -86,8 +86,8 @@ async def _truncate(store: Store) -> None:
     async with store.engine.begin() as conn:
         await conn.execute(
             text(
-                "TRUNCATE kms_aliases, kms_keys, recordings, event_deliveries, event_outbox, "
-                "event_subscriptions, "
+                "TRUNCATE kms_aliases, kms_keys, recordings, log_groups, event_deliveries, "
+                "event_outbox, event_subscriptions, "
                 "session_tokens, sessions, nodes, activations, access_keys, users, "
                 "documents, server_settings, group_members, iam_groups, user_policy_attachments, "
                 "group_policy_attachments, user_inline_policies, group_inline_policies CASCADE"

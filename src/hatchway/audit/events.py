@@ -56,6 +56,9 @@ class EventCode(StrEnum):
     """A successful call that changed users, groups, keys, policies or attachments."""
     TRAIL_PRUNED = "HWT001"
     """Records older than the retention were deleted from the trail's start."""
+    RETENTION_DELETED = "HWT002"
+    """The retention job deleted recordings and log events past their age (what, in
+    ``additionalEventData``)."""
 
 
 class EventType(StrEnum):

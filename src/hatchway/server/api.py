@@ -31,6 +31,7 @@ from hatchway.server.audit import CallAudit, CallAudits
 from hatchway.server.authn import Authenticator
 from hatchway.server.authz import Authorizer
 from hatchway.server.errormap import error_body, error_status
+from hatchway.server.logs import LOGS
 from hatchway.server.nodes import NodeService
 from hatchway.server.operations import HATCHWAY, KMS, SSM, Operation
 from hatchway.server.settings import ServerSettings
@@ -48,10 +49,6 @@ API_SIGNED_HEADERS = ("content-type", "x-amz-target")
 """Headers every signed API request must sign, besides ``host`` (which SigV4 always requires):
 the target names the operation, so an unsigned target lets a captured request be replayed as a
 different operation. botocore, the aws CLI and ``auth.sigv4`` all sign both."""
-
-SIGNING_NAMES = {KMS: "kms"}
-"""SigV4 service names by target prefix: ``ssm`` for SSM's and Hatchway's own operations (what
-the CLI and boto3's ``ssm`` client sign with), ``kms`` for the key service (boto3's ``kms``)."""
 
 
 class Api:
@@ -90,6 +87,7 @@ class Api:
             [op.name for op in self.operations.values() if op.service == SSM] + [ANONYMOUS],
             [op.name for op in self.operations.values() if op.service == HATCHWAY],
             kms_ops=[op.name for op in self.operations.values() if op.service == KMS],
+            logs_ops=[op.name for op in self.operations.values() if op.service == LOGS],
         )
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -144,7 +142,7 @@ class Api:
             request.headers,
             body,
             must_sign=API_SIGNED_HEADERS,
-            service=SIGNING_NAMES.get(op.service, "ssm"),
+            service=op.signing_name,
         )
         principal = replace(
             principal,

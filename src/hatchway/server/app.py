@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
@@ -42,12 +43,15 @@ from hatchway.server.guard import ConnectionGuard, ConnectionLimits
 from hatchway.server.iam import IamService
 from hatchway.server.kms import KmsService
 from hatchway.server.listening import open_listeners
+from hatchway.server.logs import LogService
+from hatchway.server.logstreams import LogStreamService
 from hatchway.server.memory import MemoryReclaimer
 from hatchway.server.nodes import NodeService
 from hatchway.server.operations import Resolvers, all_operations
 from hatchway.server.recordingkeys import RecordingKeys
 from hatchway.server.recordings import RecordingService
 from hatchway.server.recordingstorage import RecordingStorages
+from hatchway.server.retention import RetentionJob, audit_retention_run
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
 from hatchway.server.simulate import Simulator
@@ -86,14 +90,20 @@ class Server:
     deliveries: DeliveryWorker
     recordings: RecordingService | None = None
     kms: KmsService | None = None
+    log_streams: LogStreamService | None = None
+    retention: RetentionJob | None = None
 
     async def close(self) -> None:
         await self.deliveries.stop()
         await self.enforcement.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         await self.control.close_all()
         await self.sessions.gateway.close_all()
         if self.recordings is not None:
             await self.recordings.stop()
+        if self.log_streams is not None:
+            await self.log_streams.stop()
         self.nodes.close()
         await self.store.close()
 
@@ -125,15 +135,19 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     control = ControlChannels(store, settings, clock)
     kms = KmsService(store.kms, box, settings.region, account_id, clock)
     authz = Authorizer(store, arns, clock)
+    storages = RecordingStorages.from_settings(settings)
     recordings = RecordingService(
         store,
         settings,
         clock,
-        RecordingStorages.from_settings(settings),
+        storages,
         keys=RecordingKeys(kms, authz, settings.recordings_kms_key),
     )
     await _check_recordings_key(kms, settings.recordings_kms_key)
-    sessions = SessionService(store, settings, clock, control, recordings, audit=audit_events)
+    log_streams = LogStreamService(store, settings.log_group, clock)
+    sessions = SessionService(
+        store, settings, clock, control, recordings, log_streams, audit=audit_events
+    )
     control.on_task_complete = sessions.task_complete
     control.on_node_gone = sessions.node_gone
     control.on_sessions_reported = sessions.sessions_reported
@@ -144,6 +158,8 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         log.info("going on with %d session(s) from before the restart", restored)
     await recordings.restore(set(sessions.gateway.live_ids()), sessions.gateway.attach_recorder)
     recordings.start()
+    await log_streams.restore(set(sessions.gateway.live_ids()), sessions.gateway.attach_log_stream)
+    log_streams.start()
     nodes = NodeService(
         store,
         settings,
@@ -190,6 +206,12 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         simulator=Simulator(store, authz),
         events=EventService(store.events, box, clock),
         recordings=recordings,
+        logs=LogService(
+            store,
+            clock,
+            f"arn:aws:logs:{settings.region}:{account_id}:log-group:",
+            log_streams,
+        ),
         trail=AuditTrailService(store, audit_events),
         kms=kms,
     )
@@ -236,8 +258,21 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         DeliveryWorker(store.events, box, HttpPoster(), clock=clock),
         recordings,
         kms,
+        log_streams,
+        RetentionJob(
+            store,
+            storages,
+            clock,
+            recordings_days=settings.recordings_retention_days,
+            logs_days=settings.logs_retention_days,
+            interval=settings.retention_interval,
+            is_live=lambda sid: sessions.gateway.live(sid) is not None,
+            audit=functools.partial(audit_retention_run, store, audit_events),
+        ),
     )
     server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
+    assert server.retention is not None
+    server.retention.start()
     _routes(server, api, audit_events)
     return server
 
@@ -464,10 +499,14 @@ async def serve(
         await server.guard.close()
         await server.deliveries.stop()
         await server.enforcement.stop()
+        if server.retention is not None:
+            await server.retention.stop()
         await server.control.close_all()
         await server.sessions.gateway.close_all()
         if server.recordings is not None:
             await server.recordings.stop()
+        if server.log_streams is not None:
+            await server.log_streams.stop()
         await runner.cleanup()
         server.nodes.close()
         await server.store.close()

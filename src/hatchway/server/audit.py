@@ -55,10 +55,16 @@ MAX_TEXT = 1024
 """Characters kept of a user agent or an error message."""
 MESSAGES_SOURCE: Final = "ssmmessages.amazonaws.com"
 """``eventSource`` of the data- and control-channel upgrades (AWS's service for them)."""
+LOGS_SOURCE: Final = "logs.amazonaws.com"
+"""``eventSource`` of the log groups' operations (``Logs_20140328.*``, CloudWatch Logs')."""
 READ_PREFIXES: Final = ("Get", "List", "Describe", "Lookup", "Simulate", "Verify")
 
 # Target prefixes → CloudTrail event sources (Hatchway's own: HATCHWAY_SOURCE).
-_SOURCES: Final = {"AmazonSSM": SSM_SOURCE, "TrentService": KMS_SOURCE}
+_SOURCES: Final = {
+    "AmazonSSM": SSM_SOURCE,
+    "TrentService": KMS_SOURCE,
+    "Logs_20140328": LOGS_SOURCE,
+}
 # ARN resource kinds → CloudTrail resource types.
 _RESOURCE_TYPES: Final = (
     (":managed-instance/", "AWS::SSM::ManagedInstance"),
@@ -75,6 +81,13 @@ _RESOURCE_TYPES: Final = (
 def audit_resource(resource: Resource) -> AuditResource | None:
     """An authorization resource as the trail names it (``None`` for ``*``)."""
     arn = resource.arn
+    if ":log-group:" in arn:  # names may hold "/": the name is all after the marker
+        stream = next((a for a in resource.arns if ":log-stream:" in a), "")
+        if stream:
+            return AuditResource(
+                "AWS::Logs::LogStream", stream.rpartition(":log-stream:")[2], stream
+            )
+        return AuditResource("AWS::Logs::LogGroup", arn.partition(":log-group:")[2], arn)
     for marker, kind in _RESOURCE_TYPES:
         if marker in arn:
             return AuditResource(kind, arn.rpartition("/")[2], arn)
@@ -210,6 +223,36 @@ class AuditEvents:
                 "throughHash": through_hash,
                 "recordsDeleted": deleted,
                 "olderThan": format_time(before),
+            },
+        )
+
+    def retention_deleted(
+        self,
+        recordings: Sequence[Mapping[str, Any]],
+        log_events: Mapping[str, int],
+        failures: Sequence[str],
+    ) -> AuditEvent:
+        """The retention job deleted recordings and log events (``server.retention``): every
+        recording (session, location) and the events deleted per log group, and what it could
+        not delete (tried again at its next run)."""
+        resources = tuple(
+            AuditResource(
+                "AWS::SSM::Session", str(r["sessionId"]), self.arns.session(str(r["sessionId"])).arn
+            )
+            for r in recordings
+        )
+        return AuditEvent(
+            event_id=str(uuid.uuid4()),
+            event_time=self._clock(),
+            code=EventCode.RETENTION_DELETED,
+            event_name="RetentionDeleted",
+            event_source=HATCHWAY_SOURCE,
+            identity=SERVICE_IDENTITY,
+            resources=resources,
+            details={
+                "recordingsDeleted": [dict(r) for r in recordings],
+                "logEventsDeleted": dict(sorted(log_events.items())),
+                "failures": list(failures),
             },
         )
 

@@ -98,8 +98,8 @@ class Authenticator:
         must_sign: Collection[str] = (),
         service: str = "ssm",
     ) -> Principal:
-        """The user whose access key signed this request (SigV4, service ``ssm`` unless
-        ``service`` says otherwise: the key service's requests are scoped to ``kms``).
+        """The user whose access key signed this request (SigV4, for ``service``: ``ssm``,
+        ``kms`` for the key service's operations, or ``logs`` for CloudWatch Logs' operations).
 
         ``must_sign``: lower-case header names the signature must cover besides ``host``.
         """

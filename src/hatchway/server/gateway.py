@@ -49,6 +49,7 @@ from hatchway.protocol.payloads import (
     NoticePayload,
     OpenDataChannelInput,
 )
+from hatchway.server.logstreams import StreamTap
 from hatchway.server.recorder import SessionRecorder
 from hatchway.server.settings import ServerSettings
 from hatchway.store.records import Session, SessionStatus
@@ -108,6 +109,8 @@ class LiveSession:
     timer: asyncio.TimerHandle | None = None
     #: Records the session's terminal (``server.recordings``); fed every stream frame.
     recorder: SessionRecorder | None = None
+    #: Streams the session's output to its log group (``server.logstreams``).
+    log_stream: StreamTap | None = None
 
     def socket(self, end: End) -> Socket | None:
         return self.client if end is End.CLIENT else self.agent
@@ -181,6 +184,14 @@ class Gateway:
         if live is None or live.ended:
             return False
         live.recorder = recorder
+        return True
+
+    def attach_log_stream(self, session_id: str, tap: StreamTap) -> bool:
+        """Stream the output of a live session from now on; False if it is not live."""
+        live = self._live.get(session_id)
+        if live is None or live.ended:
+            return False
+        live.log_stream = tap
         return True
 
     def live_ids(self) -> list[str]:
@@ -410,6 +421,8 @@ class Gateway:
                         live.bytes_out += header.payload_size
                 if live.recorder is not None:
                     live.recorder.feed(to_agent, header, data)  # a list append: no I/O here
+                if live.log_stream is not None and not to_agent:
+                    live.log_stream.feed(header, data)  # a list append too
             other = live.agent if to_agent else live.client
             if other is not None:
                 await other.send(data)  # bounded: a stalled receiver is dropped

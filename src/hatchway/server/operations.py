@@ -28,6 +28,7 @@ from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT
 from hatchway.server.events.service import EventService
 from hatchway.server.iam import IamService
 from hatchway.server.kms import KmsService
+from hatchway.server.logs import LOGS, LogService, group_name_of
 from hatchway.server.nodes import NodeService
 from hatchway.server.principal import Principal
 from hatchway.server.recordings import RecordingService
@@ -57,6 +58,8 @@ class Operation:
         resources: the resources the request acts on (each must be allowed).
         extra_context: condition keys this operation adds to the request context.
         changes_access: a success may change who may do what (live sessions are re-checked).
+        signing_name: the SigV4 service its requests are signed for (``logs`` for CloudWatch
+            Logs' operations; ``ssm`` for SSM's and Hatchway's own).
     """
 
     service: str
@@ -66,6 +69,7 @@ class Operation:
     resources: Resolver
     extra_context: Mapping[str, str] | None = None
     changes_access: bool = False
+    signing_name: str = "ssm"
 
     @property
     def target(self) -> str:
@@ -152,6 +156,24 @@ class Resolvers:
         a = self._arns
         arn = f"arn:aws:hatchway:{a.region}:{a.account_id}:event-subscription/"
         return (Resource((arn + body["SubscriptionId"],)),)
+
+    def log_group_arn(self, name: str) -> str:
+        return f"arn:aws:logs:{self._arns.region}:{self._arns.account_id}:log-group:{name}"
+
+    async def log_group(self, _: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+        """A log group: ``…:log-group:NAME``, also as ``…:log-group:NAME:*`` (how AWS's
+        policies usually name it) and, for a request naming one stream, as that stream's ARN
+        (``…:log-group:NAME:log-stream:SESSION-ID``), so policies can limit reading to one's
+        own sessions. FilterLogEvents naming streams acts on each of them (each must be
+        allowed)."""
+        arn = self.log_group_arn(group_name_of(body))
+        streams = body.get("logStreamNames")
+        if not isinstance(streams, list) or not streams:
+            stream = body.get("logStreamName")
+            streams = [stream] if isinstance(stream, str) else []
+        if not streams:
+            return (Resource((arn, arn + ":*")),)
+        return tuple(Resource((arn, arn + ":*", f"{arn}:log-stream:{name}")) for name in streams)
 
     async def simulated_user(
         self, principal: Principal, body: dict[str, Any]
@@ -240,6 +262,7 @@ def all_operations(
     events: EventService | None = None,
     recordings: RecordingService | None = None,
     kms: KmsService | None = None,
+    logs: LogService | None = None,
 ) -> list[Operation]:
     """The table of every operation this server serves."""
 
@@ -337,7 +360,27 @@ def all_operations(
         assert kms is not None
         # Keys change no one's access to sessions: nothing to re-check (changes_access).
         ops.append(
-            Operation(KMS, name, f"kms:{name}", _ignore_request(handler), r.for_kms(name, kms))
+            Operation(
+                KMS,
+                name,
+                f"kms:{name}",
+                _ignore_request(handler),
+                r.for_kms(name, kms),
+                signing_name="kms",
+            )
+        )
+    for name, handler in (logs.operations() if logs is not None else {}).items():
+        # CloudWatch Logs' actions; DescribeLogGroups lists every group (``Resource: *``).
+        resolve = r.anything if name == "DescribeLogGroups" else r.log_group
+        ops.append(
+            Operation(
+                LOGS,
+                name,
+                f"logs:{name}",
+                _ignore_request(handler),
+                resolve,
+                signing_name="logs",
+            )
         )
     return ops
 

@@ -198,6 +198,28 @@ class RecordingStorages:
         except BotoCoreError as exc:
             raise Unavailable(f"cannot read {location}: {_describe(exc)}") from exc
 
+    def delete(self, storage: Storage, location: str) -> None:
+        """Remove a finished recording (the retention job); one already gone is no error.
+
+        Raises:
+            Unavailable: the file could not be removed or the store could not be reached.
+        """
+        if storage is Storage.LOCAL:
+            path = Path(location)
+            try:
+                path.unlink(missing_ok=True)
+                path.with_name(path.name + ".state").unlink(missing_ok=True)
+            except OSError as exc:
+                raise Unavailable(f"cannot delete {path.name}: {exc.strerror or exc}") from exc
+            return
+        target = S3Location.parse(location)
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._s3().delete_object(Bucket=target.bucket, Key=target.key)
+        except (BotoCoreError, ClientError) as exc:
+            raise Unavailable(f"cannot delete {location}: {_describe(exc)}") from exc
+
     def _s3(self) -> Any:
         if self._client is None:
             try:

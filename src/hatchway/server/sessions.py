@@ -31,6 +31,7 @@ from hatchway.server.control import ControlChannels
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content, resolve
 from hatchway.server.events.catalog import EventCatalog
 from hatchway.server.gateway import Gateway
+from hatchway.server.logstreams import LogStreamService, choose_log_group
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
 from hatchway.server.recordings import RecordingService
@@ -59,11 +60,13 @@ class SessionService:
         clock: Callable[[], float],
         control: ControlChannels,
         recordings: RecordingService | None = None,
+        logs: LogStreamService | None = None,
         *,
         audit: AuditEvents | None = None,
     ) -> None:
         self._store = store
         self.recordings = recordings
+        self.logs = logs
         self._audit = audit or AuditEvents(Arns(settings.region, ""), clock)
         self._settings = settings
         self._clock = clock
@@ -139,6 +142,11 @@ class SessionService:
             recorder = await self.recordings.begin(session_id, str(session_type))
             if recorder is not None:
                 self.gateway.attach_recorder(session_id, recorder)
+        if self.logs is not None:
+            group = choose_log_group(self.logs.log_group, inputs)
+            tap = await self.logs.begin(session_id, str(session_type), group)
+            if tap is not None:
+                self.gateway.attach_log_stream(session_id, tap)
         task = AgentTaskPayload(
             session_id=session_id,
             document_name=document_name,
@@ -384,6 +392,8 @@ class SessionService:
         self.gateway.end(session_id, output)  # returns at once; the goodbyes run on their own
         if self.recordings is not None:
             await self.recordings.finish(session_id)
+        if self.logs is not None:
+            await self.logs.finish(session_id)
         if changed and notify_agent:
             try:
                 await self._control.end_session(session.target, session_id, output)

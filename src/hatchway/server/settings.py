@@ -43,6 +43,12 @@ class ServerSettings:
         record_input: also record what clients type (``i`` events).
         recordings_kms_key: encrypt recordings at rest with this KMS key of the key service
             (key id, key ARN, ``alias/NAME`` or alias ARN; ``None``: not encrypted).
+        log_group: the log group every shell and interactive-command session streams its
+            output to (``None``: none, unless the session's document chooses one).
+        recordings_retention_days, logs_retention_days: recordings of sessions that ended
+            longer ago, and log events older than this, are deleted (``None``: kept; a log
+            group's own retention policy takes precedence for its events).
+        retention_interval: seconds between two runs of the retention job.
     """
 
     data_dir: Path
@@ -78,6 +84,10 @@ class ServerSettings:
     recordings_secret_access_key: str | None = field(default=None, repr=False)
     record_input: bool = False
     recordings_kms_key: str | None = None
+    log_group: str | None = None
+    recordings_retention_days: int | None = None
+    logs_retention_days: int | None = None
+    retention_interval: float = 3600.0
 
     def __post_init__(self) -> None:
         key = self.recordings_kms_key

@@ -86,6 +86,7 @@ __all__ = [
     "decode_body",
     "load_iam_model",
     "load_kms_model",
+    "load_logs_model",
     "load_ssm_model",
     "python_regex",
 ]
@@ -303,6 +304,11 @@ def load_ssm_model() -> ServiceModel:
 def load_kms_model() -> ServiceModel:
     """botocore's KMS service model: the input shapes of the ``TrentService.*`` operations."""
     return ServiceModel(Loader().load_service_model("kms", "service-2"), service_name="kms")
+
+
+def load_logs_model() -> ServiceModel:
+    """botocore's CloudWatch Logs model: the input shapes of the ``Logs_20140328.*`` operations."""
+    return ServiceModel(Loader().load_service_model("logs", "service-2"), service_name="logs")
 
 
 def load_iam_model() -> ServiceModel:
@@ -722,23 +728,23 @@ class RequestValidator:
         iam_model: ServiceModel | None = None,
         kms_ops: Iterable[str] = (),
         kms_model: ServiceModel | None = None,
+        logs_ops: Iterable[str] = (),
     ) -> RequestValidator:
         """Compile the SSM operations ``names`` (botocore's SSM model, or ``model``, and
         :data:`REGISTER_MODEL`), the ``Hatchway.*`` operations ``hatchway_ops`` (botocore's
-        IAM model, or ``iam_model``, and :data:`HATCHWAY_MODEL`) and the ``TrentService.*``
-        operations ``kms_ops`` (botocore's KMS model, or ``kms_model``).
+        IAM model, or ``iam_model``, and :data:`HATCHWAY_MODEL`), the ``TrentService.*``
+        operations ``kms_ops`` (botocore's KMS model, or ``kms_model``) and the
+        ``Logs_20140328.*`` operations ``logs_ops`` (botocore's CloudWatch Logs model).
 
         The models themselves are not kept: only the compiled rules of these operations are.
 
         Raises:
             ValueError: an operation name is in both sets (one namespace of rules).
         """
-        names, hatchway_ops, kms_ops = list(names), list(hatchway_ops), list(kms_ops)
-        both = (
-            (set(names) & set(hatchway_ops))
-            | (set(names) & set(kms_ops))
-            | (set(hatchway_ops) & set(kms_ops))
-        )
+        names, hatchway_ops = list(names), list(hatchway_ops)
+        kms_ops, logs_ops = list(kms_ops), list(logs_ops)
+        groups = [set(names), set(hatchway_ops), set(kms_ops), set(logs_ops)]
+        both = {n for a, g in enumerate(groups) for h in groups[a + 1 :] for n in g & h}
         if both:
             raise ValueError(f"operations in two services: {', '.join(sorted(both))}")
         rules: dict[str, Rule] = {}
@@ -758,6 +764,10 @@ class RequestValidator:
             kms_model = kms_model or load_kms_model()
             for name in kms_ops:
                 rules[name] = compile_operation(kms_model.operation_model(name))
+        if logs_ops:
+            logs_model = load_logs_model()
+            for name in logs_ops:
+                rules[name] = compile_operation(logs_model.operation_model(name))
         return cls(rules)
 
     @property

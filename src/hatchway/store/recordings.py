@@ -7,13 +7,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 
 from hatchway.store import schema as t
+from hatchway.store.records import HISTORY_STATUSES
 from hatchway.store.repositories import _Repository
 
 __all__ = ["Recording", "RecordingRepository", "RecordingState", "Storage"]
 
+#: Session statuses after which a session cannot run again (its recording is finished).
+_ENDED = HISTORY_STATUSES
 #: ``last_error`` is cut to this many characters.
 MAX_ERROR = 512
 
@@ -109,6 +112,33 @@ class RecordingRepository(_Repository):
             .where(c.session_id == session_id)
             .values(upload_attempts=c.upload_attempts + 1, last_error=error[:MAX_ERROR])
         )
+
+    async def expired(self, before: float, *, limit: int = 1000) -> list[Recording]:
+        """Complete recordings of sessions that ended before ``before`` (the retention job's
+        candidates), oldest first. A session still active is never among them, whatever its
+        recording's row says."""
+        c, s = t.recordings.c, t.sessions.c
+        rows = await self._fetch(
+            select(t.recordings)
+            .join(t.sessions, s.session_id == c.session_id)
+            .where(
+                c.state == RecordingState.COMPLETE.value,
+                c.ended_at.is_not(None),
+                c.ended_at < before,
+                s.end_date.is_not(None),
+                s.status.in_(_ENDED),
+            )
+            .order_by(c.ended_at, c.session_id)
+            .limit(limit)
+        )
+        return [_recording(r) for r in rows]
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove a recording's row (its file or object is removed first by the caller)."""
+        count = await self._write(
+            delete(t.recordings).where(t.recordings.c.session_id == session_id)
+        )
+        return count > 0
 
 
 def _recording(row: Any) -> Recording:

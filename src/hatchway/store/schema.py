@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -414,4 +415,66 @@ audit_chain = Table(
     Column("hash", String(64), nullable=False),
     Column("first_sequence", BigInteger, nullable=False),
     Column("first_previous_hash", String(64), nullable=False),
+)
+
+# Live log streams (CloudWatch Logs' role, store.logs): log groups, one stream per session, and
+# the stream's events (output text with its ANSI sequences, times in epoch milliseconds).
+# ``log_events.group_id`` repeats the stream's group so that group-wide reads and the retention
+# job use one index each.
+_LOG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+log_groups = Table(
+    "log_groups",
+    metadata,
+    Column("group_id", _LOG_ID, primary_key=True, autoincrement=True),
+    Column("name", String(512), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("retention_days", Integer),
+)
+
+log_streams = Table(
+    "log_streams",
+    metadata,
+    Column("stream_id", _LOG_ID, primary_key=True, autoincrement=True),
+    Column(
+        "group_id",
+        _LOG_ID,
+        ForeignKey("log_groups.group_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(512), nullable=False),
+    Column("created_at", Float, nullable=False),
+    # Set when the session ended (no more events come).
+    Column("ended_at", Float),
+    Column("first_event_ms", BigInteger),
+    Column("last_event_ms", BigInteger),
+    Column("last_ingestion_ms", BigInteger),
+    Column("stored_bytes", BigInteger, nullable=False, default=0),
+    # Output the server could not store in time (dropped, never waited for).
+    Column("dropped_bytes", BigInteger, nullable=False, default=0),
+    # The next output frame sequence number expected (resuming after a restart).
+    Column("next_sequence", BigInteger),
+    Index("ix_log_streams_open", "ended_at"),
+    UniqueConstraint("group_id", "name", name="uq_log_streams_group_name"),
+)
+
+log_events = Table(
+    "log_events",
+    metadata,
+    Column("event_id", _LOG_ID, primary_key=True, autoincrement=True),
+    Column(
+        "group_id", _LOG_ID, ForeignKey("log_groups.group_id", ondelete="CASCADE"), nullable=False
+    ),
+    Column(
+        "stream_id",
+        _LOG_ID,
+        ForeignKey("log_streams.stream_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("timestamp_ms", BigInteger, nullable=False),
+    Column("ingestion_ms", BigInteger, nullable=False),
+    Column("message", Text, nullable=False),
+    Index("ix_log_events_stream", "stream_id", "event_id"),
+    Index("ix_log_events_group", "group_id", "event_id"),
+    Index("ix_log_events_age", "group_id", "timestamp_ms"),
 )

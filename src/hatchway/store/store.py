@@ -11,6 +11,7 @@ from hatchway.store.database import Database, DatabaseLimits, migrate
 from hatchway.store.events import EventRepository, Outbox
 from hatchway.store.identity import IdentityRepository
 from hatchway.store.kms import KmsRepository
+from hatchway.store.logs import LogRepository
 from hatchway.store.policies import PolicyRepository
 from hatchway.store.recordings import RecordingRepository
 from hatchway.store.repositories import (
@@ -40,6 +41,7 @@ class Store:
     recordings: RecordingRepository
     audit: AuditRepository
     kms: KmsRepository
+    logs: LogRepository
 
     @classmethod
     def open(
@@ -69,6 +71,7 @@ class Store:
             recordings=RecordingRepository(db),
             audit=AuditRepository(db),
             kms=KmsRepository(db),
+            logs=LogRepository(db),
         )
 
     @property

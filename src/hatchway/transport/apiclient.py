@@ -17,9 +17,9 @@ from hatchway.auth.sigv4 import Credentials, sign_request
 from hatchway.errors import ConfigError, HatchwayError, Unavailable
 
 JSON_TYPE = "application/x-amz-json-1.1"
-SIGNING_NAMES = {"TrentService": "kms"}
-"""SigV4 service names by target prefix; ``ssm`` for the rest."""
 USER_AGENT = f"hatchway-cli/{__version__}"
+#: The SigV4 service of each target prefix that is not signed for ``ssm``.
+SIGNING_NAMES = {"TrentService": "kms", "Logs_20140328": "logs"}
 
 
 class ApiError(HatchwayError):
@@ -83,7 +83,8 @@ class ApiClient:
         Args:
             service: ``"AmazonSSM"`` for the SSM operations, ``"Hatchway"`` for Hatchway's own
                 (users, groups, access keys, policies, simulation), ``"TrentService"`` for
-                the key service (signed for ``kms``, as AWS KMS requests are).
+                the key service (signed for ``kms``, as AWS KMS requests are), ``"Logs_20140328"``
+                for the log groups (signed for SigV4 service ``logs``, as CloudWatch Logs is).
         """
         payload = json.dumps(body).encode()
         headers = {
