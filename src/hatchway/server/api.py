@@ -32,6 +32,7 @@ from hatchway.server.authz import Authorizer
 from hatchway.server.errormap import error_body, error_status
 from hatchway.server.nodes import NodeService
 from hatchway.server.operations import HATCHWAY, SSM, Operation
+from hatchway.server.principal import Principal
 from hatchway.server.settings import ServerSettings
 from hatchway.server.validation import RequestValidator, check_framing, decode_body, echo
 
@@ -107,13 +108,7 @@ class Api:
                     source_ip=request.remote or "",
                     secure_transport=request.secure or self._settings.tls,
                 )
-                data = self._validator.validate(name, decode_body(body))
-                op = self.operations[target]
-                resources = await op.resources(principal, data)
-                await self._authz.authorize(principal, op.action, resources, op.extra_context)
-                result = await op.handler(principal, data, request)
-                if op.changes_access and self._on_access_changed is not None:
-                    self._on_access_changed()
+                result = await self.call(principal, target, decode_body(body), request)
             return _json(result, 200, request_id)
         except HatchwayError as exc:
             status = error_status(exc)
@@ -127,6 +122,29 @@ class Api:
                 500,
                 request_id,
             )
+
+    async def call(
+        self, principal: Principal, target: str, body: Any, request: web.Request
+    ) -> dict[str, Any]:
+        """Validate, authorize and perform one operation as ``principal`` (already
+        authenticated): what a signed request does after its signature, and what the console
+        does for its signed-in user, so that both go through the same checks.
+
+        Raises:
+            UnknownOperation: no such operation.
+            ValidationError: the body breaks the operation's model.
+            AccessDenied: the principal's policies do not allow it.
+        """
+        op = self.operations.get(target)
+        if op is None:
+            raise UnknownOperation(f"operation {echo(target)} is not supported")
+        data = self._validator.validate(op.name, body)
+        resources = await op.resources(principal, data)
+        await self._authz.authorize(principal, op.action, resources, op.extra_context)
+        result = await op.handler(principal, data, request)
+        if op.changes_access and self._on_access_changed is not None:
+            self._on_access_changed()
+        return result
 
     def _operation_name(self, target: str) -> str:
         if target in self.operations or target == f"{SSM}.{ANONYMOUS}":

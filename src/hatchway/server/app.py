@@ -32,6 +32,9 @@ from hatchway.server.api import Api
 from hatchway.server.authn import Authenticator
 from hatchway.server.authz import Arns, Authorizer
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
+from hatchway.server.console.api import ConsoleApi
+from hatchway.server.console.bridge import Terminals
+from hatchway.server.console.logins import ConsoleLogins
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import builtin_documents
 from hatchway.server.enforcement import LiveEnforcement
@@ -48,7 +51,7 @@ from hatchway.server.recordingstorage import RecordingStorages
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
 from hatchway.server.simulate import Simulator
-from hatchway.server.throttle import FailureLimiter
+from hatchway.server.throttle import BackoffPolicy, FailureLimiter
 from hatchway.server.verifier import SecretVerifier
 from hatchway.store.database import sqlite_url
 from hatchway.store.records import Session
@@ -57,6 +60,10 @@ from hatchway.transport.aiohttp_socket import AiohttpSocket, aiohttp_max_msg_siz
 from hatchway.transport.socket import CLOSE_TIMEOUT
 
 log = logging.getLogger(__name__)
+
+CONSOLE_BACKOFF = BackoffPolicy(free_failures=5, first_delay=2.0, max_delay=300.0)
+"""Console sign-ins: a source may get a password (or code) wrong 5 times, then waits 2 s, twice
+as long after each further failure, up to 5 minutes."""
 
 
 @dataclass
@@ -81,10 +88,13 @@ class Server:
     api: Api
     deliveries: DeliveryWorker
     recordings: RecordingService | None = None
+    console: ConsoleApi | None = None
 
     async def close(self) -> None:
         await self.deliveries.stop()
         await self.enforcement.stop()
+        if self.console is not None:
+            await self.console.terminals.close_all()
         await self.control.close_all()
         await self.sessions.gateway.close_all()
         if self.recordings is not None:
@@ -164,6 +174,22 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         recordings=recordings,
     )
     api = Api(settings, authn, authz, nodes, operations, on_access_changed=enforcement.poke)
+    console = ConsoleApi(
+        settings,
+        store,
+        api,
+        authz,
+        ConsoleLogins(
+            store,
+            box,
+            settings,
+            account_id,
+            clock,
+            SecretVerifier(workers=settings.kdf_workers, max_waiting=settings.kdf_max_waiting),
+            FailureLimiter(CONSOLE_BACKOFF),
+        ),
+        Terminals(sessions.gateway.serve_client, settings.console_resume_window),
+    )
     enforcement.start()
     guard = ConnectionGuard(
         ConnectionLimits.derive(
@@ -197,6 +223,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         api,
         DeliveryWorker(store.events, box, HttpPoster(), clock=clock),
         recordings,
+        console,
     )
     server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
     _routes(server, api)
@@ -265,6 +292,8 @@ def _routes(server: Server, api: Api) -> None:
     server.app.router.add_get("/v1/agent-nonce", agent_nonce)
     server.app.router.add_get("/v1/control-channel/{node_id}", control_channel)
     server.app.router.add_get("/v1/data-channel/{session_id}", data_channel)
+    if server.console is not None:
+        server.console.add_routes(server.app)
 
 
 async def _accept(
@@ -387,6 +416,8 @@ async def serve(
         await server.guard.close()
         await server.deliveries.stop()
         await server.enforcement.stop()
+        if server.console is not None:
+            await server.console.terminals.close_all()
         await server.control.close_all()
         await server.sessions.gateway.close_all()
         if server.recordings is not None:

@@ -41,6 +41,10 @@ class ServerSettings:
         recordings_access_key_id, recordings_secret_access_key: the store's credentials
             (``None``: boto3's usual chain: environment, shared files, instance role).
         record_input: also record what clients type (``i`` events).
+        console_idle_timeout: a console sign-in unused for this long is over (seconds).
+        console_lifetime: a console sign-in is over this long after it began, used or not.
+        console_resume_window: a console terminal without a browser is kept this long for
+            the browser to come back (a reload, a network loss), then its session ends.
     """
 
     data_dir: Path
@@ -75,6 +79,9 @@ class ServerSettings:
     recordings_access_key_id: str | None = field(default=None, repr=False)
     recordings_secret_access_key: str | None = field(default=None, repr=False)
     record_input: bool = False
+    console_idle_timeout: float = 30 * 60.0
+    console_lifetime: float = 12 * 3600.0
+    console_resume_window: float = 120.0
 
     @property
     def db_path(self) -> Path:

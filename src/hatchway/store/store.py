@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hatchway.store.console import ConsoleRepository
 from hatchway.store.database import Database, DatabaseLimits, migrate
 from hatchway.store.events import EventRepository, Outbox
 from hatchway.store.identity import IdentityRepository
@@ -36,6 +37,7 @@ class Store:
     nonces: NonceRepository
     events: EventRepository
     recordings: RecordingRepository
+    console: ConsoleRepository
 
     @classmethod
     def open(
@@ -62,6 +64,7 @@ class Store:
             nonces=NonceRepository(db),
             events=EventRepository(db, outbox),
             recordings=RecordingRepository(db),
+            console=ConsoleRepository(db),
         )
 
     @property
