@@ -146,6 +146,27 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
 @click.option("--recordings-endpoint-url", metavar="URL", help="S3-compatible endpoint.")
 @click.option("--recordings-region", metavar="REGION", help="The object store's region.")
 @click.option("--record-input", is_flag=True, help="Also record what users type (i events).")
+@click.option(
+    "--console-idle-timeout",
+    type=click.FloatRange(10, 7 * 86400),
+    default=1800,
+    show_default=True,
+    help="Seconds of no use after which a console sign-in ends.",
+)
+@click.option(
+    "--console-lifetime",
+    type=click.FloatRange(60, 30 * 86400),
+    default=43200,
+    show_default=True,
+    help="Seconds after which a console sign-in ends, used or not.",
+)
+@click.option(
+    "--console-resume-window",
+    type=click.FloatRange(1, 86400),
+    default=120,
+    show_default=True,
+    help="Seconds a console terminal waits for its page to come back before ending the session.",
+)
 def server(
     data_dir: Path,
     listen: str,
@@ -163,6 +184,9 @@ def server(
     recordings_endpoint_url: str | None,
     recordings_region: str | None,
     record_input: bool,
+    console_idle_timeout: float,
+    console_lifetime: float,
+    console_resume_window: float,
 ) -> None:
     """Run the Hatchway server on embedded defaults (SQLite, local files)."""
     from hatchway.server.recordingstorage import parse_recordings_option
@@ -191,6 +215,9 @@ def server(
         recordings_endpoint_url=recordings_endpoint_url,
         recordings_region=recordings_region,
         record_input=record_input,
+        console_idle_timeout=console_idle_timeout,
+        console_lifetime=console_lifetime,
+        console_resume_window=console_resume_window,
     )
     run_server(settings)
 

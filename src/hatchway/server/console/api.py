@@ -29,9 +29,11 @@ from aiohttp import web
 from hatchway.errors import (
     AccessDenied,
     AuthError,
+    Conflict,
     HatchwayError,
     NotFound,
     RequestTooLarge,
+    Throttled,
     ValidationError,
 )
 from hatchway.policy import NamedPolicy
@@ -457,8 +459,9 @@ class CsrfRefused(AccessDenied):
 
 
 class NotJson(ValidationError):
+    """A POST whose body is not declared JSON."""
+
     code = "UnsupportedMediaType"
-    status = 415
 
 
 def _require_json(request: web.Request) -> None:
@@ -523,8 +526,23 @@ def _json(data: dict[str, Any], status: int = 200) -> web.Response:
     )
 
 
+_STATUS: Final[tuple[tuple[type[HatchwayError], int], ...]] = (
+    (NotJson, 415),
+    (AuthError, 401),
+    (AccessDenied, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+    (RequestTooLarge, 413),
+    (Throttled, 429),
+)
+"""The console's one table from errors to HTTP statuses (the SigV4 API answers 400 for every
+client error, as AWS JSON services do; a browser's API says which kind)."""
+
+
 def _error(exc: HatchwayError) -> web.Response:
-    status = 401 if isinstance(exc, AuthError) else exc.status
+    status = exc.status
+    if status < 500:
+        status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 400)
     if status >= 500:
         log.error("console request failed: %s", exc.message)
         return _json({"error": "InternalServerError", "message": "internal error"}, status)
