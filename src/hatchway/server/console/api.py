@@ -62,12 +62,15 @@ SECURITY_HEADERS: Final = {
     "X-Frame-Options": "DENY",
 }
 PAGE_POLICY: Final = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+    "style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
-"""Content-Security-Policy of the pages: nothing from elsewhere, no inline script
-(xterm.js and the player set inline styles, hence ``style-src 'unsafe-inline'``)."""
+"""Content-Security-Policy of the pages: nothing from elsewhere, no inline script, no eval.
+xterm.js and the player set inline styles (``style-src 'unsafe-inline'``); the player's
+terminal emulator is WebAssembly, compiled from its own bundle (``'wasm-unsafe-eval'``, which
+allows WebAssembly only, not JavaScript's eval)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
