@@ -17,6 +17,7 @@ import pytest
 
 from tests.integration.browser import CHROMIUM, require_chromium, screenshot
 from tests.integration.cluster import Cluster, wait_for
+from tests.integration.proxy import CuttableProxy
 
 PASSWORD = "Corr3ct-Horse-Battery"
 ADMIN = "arn:aws:iam::aws:policy/AdministratorAccess"
@@ -233,3 +234,48 @@ def test_an_idle_sign_in_expires(browser: Any, fresh_cluster: Cluster) -> None:
         assert page.get_by_label("Username").is_visible()
     finally:
         context.close()
+
+
+def test_a_network_loss_is_resumed_with_nothing_lost_or_doubled(
+    page: Any, users: Cluster, node: str
+) -> None:
+    proxy = CuttableProxy(users.port)  # the browser reaches the server through it
+    try:
+        endpoint = f"https://127.0.0.1:{proxy.port}"
+        sign_in(page, endpoint, "web-admin")
+        page.locator("tr", has_text=node).get_by_role("button", name="Start session").click()
+        page.get_by_text("connected", exact=True).wait_for()
+        type_line(page, "for i in $(seq 1 1500); do echo n$i; sleep 0.002; done; echo do''ne")
+        wait_for_text(page, r"^n200\s*$")
+        page.evaluate(
+            """() => {
+                window.bannerLog = [];
+                const banner = document.getElementById("banner");
+                new MutationObserver(() => window.bannerLog.push(banner.textContent))
+                    .observe(banner, {childList: true, characterData: true, subtree: true});
+            }"""
+        )
+        proxy.drop()  # every connection ends, mid-stream
+        wait_for(
+            lambda: any("dropped" in t for t in page.evaluate("window.bannerLog")),
+            10,
+            0.05,
+            "the banner saying the connection dropped: "
+            + repr((page.evaluate("window.bannerLog"), proxy.accepted, terminal_text(page)[-300:])),
+        )
+        page.get_by_text("connected", exact=True).wait_for()
+        wait_for_text(page, r"^done\s*$", timeout=30)
+        lines = page.evaluate(
+            """() => {
+                const b = window.hatchwayTerminal.term.buffer.active;
+                const out = [];
+                for (let i = 0; i < b.length; i++) out.push(b.getLine(i).translateToString(true));
+                return out;
+            }"""
+        )
+        numbers = [int(line[1:]) for line in lines if re.fullmatch(r"n\d+", line)]
+        assert numbers == list(range(1, 1501))
+        screenshot(page, "terminal-after-network-loss")
+        assert proxy.accepted >= 2  # it did reconnect
+    finally:
+        proxy.close()

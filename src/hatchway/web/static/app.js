@@ -382,7 +382,10 @@ function terminalView(sessionId) {
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "terminate" }));
   });
   connect();
+  // For the end-to-end tests (and a curious operator's console): what the page holds.
+  window.hatchwayTerminal = { term, received: () => received, pending: () => pending.length };
   state.cleanup = () => {
+    delete window.hatchwayTerminal;
     closedByUs = true;
     window.removeEventListener("resize", onWindowResize);
     observer.disconnect();
