@@ -279,3 +279,20 @@ def test_a_network_loss_is_resumed_with_nothing_lost_or_doubled(
         assert proxy.accepted >= 2  # it did reconnect
     finally:
         proxy.close()
+
+
+def test_the_end_of_a_session_is_shown_with_its_exit_code_on_a_narrow_window(
+    page: Any, users: Cluster, node: str
+) -> None:
+    page.set_viewport_size({"width": 420, "height": 760})
+    sign_in(page, users.endpoint, "web-admin")
+    row = page.locator("tr", has_text=node)
+    row.get_by_role("button", name="Start session").wait_for()
+    screenshot(page, "nodes-narrow")
+    row.get_by_role("button", name="Start session").click()
+    page.get_by_text("connected", exact=True).wait_for()
+    type_line(page, "printf 'caf\\xc3\\xa9 \\xe2\\x9c\\x93\\n'; exit 3")
+    wait_for_text(page, "^café ✓")
+    page.get_by_text(re.compile(r"Session .* ended: .*\(exit code 3\)")).wait_for()
+    assert page.get_by_role("button", name="End session").is_disabled()
+    screenshot(page, "terminal-ended-narrow")

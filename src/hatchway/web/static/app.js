@@ -134,7 +134,7 @@ async function nodesView() {
   const table = el("table", {},
     el("caption", { class: "muted" }, "Managed nodes (updated every 5 seconds)"),
     el("thead", {}, el("tr", {}, ["Name", "Node id", "Status", "Platform", "IP",
-      "Agent", "Last seen", "Tags", "Actions"].map((h) => el("th", { scope: "col" }, h)))),
+      "Agent", "Last seen", "Tags", "Actions"].map((h) => el("th", { scope: "col", class: NARROW_HIDDEN.has(h) ? "hide-narrow" : "" }, h)))),
     tbody);
   setView("Nodes",
     el("form", { class: "inline", role: "search", onsubmit: (e) => e.preventDefault() },
@@ -170,6 +170,9 @@ async function nodesView() {
   state.poll = setInterval(load, 5000);
 }
 
+// Columns a narrow window leaves out (the row keeps name, id, status and the actions).
+const NARROW_HIDDEN = new Set(["Platform", "IP", "Agent", "Last seen", "Tags"]);
+
 function nodeRow(n) {
   const online = n.PingStatus === "Online";
   const allowed = Boolean(n.CanStartSession);
@@ -190,12 +193,12 @@ function nodeRow(n) {
     el("td", {}, n.Name || n.ComputerName || ""),
     el("td", { class: "mono" }, n.InstanceId),
     el("td", { class: `status-${n.PingStatus}` }, n.PingStatus),
-    el("td", {}, [n.PlatformName, n.PlatformVersion].filter(Boolean).join(" ")),
-    el("td", { class: "mono" }, n.IPAddress || ""),
-    el("td", {}, n.AgentVersion || ""),
-    el("td", {}, when(n.LastPingDateTime)),
-    el("td", {}, tags),
-    el("td", {}, actions));
+    el("td", { class: "hide-narrow" }, [n.PlatformName, n.PlatformVersion].filter(Boolean).join(" ")),
+    el("td", { class: "mono hide-narrow" }, n.IPAddress || ""),
+    el("td", { class: "hide-narrow" }, n.AgentVersion || ""),
+    el("td", { class: "hide-narrow" }, when(n.LastPingDateTime)),
+    el("td", { class: "hide-narrow" }, tags),
+    el("td", { class: "actions" }, actions));
 }
 
 function sessionForm(target) {
