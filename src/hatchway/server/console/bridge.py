@@ -120,6 +120,7 @@ class Terminal:
         self.message = ""
         self._size: tuple[int, int] | None = None
         self._early_input = b""
+        self._size_sent = False
         self._browser: web.WebSocketResponse | None = None
         self._away_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
@@ -249,10 +250,6 @@ class Terminal:
         if not self.started:
             self.started = True
             self._send_size()
-            early, self._early_input = self._early_input, b""
-            if early:
-                self.endpoint.send(PayloadType.OUTPUT, early, now=self._driver.now())
-                self._driver.flush_soon()
 
     async def _output(self, data: bytes) -> None:
         offset = self._base + len(self._out)
@@ -267,11 +264,14 @@ class Terminal:
     def _send_size(self) -> None:
         if self.started and self._size is not None and not self.ended:
             cols, rows = self._size
+            now = self._driver.now()
             self.endpoint.send(
-                PayloadType.SIZE,
-                SizePayload(cols=cols, rows=rows).to_json(),
-                now=self._driver.now(),
+                PayloadType.SIZE, SizePayload(cols=cols, rows=rows).to_json(), now=now
             )
+            self._size_sent = True
+            early, self._early_input = self._early_input, b""
+            if early:  # typed before the shell had its size: right after it
+                self.endpoint.send(PayloadType.OUTPUT, early, now=now)
             self._driver.flush_soon()
 
     # ---- the browser --------------------------------------------------------------------
@@ -324,7 +324,7 @@ class Terminal:
         fresh = bytes(payload[self.input_taken - offset :])
         if fresh:
             self.input_taken += len(fresh)
-            if self.started:
+            if self._size_sent:
                 self.endpoint.send(PayloadType.OUTPUT, fresh, now=self._driver.now())
                 self._driver.flush_soon()
             else:  # the shell starts on the first size: input waits until then
