@@ -271,7 +271,7 @@ function terminalView(sessionId) {
 
   const enc = new TextEncoder();
   let ws = null, received = 0, inputBase = 0, pending = new Uint8Array(0), ended = false,
-    retry = 0, timer = null, ackTimer = null, closedByUs = false;
+    retry = 0, timer = null, ackTimer = null, closedByUs = false, helloSeen = false, refused = 0;
 
   const sendInput = () => {
     if (!ws || ws.readyState !== WebSocket.OPEN || pending.length === 0) return;
@@ -332,7 +332,9 @@ function terminalView(sessionId) {
       if (typeof ev.data === "string") {
         const m = JSON.parse(ev.data);
         if (m.type === "hello") {
-          retry = 0;
+          retry = 0;  // a terminal that answers: retries count afresh
+          refused = 0;
+          helloSeen = true;
           nodeLabel.textContent = m.target;
           status.textContent = "connected";
           if (!ended) banner("");
@@ -365,6 +367,8 @@ function terminalView(sessionId) {
     };
     ws.onclose = (ev) => {
       ws = null;
+      const hadHello = helloSeen;
+      helloSeen = false;
       if (closedByUs || ended) return;
       if (ev.code === 4000) { status.textContent = "opened elsewhere"; banner("This terminal was opened in another window.", true); return; }
       status.textContent = "reconnecting…";
@@ -374,7 +378,14 @@ function terminalView(sessionId) {
         fetch("/api/sessions/" + encodeURIComponent(sessionId), { credentials: "same-origin" })
           .then((r) => {
             if (r.status === 401) { showSignIn("Your sign-in has ended; sign in again."); return; }
-            if (r.status === 404 && retry > 3) { finish("the terminal is gone (resume window passed)"); return; }
+            // The server answers, yet the terminal did not: no such session, or the bridge no
+            // longer has this terminal (its page was away longer than the resume window, or
+            // the server restarted). A network loss, by contrast, keeps us trying.
+            if (!hadHello) refused++;
+            if (r.status === 404 || refused > 3) {
+              finish("this terminal is no longer available");
+              return;
+            }
             connect();
           })
           .catch(() => { timer = setTimeout(connect, delay); });
