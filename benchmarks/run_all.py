@@ -4,7 +4,7 @@ Session start and keystroke echo against one private sshd and one Hatchway serve
 anchor: OpenSSH on this machine, same run); then, on the same server, echo while 64 clients
 guess activation codes; `hatchway exec -- true`; shell output and 1 GiB through port
 forwarding (``--no-throughput`` skips those two, the longest); then a server restarted under a
-live session (its own server).
+live session (its own server); then the audit trail's recording rate (``bench_audit.py``).
 
 /tmp/hv/bin/python benchmarks/run_all.py [--runs 30] [--samples 500] [--guessers 64]
 """
@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import bench_audit
 import bench_echo
 import bench_exec
 import bench_forward
@@ -57,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-throughput", action="store_true", help="skip shell output and port forwarding"
     )
+    parser.add_argument(
+        "--audit-seconds", type=float, default=5.0, help="each audit measurement (5; 0 skips)"
+    )
     args = parser.parse_args(argv)
     exit_cleanly_on_sigterm()
     hatchway_binary()
@@ -91,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(bench_restart.report(*restarts) + "\n", flush=True)
+    audit = bench_audit.run(args.audit_seconds, 64, 16, 100_000) if args.audit_seconds > 0 else []
+    print("\n".join(audit) + "\n", flush=True)
     print(f"summary (anchor: OpenSSH on this machine, same run; {time.monotonic() - began:.0f} s)")
     start_verdict = verdict(start.ratio, bench_start.AIM, bench_start.FLOOR)
     print(
@@ -135,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"  restart        port open {port:5.0f} ms  /healthz {health:5.0f} ms (median of "
             f"{len(results)}); {output.line()}; client exit {status}"
         )
+    for line in audit[:2] + audit[3:5] + audit[6:]:
+        print(f"  audit          {line}")
     print(cpu.line())
     return 0
 

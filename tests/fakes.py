@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hatchway.audit.events import AuditEvent
 from hatchway.errors import ChannelClosed, RemoteProtocolError, StoreError
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.control import control_frame
@@ -567,16 +568,24 @@ class MemorySessions:
         self.tokens: dict[str, SessionToken] = {}
         self.fail_writes = False  # make every write raise StoreError (a database outage)
         self.events: list[Any] = []  # events written with the changes (``events=``), in order
+        self.audit: list[AuditEvent] = []  # audit records written with the changes
 
     def _check(self) -> None:
         if self.fail_writes:
             raise StoreError("database write failed: OperationalError")
 
     async def create(
-        self, session: Session, token_hash: str, now: float, *, events: Sequence[Any] = ()
+        self,
+        session: Session,
+        token_hash: str,
+        now: float,
+        *,
+        audit: Sequence[AuditEvent] = (),
+        events: Sequence[Any] = (),
     ) -> None:
         self._check()
         self.rows[session.session_id] = session
+        self.audit.extend(audit)
         self.events.extend(events)
         self.tokens[token_hash] = SessionToken(token_hash, session.session_id, now, None, False)
 
@@ -592,6 +601,7 @@ class MemorySessions:
         only_if: Sequence[SessionStatus] | None = None,
         exit_code: int | None = None,
         details: str | None = None,
+        audit: Sequence[AuditEvent] = (),
         events: Sequence[Any] = (),
     ) -> bool:
         self._check()
@@ -608,6 +618,7 @@ class MemorySessions:
         if details is not None:
             changes["details"] = details
         self.rows[session_id] = replace(row, **changes)
+        self.audit.extend(audit)
         return True
 
     async def add_bytes(self, session_id: str, bytes_in: int, bytes_out: int) -> None:

@@ -34,13 +34,17 @@ class HatchwayGroup(click.Group):
     groups (``iam``) are imported only when used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "iam", "events"])
+        return sorted([*super().list_commands(ctx), "iam", "audit", "events"])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "iam":
             from hatchway.client.iam_cli import iam
 
             return iam
+        if cmd_name == "audit":
+            from hatchway.client.audit_cli import audit
+
+            return audit
         if cmd_name == "events":
             from hatchway.client.events_cli import events
 

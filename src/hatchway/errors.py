@@ -177,10 +177,15 @@ class InvalidActivation(AuthError):
 
 
 class AccessDenied(HatchwayError):
-    """The principal is authenticated but not allowed to do this."""
+    """The principal is authenticated but not allowed to do this.
+
+    ``decision`` is the authorizer's decision that refused it (``hatchway.policy.Decision``),
+    when a policy evaluation did: the audit trail records it.
+    """
 
     code = "AccessDeniedException"
     status = 400
+    decision: object | None = None
 
 
 class NotFound(HatchwayError):

@@ -231,7 +231,8 @@ def test_s3_uploads_survive_a_store_that_goes_away(tmp_path: Path, s3: S3Server)
         # 3. The store is back (empty: moto keeps buckets in memory): the retry uploads it.
         s3.start()
         s3.client().create_bucket(Bucket=bucket)
-        wait_for(lambda: recording_info(c, second).get("State") == "Complete", 60, 0.5,
+        # The retry interval has grown while the store was away (2 s doubling, at most 5 min).
+        wait_for(lambda: recording_info(c, second).get("State") == "Complete", 330, 0.5,
                  what="the retried upload")  # fmt: skip
         uploaded = s3.client().get_object(Bucket=bucket, Key=f"team/a/{second}.cast")
         assert uploaded["Body"].read() == spooled

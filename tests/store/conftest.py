@@ -101,6 +101,14 @@ async def _truncate(store: Store) -> None:
             )
         )
         await conn.execute(text("DELETE FROM policies WHERE NOT builtin"))
+        # The audit trail starts over: no records, the head back at the genesis.
+        await conn.execute(text("TRUNCATE audit_events, audit_event_resources"))
+        await conn.execute(
+            text(
+                f"UPDATE audit_chain SET sequence = 0, hash = '{'0' * 64}', first_sequence = 1, "
+                f"first_previous_hash = '{'0' * 64}'"
+            )
+        )
     await store.close()
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from hatchway.errors import HatchwayError, RequestTooLarge, UnknownOperation
+from hatchway.server.audit import CallAudit, CallAudits
 from hatchway.server.authn import Authenticator
 from hatchway.server.authz import Authorizer
 from hatchway.server.errormap import error_body, error_status
@@ -35,6 +35,7 @@ from hatchway.server.operations import HATCHWAY, SSM, Operation
 from hatchway.server.principal import Principal
 from hatchway.server.settings import ServerSettings
 from hatchway.server.validation import RequestValidator, check_framing, decode_body, echo
+from hatchway.store.audit import pending_call
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Api:
 
     Args:
         operations: every operation this server serves (``server.operations``).
+        audit: records every call in the audit trail (``server.audit``).
         on_access_changed: called after an operation that may change who may do what
             succeeded (live sessions are then re-checked).
     """
@@ -65,10 +67,12 @@ class Api:
         authz: Authorizer,
         nodes: NodeService,
         operations: Iterable[Operation],
+        audit: CallAudits,
         validator: RequestValidator | None = None,
         on_access_changed: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._audit = audit
         self._authn = authn
         self._authz = authz
         self._nodes = nodes
@@ -84,31 +88,18 @@ class Api:
         )
 
     async def handle(self, request: web.Request) -> web.Response:
-        request_id = str(uuid.uuid4())
+        call = self._audit.begin(request)
+        request_id = call.request_id
         try:
-            target = request.headers.get("X-Amz-Target", "")
-            name = self._operation_name(target)
-            if name == ANONYMOUS:
-                async with self._nodes.attempt(request.remote) as attempt:  # per-source back-off
-                    body = await self._read(request, MAX_ANONYMOUS_BODY)
-                    data = self._validator.validate(name, decode_body(body))
-                    result = await self._nodes.register(data, attempt)
-            else:
-                body = await self._read(request, self._settings.max_body_size)
-                check_framing(body)
-                principal = await self._authn.user(
-                    request.method,
-                    request.raw_path,
-                    request.headers,
-                    body,
-                    must_sign=API_SIGNED_HEADERS,
-                )
-                principal = replace(
-                    principal,
-                    source_ip=request.remote or "",
-                    secure_transport=request.secure or self._settings.tls,
-                )
-                result = await self.call(principal, target, decode_body(body), request)
+            try:
+                result = await self._call(request, call)
+            except HatchwayError as exc:
+                await call.finish_error(exc)
+                raise
+            except Exception as exc:
+                await call.finish_error(HatchwayError("internal server error"))
+                raise exc
+            await call.finish_ok()
             return _json(result, 200, request_id)
         except HatchwayError as exc:
             status = error_status(exc)
@@ -123,12 +114,67 @@ class Api:
                 request_id,
             )
 
+    async def _call(self, request: web.Request, call: CallAudit) -> dict[str, Any]:
+        """Authenticate, validate, authorize and run one operation, telling ``call`` (its
+        audit record) what it learns on the way."""
+        target = request.headers.get("X-Amz-Target", "")
+        name = self._operation_name(target)
+        if name == ANONYMOUS:
+            call.operation(SSM, name, f"ssm:{name}")
+            async with self._nodes.attempt(request.remote) as attempt:  # per-source back-off
+                call.recordable = True
+                body = await self._read(request, MAX_ANONYMOUS_BODY)
+                data = self._validator.validate(name, decode_body(body))
+                call.parameters(data)
+                with pending_call(call.pending):
+                    return await self._nodes.register(data, attempt)
+        op = self.operations[target]
+        call.operation(op.service, op.name, op.action)
+        body = await self._read(request, self._settings.max_body_size)
+        check_framing(body)
+        call.recordable = True
+        principal = await self._authn.user(
+            request.method,
+            request.raw_path,
+            request.headers,
+            body,
+            must_sign=API_SIGNED_HEADERS,
+        )
+        principal = replace(
+            principal,
+            source_ip=request.remote or "",
+            secure_transport=request.secure or self._settings.tls,
+        )
+        return await self._perform(op, principal, decode_body(body), request, call)
+
+    async def _perform(
+        self,
+        op: Operation,
+        principal: Principal,
+        body: Any,
+        request: web.Request,
+        call: CallAudit,
+    ) -> dict[str, Any]:
+        """Validate, authorize and run ``op`` for an authenticated ``principal``."""
+        call.principal(principal)
+        data = self._validator.validate(op.name, body)
+        call.parameters(data)
+        resources = await op.resources(principal, data)
+        call.resources(resources)
+        decisions = await self._authz.authorize(principal, op.action, resources, op.extra_context)
+        call.decision(decisions[0] if decisions else None)
+        with pending_call(call.pending):
+            result = await op.handler(principal, data, request)
+        if op.changes_access and self._on_access_changed is not None:
+            self._on_access_changed()
+        return result
+
     async def call(
         self, principal: Principal, target: str, body: Any, request: web.Request
     ) -> dict[str, Any]:
-        """Validate, authorize and perform one operation as ``principal`` (already
-        authenticated): what a signed request does after its signature, and what the console
-        does for its signed-in user, so that both go through the same checks.
+        """Perform one operation as ``principal``, authenticated by other means (the web
+        console's sign-in): the same validation, authorization, service and audit record as
+        a signed request after its signature.
 
         Raises:
             UnknownOperation: no such operation.
@@ -138,12 +184,18 @@ class Api:
         op = self.operations.get(target)
         if op is None:
             raise UnknownOperation(f"operation {echo(target)} is not supported")
-        data = self._validator.validate(op.name, body)
-        resources = await op.resources(principal, data)
-        await self._authz.authorize(principal, op.action, resources, op.extra_context)
-        result = await op.handler(principal, data, request)
-        if op.changes_access and self._on_access_changed is not None:
-            self._on_access_changed()
+        call = self._audit.begin(request)
+        call.operation(op.service, op.name, op.action)
+        call.recordable = True
+        try:
+            result = await self._perform(op, principal, body, request, call)
+        except HatchwayError as exc:
+            await call.finish_error(exc)
+            raise
+        except Exception as exc:
+            await call.finish_error(HatchwayError("internal server error"))
+            raise exc
+        await call.finish_ok()
         return result
 
     def _operation_name(self, target: str) -> str:

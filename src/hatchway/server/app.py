@@ -29,8 +29,9 @@ from hatchway.errors import (
     Throttled,
 )
 from hatchway.server.api import Api
+from hatchway.server.audit import AuditEvents, CallAudits, node_identity, owner_identity
 from hatchway.server.authn import Authenticator
-from hatchway.server.authz import Arns, Authorizer
+from hatchway.server.authz import Arns, Authorizer, Resource
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
 from hatchway.server.console.api import ConsoleApi
 from hatchway.server.console.bridge import Terminals
@@ -52,6 +53,7 @@ from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
 from hatchway.server.simulate import Simulator
 from hatchway.server.throttle import BackoffPolicy, FailureLimiter
+from hatchway.server.trail import AuditTrailService
 from hatchway.server.verifier import SecretVerifier
 from hatchway.store.database import sqlite_url
 from hatchway.store.records import Session
@@ -125,9 +127,11 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     # No control channel survives a restart: the agents re-dial theirs.
     await store.nodes.disconnect_all()
 
+    arns = Arns(settings.region, account_id)
+    audit_events = AuditEvents(arns, clock)
     control = ControlChannels(store, settings, clock)
     recordings = RecordingService(store, settings, clock, RecordingStorages.from_settings(settings))
-    sessions = SessionService(store, settings, clock, control, recordings)
+    sessions = SessionService(store, settings, clock, control, recordings, audit=audit_events)
     control.on_task_complete = sessions.task_complete
     control.on_node_gone = sessions.node_gone
     control.on_sessions_reported = sessions.sessions_reported
@@ -146,20 +150,33 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         sessions,
         verifier=SecretVerifier(workers=settings.kdf_workers, max_waiting=settings.kdf_max_waiting),
         limiter=FailureLimiter(),
+        audit=audit_events,
     )
     authn = Authenticator(
         store, box, region=settings.region, account_id=account_id, clock=clock, nonces=nonces
     )
-    authz = Authorizer(store, Arns(settings.region, account_id), clock)
+    authz = Authorizer(store, arns, clock)
     enforcement = LiveEnforcement(store, authz, sessions, time.monotonic, secure=settings.tls)
 
     async def admit_client(session: Session) -> None:
         decision = await authz.session_decision(session, secure=settings.tls)
         if not decision.allowed:
-            raise AccessDenied(
+            denied = AccessDenied(
                 f"{session.owner} may no longer run session {session.session_id} "
                 f"({decision.explain()})"
             )
+            denied.decision = decision
+            resources = (arns.session(session.session_id), arns.node(session.target))
+            await store.audit.append(
+                audit_events.channel_denied(
+                    "ssmmessages:OpenDataChannel",
+                    owner_identity(session.owner),
+                    resources,
+                    denied,
+                    session.source_ip,
+                )
+            )
+            raise denied
 
     sessions.gateway.admit_client = admit_client
     operations = all_operations(
@@ -172,8 +189,17 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         simulator=Simulator(store, authz),
         events=EventService(store.events, box, clock),
         recordings=recordings,
+        trail=AuditTrailService(store, audit_events),
     )
-    api = Api(settings, authn, authz, nodes, operations, on_access_changed=enforcement.poke)
+    api = Api(
+        settings,
+        authn,
+        authz,
+        nodes,
+        operations,
+        CallAudits(store, clock),
+        on_access_changed=enforcement.poke,
+    )
     console = ConsoleApi(
         settings,
         store,
@@ -226,11 +252,11 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         console,
     )
     server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
-    _routes(server, api)
+    _routes(server, api, audit_events)
     return server
 
 
-def _routes(server: Server, api: Api) -> None:
+def _routes(server: Server, api: Api, events: AuditEvents) -> None:
     ca_file = server.ca_file
 
     async def healthz(_: web.Request) -> web.Response:
@@ -258,7 +284,13 @@ def _routes(server: Server, api: Api) -> None:
             agent = await server.authn.agent(
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
-            server.authz.authorize_node(agent.node_id, "ssmmessages:OpenControlChannel", node_id)
+            action = "ssmmessages:OpenControlChannel"
+            try:
+                server.authz.authorize_node(agent.node_id, action, node_id)
+            except AccessDenied as exc:
+                resource = server.authz.arns.node(node_id)
+                await _audit_refusal(action, agent.node_id, resource, exc, request)
+                raise
             generation = agent.generation or 0  # an agent that names none is the oldest
             await server.control.admit(node_id, generation)
         except HatchwayError as exc:
@@ -279,12 +311,26 @@ def _routes(server: Server, api: Api) -> None:
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
             live = await gateway.admit_agent(session_id, node_id)
-            server.authz.authorize_node(node_id, "ssmmessages:OpenDataChannel", live.target)
+            action = "ssmmessages:OpenDataChannel"
+            try:
+                server.authz.authorize_node(node_id, action, live.target)
+            except AccessDenied as exc:
+                resource = server.authz.arns.node(live.target)
+                await _audit_refusal(action, node_id, resource, exc, request)
+                raise
         except HatchwayError as exc:
             return _refuse(exc)
         ws, sock = await _accept(request, f"agent:{session_id}", server.settings)
         await gateway.serve_agent(sock, live)
         return ws
+
+    async def _audit_refusal(
+        action: str, node_id: str, resource: Resource, exc: AccessDenied, request: web.Request
+    ) -> None:
+        event = events.channel_denied(
+            action, node_identity(node_id), (resource,), exc, request.remote or ""
+        )
+        await server.store.audit.append(event)
 
     server.app.router.add_get("/healthz", healthz)
     server.app.router.add_get("/ca.pem", ca_pem)

@@ -219,14 +219,16 @@ class Authorizer:
         extra: Mapping[str, str | tuple[str, ...]] | None = None,
         *,
         policies: Sequence[NamedPolicy] | None = None,
-    ) -> None:
-        """Allow the request only if every resource is allowed.
+    ) -> list[Decision]:
+        """Allow the request only if every resource is allowed; returns the decision for each
+        resource (with the statement that allowed it, for the audit trail).
 
         Raises:
             AccessDenied: naming the action, the resource and why (AWS's wording).
         """
         if policies is None:
             policies = await self.policies_of(principal.user_id)
+        decisions: list[Decision] = []
         for resource in resources:
             decision = self.decide(policies, principal, action, resource, extra)
             if not decision.allowed:
@@ -248,7 +250,11 @@ class Authorizer:
                         source_ip=principal.source_ip,
                     ),
                 )
-                raise AccessDenied(message)
+                denied = AccessDenied(message)
+                denied.decision = decision
+                raise denied
+            decisions.append(decision)
+        return decisions
 
     def authorize_node(self, node_id: str, action: str, target: str) -> None:
         """A node may open its own control channel and data channels on itself only.

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from hatchway.audit.events import EventCode
 from hatchway.auth.tokens import UNMATCHABLE_HASH, hash_secret, new_activation_code
 from hatchway.errors import (
     ConfigError,
@@ -23,6 +24,8 @@ from hatchway.errors import (
     ValidationError,
 )
 from hatchway.protocol.timing import liveness_window
+from hatchway.server.audit import AuditEvents, node_identity, user_identity
+from hatchway.server.authz import Arns
 from hatchway.server.control import ControlChannels
 from hatchway.server.events.catalog import EventCatalog
 from hatchway.server.pagination import page_request, page_response
@@ -62,8 +65,10 @@ class NodeService:
         *,
         verifier: SecretVerifier,
         limiter: FailureLimiter,
+        audit: AuditEvents | None = None,
     ) -> None:
         self._store = store
+        self._audit = audit or AuditEvents(Arns(settings.region, ""), clock)
         self._settings = settings
         self._clock = clock
         self._control = control
@@ -188,10 +193,15 @@ class NodeService:
             connected=False,
             tags=dict(activation.tags),
         )
-        registered = await self._store.activations.register_node(
-            activation_id, node, now, events=self.events.node_registered(node)
+        registered = self._audit.node(
+            EventCode.NODE_REGISTERED,
+            node.instance_id,
+            node_identity(node.instance_id),
+            {"activationId": activation_id, "name": node.name, "tags": dict(node.tags)},
         )
-        if not registered:
+        if not await self._store.activations.register_node(
+            activation_id, node, now, audit=[registered], events=self.events.node_registered(node)
+        ):
             raise InvalidActivation("Activation has reached its registration limit or has expired.")
         log.info("node %s registered with activation %s", node.instance_id, activation_id)
         # Region is a Hatchway extension: the agent needs it for its signing scope.
@@ -329,7 +339,10 @@ class NodeService:
         if await self._store.nodes.get(instance_id) is None:
             raise InvalidInstanceId(f"Instance {instance_id} does not exist.")
         await self._sessions.end_sessions_on(instance_id, "node deregistered")
-        await self._store.nodes.delete(instance_id)
+        deregistered = self._audit.node(
+            EventCode.NODE_DEREGISTERED, instance_id, user_identity(principal), {}
+        )
+        await self._store.nodes.delete(instance_id, audit=[deregistered])
         await self._control.drop(instance_id, "node deregistered")
         log.info("node %s deregistered by %s", instance_id, principal.user_name)
         return {}

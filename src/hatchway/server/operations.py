@@ -28,6 +28,7 @@ from hatchway.server.principal import Principal
 from hatchway.server.recordings import RecordingService
 from hatchway.server.sessions import SessionService
 from hatchway.server.simulate import Simulator
+from hatchway.server.trail import AuditTrailService
 from hatchway.store.store import Store
 
 Handler = Callable[[Principal, dict[str, Any], web.Request], Awaitable[dict[str, Any]]]
@@ -199,6 +200,7 @@ def all_operations(
     nodes: NodeService,
     iam: IamService,
     simulator: Simulator,
+    trail: AuditTrailService,
     events: EventService | None = None,
     recordings: RecordingService | None = None,
 ) -> list[Operation]:
@@ -261,6 +263,26 @@ def all_operations(
             "SimulatePrincipalPolicy",
             _ignore_request(simulator.simulate_principal_policy),
             r.simulated_user,
+        )
+    )
+    # The audit trail: reading it is an action of its own (hatchway:LookupEvents,
+    # hatchway:VerifyAuditTrail), which only policies that name it (or "*") allow.
+    ops.append(
+        Operation(
+            HATCHWAY,
+            "LookupEvents",
+            "hatchway:LookupEvents",
+            lambda p, b, _: trail.lookup_events(b),
+            r.anything,
+        )
+    )
+    ops.append(
+        Operation(
+            HATCHWAY,
+            "VerifyAuditTrail",
+            "hatchway:VerifyAuditTrail",
+            lambda p, b, _: trail.verify(b),
+            r.anything,
         )
     )
     for name, handler in (events.operations() if events is not None else {}).items():

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from hatchway.audit.events import SERVICE_IDENTITY, EventCode, Identity
 from hatchway.auth.tokens import hash_token, new_token
 from hatchway.errors import (
     HatchwayError,
@@ -24,6 +25,8 @@ from hatchway.errors import (
 from hatchway.protocol.controlchannel import ConnectionReport, TaskComplete
 from hatchway.protocol.handshake import SessionType
 from hatchway.protocol.payloads import AgentTaskPayload
+from hatchway.server.audit import AuditEvents, node_identity, user_identity
+from hatchway.server.authz import Arns
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content, resolve
 from hatchway.server.events.catalog import EventCatalog
@@ -56,9 +59,12 @@ class SessionService:
         clock: Callable[[], float],
         control: ControlChannels,
         recordings: RecordingService | None = None,
+        *,
+        audit: AuditEvents | None = None,
     ) -> None:
         self._store = store
         self.recordings = recordings
+        self._audit = audit or AuditEvents(Arns(settings.region, ""), clock)
         self._settings = settings
         self._clock = clock
         self._control = control
@@ -120,8 +126,13 @@ class SessionService:
             bytes_in=0,
             bytes_out=0,
         )
+        started = self._audit.session(EventCode.SESSION_STARTED, session, user_identity(principal))
         await self._store.sessions.create(
-            session, hash_token(token), now, events=self.events.session_started(session)
+            session,
+            hash_token(token),
+            now,
+            audit=[started],
+            events=self.events.session_started(session),
         )
         self.gateway.expect(session_id, target)
         if self.recordings is not None:
@@ -139,7 +150,12 @@ class SessionService:
         try:
             await self._control.start_session(target, task)
         except TargetNotConnected:
-            await self._finish(session_id, SessionStatus.FAILED, "target not connected")
+            await self._finish(
+                session_id,
+                SessionStatus.FAILED,
+                "target not connected",
+                actor=user_identity(principal),
+            )
             raise
         log.info("session %s started by %s on %s", session_id, principal.user_name, target)
         return {
@@ -178,6 +194,7 @@ class SessionService:
                 f"terminated by {principal.user_name}",
                 output=f"Session terminated by {principal.user_name}.",
                 terminated_by=principal.arn,
+                actor=user_identity(principal),
             )
         return {"SessionId": session_id}
 
@@ -233,6 +250,8 @@ class SessionService:
             output=output,
             exit_code=exit_code,
             notify_agent=False,
+            actor=node_identity(node_id),
+            ended_on_node=True,
         )
 
     async def node_gone(self, node_id: str) -> None:
@@ -320,16 +339,29 @@ class SessionService:
         exit_code: int | None = None,
         notify_agent: bool = True,
         terminated_by: str = "",
+        actor: Identity = SERVICE_IDENTITY,
+        ended_on_node: bool = False,
     ) -> None:
-        """End a session: status first (one transaction, with its events), then both ends
-        and the agent. ``terminated_by`` names who ended it by force (events: the README's
-        "Webhooks")."""
+        """End a session: status first (one transaction, with its audit record and its
+        events), then both ends and the agent.
+
+        ``actor`` ended it (a user, the node's agent, or the server); ``ended_on_node``: its
+        shell or command ended (``SessionEnded``), rather than being ended (``Terminated``).
+        ``terminated_by`` names who ended it by force (events: the README's "Webhooks").
+        """
         session = await self._store.sessions.get(session_id)
         if session is None:
             return
         active = tuple(s for s in SessionStatus if s.is_active)
         now = self._clock()
         live = self.gateway.live(session_id)  # byte counts not yet flushed to the row
+        if status is SessionStatus.FAILED:
+            code = EventCode.SESSION_FAILED
+        else:
+            code = EventCode.SESSION_ENDED if ended_on_node else EventCode.SESSION_TERMINATED
+        event = self._audit.session(
+            code, session, actor, status=status, reason=details, exit_code=exit_code
+        )
         changed = await self._store.sessions.set_status(
             session_id,
             status,
@@ -347,6 +379,7 @@ class SessionService:
                 bytes_out=session.bytes_out + (live.bytes_out if live else 0),
                 terminated_by=terminated_by,
             ),
+            audit=[event],
         )
         self.gateway.end(session_id, output)  # returns at once; the goodbyes run on their own
         if self.recordings is not None:

@@ -185,6 +185,16 @@ HATCHWAY_MODEL: Mapping[str, Any] = MappingProxyType(
                 "http": {"method": "POST", "requestUri": "/"},
                 "input": {"shape": "GetSessionRecordingRequest"},
             },
+            "LookupEvents": {
+                "name": "LookupEvents",
+                "http": {"method": "POST", "requestUri": "/"},
+                "input": {"shape": "LookupEventsRequest"},
+            },
+            "VerifyAuditTrail": {
+                "name": "VerifyAuditTrail",
+                "http": {"method": "POST", "requestUri": "/"},
+                "input": {"shape": "VerifyAuditTrailRequest"},
+            },
         },
         "shapes": {
             "SetPasswordRequest": {
@@ -208,6 +218,61 @@ HATCHWAY_MODEL: Mapping[str, Any] = MappingProxyType(
             "sessionIdType": {"type": "string", "min": 1, "max": 96},
             "recordingTokenType": {"type": "string", "max": 32},
             "recordingChunkType": {"type": "integer", "min": 1, "max": 1048576},
+            # CloudTrail's LookupEvents request (its model's shapes; MaxResults up to 1,000
+            # here, and more than one attribute, all of which must hold).
+            "LookupEventsRequest": {
+                "type": "structure",
+                "members": {
+                    "LookupAttributes": {"shape": "LookupAttributesList"},
+                    "StartTime": {"shape": "Date"},
+                    "EndTime": {"shape": "Date"},
+                    "MaxResults": {"shape": "MaxResults"},
+                    "NextToken": {"shape": "NextToken"},
+                },
+            },
+            "LookupAttributesList": {
+                "type": "list",
+                "member": {"shape": "LookupAttribute"},
+                "max": 6,
+            },
+            "LookupAttribute": {
+                "type": "structure",
+                "required": ["AttributeKey", "AttributeValue"],
+                "members": {
+                    "AttributeKey": {"shape": "LookupAttributeKey"},
+                    "AttributeValue": {"shape": "LookupAttributeValue"},
+                },
+            },
+            "LookupAttributeKey": {
+                "type": "string",
+                "enum": [
+                    "EventId",
+                    "EventName",
+                    "ReadOnly",
+                    "Username",
+                    "ResourceName",
+                    "AccessKeyId",
+                ],
+            },
+            "LookupAttributeValue": {"type": "string", "min": 1, "max": 2000},
+            "Date": {"type": "timestamp"},
+            "MaxResults": {"type": "integer", "min": 1, "max": 1000},
+            "NextToken": {"type": "string", "max": 64},
+            "VerifyAuditTrailRequest": {
+                "type": "structure",
+                "members": {"Anchors": {"shape": "AnchorList"}},
+            },
+            "AnchorList": {"type": "list", "member": {"shape": "Anchor"}, "max": 100},
+            "Anchor": {
+                "type": "structure",
+                "required": ["Sequence", "Hash"],
+                "members": {
+                    "Sequence": {"shape": "Sequence"},
+                    "Hash": {"shape": "Hash"},
+                },
+            },
+            "Sequence": {"type": "long", "min": 1},
+            "Hash": {"type": "string", "min": 64, "max": 64, "pattern": "^[0-9a-f]{64}$"},
             # As IAM's model has them (CreateLoginProfile's UserName and Password).
             "userNameType": {"type": "string", "min": 1, "max": 64, "pattern": "[\\w+=,.@-]+"},
             "passwordType": {
@@ -221,7 +286,8 @@ HATCHWAY_MODEL: Mapping[str, Any] = MappingProxyType(
         },
     }
 )
-"""Hatchway operations that IAM's model lacks (the rest of ``Hatchway.*`` are IAM's)."""
+"""Hatchway operations that IAM's model lacks (the rest of ``Hatchway.*`` are IAM's):
+SetPassword, and the audit trail's LookupEvents (CloudTrail's) and VerifyAuditTrail."""
 
 
 def load_ssm_model() -> ServiceModel:

@@ -24,11 +24,11 @@ from __future__ import annotations
 import ast
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -237,6 +237,19 @@ def _store_errors(action: str) -> Iterator[None]:
         raise StoreError(f"database {action} failed: {exc.__class__.__name__}") from exc
 
 
+class CommitHook(Protocol):
+    """Work that joins every write transaction at its end (the audit trail's records: see
+    ``store.audit``), so that it commits or rolls back with the change it belongs to."""
+
+    async def before_commit(self, conn: AsyncConnection) -> Callable[[bool], None] | None:
+        """The transaction's statements have run; add this hook's own, last. May return a
+        callable to be told whether the transaction then committed (True) or not."""
+
+    def release(self, conn: AsyncConnection) -> None:
+        """The transaction is about to end (either way): forget what was kept on ``conn``
+        (a pooled connection outlives the transaction)."""
+
+
 class Database:
     """The database behind its admission queues and transaction wrappers.
 
@@ -271,6 +284,8 @@ class Database:
                     connect_args["command_timeout"] = lim.statement_timeout
             self._reader = self._writer = _engine(url, lim.readers, connect_args)
             self._read_turns = self._write_turns = asyncio.Semaphore(lim.readers.size)
+        self.commit_hook: CommitHook | None = None
+        """Joins every write transaction at its end (``Store.open`` sets the audit trail's)."""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -297,10 +312,25 @@ class Database:
             Conflict: a uniqueness or foreign-key constraint refused the change.
             StoreError: the database failed.
         """
+        hook = self.commit_hook
         async with self._write_turns:
             with _store_errors("write"):
-                async with self._writer.begin() as conn:
-                    yield conn
+                outcome: Callable[[bool], None] | None = None
+                try:
+                    async with self._writer.begin() as conn:
+                        try:
+                            yield conn
+                            if hook is not None:
+                                outcome = await hook.before_commit(conn)
+                        finally:
+                            if hook is not None:
+                                hook.release(conn)
+                except BaseException:
+                    if outcome is not None:
+                        outcome(False)
+                    raise
+                if outcome is not None:
+                    outcome(True)
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

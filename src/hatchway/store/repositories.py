@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from hatchway.audit.events import AuditEvent
 from hatchway.errors import (
     Conflict,
     InvalidActivationId,
@@ -29,6 +30,7 @@ from hatchway.errors import (
     TooManyTags,
 )
 from hatchway.store import schema as t
+from hatchway.store.audit import stage
 from hatchway.store.database import Database
 from hatchway.store.events import Event, Outbox
 from hatchway.store.records import (
@@ -85,6 +87,7 @@ class _Repository:
                 update(t.iam_generation).where(g.row_id == 1).values(generation=g.generation + 1)
             )
             yield conn
+            stage(conn)  # the API call that made this change is recorded with it
 
     async def _fetch(self, stmt: Any) -> Sequence[Any]:
         async with self._snapshot() as conn:
@@ -119,7 +122,9 @@ class SettingsRepository(_Repository):
 
 class ActivationRepository(_Repository):
     async def create(self, activation: Activation) -> None:
-        await self._write(insert(t.activations).values(**_asdict(activation)))
+        async with self._transaction() as conn:
+            await conn.execute(insert(t.activations).values(**_asdict(activation)))
+            stage(conn)  # the API call that made it is recorded with it
 
     async def get(self, activation_id: str) -> Activation | None:
         rows = await self._fetch(
@@ -132,11 +137,11 @@ class ActivationRepository(_Repository):
         return [Activation(**r._mapping) for r in rows]
 
     async def delete(self, activation_id: str) -> None:
-        count = await self._write(
-            delete(t.activations).where(t.activations.c.activation_id == activation_id)
-        )
-        if count == 0:
-            raise InvalidActivationId(f"Activation ID {activation_id} does not exist.")
+        async with self._transaction() as conn:
+            stmt = delete(t.activations).where(t.activations.c.activation_id == activation_id)
+            if (await conn.execute(stmt)).rowcount == 0:
+                raise InvalidActivationId(f"Activation ID {activation_id} does not exist.")
+            stage(conn)  # the API call that made it is recorded with it
 
     async def record_failure(
         self, activation_id: str, *, lock_after: int, now: float
@@ -166,10 +171,16 @@ class ActivationRepository(_Repository):
         return None if row is None else row[0]
 
     async def register_node(
-        self, activation_id: str, node: Node, now: float, *, events: Sequence[Event] = ()
+        self,
+        activation_id: str,
+        node: Node,
+        now: float,
+        *,
+        audit: Sequence[AuditEvent] = (),
+        events: Sequence[Event] = (),
     ) -> bool:
         """Consume one registration of the activation and insert the node, atomically, with
-        ``events`` (written only if the node is).
+        the ``audit`` records of the registration and ``events`` (written only if the node is).
 
         Returns False when the activation is used up, expired or locked (nothing is written).
         """
@@ -190,6 +201,7 @@ class ActivationRepository(_Repository):
             if (await conn.execute(claim)).rowcount != 1:
                 return False
             await conn.execute(insert(t.nodes).values(**_asdict(node)))
+            stage(conn, *audit)
             written = await self._outbox.write(conn, events)
         self._outbox.committed(written)
         return True
@@ -303,10 +315,13 @@ class NodeRepository(_Repository):
         """Wait for heartbeat batches already under way (before the database is closed)."""
         await asyncio.gather(*self._flushes, return_exceptions=True)
 
-    async def delete(self, instance_id: str) -> None:
-        count = await self._write(delete(t.nodes).where(t.nodes.c.instance_id == instance_id))
-        if count == 0:
-            raise InvalidInstanceId(f"Instance {instance_id} does not exist.")
+    async def delete(self, instance_id: str, *, audit: Sequence[AuditEvent] = ()) -> None:
+        """Delete the node, with the ``audit`` records of its deregistration."""
+        async with self._transaction() as conn:
+            stmt = delete(t.nodes).where(t.nodes.c.instance_id == instance_id)
+            if (await conn.execute(stmt)).rowcount == 0:
+                raise InvalidInstanceId(f"Instance {instance_id} does not exist.")
+            stage(conn, *audit)
 
     async def update_tags(
         self,
@@ -387,9 +402,16 @@ class DocumentRepository(_Repository):
 
 class SessionRepository(_Repository):
     async def create(
-        self, session: Session, token_hash: str, now: float, *, events: Sequence[Event] = ()
+        self,
+        session: Session,
+        token_hash: str,
+        now: float,
+        *,
+        audit: Sequence[AuditEvent] = (),
+        events: Sequence[Event] = (),
     ) -> None:
-        """Insert the session, its first client token and ``events`` in one transaction."""
+        """Insert the session and its first client token in one transaction, with the
+        ``audit`` records of its start and ``events``."""
         values = _asdict(session)
         values["status"] = session.status.value
         async with self._transaction() as conn:
@@ -399,6 +421,7 @@ class SessionRepository(_Repository):
                     token_hash=token_hash, session_id=session.session_id, created_at=now
                 )
             )
+            stage(conn, *audit)
             written = await self._outbox.write(conn, events)
         self._outbox.committed(written)
 
@@ -448,12 +471,13 @@ class SessionRepository(_Repository):
         exit_code: int | None = None,
         details: str | None = None,
         events: Sequence[Event] = (),
+        audit: Sequence[AuditEvent] = (),
     ) -> bool:
         """Move the session to ``status`` (with an end date when it ends).
 
         ``only_if`` makes the change conditional on the current status; returns whether a row
-        changed. Ending a session also revokes its tokens, in the same transaction; ``events``
-        are written with the change, and only if the row changed.
+        changed. Ending a session also revokes its tokens, in the same transaction; the
+        ``audit`` records and ``events`` are written with the change, only if there is one.
         """
         c = t.sessions.c
         stmt = update(t.sessions).where(c.session_id == session_id)
@@ -473,6 +497,7 @@ class SessionRepository(_Repository):
             if changed and not status.is_active:
                 await self._revoke(conn, session_id)
             if changed:
+                stage(conn, *audit)
                 written = await self._outbox.write(conn, events)
         self._outbox.committed(written)
         return changed

@@ -338,6 +338,49 @@ recordings = Table(
     Column("last_error", String(512), nullable=False, default=""),
 )
 
+# ---- the audit trail (docs/design.md "Audit trail") -----------------------------------------
+
+# One row per audit record, in chain order. ``record`` is the canonical JSON that ``hash`` is
+# the SHA-256 of (hatchway.audit.chain); the other columns repeat some of its fields for
+# LookupEvents' filters and are checked against it by verification. Rows are only inserted.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("sequence", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("event_time", Float, nullable=False, index=True),
+    Column("event_name", String(128), nullable=False, index=True),
+    Column("username", String(128), nullable=False, index=True),
+    Column("access_key_id", String(32), nullable=False, index=True),
+    Column("read_only", Boolean, nullable=False),
+    Column("previous_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("record", Text, nullable=False),
+)
+
+# The names of the resources of each record (LookupEvents' ResourceName filter).
+audit_event_resources = Table(
+    "audit_event_resources",
+    metadata,
+    Column("sequence", BigInteger, nullable=False),
+    Column("name", String(1024), nullable=False, index=True),
+    PrimaryKeyConstraint("sequence", "name"),
+)
+
+# The chain's head: the last record's sequence and hash (row 1 only). Appending updates it
+# first, which takes its row lock (PostgreSQL) or the write lock (SQLite): appends take turns
+# across replicas and the chain stays linear. ``first_*``: where the trail starts once old
+# records were pruned (the first kept record and the hash it must name), else 1 and zeros.
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("row_id", Integer, primary_key=True, autoincrement=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    Column("first_sequence", BigInteger, nullable=False),
+    Column("first_previous_hash", String(64), nullable=False),
+)
+
 # Console sign-ins (issue 9): one row per signed-in browser. The cookie's token and the CSRF
 # token are stored as SHA-256 hashes only (256-bit random values, as data-channel tokens).
 console_logins = Table(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from hatchway.store.audit import AuditHook, AuditRepository
 from hatchway.store.console import ConsoleRepository
 from hatchway.store.database import Database, DatabaseLimits, migrate
 from hatchway.store.events import EventRepository, Outbox
@@ -37,6 +38,7 @@ class Store:
     nonces: NonceRepository
     events: EventRepository
     recordings: RecordingRepository
+    audit: AuditRepository
     console: ConsoleRepository
 
     @classmethod
@@ -52,6 +54,7 @@ class Store:
             migrate(url)
         db = Database(url, limits)
         outbox = Outbox()  # events written in the transactions of the changes they report
+        db.commit_hook = AuditHook()
         return cls(
             database=db,
             settings=SettingsRepository(db),
@@ -64,6 +67,7 @@ class Store:
             nonces=NonceRepository(db),
             events=EventRepository(db, outbox),
             recordings=RecordingRepository(db),
+            audit=AuditRepository(db),
             console=ConsoleRepository(db),
         )
 
@@ -73,6 +77,7 @@ class Store:
         return self.database.engine
 
     async def close(self) -> None:
-        """Let heartbeat batches under way finish, then close every connection."""
+        """Let heartbeat and audit batches under way finish, then close every connection."""
         await self.nodes.settle()
+        await self.audit.settle()
         await self.database.dispose()

@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from hatchway import __version__
 from hatchway.auth.sigv4 import Credentials, sign_request
 from hatchway.errors import ConfigError, HatchwayError, Unavailable
 
 JSON_TYPE = "application/x-amz-json-1.1"
+USER_AGENT = f"hatchway-cli/{__version__}"
 
 
 class ApiError(HatchwayError):
@@ -81,7 +83,11 @@ class ApiClient:
                 (users, groups, access keys, policies, simulation).
         """
         payload = json.dumps(body).encode()
-        headers = {"Content-Type": JSON_TYPE, "X-Amz-Target": f"{service}.{operation}"}
+        headers = {
+            "Content-Type": JSON_TYPE,
+            "X-Amz-Target": f"{service}.{operation}",
+            "User-Agent": USER_AGENT,  # the audit trail's userAgent
+        }
         if self._credentials is not None:
             headers = sign_request(
                 "POST",

@@ -215,7 +215,9 @@ class ConsoleApi:
         user_name = _string(body, "username", 1, 64)
         password = _string(body, "password", 1, 128)
         code = _optional_string(body, "code", 16)
-        signed = await self.logins.sign_in(user_name, password, code, request.remote)
+        signed = await self.logins.sign_in(
+            user_name, password, code, request.remote, request.headers.get("User-Agent", "")
+        )
         await self.logins.purge()
         response = _json({"username": signed.user.name})
         self._cookies(response, signed.token, signed.csrf)
@@ -449,10 +451,20 @@ class ConsoleApi:
             if q.get(name)
         ]
         if attributes:
-            body["LookupAttributes"] = attributes[:1]
+            body["LookupAttributes"] = attributes
         if q.get("nextToken"):
             body["NextToken"] = q["nextToken"]
-        return _json(await self._call(who, f"{HATCHWAY}.LookupEvents", body, request))
+        page = await self._call(who, f"{HATCHWAY}.LookupEvents", body, request)
+        for event in page.get("Events", []):
+            try:
+                record = json.loads(event.get("CloudTrailEvent") or "{}")
+            except ValueError:
+                record = {}
+            decision = record.get("decision") or {}
+            event["Outcome"] = record.get("errorCode") or "Success"
+            event["SourceIp"] = record.get("sourceIPAddress", "")
+            event["Decision"] = decision.get("outcome", "") if isinstance(decision, dict) else ""
+        return _json(page)
 
 
 class CsrfRefused(AccessDenied):

@@ -17,17 +17,19 @@ pool (``server.verifier``), so a flood queues nowhere.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from hatchway.audit.events import HATCHWAY_SOURCE, AuditEvent, EventCode, Identity, IdentityType
 from hatchway.auth.secretbox import SecretBox
 from hatchway.auth.tokens import UNMATCHABLE_HASH, hash_token, new_token, tokens_equal
 from hatchway.auth.totp import matching_step, new_secret, provisioning_uri, secret_base32
-from hatchway.errors import AuthError, Conflict, HatchwayError, NotFound
-from hatchway.server.principal import Principal
+from hatchway.errors import AuthError, Conflict, HatchwayError, NotFound, Throttled
+from hatchway.server.principal import Principal, user_arn
 from hatchway.server.settings import ServerSettings
-from hatchway.server.throttle import FailureLimiter, source_key
+from hatchway.server.throttle import Attempt, FailureLimiter, source_key
 from hatchway.server.verifier import SecretVerifier
 from hatchway.store.console import ConsoleLogin
 from hatchway.store.records import User
@@ -103,7 +105,12 @@ class ConsoleLogins:
         self._limiter = limiter
 
     async def sign_in(
-        self, user_name: str, password: str, code: str | None, source: str | None
+        self,
+        user_name: str,
+        password: str,
+        code: str | None,
+        source: str | None,
+        user_agent: str = "",
     ) -> SignIn:
         """Check the password (and the TOTP code of a user who has one); start a sign-in.
 
@@ -111,37 +118,88 @@ class ConsoleLogins:
             Throttled: this source failed too often; it must wait.
             SignInFailed: wrong name, password or code (counted against the source).
             MfaRequired: right password, the user has a second factor and sent no code.
+
+        Every attempt but a throttled one is recorded in the audit trail.
         """
-        attempt = self._limiter.begin(source_key(source))
+        attempt = self._limiter.begin(source_key(source))  # Throttled: not recorded
         try:
-            with self._verifier.admission():
-                user = await self._store.identity.user_by_name(user_name)
-                stored = user.password_hash if user is not None else None
-                # As much work for an unknown user as for a known one (no timing oracle).
-                ok = await self._verifier.verify(password, stored or UNMATCHABLE_HASH)
-            if user is None or stored is None or not ok:
-                attempt.outcome = False
-                log.info("console sign-in of %r failed from %s", user_name[:64], source)
-                raise SignInFailed("Wrong user name or password.")
-            device = await self._store.console.mfa(user.user_id)
-            if device is not None and device.enabled:
-                if not code:
-                    raise MfaRequired("Enter the code of your authenticator app.")
-                secret = self._box.decrypt(device.secret_encrypted, context=_context(user.user_id))
-                step = matching_step(secret, code, self._clock())
-                if step is None or not await self._store.console.use_step(user.user_id, step):
-                    attempt.outcome = False
-                    log.info("console sign-in of %s: wrong code from %s", user.name, source)
-                    raise SignInFailed("Wrong code.")
-            attempt.outcome = True
+            user = await self._check(user_name, password, code, source, attempt)
+        except HatchwayError as exc:
+            if not isinstance(exc, Throttled):
+                await self._record(user_name, source, user_agent, exc)
+            raise
         finally:
             self._limiter.end(attempt)
         token, csrf, now = new_token(), new_token(), self._clock()
         await self._store.console.create_login(
             ConsoleLogin(hash_token(token), hash_token(csrf), user.user_id, now, now, source or "")
         )
+        await self._record(user.name, source, user_agent, None, user)
         log.info("console sign-in of %s from %s", user.name, source)
         return SignIn(token, csrf, user)
+
+    async def _check(
+        self,
+        user_name: str,
+        password: str,
+        code: str | None,
+        source: str | None,
+        attempt: Attempt,
+    ) -> User:
+        """The user whose password (and code) these are; sets ``attempt``'s outcome."""
+        with self._verifier.admission():
+            user = await self._store.identity.user_by_name(user_name)
+            stored = user.password_hash if user is not None else None
+            # As much work for an unknown user as for a known one (no timing oracle).
+            ok = await self._verifier.verify(password, stored or UNMATCHABLE_HASH)
+        if user is None or stored is None or not ok:
+            attempt.outcome = False
+            log.info("console sign-in of %r failed from %s", user_name[:64], source)
+            raise SignInFailed("Wrong user name or password.")
+        device = await self._store.console.mfa(user.user_id)
+        if device is not None and device.enabled:
+            if not code:
+                raise MfaRequired("Enter the code of your authenticator app.")
+            secret = self._box.decrypt(device.secret_encrypted, context=_context(user.user_id))
+            step = matching_step(secret, code, self._clock())
+            if step is None or not await self._store.console.use_step(user.user_id, step):
+                attempt.outcome = False
+                log.info("console sign-in of %s: wrong code from %s", user.name, source)
+                raise SignInFailed("Wrong code.")
+        attempt.outcome = True
+        return user
+
+    async def _record(
+        self,
+        user_name: str,
+        source: str | None,
+        user_agent: str,
+        error: HatchwayError | None,
+        user: User | None = None,
+    ) -> None:
+        """A sign-in in the audit trail (``ConsoleSignIn``, as CloudTrail's ConsoleLogin):
+        who tried, from where, and how it ended."""
+        if user is not None:
+            identity = Identity(
+                IdentityType.USER, arn=user_arn(self._account_id, user.name), user_name=user.name
+            )
+        else:
+            identity = Identity(IdentityType.ANONYMOUS, user_name=user_name[:64])
+        await self._store.audit.append(
+            AuditEvent(
+                event_id=str(uuid.uuid4()),
+                event_time=self._clock(),
+                code=EventCode.API_CALL if error is None else EventCode.AUTHENTICATION_FAILED,
+                event_name="ConsoleSignIn",
+                event_source=HATCHWAY_SOURCE,
+                identity=identity,
+                source_ip=source or "",
+                user_agent=user_agent[:1024],
+                request_id=str(uuid.uuid4()),
+                error_code=error.code if error is not None else "",
+                error_message=error.message if error is not None else "",
+            )
+        )
 
     async def authenticate(self, token: str | None, source: str | None) -> SignedIn:
         """The sign-in of the cookie ``token``.

@@ -508,17 +508,19 @@ async function sessionView(sessionId) {
 // ---- audit --------------------------------------------------------------------------------
 
 async function auditView() {
-  const f = { user: el("input", { id: "a-user" }), action: el("input", { id: "a-action" }),
+  const f = { user: el("input", { id: "a-user" }), action: el("input", { id: "a-action", placeholder: "StartSession" }),
+    resource: el("input", { id: "a-resource", placeholder: "mi-… or session id" }),
     after: el("input", { id: "a-after", type: "date" }), before: el("input", { id: "a-before", type: "date" }) };
   const msg = el("p", { class: "muted", "aria-live": "polite" });
   const tbody = el("tbody");
   setView("Audit trail",
     el("form", { class: "inline", onsubmit: (e) => { e.preventDefault(); load(); } },
-      el("label", {}, "User", f.user), el("label", {}, "Action", f.action),
+      el("label", {}, "User", f.user), el("label", {}, "Event", f.action),
+      el("label", {}, "Resource", f.resource),
       el("label", {}, "From", f.after), el("label", {}, "To", f.before),
       el("button", { type: "submit" }, "Filter")),
     msg, el("div", { class: "table-wrap" }, el("table", {},
-      el("thead", {}, el("tr", {}, ["Time", "User", "Action", "Resource", "Decision", "Source IP"].map((h) => el("th", { scope: "col" }, h)))),
+      el("thead", {}, el("tr", {}, ["Time", "User", "Event", "Resources", "Outcome", "Decision", "Source IP"].map((h) => el("th", { scope: "col" }, h)))),
       tbody)));
   const load = async () => {
     const q = new URLSearchParams();
@@ -530,7 +532,7 @@ async function auditView() {
       tbody.replaceChildren(...events.map((e) => el("tr", {},
         el("td", {}, when(e.EventTime)), el("td", {}, e.Username || ""), el("td", {}, e.EventName || ""),
         el("td", { class: "mono" }, (e.Resources || []).map((r) => r.ResourceName).join(", ")),
-        el("td", {}, e.Decision || e.Outcome || ""), el("td", {}, e.SourceIPAddress || ""))));
+        el("td", {}, e.Outcome || ""), el("td", {}, e.Decision || ""), el("td", { class: "mono" }, e.SourceIp || ""))));
     } catch (err) { if (err.status !== 401) msg.textContent = err.message; }
   };
   await load();
