@@ -2,7 +2,8 @@
 
 Sign-in (wrong password, cookies), nodes, a shell session with a reason, typing, resizing
 (``stty size`` follows the window), reloading the page (the same session goes on, its output
-still there), terminating it from the sessions page, playing its recording, a user without
+still there), terminating it from the sessions page, playing its recording, the audit entries
+of all that, a network loss, the end of a session with its exit code, a user without
 StartSession (no button, 403 from the API), CSRF refusal, sign-out and idle expiry. Screenshots
 of each page go to ``test-artifacts/console/``.
 """
@@ -185,6 +186,22 @@ def test_shell_session_resize_reload_terminate_and_play(
     page.get_by_label("Speed").select_option("2")
     page.locator("#player .ap-player").wait_for()
     screenshot(page, "recording")
+
+    # The audit trail has the console's calls on the session, as the user who made them.
+    page.get_by_role("link", name="Audit").click()
+    page.get_by_label("Resource").fill(session_id)
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("tbody tr")
+    wait_for(
+        lambda: rows.count() > 0 and rows.filter(has_not_text=session_id).count() == 0,
+        15,
+        0.1,
+        "the audit page filtered by the session",
+    )
+    shown = rows.all_inner_texts()
+    for name in ("SessionStarted", "TerminateSession", "SessionTerminated", "GetSessionRecording"):
+        assert any(name in row and "web-admin" in row for row in shown), (name, shown)
+    screenshot(page, "audit")
 
 
 def test_a_user_without_start_session_sees_no_button_and_is_refused(

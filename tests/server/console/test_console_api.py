@@ -165,3 +165,26 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(api: ApiServer) 
     assert client.request("GET", "/static/../pyproject.toml").status in (403, 404)
     versions = json.loads(client.request("GET", "/static/vendor/VERSIONS.json").raw)
     assert versions["@xterm/xterm"] and versions["asciinema-player"]
+
+
+def test_sign_ins_and_console_calls_are_in_the_audit_trail(users: ApiServer) -> None:
+    client = ConsoleClient(users.host, users.port)
+    assert client.sign_in("viewer", "wrong password!").status == 401
+    assert client.sign_in("viewer", PASSWORD).status == 200
+    refused = client.request("POST", "/api/sessions", {"target": "mi-0123456789abcdef1"})
+    assert refused.status == 403
+    operator = ConsoleClient(users.host, users.port)
+    assert operator.sign_in("operator", PASSWORD).status == 200
+    audit = operator.request("GET", "/api/audit?user=viewer")
+    assert audit.status == 200, audit.raw
+    events = audit.body["Events"]
+    names = [(e["EventName"], e["Outcome"]) for e in events]
+    assert ("ConsoleSignIn", "SignInFailed") in names
+    assert ("ConsoleSignIn", "Success") in names
+    denied = next(e for e in events if e["EventName"] == "StartSession")
+    assert denied["Outcome"] == "AccessDeniedException" and denied["Decision"] == "implicitDeny"
+    assert any(r["ResourceName"] == "mi-0123456789abcdef1" for r in denied["Resources"])
+    # Reading the trail is itself an action the policies decide.
+    assert client.request("GET", "/api/audit").status == 403
+    assert client.request("GET", "/api/me").body["permissions"]["lookupEvents"] is False
+    assert operator.request("GET", "/api/me").body["permissions"]["lookupEvents"] is True
