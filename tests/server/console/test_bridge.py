@@ -280,7 +280,11 @@ def test_a_terminal_without_its_page_for_the_resume_window_ends_its_session() ->
         page = await open_page(0)
         await page.command(type="resize", cols=80, rows=24)
         await agent.wait(lambda: bool(agent.events))
+        await asyncio.sleep(1.2)  # attached for longer than the window: nothing happens
+        assert not agent.terminated
         await page.ws.close()
         await agent.wait(lambda: agent.terminated)
 
-    run(scenario, resume_window=0.3)
+    # The window also runs from the terminal's start until a page attaches: long enough here
+    # for the page to connect on a busy machine.
+    run(scenario, resume_window=1.0)

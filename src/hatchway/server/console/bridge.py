@@ -33,6 +33,7 @@ import logging
 import struct
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
@@ -68,6 +69,8 @@ UNACKED_LIMIT: Final = 1024 * 1024
 """Output bytes kept for a browser that has not acknowledged them; past this, the agent waits."""
 REPLAY_KEEP: Final = 256 * 1024
 """Acknowledged output bytes kept to redraw a reloaded page."""
+WRITE_CHUNK: Final = 64 * 1024
+"""Output bytes per message to the page."""
 MAX_INPUT: Final = 64 * 1024
 """Largest input message taken from the browser (a paste is sent in pieces)."""
 EXIT_LINGER: Final = 5.0
@@ -121,7 +124,7 @@ class Terminal:
         self._size: tuple[int, int] | None = None
         self._early_input = b""
         self._size_sent = False
-        self._browser: web.WebSocketResponse | None = None
+        self._page: _Page | None = None
         self._away_timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
@@ -162,15 +165,14 @@ class Terminal:
             await self._driver.close()
             with contextlib.suppress(BaseException):
                 await gateway
-            await self._finish()
+            self._finish()
 
-    async def _finish(self) -> None:
+    def _finish(self) -> None:
         self.ended = True
         if self._linger is not None:
             self._linger.cancel()
-        await self._to_browser_json(
-            {"type": "ended", "message": self.message, "exitCode": self.exit_code}
-        )
+        if self._page is not None:
+            self._page.post({"type": "ended", "message": self.message, "exitCode": self.exit_code})
         self._arm_away_timer()  # kept a while so that a reload still shows how it ended
 
     async def close(self) -> None:
@@ -183,9 +185,9 @@ class Terminal:
         if self._task is not None and not self._task.done():
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(asyncio.shield(self._task), 2.0)
-        browser, self._browser = self._browser, None
-        if browser is not None:
-            await browser.close(code=1001, message=b"the server is going away")
+        page, self._page = self._page, None
+        if page is not None:
+            await page.ws.close(code=1001, message=b"the server is going away")
 
     def terminate(self) -> None:
         """Ask the agent to end the session (Flag TerminateSession, docs/protocol.md §5.4);
@@ -217,11 +219,11 @@ class Terminal:
                 try:
                     await self._on_stream(event.payload_type, event.payload)
                 except RemoteProtocolError as exc:
-                    await self._notice(f"ignored a bad message: {exc.message}")
+                    self._notice(f"ignored a bad message: {exc.message}")
             elif isinstance(event, ChannelClosedEvent):
                 self.message = event.payload.output or "the session has ended"
             elif isinstance(event, Notice):
-                await self._notice(event.payload.message)
+                self._notice(event.payload.message)
         self._driver.flush_soon(acks=False)
         self._driver.acks_later()
 
@@ -238,28 +240,40 @@ class Terminal:
         elif kind == PayloadType.HANDSHAKE_COMPLETE:
             complete = HandshakeComplete.from_json(payload)
             if complete.customer_message:
-                await self._notice(complete.customer_message)
+                self._notice(complete.customer_message)
             self._start()
         elif kind == PayloadType.EXIT_CODE:
             self.exit_code = decode_exit_code(payload)
         elif kind in (PayloadType.OUTPUT, PayloadType.STDERR):
             self._start()
-            await self._output(payload)
+            self._output(payload)
 
     def _start(self) -> None:
         if not self.started:
             self.started = True
             self._send_size()
 
-    async def _output(self, data: bytes) -> None:
-        offset = self._base + len(self._out)
+    def _output(self, data: bytes) -> None:
         self._out += data
-        if offset + len(data) - self._acked >= UNACKED_LIMIT:
+        if self.output_end - self._acked >= UNACKED_LIMIT:
             self.endpoint.accepting = False  # the agent keeps the rest until the browser acks
-        browser = self._browser
-        if browser is not None and not browser.closed:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await browser.send_bytes(OFFSET.pack(offset) + data)
+        if self._page is not None:
+            self._page.wake()
+
+    @property
+    def output_start(self) -> int:
+        """Offset of the oldest output byte kept."""
+        return self._base
+
+    @property
+    def output_end(self) -> int:
+        """Offset just past the last output byte received."""
+        return self._base + len(self._out)
+
+    def output_from(self, offset: int, limit: int) -> bytes:
+        """Kept output from ``offset`` (at least the oldest kept), at most ``limit`` bytes."""
+        start = max(offset, self._base) - self._base
+        return bytes(self._out[start : start + limit])
 
     def _send_size(self) -> None:
         if self.started and self._size is not None and not self.ended:
@@ -279,13 +293,14 @@ class Terminal:
     async def serve_browser(self, ws: web.WebSocketResponse, offset: int) -> None:
         """Attach ``ws`` (replacing an older browser), replay output from ``offset`` (or the
         oldest kept), and take its input until it goes."""
-        old, self._browser = self._browser, ws
+        start = min(max(offset, self._base), self.output_end)
+        old, page = self._page, _Page(ws, start)
+        self._page = page
         if self._away_timer is not None:
             self._away_timer.cancel()
             self._away_timer = None
-        if old is not None and not old.closed:
-            await old.close(code=REPLACED_CLOSE, message=b"opened in another window")
-        start = min(max(offset, self._base), self._base + len(self._out))
+        if old is not None and not old.ws.closed:
+            await old.ws.close(code=REPLACED_CLOSE, message=b"opened in another window")
         await ws.send_json(
             {
                 "type": "hello",
@@ -296,24 +311,24 @@ class Terminal:
                 "kept": self._base,
             }
         )
-        if start < self._base + len(self._out):
-            await ws.send_bytes(OFFSET.pack(start) + bytes(self._out[start - self._base :]))
         if self.ended:
-            await ws.send_json(
-                {"type": "ended", "message": self.message, "exitCode": self.exit_code}
-            )
+            page.post({"type": "ended", "message": self.message, "exitCode": self.exit_code})
+        writer = asyncio.get_running_loop().create_task(page.write(self))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
-                    await self._browser_input(ws, msg.data)
+                    self._browser_input(page, msg.data)
                 elif msg.type == WSMsgType.TEXT:
-                    await self._browser_command(msg.data)
+                    self._browser_command(msg.data)
         finally:
-            if self._browser is ws:
-                self._browser = None
+            # No await here: aiohttp cancels this handler when the connection goes, and the
+            # page must be let go (and the resume window started) even then.
+            if self._page is page:
+                self._page = None
                 self._arm_away_timer()
+            writer.cancel()
 
-    async def _browser_input(self, ws: web.WebSocketResponse, data: bytes) -> None:
+    def _browser_input(self, page: _Page, data: bytes) -> None:
         if len(data) < OFFSET.size or len(data) > OFFSET.size + MAX_INPUT or self.ended:
             return
         (offset,) = OFFSET.unpack_from(data)
@@ -329,9 +344,9 @@ class Terminal:
                 self._driver.flush_soon()
             else:  # the shell starts on the first size: input waits until then
                 self._early_input += fresh
-        await ws.send_json({"type": "inputAck", "offset": self.input_taken})
+        page.post({"type": "inputAck", "offset": self.input_taken})
 
-    async def _browser_command(self, text: str) -> None:
+    def _browser_command(self, text: str) -> None:
         try:
             command = json.loads(text)
         except ValueError:
@@ -365,14 +380,9 @@ class Terminal:
             self.endpoint.accepting = True
             self._driver.flush_soon()
 
-    async def _notice(self, text: str) -> None:
-        await self._to_browser_json({"type": "notice", "message": text})
-
-    async def _to_browser_json(self, message: dict[str, Any]) -> None:
-        browser = self._browser
-        if browser is not None and not browser.closed:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await browser.send_json(message)
+    def _notice(self, text: str) -> None:
+        if self._page is not None:
+            self._page.post({"type": "notice", "message": text})
 
     def _arm_away_timer(self) -> None:
         if self._away_timer is not None:
@@ -383,7 +393,7 @@ class Terminal:
 
     def _away_too_long(self) -> None:
         self._away_timer = None
-        if self._browser is not None:
+        if self._page is not None:
             return
         if self.ended:
             self._on_over(self)
@@ -395,6 +405,41 @@ class Terminal:
 
 def _dimension(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1000
+
+
+class _Page:
+    """A browser page attached to a terminal, and its one writer: output from ``sent`` on,
+    then the control messages queued for it. The data channel's reader only appends and wakes
+    it, so a slow page never holds up the session (it is held back by :data:`UNACKED_LIMIT`
+    instead)."""
+
+    def __init__(self, ws: web.WebSocketResponse, sent: int) -> None:
+        self.ws = ws
+        self.sent = sent
+        self._messages: deque[dict[str, Any]] = deque()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def post(self, message: dict[str, Any]) -> None:
+        self._messages.append(message)
+        self._wake.set()
+
+    async def write(self, terminal: Terminal) -> None:
+        """Send until the page goes: output first (an ``ended`` always follows all output)."""
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while not self.ws.closed:
+                self._wake.clear()
+                if self.sent < terminal.output_end:
+                    start = max(self.sent, terminal.output_start)
+                    chunk = terminal.output_from(start, WRITE_CHUNK)
+                    await self.ws.send_bytes(OFFSET.pack(start) + chunk)
+                    self.sent = start + len(chunk)
+                elif self._messages:
+                    await self.ws.send_json(self._messages.popleft())
+                else:
+                    await self._wake.wait()
 
 
 class Terminals:

@@ -167,7 +167,8 @@ async function nodesView() {
   text.addEventListener("input", render);
   tag.addEventListener("input", render);
   await load();
-  state.poll = setInterval(load, 5000);
+  // Polled only while the page is seen: every poll is an audited API call.
+  state.poll = setInterval(() => { if (document.visibilityState === "visible") load(); }, 5000);
 }
 
 // Columns a narrow window leaves out (the row keeps name, id, status and the actions).
@@ -452,7 +453,9 @@ async function sessionsView() {
   };
   f.state.addEventListener("change", load);
   await load();
-  state.poll = setInterval(() => { if (f.state.value === "Active") load(); }, 5000);
+  state.poll = setInterval(() => {
+    if (f.state.value === "Active" && document.visibilityState === "visible") load();
+  }, 5000);
 }
 
 function sessionActions(s, reload) {
