@@ -4,6 +4,7 @@ CSRF, errors, and every call authorized by the same policies as the SigV4 API.""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -188,3 +189,33 @@ def test_sign_ins_and_console_calls_are_in_the_audit_trail(users: ApiServer) -> 
     assert client.request("GET", "/api/audit").status == 403
     assert client.request("GET", "/api/me").body["permissions"]["lookupEvents"] is False
     assert operator.request("GET", "/api/me").body["permissions"]["lookupEvents"] is True
+
+
+def test_totp_enrolment_over_the_api_then_the_code_is_required(users: ApiServer) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives.hashes import SHA1
+    from cryptography.hazmat.primitives.twofactor.totp import TOTP
+
+    _user(users, "totp-user", READ_ONLY)
+    client = ConsoleClient(users.host, users.port)
+    assert client.sign_in("totp-user", PASSWORD).status == 200
+    enrolled = client.request("POST", "/api/mfa/enrol").body
+    secret = base64.b32decode(enrolled["secret"] + "=" * (-len(enrolled["secret"]) % 8))
+    totp = TOTP(secret, 6, SHA1(), 30)
+    wrong = client.request("POST", "/api/mfa/confirm", {"code": "12345x"})
+    assert (wrong.status, wrong.error) == (401, "SignInFailed")
+    now = time.time()
+    confirmed = client.request("POST", "/api/mfa/confirm", {"code": totp.generate(now).decode()})
+    assert confirmed.status == 200 and confirmed.body == {"mfaEnabled": True}
+    assert client.request("GET", "/api/me").body["mfaEnabled"] is True
+    again = client.request("POST", "/api/mfa/enrol")
+    assert (again.status, again.error) == (409, "ConflictException")
+
+    other = ConsoleClient(users.host, users.port)
+    needs = other.sign_in("totp-user", PASSWORD)
+    assert (needs.status, needs.error) == (401, "MfaRequired") and not other.cookies
+    # The code of the next step (the one used to confirm is spent).
+    fresh = totp.generate(now + 30).decode()
+    assert other.sign_in("totp-user", PASSWORD, fresh).status == 200
+    assert other.request("GET", "/api/me").status == 200

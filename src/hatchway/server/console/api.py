@@ -424,6 +424,10 @@ class ConsoleApi:
         if origin is not None and urlsplit(origin).netloc != request.host:
             raise CsrfRefused("The terminal may be opened from the console's own pages only.")
         terminal = self.terminals.get(_session_id(request), who.user.user_id)
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            raise ValidationError(
+                "This is a WebSocket: open it with an Upgrade: websocket request."
+            )
         try:
             offset = int(request.query.get("offset", "0"))
         except ValueError as exc:
