@@ -181,6 +181,27 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
     show_default=True,
     help="Seconds between runs of the retention job.",
 )
+@click.option(
+    "--console-idle-timeout",
+    type=click.FloatRange(10, 7 * 86400),
+    default=1800,
+    show_default=True,
+    help="Seconds of no use after which a console sign-in ends.",
+)
+@click.option(
+    "--console-lifetime",
+    type=click.FloatRange(60, 30 * 86400),
+    default=43200,
+    show_default=True,
+    help="Seconds after which a console sign-in ends, used or not.",
+)
+@click.option(
+    "--console-resume-window",
+    type=click.FloatRange(1, 86400),
+    default=120,
+    show_default=True,
+    help="Seconds a console terminal waits for its page to come back before ending the session.",
+)
 def server(
     data_dir: Path,
     listen: str,
@@ -203,6 +224,9 @@ def server(
     recordings_retention_days: int | None,
     logs_retention_days: int | None,
     retention_interval: float,
+    console_idle_timeout: float,
+    console_lifetime: float,
+    console_resume_window: float,
 ) -> None:
     """Run the Hatchway server on embedded defaults (SQLite, local files)."""
     from hatchway.server.recordingstorage import parse_recordings_option
@@ -240,6 +264,9 @@ def server(
         recordings_retention_days=recordings_retention_days,
         logs_retention_days=logs_retention_days,
         retention_interval=retention_interval,
+        console_idle_timeout=console_idle_timeout,
+        console_lifetime=console_lifetime,
+        console_resume_window=console_resume_window,
     )
     run_server(settings)
 

@@ -90,7 +90,8 @@ async def _truncate(store: Store) -> None:
                 "event_outbox, event_subscriptions, "
                 "session_tokens, sessions, nodes, activations, access_keys, users, "
                 "documents, server_settings, group_members, iam_groups, user_policy_attachments, "
-                "group_policy_attachments, user_inline_policies, group_inline_policies CASCADE"
+                "group_policy_attachments, user_inline_policies, group_inline_policies, "
+                "console_logins, console_mfa CASCADE"
             )
         )
         # Built-in policies come with the migration: keep them, drop the tests' own.

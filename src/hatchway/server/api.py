@@ -34,6 +34,7 @@ from hatchway.server.errormap import error_body, error_status
 from hatchway.server.logs import LOGS
 from hatchway.server.nodes import NodeService
 from hatchway.server.operations import HATCHWAY, KMS, SSM, Operation
+from hatchway.server.principal import Principal
 from hatchway.server.settings import ServerSettings
 from hatchway.server.validation import RequestValidator, check_framing, decode_body, echo
 from hatchway.store.audit import pending_call
@@ -149,8 +150,19 @@ class Api:
             source_ip=request.remote or "",
             secure_transport=request.secure or self._settings.tls,
         )
+        return await self._perform(op, principal, decode_body(body), request, call)
+
+    async def _perform(
+        self,
+        op: Operation,
+        principal: Principal,
+        body: Any,
+        request: web.Request,
+        call: CallAudit,
+    ) -> dict[str, Any]:
+        """Validate, authorize and run ``op`` for an authenticated ``principal``."""
         call.principal(principal)
-        data = self._validator.validate(name, decode_body(body))
+        data = self._validator.validate(op.name, body)
         call.parameters(data)
         resources = await op.resources(principal, data)
         call.resources(resources)
@@ -160,6 +172,35 @@ class Api:
             result = await op.handler(principal, data, request)
         if op.changes_access and self._on_access_changed is not None:
             self._on_access_changed()
+        return result
+
+    async def call(
+        self, principal: Principal, target: str, body: Any, request: web.Request
+    ) -> dict[str, Any]:
+        """Perform one operation as ``principal``, authenticated by other means (the web
+        console's sign-in): the same validation, authorization, service and audit record as
+        a signed request after its signature.
+
+        Raises:
+            UnknownOperation: no such operation.
+            ValidationError: the body breaks the operation's model.
+            AccessDenied: the principal's policies do not allow it.
+        """
+        op = self.operations.get(target)
+        if op is None:
+            raise UnknownOperation(f"operation {echo(target)} is not supported")
+        call = self._audit.begin(request)
+        call.operation(op.service, op.name, op.action)
+        call.recordable = True
+        try:
+            result = await self._perform(op, principal, body, request, call)
+        except HatchwayError as exc:
+            await call.finish_error(exc)
+            raise
+        except Exception as exc:
+            await call.finish_error(HatchwayError("internal server error"))
+            raise exc
+        await call.finish_ok()
         return result
 
     def _operation_name(self, target: str) -> str:

@@ -34,6 +34,9 @@ from hatchway.server.audit import AuditEvents, CallAudits, node_identity, owner_
 from hatchway.server.authn import Authenticator
 from hatchway.server.authz import Arns, Authorizer, Resource
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
+from hatchway.server.console.api import ConsoleApi
+from hatchway.server.console.bridge import Terminals
+from hatchway.server.console.logins import ConsoleLogins
 from hatchway.server.control import ControlChannels
 from hatchway.server.documents import builtin_documents
 from hatchway.server.enforcement import LiveEnforcement
@@ -55,7 +58,7 @@ from hatchway.server.retention import RetentionJob, audit_retention_run
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
 from hatchway.server.simulate import Simulator
-from hatchway.server.throttle import FailureLimiter
+from hatchway.server.throttle import BackoffPolicy, FailureLimiter
 from hatchway.server.trail import AuditTrailService
 from hatchway.server.verifier import SecretVerifier
 from hatchway.store.database import sqlite_url
@@ -65,6 +68,10 @@ from hatchway.transport.aiohttp_socket import AiohttpSocket, aiohttp_max_msg_siz
 from hatchway.transport.socket import CLOSE_TIMEOUT
 
 log = logging.getLogger(__name__)
+
+CONSOLE_BACKOFF = BackoffPolicy(free_failures=5, first_delay=2.0, max_delay=300.0)
+"""Console sign-ins: a source may get a password (or code) wrong 5 times, then waits 2 s, twice
+as long after each further failure, up to 5 minutes."""
 
 
 @dataclass
@@ -92,12 +99,15 @@ class Server:
     kms: KmsService | None = None
     log_streams: LogStreamService | None = None
     retention: RetentionJob | None = None
+    console: ConsoleApi | None = None
 
     async def close(self) -> None:
         await self.deliveries.stop()
         await self.enforcement.stop()
         if self.retention is not None:
             await self.retention.stop()
+        if self.console is not None:
+            await self.console.terminals.close_all()
         await self.control.close_all()
         await self.sessions.gateway.close_all()
         if self.recordings is not None:
@@ -224,6 +234,22 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         CallAudits(store, clock),
         on_access_changed=enforcement.poke,
     )
+    console = ConsoleApi(
+        settings,
+        store,
+        api,
+        authz,
+        ConsoleLogins(
+            store,
+            box,
+            settings,
+            account_id,
+            clock,
+            SecretVerifier(workers=settings.kdf_workers, max_waiting=settings.kdf_max_waiting),
+            FailureLimiter(CONSOLE_BACKOFF),
+        ),
+        Terminals(sessions.gateway.serve_client, settings.console_resume_window),
+    )
     enforcement.start()
     guard = ConnectionGuard(
         ConnectionLimits.derive(
@@ -269,6 +295,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
             is_live=lambda sid: sessions.gateway.live(sid) is not None,
             audit=functools.partial(audit_retention_run, store, audit_events),
         ),
+        console,
     )
     server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
     assert server.retention is not None
@@ -377,6 +404,8 @@ def _routes(server: Server, api: Api, events: AuditEvents) -> None:
     server.app.router.add_get("/v1/agent-nonce", agent_nonce)
     server.app.router.add_get("/v1/control-channel/{node_id}", control_channel)
     server.app.router.add_get("/v1/data-channel/{session_id}", data_channel)
+    if server.console is not None:
+        server.console.add_routes(server.app)
 
 
 async def _accept(
@@ -501,6 +530,8 @@ async def serve(
         await server.enforcement.stop()
         if server.retention is not None:
             await server.retention.stop()
+        if server.console is not None:
+            await server.console.terminals.close_all()
         await server.control.close_all()
         await server.sessions.gateway.close_all()
         if server.recordings is not None:

@@ -49,6 +49,10 @@ class ServerSettings:
             longer ago, and log events older than this, are deleted (``None``: kept; a log
             group's own retention policy takes precedence for its events).
         retention_interval: seconds between two runs of the retention job.
+        console_idle_timeout: a console sign-in unused for this long is over (seconds).
+        console_lifetime: a console sign-in is over this long after it began, used or not.
+        console_resume_window: a console terminal without a browser is kept this long for
+            the browser to come back (a reload, a network loss), then its session ends.
     """
 
     data_dir: Path
@@ -88,6 +92,9 @@ class ServerSettings:
     recordings_retention_days: int | None = None
     logs_retention_days: int | None = None
     retention_interval: float = 3600.0
+    console_idle_timeout: float = 30 * 60.0
+    console_lifetime: float = 12 * 3600.0
+    console_resume_window: float = 120.0
 
     def __post_init__(self) -> None:
         key = self.recordings_kms_key

@@ -478,3 +478,28 @@ log_events = Table(
     Index("ix_log_events_group", "group_id", "event_id"),
     Index("ix_log_events_age", "group_id", "timestamp_ms"),
 )
+
+# Console sign-ins (issue 9): one row per signed-in browser. The cookie's token and the CSRF
+# token are stored as SHA-256 hashes only (256-bit random values, as data-channel tokens).
+console_logins = Table(
+    "console_logins",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("csrf_hash", String(64), nullable=False),
+    Column("user_id", String(32), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+    Column("source_ip", String(64), nullable=False, default=""),
+)
+
+# A user's TOTP second factor (RFC 6238): the secret encrypted with the master key; enabled
+# once the user proved a code; ``last_step`` the newest time step used (no code twice).
+console_mfa = Table(
+    "console_mfa",
+    metadata,
+    Column("user_id", String(32), primary_key=True),
+    Column("secret_encrypted", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_step", BigInteger, nullable=False, default=0),
+)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hatchway.store.audit import AuditHook, AuditRepository
+from hatchway.store.console import ConsoleRepository
 from hatchway.store.database import Database, DatabaseLimits, migrate
 from hatchway.store.events import EventRepository, Outbox
 from hatchway.store.identity import IdentityRepository
@@ -42,6 +43,7 @@ class Store:
     audit: AuditRepository
     kms: KmsRepository
     logs: LogRepository
+    console: ConsoleRepository
 
     @classmethod
     def open(
@@ -72,6 +74,7 @@ class Store:
             audit=AuditRepository(db),
             kms=KmsRepository(db),
             logs=LogRepository(db),
+            console=ConsoleRepository(db),
         )
 
     @property
