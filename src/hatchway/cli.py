@@ -146,6 +146,14 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
 @click.option("--recordings-endpoint-url", metavar="URL", help="S3-compatible endpoint.")
 @click.option("--recordings-region", metavar="REGION", help="The object store's region.")
 @click.option("--record-input", is_flag=True, help="Also record what users type (i events).")
+@click.option(
+    "--preference-minute",
+    type=click.FloatRange(min=0.05, max=60.0),
+    default=60.0,
+    hidden=True,
+    envvar="HATCHWAY_TEST_PREFERENCE_SECONDS",
+    help="Tests only: seconds per minute of idleSessionTimeout and maxSessionDuration.",
+)
 def server(
     data_dir: Path,
     listen: str,
@@ -163,6 +171,7 @@ def server(
     recordings_endpoint_url: str | None,
     recordings_region: str | None,
     record_input: bool,
+    preference_minute: float,
 ) -> None:
     """Run the Hatchway server on embedded defaults (SQLite, local files)."""
     from hatchway.server.recordingstorage import parse_recordings_option
@@ -191,6 +200,7 @@ def server(
         recordings_endpoint_url=recordings_endpoint_url,
         recordings_region=recordings_region,
         record_input=record_input,
+        preference_minute=preference_minute,
     )
     run_server(settings)
 

@@ -11,7 +11,13 @@
     │   ├── InvalidFilterKey            InvalidFilterKey                     400
     │   ├── RequestTooLarge             RequestEntityTooLargeException       413
     │   ├── MalformedPolicyDocument     MalformedPolicyDocumentException     400
-    │   └── PasswordPolicyViolation     PasswordPolicyViolationException     400
+    │   ├── PasswordPolicyViolation     PasswordPolicyViolationException     400
+    │   ├── InvalidDocumentContent      InvalidDocumentContent               400
+    │   ├── InvalidDocumentSchemaVersion InvalidDocumentSchemaVersion        400
+    │   ├── InvalidDocumentVersion      InvalidDocumentVersion               400
+    │   ├── InvalidDocumentOperation    InvalidDocumentOperation             400
+    │   ├── DuplicateDocumentContent    DuplicateDocumentContent             400
+    │   └── MaxDocumentSizeExceeded     MaxDocumentSizeExceeded              400
     ├── ProtocolError                   ProtocolError                        400
     │   ├── LocalProtocolError          (our bug)
     │   └── RemoteProtocolError         (the peer's)
@@ -32,9 +38,11 @@
     ├── Conflict                        ConflictException                    400
     │   ├── EntityAlreadyExists         EntityAlreadyExistsException         400
     │   ├── DeleteConflict              DeleteConflictException              400
-    │   └── UnmodifiableEntity          UnmodifiableEntityException          400
+    │   ├── UnmodifiableEntity          UnmodifiableEntityException          400
+    │   └── DocumentAlreadyExists       DocumentAlreadyExists                400
     ├── LimitExceeded                   LimitExceededException               400
-    │   └── TooManyTags                 TooManyTagsError                     400
+    │   ├── TooManyTags                 TooManyTagsError                     400
+    │   └── DocumentVersionLimitExceeded DocumentVersionLimitExceeded        400
     ├── Throttled                       ThrottlingException                  400
     ├── Unavailable                     ServiceUnavailable                   400
     │   └── TargetNotConnected          TargetNotConnected                   400
@@ -121,6 +129,43 @@ class PasswordPolicyViolation(ValidationError):
     """A password that breaks the password policy (too short)."""
 
     code = "PasswordPolicyViolationException"
+
+
+class InvalidDocumentContent(ValidationError):
+    """A session document that breaks AWS's session-document schema (the message names the
+    field path and what is wrong)."""
+
+    code = "InvalidDocumentContent"
+
+
+class InvalidDocumentSchemaVersion(ValidationError):
+    """A document's ``schemaVersion`` that session documents do not have (only ``1.0``)."""
+
+    code = "InvalidDocumentSchemaVersion"
+
+
+class InvalidDocumentVersion(ValidationError):
+    """A document version that does not exist, or that the operation cannot act on."""
+
+    code = "InvalidDocumentVersion"
+
+
+class InvalidDocumentOperation(ValidationError):
+    """An operation the document does not allow (the built-in AWS documents are read-only)."""
+
+    code = "InvalidDocumentOperation"
+
+
+class DuplicateDocumentContent(ValidationError):
+    """An update whose content equals a version the document has already."""
+
+    code = "DuplicateDocumentContent"
+
+
+class MaxDocumentSizeExceeded(ValidationError):
+    """Document content beyond the size limit."""
+
+    code = "MaxDocumentSizeExceeded"
 
 
 class ProtocolError(HatchwayError):
@@ -251,6 +296,12 @@ class UnmodifiableEntity(Conflict):
     code = "UnmodifiableEntityException"
 
 
+class DocumentAlreadyExists(Conflict):
+    """A document with this name exists already."""
+
+    code = "DocumentAlreadyExists"
+
+
 class LimitExceeded(HatchwayError):
     """An IAM quota would be exceeded (access keys per user, policy versions, ...)."""
 
@@ -262,6 +313,12 @@ class TooManyTags(LimitExceeded):
     """A resource would carry more tags than SSM allows (50)."""
 
     code = "TooManyTagsError"
+
+
+class DocumentVersionLimitExceeded(LimitExceeded):
+    """The document has the most versions a document may have."""
+
+    code = "DocumentVersionLimitExceeded"
 
 
 class Throttled(HatchwayError):

@@ -47,6 +47,9 @@ VALUES: dict[str, Any] = {
     "Events": ["session.started"],
     "Secret": "s3cret-value",
     "SubscriptionId": "sub-0123456789abcdef",
+    "Name": "SomeDocument",
+    "Content": '{"schemaVersion": "1.0", "sessionType": "Standard_Stream"}',
+    "DocumentVersion": "1",
 }
 
 

@@ -33,6 +33,7 @@ from hatchway.server.authn import Authenticator
 from hatchway.server.authz import Arns, Authorizer
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
 from hatchway.server.control import ControlChannels
+from hatchway.server.document_service import DocumentService
 from hatchway.server.documents import builtin_documents
 from hatchway.server.enforcement import LiveEnforcement
 from hatchway.server.events.service import EventService
@@ -162,6 +163,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         simulator=Simulator(store, authz),
         events=EventService(store.events, box, clock),
         recordings=recordings,
+        documents=DocumentService(store, account_id, clock),
     )
     api = Api(settings, authn, authz, nodes, operations, on_access_changed=enforcement.poke)
     enforcement.start()

@@ -41,6 +41,9 @@ class ServerSettings:
         recordings_access_key_id, recordings_secret_access_key: the store's credentials
             (``None``: boto3's usual chain: environment, shared files, instance role).
         record_input: also record what clients type (``i`` events).
+        preference_minute: seconds per minute of the time-limit preferences
+            (``idleSessionTimeout``, ``maxSessionDuration``): 60, except in tests
+            (``HATCHWAY_TEST_PREFERENCE_SECONDS``), so limits can be seconds long there.
     """
 
     data_dir: Path
@@ -75,6 +78,7 @@ class ServerSettings:
     recordings_access_key_id: str | None = field(default=None, repr=False)
     recordings_secret_access_key: str | None = field(default=None, repr=False)
     record_input: bool = False
+    preference_minute: float = 60.0
 
     @property
     def db_path(self) -> Path:

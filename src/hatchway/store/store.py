@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hatchway.store.database import Database, DatabaseLimits, migrate
+from hatchway.store.documents import DocumentRepository
 from hatchway.store.events import EventRepository, Outbox
 from hatchway.store.identity import IdentityRepository
 from hatchway.store.policies import PolicyRepository
 from hatchway.store.recordings import RecordingRepository
 from hatchway.store.repositories import (
     ActivationRepository,
-    DocumentRepository,
     NodeRepository,
     NonceRepository,
     SessionRepository,
