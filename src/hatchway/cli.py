@@ -34,7 +34,7 @@ class HatchwayGroup(click.Group):
     groups (``iam``) are imported only when used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "iam", "events"])
+        return sorted([*super().list_commands(ctx), "iam", "events", "documents", "preferences"])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "iam":
@@ -45,6 +45,11 @@ class HatchwayGroup(click.Group):
             from hatchway.client.events_cli import events
 
             return events
+        if cmd_name in ("documents", "preferences"):
+            from hatchway.client import documents_cli
+
+            command: click.Command = getattr(documents_cli, cmd_name)
+            return command
         return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -506,6 +511,10 @@ def sessions_get(ctx: click.Context, session_id: str, output: str) -> None:
     if isinstance(recording := session.get("Recording"), dict):
         shown = f"{recording.get('State')}, {recording.get('Size')} bytes"
         details.append({"Key": "Recording", "Value": shown})
+    if isinstance(applied := session.get("Preferences"), dict):  # what applied at its start
+        from hatchway.client.documents_cli import describe_preferences
+
+        details.append({"Key": "Preferences", "Value": describe_preferences(applied)})
     print_table(details, [("FIELD", "Key"), ("VALUE", "Value")])
     connections = session.get("Connections") or []
     if connections:

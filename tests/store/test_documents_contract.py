@@ -39,7 +39,7 @@ def test_versions_grow_and_the_default_moves(url: str) -> None:
             await docs.create(document())
         assert await docs.add_version("Greet", "v: 2", "YAML", 20.0, expected_latest=1) == 2
         with pytest.raises(DuplicateDocumentContent):
-            await docs.add_version("Greet", '{"v": 1}', "JSON", 21.0, expected_latest=2)
+            await docs.add_version("Greet", "v: 2", "YAML", 21.0, expected_latest=2)
         head = await docs.get("Greet")
         assert head is not None
         assert (head.default_version, head.latest_version, head.content) == (1, 2, '{"v": 1}')

@@ -11,7 +11,7 @@ Rules, with AWS's error types:
 * Content (JSON or YAML, at most :data:`MAX_CONTENT` bytes) is checked against the
   session-document schema (``documentschema``): ``InvalidDocumentContent`` names each field.
 * UpdateDocument adds a version after the latest (``DocumentVersion`` must be ``$LATEST`` or
-  the latest number); content equal to an existing version is ``DuplicateDocumentContent``.
+  the latest number); content equal to the latest version's is ``DuplicateDocumentContent``.
   Sessions run a document's default version; the preferences document's latest version applies
   (``server.preferences``).
 """

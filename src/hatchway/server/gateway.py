@@ -331,6 +331,11 @@ class Gateway:
         if token is None or token.session_id != session_id:
             raise AuthError("invalid token for this session")
         if token.revoked:
+            # Revoked because the session ended before its client came (e.g. the agent could
+            # not start it): the token's holder may know why.
+            ended = await self._store.sessions.get(session_id)
+            if ended is not None and not ended.status.is_active and ended.details:
+                raise AuthError(f"the session ended ({ended.status.value}): {ended.details}")
             raise AuthError("token has been revoked")
         if token.first_used_at is None:
             if now - token.created_at > self._settings.token_first_use:

@@ -44,6 +44,8 @@ NODE_ID = re.compile(r"^mi-[0-9a-f]{17}$")
 SUPPORTED_SESSION_TYPES = tuple(t.value for t in SessionType)
 SERVER = "hatchway"
 """Who terminated a session the server itself ended (``session.terminated``'s terminatedBy)."""
+MAX_DETAILS = 1024
+"""Characters of an agent's failure message kept as the session's ``Details``."""
 _FILTER_KEYS = ("InvokedAfter", "InvokedBefore", "Target", "Owner", "Status", "SessionId")
 
 
@@ -267,7 +269,7 @@ class SessionService:
         await self._finish(
             done.task_id,
             status,
-            done.final_task_status,
+            output[:MAX_DETAILS] or done.final_task_status,  # why it failed, if the agent said
             output=output,
             exit_code=exit_code,
             notify_agent=False,

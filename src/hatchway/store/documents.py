@@ -167,20 +167,21 @@ class DocumentRepository(_Repository):
 
         Raises:
             InvalidDocument: the document is gone.
-            DuplicateDocumentContent: a version of the document has this content already.
+            DuplicateDocumentContent: the latest version has this content already.
             DocumentVersionLimitExceeded: the document has ``max_versions`` versions.
             InvalidDocumentVersion: another update made version ``expected_latest + 1`` first.
         """
         digest = content_hash(content)
         d, v = t.documents.c, t.document_versions.c
         async with self._transaction() as conn:
+            # Only the latest version counts: going back to an older content is a new version.
             same = await conn.execute(
-                select(v.version).where(v.name == name, v.content_hash == digest).limit(1)
+                select(v.content_hash).where(v.name == name, v.version == expected_latest)
             )
-            existing = same.scalar()
-            if existing is not None:
+            if same.scalar() == digest:
                 raise DuplicateDocumentContent(
-                    f"The content is the same as version {existing} of document {name}."
+                    f"The content is the same as the latest version ({expected_latest}) of "
+                    f"document {name}."
                 )
             count = (
                 await conn.execute(
