@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
@@ -112,8 +111,8 @@ class LiveSession:
     recorder: SessionRecorder | None = None
     #: The idle timeout and maximum duration (``server.preferences``), watched by ``watch``.
     limits: SessionLimits | None = None
-    #: Monotonic time the maximum duration counts from, and of the last stream data either
-    #: way (the idle timeout counts from it; for port sessions, bytes moving).
+    #: Loop time the maximum duration counts from, and of the last stream data either way
+    #: (the idle timeout counts from it; for port sessions, bytes moving).
     started: float = 0.0
     active_at: float = 0.0
     watch: asyncio.Task[None] | None = None
@@ -172,7 +171,7 @@ class Gateway:
         """Enforce ``limits`` on a live session that has run ``age`` seconds already."""
         if limits is None or live.ended:
             return
-        now = time.monotonic()
+        now = asyncio.get_running_loop().time()
         live.limits, live.started, live.active_at = limits, now - max(age, 0.0), now
         if live.watch is None:
             live.watch = asyncio.get_running_loop().create_task(self._watch_limits(live))
@@ -422,6 +421,7 @@ class Gateway:
     async def _relay(self, sock: Socket, live: LiveSession, end: End) -> None:
         to_agent = end is End.CLIENT
         stream = MessageType.INPUT_STREAM_DATA if to_agent else MessageType.OUTPUT_STREAM_DATA
+        loop = asyncio.get_running_loop()
         # Relays until the connection closes, also after the session ended: the handler of a
         # connection must outlive the goodbye (channel_closed, then a close) sent on it.
         async for data in sock:
@@ -441,7 +441,7 @@ class Gateway:
                     else:
                         live.bytes_out += header.payload_size
                     if header.payload_size:
-                        live.active_at = time.monotonic()  # input or output: not idle
+                        live.active_at = loop.time()  # input or output: not idle
                 if live.recorder is not None:
                     live.recorder.feed(to_agent, header, data)  # a list append: no I/O here
             other = live.agent if to_agent else live.client
@@ -592,10 +592,11 @@ class Gateway:
         either happens (``hatchway_notice``, docs/protocol.md §9.6)."""
         limits = live.limits
         assert limits is not None
+        loop = asyncio.get_running_loop()
         warned_max = False
         warned_idle_at: float | None = None  # the activity time the idle warning was about
         while not live.ended:
-            now = time.monotonic()
+            now = loop.time()
             wake: list[float] = []
             if limits.max_duration is not None:
                 end_at = live.started + limits.max_duration
@@ -629,7 +630,7 @@ class Gateway:
                 wake.append(idle_end if warned else idle_end - limits.warn_before)
             if not wake:
                 return
-            await asyncio.sleep(max(min(wake) - time.monotonic(), 0.0) + 0.001)
+            await asyncio.sleep(max(min(wake) - loop.time(), 0.0) + 0.001)
 
     async def _warn(self, live: LiveSession, kind: NoticeKind, message: str) -> None:
         if live.client is not None and not live.ended:
