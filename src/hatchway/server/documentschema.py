@@ -14,6 +14,7 @@ wrong>`` (``parameters.who.type: 'Text' is not one of String, StringList, …``)
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any, Final
@@ -39,6 +40,23 @@ SESSION_TYPES: Final = ("Standard_Stream", "InteractiveCommands", "NonInteractiv
 PARAMETER_TYPES: Final = ("String", "StringList", "Integer", "Boolean", "MapList", "StringMap")
 MAX_PROBLEMS: Final = 10
 """Problems spelled out in one error message (all are counted)."""
+MAX_DEPTH: Final = 32
+"""Deepest nesting of objects and lists accepted (a session document needs five levels)."""
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``safe_load`` without anchors and aliases: a few hundred bytes of nested aliases would
+    otherwise expand to billions of nodes for whoever walks the result (this schema check,
+    JSON rendering). Session documents never need them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in documents", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
 
 _TOP_LEVEL: Final = frozenset(
     {"schemaVersion", "description", "sessionType", "inputs", "parameters", "properties"}
@@ -84,7 +102,9 @@ def parse(content: str, document_format: str) -> dict[str, Any]:
     """
     if document_format == "YAML":
         try:
-            value = yaml.safe_load(content)
+            value = yaml.load(content, Loader=_NoAliasLoader)  # a SafeLoader
+        except RecursionError:
+            raise InvalidDocumentContent(_too_deep()) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -95,6 +115,8 @@ def parse(content: str, document_format: str) -> dict[str, Any]:
     else:
         try:
             value = json.loads(content)
+        except RecursionError:
+            raise InvalidDocumentContent(_too_deep()) from None
         except json.JSONDecodeError as exc:
             raise InvalidDocumentContent(
                 f"The content is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
@@ -103,7 +125,37 @@ def parse(content: str, document_format: str) -> dict[str, Any]:
         raise InvalidDocumentContent(
             f"The content must be a {document_format} object (a mapping), not {_kind(value)}."
         )
+    _check_plain(value)
     return value
+
+
+def _too_deep() -> str:
+    return f"The content nests objects and lists more than {MAX_DEPTH} levels deep."
+
+
+def _check_plain(value: Any) -> None:
+    """Refuse what JSON cannot carry (YAML's dates, sets, binary, ``.nan``; keys other than
+    strings) and nesting deeper than :data:`MAX_DEPTH`, without recursion."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 1)]
+    while stack:
+        item, path, level = stack.pop()
+        if isinstance(item, dict | list):
+            if level > MAX_DEPTH:
+                raise InvalidDocumentContent(_too_deep())
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        where = f"{path}.{key}" if path else str(key)
+                        raise InvalidDocumentContent(f"{where}: keys must be strings")
+                    stack.append((child, f"{path}.{key}" if path else key, level + 1))
+            else:
+                stack.extend((child, f"{path}[{i}]", level + 1) for i, child in enumerate(item))
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise InvalidDocumentContent(f"{path}: {item} is not a number JSON can carry")
+        elif item is not None and not isinstance(item, str | int | float | bool):
+            raise InvalidDocumentContent(
+                f"{path}: a {type(item).__name__} is not a JSON value (quote it as a string)"
+            )
 
 
 def render(document: Mapping[str, Any], document_format: str) -> str:
