@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hatchway.errors import InvalidDocument
+from hatchway.errors import InvalidDocument, ValidationError
 from hatchway.server.preferences import DEFAULT_IDLE_MINUTES, RUN_AS_TAG, Preferences
 
 
@@ -42,6 +42,8 @@ def test_run_as_prefers_the_principals_tag() -> None:
     assert prefs.run_as({"Other": "x"}, "alice") == "ops"
     with pytest.raises(InvalidDocument, match="alice has no SSMSessionRunAs tag"):
         Preferences(run_as_enabled=True).run_as({}, "alice")
+    with pytest.raises(ValidationError, match="alice's SSMSessionRunAs tag"):
+        prefs.run_as({RUN_AS_TAG: "Alice Smith" * 20}, "alice")
 
 
 def test_limits_in_seconds_with_a_warning_a_minute_before() -> None:

@@ -14,11 +14,12 @@ per-principal source.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from hatchway.errors import InvalidDocument
+from hatchway.errors import InvalidDocument, ValidationError
 from hatchway.server.documentschema import MINUTE_RANGES, minutes_of
 
 __all__ = ["DEFAULT_IDLE_MINUTES", "RUN_AS_TAG", "Preferences", "SessionLimits"]
@@ -26,6 +27,8 @@ __all__ = ["DEFAULT_IDLE_MINUTES", "RUN_AS_TAG", "Preferences", "SessionLimits"]
 DEFAULT_IDLE_MINUTES: Final = 20
 """AWS's default idle timeout, when the document leaves it empty."""
 RUN_AS_TAG: Final = "SSMSessionRunAs"
+_OS_USER: Final = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+"""What the agent accepts as a user name (``agent.runas``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +87,22 @@ class Preferences:
         Raises:
             InvalidDocument: run-as is enabled but neither the principal's tag nor
                 ``runAsDefaultUser`` names a user (AWS refuses such a session too).
+            ValidationError: the name could not be an OS user (the agent's rule).
         """
         if not self.run_as_enabled:
             return ""
-        user = principal_tags.get(RUN_AS_TAG, "") or self.run_as_default_user
+        tagged = principal_tags.get(RUN_AS_TAG, "")
+        user = tagged or self.run_as_default_user
         if not user:
             raise InvalidDocument(
                 f"Run As is enabled but {principal_name} has no {RUN_AS_TAG} tag and the "
                 "preferences name no runAsDefaultUser."
+            )
+        if not _OS_USER.fullmatch(user):
+            source = f"{principal_name}'s {RUN_AS_TAG} tag" if tagged else "runAsDefaultUser"
+            raise ValidationError(
+                f"The Run As user {user[:64]!r} ({source}) is not an OS user name: lower-case "
+                "letters, digits, _ and -, at most 32 characters."
             )
         return user
 
