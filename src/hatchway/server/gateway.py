@@ -310,8 +310,10 @@ class Gateway:
             log.info("client for %s refused: %s", session_id, exc.message)
             await sock.close(CloseCode.POLICY, exc.message)
             return
-        if live is None:
-            await sock.close(CloseCode.ENDED, "the session has ended")
+        if live is None:  # it ended since the check above
+            ended = await self._store.sessions.get(session_id)
+            reason = _has_ended(ended) if ended is not None else "the session has ended"
+            await sock.close(CloseCode.ENDED, reason)
             return
         await self._serve_end(sock, live, End.CLIENT)
 
@@ -333,8 +335,8 @@ class Gateway:
             # Revoked because the session ended before its client came (e.g. the agent could
             # not start it): the token's holder may know why.
             ended = await self._store.sessions.get(session_id)
-            if ended is not None and not ended.status.is_active and ended.details:
-                raise AuthError(f"the session ended ({ended.status.value}): {ended.details}")
+            if ended is not None and not ended.status.is_active:
+                raise AuthError(_has_ended(ended))
             raise AuthError("token has been revoked")
         if token.first_used_at is None:
             if now - token.created_at > self._settings.token_first_use:
@@ -344,7 +346,7 @@ class Gateway:
         if session is None:
             raise NotFound("no such session")
         if not session.status.is_active:
-            raise AuthError("session has ended")
+            raise AuthError(_has_ended(session))
         return session
 
     # ---- agent end ------------------------------------------------------------------------
@@ -660,6 +662,13 @@ class Gateway:
 async def _say_goodbye(sock: Socket, frame: bytes) -> None:
     await sock.send(frame)  # bounded by the socket's send time-out
     await sock.close(CloseCode.ENDED, "session ended")
+
+
+def _has_ended(session: Session) -> str:
+    """What a client that comes too late is told: the session's end and why."""
+    if session.details:
+        return f"the session ended ({session.status.value}): {session.details}"
+    return "session has ended"
 
 
 def _seconds(value: float) -> str:
