@@ -34,7 +34,18 @@ class HatchwayGroup(click.Group):
     groups (``iam``) are imported only when used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "iam", "audit", "events", "kms", "logs"])
+        return sorted(
+            [
+                *super().list_commands(ctx),
+                "iam",
+                "audit",
+                "events",
+                "kms",
+                "logs",
+                "documents",
+                "preferences",
+            ]
+        )
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name == "iam":
@@ -57,6 +68,11 @@ class HatchwayGroup(click.Group):
             from hatchway.client.logs_cli import logs
 
             return logs
+        if cmd_name in ("documents", "preferences"):
+            from hatchway.client import documents_cli
+
+            command: click.Command = getattr(documents_cli, cmd_name)
+            return command
         return super().get_command(ctx, cmd_name)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -202,6 +218,14 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
     show_default=True,
     help="Seconds a console terminal waits for its page to come back before ending the session.",
 )
+@click.option(
+    "--preference-minute",
+    type=click.FloatRange(min=0.05, max=60.0),
+    default=60.0,
+    hidden=True,
+    envvar="HATCHWAY_TEST_PREFERENCE_SECONDS",
+    help="Tests only: seconds per minute of idleSessionTimeout and maxSessionDuration.",
+)
 def server(
     data_dir: Path,
     listen: str,
@@ -227,6 +251,7 @@ def server(
     console_idle_timeout: float,
     console_lifetime: float,
     console_resume_window: float,
+    preference_minute: float,
 ) -> None:
     """Run the Hatchway server on embedded defaults (SQLite, local files)."""
     from hatchway.server.recordingstorage import parse_recordings_option
@@ -267,6 +292,7 @@ def server(
         console_idle_timeout=console_idle_timeout,
         console_lifetime=console_lifetime,
         console_resume_window=console_resume_window,
+        preference_minute=preference_minute,
     )
     run_server(settings)
 
@@ -572,6 +598,10 @@ def sessions_get(ctx: click.Context, session_id: str, output: str) -> None:
     if isinstance(recording := session.get("Recording"), dict):
         shown = f"{recording.get('State')}, {recording.get('Size')} bytes"
         details.append({"Key": "Recording", "Value": shown})
+    if isinstance(applied := session.get("Preferences"), dict):  # what applied at its start
+        from hatchway.client.documents_cli import describe_preferences
+
+        details.append({"Key": "Preferences", "Value": describe_preferences(applied)})
     print_table(details, [("FIELD", "Key"), ("VALUE", "Value")])
     connections = session.get("Connections") or []
     if connections:

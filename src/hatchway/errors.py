@@ -15,7 +15,13 @@
     │   ├── InvalidCiphertext           InvalidCiphertextException           400
     │   ├── IncorrectKey                IncorrectKeyException                400
     │   ├── PasswordPolicyViolation     PasswordPolicyViolationException     400
-    │   └── InvalidParameter            InvalidParameterException            400
+    │   ├── InvalidParameter            InvalidParameterException            400
+    │   ├── InvalidDocumentContent      InvalidDocumentContent               400
+    │   ├── InvalidDocumentSchemaVersion InvalidDocumentSchemaVersion        400
+    │   ├── InvalidDocumentVersion      InvalidDocumentVersion               400
+    │   ├── InvalidDocumentOperation    InvalidDocumentOperation             400
+    │   ├── DuplicateDocumentContent    DuplicateDocumentContent             400
+    │   └── MaxDocumentSizeExceeded     MaxDocumentSizeExceeded              400
     ├── ProtocolError                   ProtocolError                        400
     │   ├── LocalProtocolError          (our bug)
     │   └── RemoteProtocolError         (the peer's)
@@ -42,9 +48,11 @@
     │   ├── AlreadyExists               AlreadyExistsException               400
     │   ├── KeyDisabled                 DisabledException                    400
     │   ├── KeyInvalidState             KMSInvalidStateException             400
-    │   └── ResourceAlreadyExists       ResourceAlreadyExistsException       400
+    │   ├── ResourceAlreadyExists       ResourceAlreadyExistsException       400
+    │   └── DocumentAlreadyExists       DocumentAlreadyExists                400
     ├── LimitExceeded                   LimitExceededException               400
-    │   └── TooManyTags                 TooManyTagsError                     400
+    │   ├── TooManyTags                 TooManyTagsError                     400
+    │   └── DocumentVersionLimitExceeded DocumentVersionLimitExceeded        400
     ├── Throttled                       ThrottlingException                  400
     ├── Unavailable                     ServiceUnavailable                   400
     │   └── TargetNotConnected          TargetNotConnected                   400
@@ -155,6 +163,43 @@ class InvalidParameter(ValidationError):
     """A CloudWatch Logs request parameter that is not valid (``InvalidParameterException``)."""
 
     code = "InvalidParameterException"
+
+
+class InvalidDocumentContent(ValidationError):
+    """A session document that breaks AWS's session-document schema (the message names the
+    field path and what is wrong)."""
+
+    code = "InvalidDocumentContent"
+
+
+class InvalidDocumentSchemaVersion(ValidationError):
+    """A document's ``schemaVersion`` that session documents do not have (only ``1.0``)."""
+
+    code = "InvalidDocumentSchemaVersion"
+
+
+class InvalidDocumentVersion(ValidationError):
+    """A document version that does not exist, or that the operation cannot act on."""
+
+    code = "InvalidDocumentVersion"
+
+
+class InvalidDocumentOperation(ValidationError):
+    """An operation the document does not allow (the built-in AWS documents are read-only)."""
+
+    code = "InvalidDocumentOperation"
+
+
+class DuplicateDocumentContent(ValidationError):
+    """An update whose content equals a version the document has already."""
+
+    code = "DuplicateDocumentContent"
+
+
+class MaxDocumentSizeExceeded(ValidationError):
+    """Document content beyond the size limit."""
+
+    code = "MaxDocumentSizeExceeded"
 
 
 class ProtocolError(HatchwayError):
@@ -326,6 +371,12 @@ class ResourceAlreadyExists(Conflict):
     code = "ResourceAlreadyExistsException"
 
 
+class DocumentAlreadyExists(Conflict):
+    """A document with this name exists already."""
+
+    code = "DocumentAlreadyExists"
+
+
 class LimitExceeded(HatchwayError):
     """An IAM quota would be exceeded (access keys per user, policy versions, ...)."""
 
@@ -337,6 +388,12 @@ class TooManyTags(LimitExceeded):
     """A resource would carry more tags than SSM allows (50)."""
 
     code = "TooManyTagsError"
+
+
+class DocumentVersionLimitExceeded(LimitExceeded):
+    """The document has the most versions a document may have."""
+
+    code = "DocumentVersionLimitExceeded"
 
 
 class Throttled(HatchwayError):

@@ -245,6 +245,10 @@ class _Documents:
     async def get(self, name: str) -> Document | None:
         return self.by_name.get(name)
 
+    async def version(self, name: str, version: int) -> Document | None:
+        found = self.by_name.get(name)
+        return found if found is not None and found.document_version == version else None
+
 
 @dataclass
 class _Nodes:

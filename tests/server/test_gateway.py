@@ -28,6 +28,7 @@ from hatchway.protocol.payloads import (
     NoticePayload,
     OpenDataChannelInput,
 )
+from hatchway.server.preferences import SessionLimits
 from hatchway.server.principal import Principal
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
@@ -625,3 +626,70 @@ async def test_a_client_whose_owner_may_no_longer_run_the_session_is_refused() -
         assert client.peer.close_reason == "alice may no longer run this session"
         assert asked == [sid]
         assert h.gateway.live(sid) is not None  # the session itself is left to enforcement
+
+
+# ---- idle timeout and maximum duration (server.preferences) ---------------------------------
+
+
+async def _limited(h: Harness, idle: float | None, longest: float | None) -> tuple[Link, Link]:
+    client, agent = await h.joined()
+    live = h.gateway.live("alice-0123456789abcdef0")
+    assert live is not None
+    limits = SessionLimits(idle=idle, max_duration=longest, warn_before=60.0)
+    h.gateway.limit(live, limits)
+    return client, agent
+
+
+async def _notices(link: Link) -> list[NoticePayload]:
+    return [
+        NoticePayload.from_json(decode_frame(d).payload)
+        for d in link.server.sent
+        if decode_frame(d).message_type == MessageType.HATCHWAY_NOTICE
+    ]
+
+
+async def test_bytes_moving_either_way_keep_a_session_from_idling() -> None:
+    async with Harness() as h:
+        client, agent = await _limited(h, idle=600.0, longest=None)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        seq = 0
+        while loop.time() - start < 1800:  # half an hour of a byte every 5 minutes
+            sender = agent if seq % 2 else client
+            frame = output_frame(seq, b"x") if sender is agent else input_frame(seq, b"x")
+            await sender.peer.send(frame)
+            seq += 1
+            await asyncio.sleep(300)
+        assert h.status() == SessionStatus.CONNECTED
+        assert await _notices(client) == []
+        # Then silence: warned a minute before, ended at ten minutes.
+        await until(lambda: h.status() == SessionStatus.TERMINATED, timeout=700)
+        assert "idle for 10 minutes (idleSessionTimeout)" in h.details()
+        assert [n.kind for n in await _notices(client)] == ["IdleWarning"]
+        assert await closed(client) == CloseCode.ENDED
+
+
+async def test_the_maximum_duration_ends_a_busy_session_after_a_warning() -> None:
+    async with Harness() as h:
+        client, agent = await _limited(h, idle=600.0, longest=900.0)
+        seq = 0
+        while h.status() == SessionStatus.CONNECTED:
+            await agent.peer.send(output_frame(seq, b"busy"))
+            seq += 1
+            await asyncio.sleep(30)
+        assert h.status() == SessionStatus.TERMINATED
+        assert "maximum duration of 15 minutes (maxSessionDuration)" in h.details()
+        assert [n.kind for n in await _notices(client)] == ["MaxDurationWarning"]
+        assert "ends in 1 minute" in (await _notices(client))[0].message
+
+
+async def test_a_warned_session_that_gets_busy_again_is_warned_again_later() -> None:
+    async with Harness() as h:
+        client, _agent = await _limited(h, idle=600.0, longest=None)
+        await asyncio.sleep(560)  # warned at 540 s
+        assert [n.kind for n in await _notices(client)] == ["IdleWarning"]
+        await client.peer.send(input_frame(0, b"k"))
+        await asyncio.sleep(300)
+        assert h.status() == SessionStatus.CONNECTED
+        await until(lambda: h.status() == SessionStatus.TERMINATED, timeout=700)
+        assert [n.kind for n in await _notices(client)] == ["IdleWarning", "IdleWarning"]

@@ -55,6 +55,9 @@ VALUES: dict[str, Any] = {
     "logGroupName": "some-group",
     "logStreamName": "someone-0123456789abcdef0",
     "retentionInDays": 7,
+    "Name": "SomeDocument",
+    "Content": '{"schemaVersion": "1.0", "sessionType": "Standard_Stream"}',
+    "DocumentVersion": "1",
 }
 PREFIXES = {SSM: "ssm", HATCHWAY: "hatchway", KMS: "kms", LOGS: "logs"}
 

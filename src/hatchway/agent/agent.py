@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -360,13 +361,21 @@ class Agent:
             requested = task.run_as_user or self.settings.run_as_default
             try:
                 user = await asyncio.to_thread(
-                    resolve_run_as, self.settings.run_as_default, task.run_as_user
+                    functools.partial(
+                        resolve_run_as,
+                        self.settings.run_as_default,
+                        task.run_as_user,
+                        must_exist=task.run_as_enabled,
+                    )
                 )
             except HatchwayError as exc:
                 log.warning("session %s: cannot run as %r: %s", sid, requested, exc.message)
-                await self.complete(
-                    sid, TaskStatus.FAILED, "the agent cannot run sessions as the requested user"
+                reason = (
+                    exc.message  # Run As: the administrator's setting; say what is wrong
+                    if task.run_as_enabled
+                    else "the agent cannot run sessions as the requested user"
                 )
+                await self.complete(sid, TaskStatus.FAILED, reason)
                 return
             self._starting.discard(sid)
             session: DataChannelSession

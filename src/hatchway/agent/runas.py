@@ -52,8 +52,20 @@ def current_user() -> RunAsUser:
     return _from_pwd(pwd.getpwuid(os.geteuid()))
 
 
-def resolve_run_as(default_user: str, requested: str = "") -> RunAsUser:
-    """The session's user: as the agent's user, or (as root) ``requested`` or the default."""
+def resolve_run_as(
+    default_user: str, requested: str = "", *, must_exist: bool = False
+) -> RunAsUser:
+    """The session's user: as the agent's user, or (as root) ``requested`` or the default.
+
+    ``must_exist`` (the preferences' ``runAsEnabled``): ``requested`` is used only if it is
+    an account on this node already; it is never created, as AWS's agent does.
+
+    Raises:
+        ConfigError: the name is not a user name, root by default, or (``must_exist``) no such
+            user, or a user the agent (not being root) cannot switch to. The message says which.
+    """
+    if must_exist and requested:
+        return existing_user(requested)
     if os.geteuid() != 0:
         return current_user()
     name = requested or default_user
@@ -62,6 +74,22 @@ def resolve_run_as(default_user: str, requested: str = "") -> RunAsUser:
     if name == "root" and not requested:
         raise ConfigError("refusing to run sessions as root by default")
     return ensure_user(name)
+
+
+def existing_user(name: str) -> RunAsUser:
+    """``name``'s account, which must exist (Run As, ``runAsEnabled``); never created."""
+    if not _USER_NAME.match(name):
+        raise ConfigError(f"the Run As user {name!r} is not a valid OS user name")
+    try:
+        user = _from_pwd(pwd.getpwnam(name))
+    except KeyError:
+        raise ConfigError(
+            f"the Run As user {name} does not exist on this node; create it there or change "
+            "the user's SSMSessionRunAs tag or the runAsDefaultUser preference"
+        ) from None
+    if user.switch_needed and os.geteuid() != 0:
+        raise ConfigError(f"the agent does not run as root, so it cannot run sessions as {name}")
+    return user
 
 
 def ensure_user(name: str) -> RunAsUser:

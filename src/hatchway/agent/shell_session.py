@@ -109,7 +109,13 @@ class ShellSession(DataChannelSession):
         await self._handshake()
         await wait_at_most(self._size_seen, self._timings.size_wait)
         rows, cols = self._size or (24, 80)
-        self._shell = await PtyShell.spawn(self._user, rows=rows, cols=cols, command=command)
+        self._shell = await PtyShell.spawn(
+            self._user,
+            rows=rows,
+            cols=cols,
+            command=command,
+            profile=self._task.shell_profile if command is None else "",
+        )
         self._first_output_seq = self.endpoint.next_sequence_number
         log.info(
             "session %s: %s pid %d as %s",

@@ -37,13 +37,23 @@ class PtyShell:
         rows: int,
         cols: int,
         command: list[str] | None = None,
+        profile: str = "",
     ) -> PtyShell:
-        """Start ``user``'s login shell (or ``command`` via ``sh -c``) on a new PTY."""
+        """Start ``user``'s login shell (or ``command`` via ``sh -c``) on a new PTY.
+
+        ``profile`` (the ``shellProfile.linux`` preference) runs first, in the user's shell
+        with the terminal as its output, which then ``exec``s the login shell: what it prints
+        comes before the first prompt, nothing of it is echoed as if typed, and what it
+        exports (and the directory it ``cd``s to) carries over.
+        """
         master, slave = os.openpty()
         try:
             set_window_size(slave, rows, cols)
             os.set_blocking(master, False)
-            if command is None:
+            if command is None and profile:
+                shell = os.path.basename(user.shell)
+                path, argv = user.shell, [shell, "-c", f'{profile}\nexec "$SHELL" -l']
+            elif command is None:
                 path, argv = user.shell, ["-" + os.path.basename(user.shell)]
             else:
                 path, argv = "/bin/sh", ["sh", "-c", *command]

@@ -207,6 +207,11 @@ class AgentTaskPayload:
     parameters: dict[str, Any]
     run_as_user: str = ""
     session_owner: str = ""
+    #: The preferences' ``runAsEnabled``: ``run_as_user`` must exist on the node (the agent
+    #: refuses the session rather than creating it), as AWS's agent does.
+    run_as_enabled: bool = False
+    #: The preferences' ``shellProfile.linux``: run by the shell before its first prompt.
+    shell_profile: str = ""
 
     def to_json(self) -> bytes:
         return dumps(
@@ -217,6 +222,8 @@ class AgentTaskPayload:
                 "Parameters": self.parameters,
                 "RunAsUser": self.run_as_user,
                 "SessionOwner": self.session_owner,
+                "RunAsEnabled": self.run_as_enabled,
+                "ShellProfile": {"linux": self.shell_profile, "windows": ""},
             }
         )
 
@@ -230,7 +237,16 @@ class AgentTaskPayload:
             parameters=obj.get_dict("Parameters", {}),
             run_as_user=obj.get_str("RunAsUser", ""),
             session_owner=obj.get_str("SessionOwner", ""),
+            run_as_enabled=obj.get_any("RunAsEnabled") is True,
+            shell_profile=_linux_profile(obj.get_any("ShellProfile")),
         )
+
+
+def _linux_profile(value: Any) -> str:
+    """``ShellProfile.linux`` of an AgentTaskPayload ("" when absent or not a string)."""
+    if isinstance(value, dict) and isinstance(value.get("linux"), str):
+        return str(value["linux"])
+    return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,6 +445,10 @@ class NoticeKind(StrEnum):
     NODE_AWAY = "NodeAway"
     #: The node's agent is back; the session goes on.
     NODE_BACK = "NodeBack"
+    #: The session has been idle (no input, no output) and ends soon unless that changes.
+    IDLE_WARNING = "IdleWarning"
+    #: The session reaches its maximum duration soon.
+    MAX_DURATION_WARNING = "MaxDurationWarning"
 
 
 @dataclass(frozen=True, slots=True)

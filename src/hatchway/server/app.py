@@ -38,6 +38,7 @@ from hatchway.server.console.api import ConsoleApi
 from hatchway.server.console.bridge import Terminals
 from hatchway.server.console.logins import ConsoleLogins
 from hatchway.server.control import ControlChannels
+from hatchway.server.document_service import DocumentService
 from hatchway.server.documents import builtin_documents
 from hatchway.server.enforcement import LiveEnforcement
 from hatchway.server.events.service import EventService
@@ -216,6 +217,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         simulator=Simulator(store, authz),
         events=EventService(store.events, box, clock),
         recordings=recordings,
+        documents=DocumentService(store, account_id, clock),
         logs=LogService(
             store,
             clock,

@@ -16,9 +16,13 @@ from importlib import resources
 from typing import Any
 
 from hatchway.errors import ValidationError
+from hatchway.server.documentschema import parse
 from hatchway.store.records import Document
 
 DEFAULT_SHELL_DOCUMENT = "SSM-SessionManagerRunShell"
+"""The shell document, which also holds the preferences (``server.preferences``)."""
+AMAZON = "Amazon"
+"""Owner of the built-in documents (read-only, except :data:`DEFAULT_SHELL_DOCUMENT`)."""
 
 
 def builtin_documents(now: float) -> list[Document]:
@@ -35,7 +39,7 @@ def builtin_documents(now: float) -> list[Document]:
                     document_type="Session",
                     document_format="JSON",
                     content=content,
-                    owner="Amazon",
+                    owner=AMAZON,
                     created_date=now,
                 )
             )
@@ -43,8 +47,8 @@ def builtin_documents(now: float) -> list[Document]:
 
 
 def parse_content(document: Document) -> dict[str, Any]:
-    content: dict[str, Any] = json.loads(document.content)
-    return content
+    """The stored document's object (JSON or YAML; checked when it was written)."""
+    return parse(document.content, document.document_format)
 
 
 #: ``{{ name }}`` or ``{{name}}``: a document parameter reference (docs/protocol.md §8.6).
@@ -60,10 +64,19 @@ def _definitions(content: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return raw
 
 
+_SINGLE_VALUED = ("String", "Integer", "Boolean")
+
+
 def _as_values(default: Any) -> list[str]:
     if isinstance(default, list):
-        return [str(v) for v in default]
-    return [str(default)]
+        return [_as_text(v) for v in default]
+    return [_as_text(default)]
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _check_value(name: str, value: str, definition: Mapping[str, Any]) -> None:
@@ -108,10 +121,18 @@ def validate_parameters(
         else:
             raise ValidationError(f'Parameter "{name}" is required{where} and has no default.')
         kind = definition.get("type", "String")
-        if kind == "String" and len(values) != 1:
+        if kind in _SINGLE_VALUED and len(values) != 1:
             raise ValidationError(
-                f'Parameter "{name}" is of type String and takes one value, not {len(values)}.'
+                f'Parameter "{name}" is of type {kind} and takes one value, not {len(values)}.'
             )
+        if kind == "Integer" and re.fullmatch(r"-?[0-9]{1,18}", values[0]) is None:
+            raise ValidationError(f'Parameter "{name}" is "{values[0]}", which is not an integer.')
+        if kind == "Boolean":
+            values = [values[0].lower()] if values[0].lower() in ("true", "false") else values
+            if values[0] not in ("true", "false"):
+                raise ValidationError(
+                    f'Parameter "{name}" is "{values[0]}", which is not true or false.'
+                )
         for value in values:
             _check_value(name, value, definition)
         resolved[name] = values

@@ -50,6 +50,7 @@ from hatchway.protocol.payloads import (
     OpenDataChannelInput,
 )
 from hatchway.server.logstreams import StreamTap
+from hatchway.server.preferences import SessionLimits
 from hatchway.server.recorder import SessionRecorder
 from hatchway.server.settings import ServerSettings
 from hatchway.store.records import Session, SessionStatus
@@ -111,6 +112,13 @@ class LiveSession:
     recorder: SessionRecorder | None = None
     #: Streams the session's output to its log group (``server.logstreams``).
     log_stream: StreamTap | None = None
+    #: The idle timeout and maximum duration (``server.preferences``), watched by ``watch``.
+    limits: SessionLimits | None = None
+    #: Loop time the maximum duration counts from, and of the last stream data either way
+    #: (the idle timeout counts from it; for port sessions, bytes moving).
+    started: float = 0.0
+    active_at: float = 0.0
+    watch: asyncio.Task[None] | None = None
 
     def socket(self, end: End) -> Socket | None:
         return self.client if end is End.CLIENT else self.agent
@@ -147,16 +155,29 @@ class Gateway:
         self.admit_client: AdmitClient | None = None
         """Asked, once a client's token is checked, whether the session's owner may still
         run it (``authz``); raising ``AccessDenied`` refuses the channel."""
+        self.limits_of: Callable[[Session], SessionLimits | None] = lambda _: None
+        """The limits of a session taken in after a restart (the session service sets it)."""
         self._live: dict[str, LiveSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
 
     # ---- lifecycle ------------------------------------------------------------------------
 
-    def expect(self, session_id: str, target: str) -> None:
-        """Register a new session; the agent must attach within ``agent_attach_timeout``."""
+    def expect(self, session_id: str, target: str, limits: SessionLimits | None = None) -> None:
+        """Register a new session; the agent must attach within ``agent_attach_timeout``.
+        ``limits`` (idle timeout, maximum duration) are enforced from now on."""
         live = self._live.setdefault(session_id, LiveSession(session_id, target))
         self._arm(live, Deadline.ATTACH)
+        self.limit(live, limits)
+
+    def limit(self, live: LiveSession, limits: SessionLimits | None, *, age: float = 0.0) -> None:
+        """Enforce ``limits`` on a live session that has run ``age`` seconds already."""
+        if limits is None or live.ended:
+            return
+        now = asyncio.get_running_loop().time()
+        live.limits, live.started, live.active_at = limits, now - max(age, 0.0), now
+        if live.watch is None:
+            live.watch = asyncio.get_running_loop().create_task(self._watch_limits(live))
 
     async def restore(self, sessions: Iterable[Session]) -> int:
         """Take in the sessions a previous server process left active (at start).
@@ -168,6 +189,7 @@ class Gateway:
         for session in sessions:
             if session.status.is_active and session.session_id not in self._live:
                 live = self._adopt(session)
+                self.limit(live, self.limits_of(session), age=self._clock() - session.start_date)
                 count += 1
                 if session.status == SessionStatus.CONNECTED:
                     await self._set_status(
@@ -209,6 +231,8 @@ class Gateway:
             return
         live.ended = True
         self._disarm(live)
+        if live.watch is not None and live.watch is not asyncio.current_task():
+            live.watch.cancel()
         payload = ChannelClosedPayload(
             message_id=str(uuid.uuid4()),
             created_date=str(int(self._clock() * 1000)),
@@ -265,6 +289,8 @@ class Gateway:
         self._live.clear()
         for live in lives:
             self._disarm(live)
+            if live.watch is not None:
+                live.watch.cancel()
         async with asyncio.TaskGroup() as tg:
             for live in lives:
                 for sock in (live.client, live.agent):
@@ -295,8 +321,10 @@ class Gateway:
             log.info("client for %s refused: %s", session_id, exc.message)
             await sock.close(CloseCode.POLICY, exc.message)
             return
-        if live is None:
-            await sock.close(CloseCode.ENDED, "the session has ended")
+        if live is None:  # it ended since the check above
+            ended = await self._store.sessions.get(session_id)
+            reason = _has_ended(ended) if ended is not None else "the session has ended"
+            await sock.close(CloseCode.ENDED, reason)
             return
         await self._serve_end(sock, live, End.CLIENT)
 
@@ -315,6 +343,11 @@ class Gateway:
         if token is None or token.session_id != session_id:
             raise AuthError("invalid token for this session")
         if token.revoked:
+            # Revoked because the session ended before its client came (e.g. the agent could
+            # not start it): the token's holder may know why.
+            ended = await self._store.sessions.get(session_id)
+            if ended is not None and not ended.status.is_active:
+                raise AuthError(_has_ended(ended))
             raise AuthError("token has been revoked")
         if token.first_used_at is None:
             if now - token.created_at > self._settings.token_first_use:
@@ -324,7 +357,7 @@ class Gateway:
         if session is None:
             raise NotFound("no such session")
         if not session.status.is_active:
-            raise AuthError("session has ended")
+            raise AuthError(_has_ended(session))
         return session
 
     # ---- agent end ------------------------------------------------------------------------
@@ -401,6 +434,7 @@ class Gateway:
     async def _relay(self, sock: Socket, live: LiveSession, end: End) -> None:
         to_agent = end is End.CLIENT
         stream = MessageType.INPUT_STREAM_DATA if to_agent else MessageType.OUTPUT_STREAM_DATA
+        loop = asyncio.get_running_loop()
         # Relays until the connection closes, also after the session ended: the handler of a
         # connection must outlive the goodbye (channel_closed, then a close) sent on it.
         async for data in sock:
@@ -419,6 +453,8 @@ class Gateway:
                         live.bytes_in += header.payload_size
                     else:
                         live.bytes_out += header.payload_size
+                    if header.payload_size:
+                        live.active_at = loop.time()  # input or output: not idle
                 if live.recorder is not None:
                     live.recorder.feed(to_agent, header, data)  # a list append: no I/O here
                 if live.log_stream is not None and not to_agent:
@@ -565,6 +601,61 @@ class Gateway:
         after = " after the server restarted" if live.restored else ""
         return SessionStatus.TERMINATED, f"{who} did not reconnect{after}"
 
+    async def _watch_limits(self, live: LiveSession) -> None:
+        """End the session when it has been idle (no stream data either way) for
+        ``limits.idle`` or has run ``limits.max_duration``; warn the client ``warn_before``
+        either happens (``hatchway_notice``, docs/protocol.md §9.6)."""
+        limits = live.limits
+        assert limits is not None
+        loop = asyncio.get_running_loop()
+        warned_max = False
+        warned_idle_at: float | None = None  # the activity time the idle warning was about
+        while not live.ended:
+            now = loop.time()
+            wake: list[float] = []
+            if limits.max_duration is not None:
+                end_at = live.started + limits.max_duration
+                if now >= end_at:
+                    minutes = _minutes(limits.max_duration, limits.unit)
+                    self._limit_reached(live, f"the session reached its maximum duration of "
+                                        f"{minutes} (maxSessionDuration)")  # fmt: skip
+                    return
+                if not warned_max and now >= end_at - limits.warn_before:
+                    warned_max = True
+                    left = _minutes(end_at - now, limits.unit)
+                    await self._warn(live, NoticeKind.MAX_DURATION_WARNING,
+                                     f"this session reaches its maximum duration and ends in "
+                                     f"{left}")  # fmt: skip
+                wake.append(end_at if warned_max else end_at - limits.warn_before)
+            if limits.idle is not None:
+                idle_end = live.active_at + limits.idle
+                if now >= idle_end:
+                    minutes = _minutes(limits.idle, limits.unit)
+                    self._limit_reached(live, f"the session was idle for {minutes} "
+                                        "(idleSessionTimeout)")  # fmt: skip
+                    return
+                warned = warned_idle_at == live.active_at
+                if not warned and now >= idle_end - limits.warn_before:
+                    warned_idle_at = live.active_at
+                    warned = True
+                    left = _minutes(idle_end - now, limits.unit)
+                    await self._warn(live, NoticeKind.IDLE_WARNING,
+                                     f"this session is idle and ends in {left} unless there is "
+                                     "input or output")  # fmt: skip
+                wake.append(idle_end if warned else idle_end - limits.warn_before)
+            if not wake:
+                return
+            await asyncio.sleep(max(min(wake) - loop.time(), 0.0) + 0.001)
+
+    async def _warn(self, live: LiveSession, kind: NoticeKind, message: str) -> None:
+        if live.client is not None and not live.ended:
+            await self._notify(live.client, NoticePayload(kind=kind, message=message))
+
+    def _limit_reached(self, live: LiveSession, reason: str) -> None:
+        live.watch = None  # ending the session must not cancel the task that ends it
+        log.info("session %s ends: %s", live.session_id, reason)
+        self._on_expired(live.session_id, SessionStatus.TERMINATED, reason)
+
     def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         """Run ``coro`` in the background (each such task is bounded by socket time-outs)."""
         task = asyncio.get_running_loop().create_task(coro)
@@ -586,5 +677,18 @@ async def _say_goodbye(sock: Socket, frame: bytes) -> None:
     await sock.close(CloseCode.ENDED, "session ended")
 
 
+def _has_ended(session: Session) -> str:
+    """What a client that comes too late is told: the session's end and why."""
+    if session.details:
+        return f"the session ended ({session.status.value}): {session.details}"
+    return "session has ended"
+
+
 def _seconds(value: float) -> str:
     return f"{value:g}"
+
+
+def _minutes(seconds: float, unit: float) -> str:
+    """``seconds`` in the preferences' minutes (``unit`` seconds each), for people."""
+    count = max(1, round(seconds / unit))
+    return f"{count} minute{'s' if count != 1 else ''}"

@@ -6,7 +6,8 @@ and only then calls ``handler``. An operation missing here cannot be called, and
 tests/server/test_operations.py checks that every operation has an action and resources.
 
 Resources follow AWS's service authorization reference where AWS has the operation:
-StartSession acts on the node and on the document; ResumeSession and TerminateSession on the
+StartSession acts on the node and on the document; the document operations on the document
+they name (ListDocuments on ``*``); ResumeSession and TerminateSession on the
 session; DeregisterManagedInstance and the tag operations on the node; the IAM operations on
 the user, group or policy they name; listing and describing operations on ``*``. The key
 service's (``TrentService.*``, actions ``kms:<Operation>``) act on the key's ARN, however the
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from hatchway.errors import InvalidCiphertext
 from hatchway.server.authz import ANY, Arns, Resource
+from hatchway.server.document_service import DocumentService
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT
 from hatchway.server.events.service import EventService
 from hatchway.server.iam import IamService
@@ -123,6 +125,10 @@ class Resolvers:
     async def start_session(self, _: Principal, body: dict[str, Any]) -> Sequence[Resource]:
         document = body.get("DocumentName") or DEFAULT_SHELL_DOCUMENT
         return (await self.node(body["Target"]), self._arns.document(document))
+
+    async def document(self, _: Principal, body: dict[str, Any]) -> Sequence[Resource]:
+        """The document an operation names (``…:document/<Name>``)."""
+        return (self._arns.document(body["Name"]),)
 
     async def session(self, _: Principal, body: dict[str, Any]) -> Sequence[Resource]:
         session_id: str = body["SessionId"]
@@ -263,6 +269,7 @@ def all_operations(
     recordings: RecordingService | None = None,
     kms: KmsService | None = None,
     logs: LogService | None = None,
+    documents: DocumentService | None = None,
 ) -> list[Operation]:
     """The table of every operation this server serves."""
 
@@ -316,6 +323,10 @@ def all_operations(
             "ListTagsForResource", lambda p, b, _: nodes.list_tags(b), r.node_member("ResourceId")
         ),
     ]
+    for name, handler in (documents.operations() if documents is not None else {}).items():
+        # AWS's authorization reference: ListDocuments acts on "*", the others on the document.
+        resolve = r.anything if name == "ListDocuments" else r.document
+        ops.append(ssm_operation(name, _ignore_request(handler), resolve))
     for name, handler in iam.operations().items():
         ops.append(hatchway_operation(name, _ignore_request(handler), r.for_iam(name)))
     ops.append(

@@ -33,6 +33,7 @@ from hatchway.server.events.catalog import EventCatalog
 from hatchway.server.gateway import Gateway
 from hatchway.server.logstreams import LogStreamService, choose_log_group
 from hatchway.server.pagination import page_request, page_response
+from hatchway.server.preferences import Preferences, SessionLimits
 from hatchway.server.principal import Principal
 from hatchway.server.recordings import RecordingService
 from hatchway.server.settings import ServerSettings
@@ -47,6 +48,8 @@ NODE_ID = re.compile(r"^mi-[0-9a-f]{17}$")
 SUPPORTED_SESSION_TYPES = tuple(t.value for t in SessionType)
 SERVER = "hatchway"
 """Who terminated a session the server itself ended (``session.terminated``'s terminatedBy)."""
+MAX_DETAILS = 1024
+"""Characters of an agent's failure message kept as the session's ``Details``."""
 _FILTER_KEYS = ("InvokedAfter", "InvokedBefore", "Target", "Owner", "Status", "SessionId")
 
 
@@ -72,8 +75,30 @@ class SessionService:
         self._clock = clock
         self._control = control
         self.gateway = Gateway(store, settings, clock, self._expired)
+        self.gateway.limits_of = self._limits_of
         self._background: set[asyncio.Task[None]] = set()
         self.events = EventCatalog(clock)
+
+    async def preferences(self) -> Preferences:
+        """The Session Manager preferences now: the ``inputs`` of the preferences document's
+        latest version (defaults if it is gone)."""
+        head = await self._store.documents.get(DEFAULT_SHELL_DOCUMENT)
+        if head is None:
+            return Preferences()
+        latest = await self._store.documents.version(DEFAULT_SHELL_DOCUMENT, head.latest_version)
+        inputs = parse_content(latest or head).get("inputs") or {}
+        return Preferences.from_inputs(inputs if isinstance(inputs, dict) else {})
+
+    def _limits_of(self, session: Session) -> SessionLimits | None:
+        """The time limits a session started with (taken in again after a restart)."""
+        applied = session.preferences
+        if "IdleSessionTimeout" not in applied:
+            return None  # started before preferences were kept
+        preferences = Preferences(
+            idle_minutes=int(applied["IdleSessionTimeout"]),
+            max_minutes=applied.get("MaxSessionDuration"),
+        )
+        return preferences.limits(self._settings.preference_minute)
 
     # ---- API operations -------------------------------------------------------------------
 
@@ -89,6 +114,9 @@ class SessionService:
         if not NODE_ID.match(target):
             raise TargetNotConnected(f"{target} is not connected.")
         document = await self._store.documents.get(document_name)
+        if document is not None and document_name == DEFAULT_SHELL_DOCUMENT:
+            # The preferences document applies at its latest version (server.preferences).
+            document = await self._store.documents.version(document_name, document.latest_version)
         if document is None:
             raise InvalidDocument(f"Document {document_name} does not exist.")
         content = parse_content(document)
@@ -104,12 +132,14 @@ class SessionService:
         # Validated against the document, defaults filled in, substituted into its properties
         # (docs/protocol.md §8.6); the agent gets both.
         content, parameters = resolve(content, parameters, document_name)
+        preferences = await self.preferences()
+        # A port session runs no process, so it has no OS user.
+        port = session_type == SessionType.PORT
+        run_as = "" if port else preferences.run_as(principal.tags, principal.user_name)
 
         now = self._clock()
         session_id = f"{principal.user_name}-{secrets.token_hex(9)[:17]}"
         token = new_token()
-        inputs = content.get("inputs") or {}
-        max_duration = str(inputs.get("maxSessionDuration") or "")
         session = Session(
             session_id=session_id,
             target=target,
@@ -122,12 +152,13 @@ class SessionService:
             source_ip=principal.source_ip,
             reason=reason,
             details="",
-            max_session_duration=max_duration,
+            max_session_duration=str(preferences.max_minutes or ""),
             parameters=parameters,
-            run_as="",
+            run_as=run_as,
             exit_code=None,
             bytes_in=0,
             bytes_out=0,
+            preferences=preferences.applied(run_as),
         )
         started = self._audit.session(EventCode.SESSION_STARTED, session, user_identity(principal))
         await self._store.sessions.create(
@@ -137,13 +168,21 @@ class SessionService:
             audit=[started],
             events=self.events.session_started(session),
         )
-        self.gateway.expect(session_id, target)
+        self.gateway.expect(
+            session_id, target, preferences.limits(self._settings.preference_minute)
+        )
         if self.recordings is not None:
             recorder = await self.recordings.begin(session_id, str(session_type))
             if recorder is not None:
                 self.gateway.attach_recorder(session_id, recorder)
         if self.logs is not None:
-            group = choose_log_group(self.logs.log_group, inputs)
+            group = choose_log_group(
+                self.logs.log_group,
+                {
+                    "cloudWatchLogGroupName": preferences.log_group,
+                    "cloudWatchStreamingEnabled": preferences.log_streaming,
+                },
+            )
             tap = await self.logs.begin(session_id, str(session_type), group)
             if tap is not None:
                 self.gateway.attach_log_stream(session_id, tap)
@@ -152,8 +191,12 @@ class SessionService:
             document_name=document_name,
             document_content=content,
             parameters=parameters,
-            run_as_user="",
+            run_as_user=run_as,
             session_owner=principal.arn,
+            run_as_enabled=preferences.run_as_enabled and not port,
+            shell_profile=(
+                preferences.shell_profile if session_type == SessionType.STANDARD_STREAM else ""
+            ),
         )
         try:
             await self._control.start_session(target, task)
@@ -227,6 +270,9 @@ class SessionService:
             for out in sessions:
                 records = await self._store.sessions.connections(out["SessionId"])
                 out["Connections"] = [connection_json(c) for c in records]
+                session = await self._store.sessions.get(out["SessionId"])
+                if session is not None and session.preferences:
+                    out["Preferences"] = session.preferences
                 if self.recordings is not None:
                     recording = await self.recordings.summary(out["SessionId"])
                     if recording is not None:
@@ -254,7 +300,7 @@ class SessionService:
         await self._finish(
             done.task_id,
             status,
-            done.final_task_status,
+            output[:MAX_DETAILS] or done.final_task_status,  # why it failed, if the agent said
             output=output,
             exit_code=exit_code,
             notify_agent=False,

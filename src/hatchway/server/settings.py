@@ -53,6 +53,9 @@ class ServerSettings:
         console_lifetime: a console sign-in is over this long after it began, used or not.
         console_resume_window: a console terminal without a browser is kept this long for
             the browser to come back (a reload, a network loss), then its session ends.
+        preference_minute: seconds per minute of the time-limit preferences
+            (``idleSessionTimeout``, ``maxSessionDuration``): 60, except in tests
+            (``HATCHWAY_TEST_PREFERENCE_SECONDS``), so limits can be seconds long there.
     """
 
     data_dir: Path
@@ -95,6 +98,8 @@ class ServerSettings:
     console_idle_timeout: float = 30 * 60.0
     console_lifetime: float = 12 * 3600.0
     console_resume_window: float = 120.0
+
+    preference_minute: float = 60.0
 
     def __post_init__(self) -> None:
         key = self.recordings_kms_key

@@ -185,6 +185,8 @@ class Session:
     bytes_out: int
     owner_id: str = ""
     source_ip: str = ""
+    #: The preferences that applied when it started (``server.preferences.Preferences``).
+    preferences: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,12 +200,20 @@ class SessionToken:
 
 @dataclass(frozen=True, slots=True)
 class Document:
+    """A session document at one version (by default its default version)."""
+
     name: str
     document_type: str
     document_format: str
     content: str
     owner: str
     created_date: float
+    default_version: int = 1
+    latest_version: int = 1
+    #: The version ``content`` is (the default version unless asked for another).
+    document_version: int = 1
+    #: When this version was created (the document's ``created_date`` for version 1).
+    version_created_date: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

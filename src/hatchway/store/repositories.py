@@ -37,7 +37,6 @@ from hatchway.store.records import (
     ACTIVE_STATUSES,
     HISTORY_STATUSES,
     Activation,
-    Document,
     Heartbeat,
     Node,
     Session,
@@ -386,18 +385,6 @@ class NonceRepository(_Repository):
     async def purge(self, now: float) -> int:
         """Forget nonces that expired before ``now``; returns how many."""
         return await self._write(delete(t.used_nonces).where(t.used_nonces.c.expires_at < now))
-
-
-class DocumentRepository(_Repository):
-    async def get(self, name: str) -> Document | None:
-        rows = await self._fetch(select(t.documents).where(t.documents.c.name == name))
-        return Document(**rows[0]._mapping) if rows else None
-
-    async def ensure(self, document: Document) -> None:
-        """Insert a built-in document if it is missing (never overwrites an edited one)."""
-        if await self.get(document.name) is None:
-            with contextlib.suppress(Conflict):  # another replica inserted it first
-                await self._write(insert(t.documents).values(**_asdict(document)))
 
 
 class SessionRepository(_Repository):

@@ -198,6 +198,26 @@ documents = Table(
     Column("content", Text, nullable=False),
     Column("owner", String(64), nullable=False),
     Column("created_date", Float, nullable=False),
+    # ``content`` and ``document_format`` above are the default version's (what sessions run).
+    Column("default_version", Integer, nullable=False, default=1, server_default="1"),
+    Column("latest_version", Integer, nullable=False, default=1, server_default="1"),
+)
+
+# Every version of every document (UpdateDocument adds one; DeleteDocument removes them all).
+document_versions = Table(
+    "document_versions",
+    metadata,
+    Column(
+        "name",
+        String(128),
+        ForeignKey("documents.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("document_format", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("created_date", Float, nullable=False),
 )
 
 sessions = Table(
@@ -222,6 +242,8 @@ sessions = Table(
     Column("owner_id", String(32), nullable=False, default="", server_default=""),
     # The address StartSession came from: live re-checks evaluate ``aws:SourceIp`` with it.
     Column("source_ip", String(64), nullable=False, default="", server_default=""),
+    # The preferences that applied when the session started (``server.preferences``).
+    Column("preferences", JSON, nullable=False, default=dict, server_default="{}"),
 )
 
 session_tokens = Table(

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hatchway.store.audit import AuditHook, AuditRepository
 from hatchway.store.console import ConsoleRepository
 from hatchway.store.database import Database, DatabaseLimits, migrate
+from hatchway.store.documents import DocumentRepository
 from hatchway.store.events import EventRepository, Outbox
 from hatchway.store.identity import IdentityRepository
 from hatchway.store.kms import KmsRepository
@@ -17,7 +18,6 @@ from hatchway.store.policies import PolicyRepository
 from hatchway.store.recordings import RecordingRepository
 from hatchway.store.repositories import (
     ActivationRepository,
-    DocumentRepository,
     NodeRepository,
     NonceRepository,
     SessionRepository,
