@@ -52,3 +52,20 @@ def test_limits_in_seconds_with_a_warning_a_minute_before() -> None:
     short = Preferences(idle_minutes=1).limits(60.0)
     assert (short.idle, short.max_duration, short.warn_before) == (60.0, None, 30.0)
     assert Preferences(idle_minutes=3).limits(1.0).idle == 3.0  # the test-only unit
+
+
+def test_logging_and_encryption_keys_choose_the_session_s_streams() -> None:
+    prefs = Preferences.from_inputs(
+        {
+            "s3BucketName": "audit-bucket",
+            "s3KeyPrefix": "/team/a/",
+            "s3EncryptionEnabled": True,
+            "kmsKeyId": "alias/sessions",
+            "cloudWatchLogGroupName": "sessions",
+            "cloudWatchStreamingEnabled": True,
+        }
+    )
+    assert (prefs.s3_bucket, prefs.s3_prefix) == ("audit-bucket", "team/a")
+    assert prefs.kms_key_id == "alias/sessions"
+    assert (prefs.log_group, prefs.log_streaming) == ("sessions", True)
+    assert Preferences.from_inputs({"cloudWatchLogGroupName": "x"}).log_streaming is False

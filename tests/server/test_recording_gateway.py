@@ -128,6 +128,14 @@ async def test_begin_records_only_terminal_sessions(service) -> None:
     assert row is not None and row.state is RecordingState.RECORDING
 
 
+async def test_the_preferences_bucket_and_prefix_choose_the_destination(service) -> None:
+    svc, store = service  # the server's default is local storage
+    rec = await svc.begin(SID, "Standard_Stream", s3_bucket="prefs-bucket", s3_prefix="team/b")
+    assert rec is not None
+    row = await store.recordings.get(SID)
+    assert row is not None and row.location == f"s3://prefs-bucket/team/b/{SID}.cast"
+
+
 async def _fill(rec: SessionRecorder, n: int) -> None:
     for seq in range(n):
         data = output_frame(seq, f"line {seq:05d}\r\n".encode())

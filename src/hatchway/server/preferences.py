@@ -55,6 +55,8 @@ class Preferences:
         kms_key_id: ``kmsKeyId`` (kept for the key service; not enforced here).
         log_group, log_streaming: ``cloudWatchLogGroupName`` / ``cloudWatchStreamingEnabled``
             (the session's live log stream: ``server.logstreams.choose_log_group``).
+        s3_bucket, s3_prefix: ``s3BucketName`` / ``s3KeyPrefix``: where the session's
+            recording is uploaded (else the server's ``--recordings``).
     """
 
     idle_minutes: int = DEFAULT_IDLE_MINUTES
@@ -65,6 +67,8 @@ class Preferences:
     kms_key_id: str = ""
     log_group: str = ""
     log_streaming: bool = False
+    s3_bucket: str = ""
+    s3_prefix: str = ""
 
     @classmethod
     def from_inputs(cls, inputs: Mapping[str, Any]) -> Preferences:
@@ -85,6 +89,8 @@ class Preferences:
             kms_key_id=str(inputs.get("kmsKeyId") or ""),
             log_group=str(inputs.get("cloudWatchLogGroupName") or ""),
             log_streaming=inputs.get("cloudWatchStreamingEnabled") is True,
+            s3_bucket=str(inputs.get("s3BucketName") or ""),
+            s3_prefix=str(inputs.get("s3KeyPrefix") or "").strip("/"),
         )
 
     def run_as(self, principal_tags: Mapping[str, str], principal_name: str) -> str:

@@ -183,16 +183,24 @@ class RecordingService:
     # ---- sessions ---------------------------------------------------------------------------
 
     async def begin(
-        self, session_id: str, session_type: str, *, kms_key: str | None = None
+        self,
+        session_id: str,
+        session_type: str,
+        *,
+        kms_key: str | None = None,
+        s3_bucket: str = "",
+        s3_prefix: str = "",
     ) -> SessionRecorder | None:
         """Start recording a new session, if its type is recorded: encrypted with ``kms_key``
-        (a session's preference) or else the server's recordings key, if there is one.
+        (a session's preference) or else the server's recordings key, if there is one; uploaded
+        to ``s3_bucket``/``s3_prefix`` (the session's preferences) or else where the server's
+        ``--recordings`` says.
 
         A failure to create the recording (the KMS key disabled or gone included) is logged
         and the session runs unrecorded (it is not refused)."""
         if session_type not in RECORDED_SESSION_TYPES:
             return None
-        destination = self.storages.destination()
+        destination = self.storages.destination(s3_bucket=s3_bucket, s3_prefix=s3_prefix)
         spool = self.storages.spool_path(session_id)
         now = self._clock()
         sealing: Sealing | None = None

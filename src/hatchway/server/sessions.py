@@ -172,7 +172,13 @@ class SessionService:
             session_id, target, preferences.limits(self._settings.preference_minute)
         )
         if self.recordings is not None:
-            recorder = await self.recordings.begin(session_id, str(session_type))
+            recorder = await self.recordings.begin(
+                session_id,
+                str(session_type),
+                kms_key=preferences.kms_key_id or None,
+                s3_bucket=preferences.s3_bucket,
+                s3_prefix=preferences.s3_prefix,
+            )
             if recorder is not None:
                 self.gateway.attach_recorder(session_id, recorder)
         if self.logs is not None:
