@@ -191,6 +191,11 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
     help="Delete log events older than this (a group's own policy wins) [default: keep].",
 )
 @click.option(
+    "--audit-retention-days",
+    type=click.IntRange(1, 100_000),
+    help="Delete audit records older than this; the chain stays verifiable [default: keep].",
+)
+@click.option(
     "--retention-interval",
     type=click.FloatRange(1, 86400),
     default=3600,
@@ -247,6 +252,7 @@ def server(
     log_group: str | None,
     recordings_retention_days: int | None,
     logs_retention_days: int | None,
+    audit_retention_days: int | None,
     retention_interval: float,
     console_idle_timeout: float,
     console_lifetime: float,
@@ -288,6 +294,7 @@ def server(
         log_group=log_group,
         recordings_retention_days=recordings_retention_days,
         logs_retention_days=logs_retention_days,
+        audit_retention_days=audit_retention_days,
         retention_interval=retention_interval,
         console_idle_timeout=console_idle_timeout,
         console_lifetime=console_lifetime,

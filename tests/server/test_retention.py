@@ -212,3 +212,41 @@ def test_each_run_is_one_audit_record_naming_what_was_deleted(
     asyncio.run(main())
     assert "retention: deleted 1 recording(s) (alice-1) and 3 log event(s) (g: 3)" in caplog.text
     assert "the recording of bob-2 could not be deleted" in caplog.text
+
+
+def test_old_audit_records_are_pruned_by_the_job_and_the_chain_verifies(tmp_path: Path) -> None:
+    from hatchway.server.trail import AuditTrailService
+    from tests.store.test_audit_contract import event
+
+    async def main() -> None:
+        store = Store.open(sqlite_url(tmp_path / "h.db"))
+        try:
+            clock = Clock(NOW)
+            trail = AuditTrailService(store, AuditEvents(Arns("local", "1"), clock))
+            await store.audit.append(
+                *(event(f"E{i}", at=NOW - (10.5 - i) * DAY) for i in range(1, 6))
+            )  # E1 … E5: 9.5 … 5.5 days old
+            job = RetentionJob(
+                store,
+                RecordingStorages(tmp_path / "rec", Destination(Storage.LOCAL)),
+                clock,
+                recordings_days=None,
+                logs_days=None,
+                interval=3600,
+                is_live=lambda _sid: False,
+                audit_days=7,
+                prune_audit=trail.prune,
+            )
+            report = await job.run_once()
+            assert report.audit_records == 3  # E1, E2, E3 were older than 7 days
+            names = [
+                r.event()["eventName"] for r in await store.audit.lookup(AuditQuery(), limit=9)
+            ]
+            assert names == ["AuditTrailPruned", "E5", "E4"]
+            verdict = await trail.verdict()
+            assert verdict.intact, verdict.summary()
+            assert (await job.run_once()).audit_records == 0  # nothing more that old
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -207,6 +207,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
             raise denied
 
     sessions.gateway.admit_client = admit_client
+    trail = AuditTrailService(store, audit_events)
     operations = all_operations(
         Resolvers(store, authz.arns),
         public_url=settings.public_url,
@@ -224,7 +225,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
             f"arn:aws:logs:{settings.region}:{account_id}:log-group:",
             log_streams,
         ),
-        trail=AuditTrailService(store, audit_events),
+        trail=trail,
         kms=kms,
     )
     api = Api(
@@ -293,6 +294,8 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
             clock,
             recordings_days=settings.recordings_retention_days,
             logs_days=settings.logs_retention_days,
+            audit_days=settings.audit_retention_days,
+            prune_audit=trail.prune,
             interval=settings.retention_interval,
             is_live=lambda sid: sessions.gateway.live(sid) is not None,
             audit=functools.partial(audit_retention_run, store, audit_events),

@@ -69,12 +69,15 @@ class RetentionReport:
         recordings: the recordings deleted.
         log_events: events deleted per log group name.
         failures: one line per recording that could not be deleted (tried again next run).
+        audit_records: audit records deleted (the trail records that itself, in the same
+            transaction: an ``AuditTrailPruned`` record, so no ``RetentionDeleted`` for them).
     """
 
     time: float
     recordings: tuple[DeletedRecording, ...] = ()
     log_events: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     failures: tuple[str, ...] = ()
+    audit_records: int = 0
 
     @property
     def deleted_anything(self) -> bool:
@@ -136,6 +139,8 @@ class RetentionJob:
     Args:
         recordings_days: age in days past which recordings go (``None``: kept).
         logs_days: default age for log events (``None``: only groups' own policies apply).
+        audit_days: age in days past which audit records go (``None``: kept), through
+            ``prune_audit`` (the trail's ``prune``, which keeps the chain verifiable).
         interval: seconds between runs.
         is_live: whether this server relays the session now (never delete its recording).
         audit: receives each run's report (the server binds :func:`audit_retention_run`).
@@ -150,6 +155,8 @@ class RetentionJob:
         recordings_days: int | None,
         logs_days: int | None,
         interval: float,
+        audit_days: int | None = None,
+        prune_audit: Callable[[float], Awaitable[int]] | None = None,
         is_live: Callable[[str], bool],
         audit: RetentionAudit = _log_only,
         first_run_delay: float = FIRST_RUN_DELAY,
@@ -159,6 +166,8 @@ class RetentionJob:
         self._clock = clock
         self._recordings_days = recordings_days
         self._logs_days = logs_days
+        self._audit_days = audit_days
+        self._prune_audit = prune_audit
         self._interval = interval
         self._is_live = is_live
         self._audit = audit
@@ -193,8 +202,16 @@ class RetentionJob:
         except HatchwayError as exc:
             failures.append(f"log events could not be deleted: {exc.message}")
             events = {}
+        pruned = 0
+        if self._audit_days is not None and self._prune_audit is not None:
+            try:
+                pruned = await self._prune_audit(now - self._audit_days * DAY)
+            except HatchwayError as exc:
+                failures.append(f"audit records could not be deleted: {exc.message}")
+            if pruned:
+                log.info("retention: deleted %d audit record(s)", pruned)
         report = RetentionReport(
-            now, tuple(recordings), MappingProxyType(dict(events)), tuple(failures)
+            now, tuple(recordings), MappingProxyType(dict(events)), tuple(failures), pruned
         )
         if report.deleted_anything or report.failures:
             await self._audit(report)

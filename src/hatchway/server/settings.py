@@ -48,6 +48,8 @@ class ServerSettings:
         recordings_retention_days, logs_retention_days: recordings of sessions that ended
             longer ago, and log events older than this, are deleted (``None``: kept; a log
             group's own retention policy takes precedence for its events).
+        audit_retention_days: audit records older than this are deleted, an
+            ``AuditTrailPruned`` record in the same transaction (``None``: kept).
         retention_interval: seconds between two runs of the retention job.
         console_idle_timeout: a console sign-in unused for this long is over (seconds).
         console_lifetime: a console sign-in is over this long after it began, used or not.
@@ -94,6 +96,7 @@ class ServerSettings:
     log_group: str | None = None
     recordings_retention_days: int | None = None
     logs_retention_days: int | None = None
+    audit_retention_days: int | None = None
     retention_interval: float = 3600.0
     console_idle_timeout: float = 30 * 60.0
     console_lifetime: float = 12 * 3600.0
