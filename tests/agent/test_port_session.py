@@ -356,3 +356,43 @@ async def test_old_plugin_keepalive_nops_are_sent_by_the_agent() -> None:
         await rig.client.until(
             lambda: bytes(rig.client.output)[:8] == bytes.fromhex("0103000000000000")
         )
+
+
+async def test_v2_credit_for_data_sent_before_the_dial_finished_is_granted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client may spend its whole window while the agent still dials; the update for
+    that data must leave when the dial is done, though nothing else arrives to prompt it."""
+    from hatchway.agent import port_session as module
+
+    real_resolve = module.resolve
+
+    async def slow_resolve(host: str, port: int) -> list[tuple[Any, ...]]:
+        await asyncio.sleep(0.3)
+        return await real_resolve(host, port)
+
+    monkeypatch.setattr(module, "resolve", slow_resolve)
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        digest = hashlib.sha256()
+        while data := await reader.read(65536):  # reads everything, answers only at the end
+            digest.update(data)
+        writer.write(digest.digest())
+        writer.close()
+
+    server = await asyncio.start_server(sink, "127.0.0.1", 0)
+    target = server.sockets[0].getsockname()[1]
+    try:
+        async with port_session(target, extensions=V2, type="LocalPortForwarding") as rig:
+            data = os.urandom(4 * WINDOW)
+            stream = rig.mux.open_stream()
+            rig.mux.send(stream, data)  # one window leaves now, the rest waits for credit
+            await rig.flush()
+            assert rig.mux.backlog(stream) == 3 * WINDOW
+            await rig.client.until(lambda: (rig.poll(), rig.mux.backlog(stream) == 0)[1])
+            rig.mux.finish(stream)
+            await rig.flush()
+            assert await rig.until_finished(stream) == hashlib.sha256(data).digest()
+    finally:
+        server.close()
+        await server.wait_closed()

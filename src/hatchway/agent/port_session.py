@@ -377,7 +377,12 @@ class PortSession(DataChannelSession):
             transport.write(bytes(pending))
         if conn.peer_finished and transport.can_write_eof():
             transport.write_eof()
-        self._report_consumed(conn)
+        if self._credit:
+            # What waited for the dial is consumed now: the client may be out of credit and
+            # waiting for exactly this update, with nothing else to make us send it.
+            self._report_consumed(conn)
+            self._stage_mux()
+            self._push()
         self._update_accepting()
 
     def _closed(self, conn: _Conn, error: str = "") -> None:
