@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,23 +107,11 @@ def test_a_parameter_outside_its_pattern_is_refused_by_name(cluster: Cluster, no
 
 
 @contextmanager
-def echo_server(*, reply_after_eof: bool = False) -> Iterator[int]:
-    """A TCP server on loopback that echoes (or, after the client's EOF, sends back the
-    SHA-256 of all it got, proving the half-close arrived)."""
+def serving(serve: Callable[[socket.socket], None], stop: threading.Event) -> Iterator[int]:
+    """A TCP server on loopback running ``serve`` in a thread per connection until ``stop``
+    (set on exit); yields its port."""
     srv = socket.create_server(("127.0.0.1", 0))
     srv.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve(conn: socket.socket) -> None:
-        with conn:
-            digest = hashlib.sha256()
-            while chunk := conn.recv(1 << 16):
-                if reply_after_eof:
-                    digest.update(chunk)
-                else:
-                    conn.sendall(chunk)
-            if reply_after_eof:
-                conn.sendall(digest.hexdigest().encode())
 
     def accept() -> None:
         while not stop.is_set():
@@ -141,6 +129,27 @@ def echo_server(*, reply_after_eof: bool = False) -> Iterator[int]:
         stop.set()
         t.join(5)
         srv.close()
+
+
+@contextmanager
+def echo_server(*, reply_after_eof: bool = False) -> Iterator[int]:
+    """A TCP server on loopback that echoes (or, after the client's EOF, sends back the
+    SHA-256 of all it got, proving the half-close arrived)."""
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            digest = hashlib.sha256()
+            while chunk := conn.recv(1 << 16):
+                if reply_after_eof:
+                    digest.update(chunk)
+                else:
+                    conn.sendall(chunk)
+            if reply_after_eof:
+                conn.sendall(digest.hexdigest().encode())
+
+    with serving(serve, stop) as port:
+        yield port
 
 
 @contextmanager
@@ -228,8 +237,6 @@ def test_a_refused_destination_fails_that_connection_only(cluster: Cluster, node
 def moody_server() -> Iterator[int]:
     """A TCP server whose connections do what their first byte says: ``S`` never read again
     (a stalled destination), ``F`` flood the client with data, anything else echo."""
-    srv = socket.create_server(("127.0.0.1", 0))
-    srv.settimeout(0.2)
     stop = threading.Event()
     held: list[socket.socket] = []
 
@@ -249,24 +256,12 @@ def moody_server() -> Iterator[int]:
             while chunk := conn.recv(1 << 16):
                 conn.sendall(chunk)
 
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = srv.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
     try:
-        yield int(srv.getsockname()[1])
+        with serving(serve, stop) as port:
+            yield port
     finally:
-        stop.set()
-        t.join(5)
         for conn in held:
             conn.close()
-        srv.close()
 
 
 def test_a_stalled_connection_slows_only_its_own_stream(cluster: Cluster, node: str) -> None:
