@@ -16,6 +16,7 @@ import click
 
 from hatchway import __version__
 from hatchway.client.awsargs import AwsCommand, ListOption
+from hatchway.client.cluster_cli import cluster_options
 from hatchway.client.exitstatus import ExitStatus
 from hatchway.errors import HatchwayError
 
@@ -44,6 +45,7 @@ class HatchwayGroup(click.Group):
                 "logs",
                 "documents",
                 "preferences",
+                "cluster",
             ]
         )
 
@@ -68,6 +70,10 @@ class HatchwayGroup(click.Group):
             from hatchway.client.logs_cli import logs
 
             return logs
+        if cmd_name == "cluster":
+            from hatchway.client.cluster_cli import cluster
+
+            return cluster
         if cmd_name in ("documents", "preferences"):
             from hatchway.client import documents_cli
 
@@ -231,6 +237,7 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
     envvar="HATCHWAY_TEST_PREFERENCE_SECONDS",
     help="Tests only: seconds per minute of idleSessionTimeout and maxSessionDuration.",
 )
+@cluster_options
 def server(
     data_dir: Path,
     listen: str,
@@ -258,8 +265,10 @@ def server(
     console_lifetime: float,
     console_resume_window: float,
     preference_minute: float,
+    cluster: dict[str, Any],
 ) -> None:
-    """Run the Hatchway server on embedded defaults (SQLite, local files)."""
+    """Run the Hatchway server on embedded defaults (SQLite, local files), or as one replica
+    of several (--database-url postgresql://… --nats-url nats://…)."""
     from hatchway.server.recordingstorage import parse_recordings_option
     from hatchway.server.settings import ServerSettings, is_loopback, parse_listen
     from hatchway.service import run_server
@@ -300,6 +309,7 @@ def server(
         console_lifetime=console_lifetime,
         console_resume_window=console_resume_window,
         preference_minute=preference_minute,
+        **cluster,
     )
     run_server(settings)
 

@@ -7,6 +7,7 @@ import functools
 import gc
 import json
 import logging
+import secrets
 import socket
 import ssl
 import sys
@@ -14,16 +15,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aiohttp import web
 
+from hatchway import __version__
 from hatchway.auth.atomicfile import ensure_private_dir
 from hatchway.auth.nonce import NONCE_LIFETIME, NonceIssuer, derive_key
 from hatchway.auth.secretbox import SecretBox, load_or_create_master_key
 from hatchway.errors import (
     AccessDenied,
     AuthError,
+    ConfigError,
     Conflict,
     HatchwayError,
     NotFound,
@@ -34,15 +37,17 @@ from hatchway.server.audit import AuditEvents, CallAudits, node_identity, owner_
 from hatchway.server.authn import Authenticator
 from hatchway.server.authz import Arns, Authorizer, Resource
 from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
+from hatchway.server.cluster.replicas import ReplicaInfo
 from hatchway.server.console.api import ConsoleApi
 from hatchway.server.console.bridge import Terminals
 from hatchway.server.console.logins import ConsoleLogins
-from hatchway.server.control import ControlChannels
+from hatchway.server.control import ControlChannels, NodeControl
 from hatchway.server.document_service import DocumentService
 from hatchway.server.documents import builtin_documents
 from hatchway.server.enforcement import LiveEnforcement
 from hatchway.server.events.service import EventService
 from hatchway.server.events.worker import DeliveryWorker, HttpPoster
+from hatchway.server.gateway import LiveSession
 from hatchway.server.guard import ConnectionGuard, ConnectionLimits
 from hatchway.server.iam import IamService
 from hatchway.server.kms import KmsService
@@ -67,6 +72,9 @@ from hatchway.store.records import Session
 from hatchway.store.store import Store
 from hatchway.transport.aiohttp_socket import AiohttpSocket, aiohttp_max_msg_size
 from hatchway.transport.socket import CLOSE_TIMEOUT
+
+if TYPE_CHECKING:  # scale-out's modules need nats-py (the cluster extra): loaded on demand
+    from hatchway.server.cluster.service import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +109,7 @@ class Server:
     log_streams: LogStreamService | None = None
     retention: RetentionJob | None = None
     console: ConsoleApi | None = None
+    cluster: Cluster | None = None
 
     async def close(self) -> None:
         await self.deliveries.stop()
@@ -116,6 +125,8 @@ class Server:
         if self.log_streams is not None:
             await self.log_streams.stop()
         self.nodes.close()
+        if self.cluster is not None:
+            await self.cluster.stop()
         await self.store.close()
 
 
@@ -126,6 +137,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     master_key = load_or_create_master_key(settings.master_key_path)
     box = SecretBox(master_key)
     nonces = NonceIssuer(derive_key(master_key, b"agent upgrade nonce"))
+    master_key_for_cluster = derive_key(master_key, b"cluster bus")
     del master_key
     ca_file = fingerprint = ssl_context = None
     if settings.tls:
@@ -138,12 +150,21 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     account_id = await ensure_account_id(store)
     for document in builtin_documents(now):
         await store.documents.ensure(document)
-    # No control channel survives a restart: the agents re-dial theirs.
-    await store.nodes.disconnect_all()
+    if not settings.clustered:
+        # No control channel survives a restart: the agents re-dial theirs. (Replicas of a
+        # cluster leave other replicas' nodes alone: a gone replica's are released by the
+        # replica that notices, server.cluster.)
+        await store.nodes.disconnect_all()
 
     arns = Arns(settings.region, account_id)
     audit_events = AuditEvents(arns, clock)
     control = ControlChannels(store, settings, clock)
+    cluster = _cluster(settings, store, box_key=master_key_for_cluster, control=control)
+    node_control: NodeControl = control
+    if cluster is not None:
+        from hatchway.server.cluster.service import ClusterNotices, Hooks, RoutedControl
+
+        node_control = RoutedControl(control, cluster)
     kms = KmsService(store.kms, box, settings.region, account_id, clock)
     authz = Authorizer(store, arns, clock)
     storages = RecordingStorages.from_settings(settings)
@@ -157,25 +178,33 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     await _check_recordings_key(kms, settings.recordings_kms_key)
     log_streams = LogStreamService(store, settings.log_group, clock)
     sessions = SessionService(
-        store, settings, clock, control, recordings, log_streams, audit=audit_events
+        store, settings, clock, node_control, recordings, log_streams, audit=audit_events
     )
     control.on_task_complete = sessions.task_complete
     control.on_node_gone = sessions.node_gone
     control.on_sessions_reported = sessions.sessions_reported
     control.on_connections = sessions.connections_reported
-    # Sessions do survive it: their ends re-dial and each has the grace to come back.
-    restored = await sessions.restore()
-    if restored:
-        log.info("going on with %d session(s) from before the restart", restored)
-    await recordings.restore(set(sessions.gateway.live_ids()), sessions.gateway.attach_recorder)
+    if cluster is None:
+        # Sessions do survive it: their ends re-dial and each has the grace to come back.
+        restored = await sessions.restore()
+        if restored:
+            log.info("going on with %d session(s) from before the restart", restored)
+        live_ids = set(sessions.gateway.live_ids())
+        await recordings.restore(live_ids, sessions.gateway.attach_recorder)
+        await log_streams.restore(live_ids, sessions.gateway.attach_log_stream)
+    else:
+        # A replica takes sessions over when their relay is gone (server.cluster); at start
+        # it only picks up the uploads left in its own directory.
+        control.replica_id = sessions.replica_id = cluster.replica_id
+        sessions.elsewhere = ClusterNotices(cluster)
+        await recordings.restore(set(), sessions.gateway.attach_recorder, only=())
     recordings.start()
-    await log_streams.restore(set(sessions.gateway.live_ids()), sessions.gateway.attach_log_stream)
     log_streams.start()
     nodes = NodeService(
         store,
         settings,
         clock,
-        control,
+        node_control,
         sessions,
         verifier=SecretVerifier(workers=settings.kdf_workers, max_waiting=settings.kdf_max_waiting),
         limiter=FailureLimiter(),
@@ -207,6 +236,21 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
             raise denied
 
     sessions.gateway.admit_client = admit_client
+
+    async def admit_agent(session_id: str, node_id: str, source: str) -> LiveSession:
+        """Whether ``node_id``'s agent may serve this session's data channel (relay side)."""
+        live = await sessions.gateway.admit_agent(session_id, node_id)
+        action = "ssmmessages:OpenDataChannel"
+        try:
+            authz.authorize_node(node_id, action, live.target)
+        except AccessDenied as exc:
+            event = audit_events.channel_denied(
+                action, node_identity(node_id), (arns.node(live.target),), exc, source
+            )
+            await store.audit.append(event)
+            raise
+        return live
+
     trail = AuditTrailService(store, audit_events)
     operations = all_operations(
         Resolvers(store, authz.arns),
@@ -227,6 +271,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         ),
         trail=trail,
         kms=kms,
+        describe_cluster=functools.partial(_describe_cluster, cluster, sessions, control, settings),
     )
     api = Api(
         settings,
@@ -235,7 +280,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         nodes,
         operations,
         CallAudits(store, clock),
-        on_access_changed=enforcement.poke,
+        on_access_changed=enforcement.poke if cluster is None else cluster.access_changed,
     )
     console = ConsoleApi(
         settings,
@@ -251,7 +296,10 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
             SecretVerifier(workers=settings.kdf_workers, max_waiting=settings.kdf_max_waiting),
             FailureLimiter(CONSOLE_BACKOFF),
         ),
-        Terminals(sessions.gateway.serve_client, settings.console_resume_window),
+        Terminals(
+            sessions.gateway.serve_client if cluster is None else cluster.serve_client,
+            settings.console_resume_window,
+        ),
     )
     enforcement.start()
     guard = ConnectionGuard(
@@ -301,7 +349,19 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
             audit=functools.partial(audit_retention_run, store, audit_events),
         ),
         console,
+        cluster,
     )
+    if cluster is not None:
+        cluster.attach(
+            sessions.gateway,
+            Hooks(
+                admit_agent=admit_agent,
+                end_here=sessions.end_here,
+                access_changed=enforcement.poke,
+                recordings=recordings,
+                log_streams=log_streams,
+            ),
+        )
     server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
     assert server.retention is not None
     server.retention.start()
@@ -331,6 +391,11 @@ def _routes(server: Server, api: Api, events: AuditEvents) -> None:
     ca_file = server.ca_file
 
     async def healthz(_: web.Request) -> web.Response:
+        if server.cluster is not None:
+            problems = await server.cluster.problems()
+            if problems:
+                return web.json_response({"status": "unhealthy", "reasons": problems}, status=503)
+            return web.json_response({"status": "ok", "replica": server.cluster.replica_id})
         return web.json_response({"status": "ok"})
 
     async def ca_pem(_: web.Request) -> web.StreamResponse:
@@ -373,14 +438,28 @@ def _routes(server: Server, api: Api, events: AuditEvents) -> None:
         (signed upgrade, checked before it is accepted) (docs/protocol.md §3.1, §3.2)."""
         session_id = request.match_info["session_id"]
         gateway = server.sessions.gateway
+        cluster = server.cluster
         if "Authorization" not in request.headers:
             ws, sock = await _accept(request, f"client:{session_id}", server.settings)
-            await gateway.serve_client(sock, session_id)
+            if cluster is not None:  # wherever the session is relayed
+                await cluster.serve_client(sock, session_id)
+            else:
+                await gateway.serve_client(sock, session_id)
             return ws
         try:
             node_id = await server.authn.node(
                 request.method, request.raw_path, request.headers, b"", "ssmmessages"
             )
+            if cluster is not None:
+                pipe = await cluster.open_agent(session_id, node_id, request.remote or "")
+                if pipe is not None:  # admitted by the session's relay, another replica
+                    try:
+                        ws, sock = await _accept(request, f"agent:{session_id}", server.settings)
+                    except BaseException:
+                        cluster.forget_agent(pipe)
+                        raise
+                    await cluster.run_agent(pipe, sock)
+                    return ws
             live = await gateway.admit_agent(session_id, node_id)
             action = "ssmmessages:OpenDataChannel"
             try:
@@ -485,6 +564,14 @@ async def serve(
         for sock in listeners or ():
             sock.close()
         raise
+    if server.cluster is not None:
+        try:
+            await server.cluster.start()
+        except BaseException:
+            for sock in listeners or ():
+                sock.close()
+            await server.close()
+            raise
     runner = web.AppRunner(
         server.app,
         handle_signals=False,
@@ -531,6 +618,8 @@ async def serve(
         await stop.wait()
     finally:
         await server.guard.close()
+        if server.cluster is not None:
+            await server.cluster.drain()  # its ends and agents re-dial other replicas
         await server.deliveries.stop()
         await server.enforcement.stop()
         if server.retention is not None:
@@ -546,6 +635,84 @@ async def serve(
         await runner.cleanup()
         server.nodes.close()
         await server.store.close()
+
+
+def _cluster(
+    settings: ServerSettings, store: Store, *, box_key: bytes, control: ControlChannels
+) -> Cluster | None:
+    """This replica's cluster membership (``None``: a single server)."""
+    if not settings.clustered:
+        return None
+    try:
+        from hatchway.server.cluster.bus import Bus, BusOptions
+        from hatchway.server.cluster.envelope import Sealer
+        from hatchway.server.cluster.service import Cluster
+    except ImportError as exc:
+        raise ConfigError(
+            f"--nats-url needs the cluster extra: pip install 'hatchway[cluster]' ({exc})"
+        ) from exc
+    assert settings.nats_url is not None
+    replica_id = f"{socket.gethostname()[:24]}-{secrets.token_hex(3)}"
+    bus = Bus(
+        BusOptions(
+            servers=tuple(u.strip() for u in settings.nats_url.split(",")),
+            prefix=settings.cluster_prefix,
+            name=f"hatchway {replica_id}",
+            token=settings.nats_token,
+            credentials_file=settings.nats_credentials,
+            tls_ca_file=settings.nats_tls_ca,
+            tls_cert_file=settings.nats_tls_cert,
+            tls_key_file=settings.nats_tls_key,
+        ),
+        Sealer(box_key),
+    )
+    me = ReplicaInfo(
+        replica_id=replica_id,
+        address=f"{settings.host}:{settings.port}",
+        version=__version__,
+        started=time.time(),
+    )
+    return Cluster(store, bus, control, me)
+
+
+async def _describe_cluster(
+    cluster: Cluster | None,
+    sessions: SessionService,
+    control: ControlChannels,
+    settings: ServerSettings,
+) -> dict[str, Any]:
+    """Hatchway.DescribeCluster: the alive replicas (one, on a single server)."""
+    if cluster is None:
+        me = ReplicaInfo(
+            replica_id="single",
+            address=f"{settings.host}:{settings.port}",
+            version=__version__,
+            started=_STARTED,
+            control_channels=control.count(),
+            sessions=len(sessions.gateway.live_ids()),
+        )
+        replicas = [me]
+    else:
+        replicas = cluster.replicas.all()
+    return {
+        "Mode": "single" if cluster is None else "cluster",
+        "Replicas": [
+            {
+                "ReplicaId": r.replica_id,
+                "Address": r.address,
+                "Version": r.version,
+                "Started": r.started,
+                "ControlChannels": r.control_channels,
+                "Sessions": r.sessions,
+                "Pipes": r.pipes,
+                "State": "draining" if r.draining else ("healthy" if r.healthy else "unhealthy"),
+            }
+            for r in replicas
+        ],
+    }
+
+
+_STARTED = time.time()
 
 
 def print_banner(running: Running, out: TextIO | None = None) -> None:

@@ -80,8 +80,14 @@ class NodeStatus(Protocol):
     """What the control channels write about nodes (``store.repositories.NodeRepository``)."""
 
     async def mark_connected(
-        self, instance_id: str, connected: bool, now: float, *, events: Sequence[Event] = ()
-    ) -> None: ...
+        self,
+        instance_id: str,
+        connected: bool,
+        now: float,
+        *,
+        events: Sequence[Event] = (),
+        replica: str = "",
+    ) -> bool: ...
 
     async def heartbeat(self, instance_id: str, now: float, **facts: str) -> None: ...
 
@@ -93,6 +99,21 @@ class NodeStore(Protocol):
 
     @property
     def nodes(self) -> NodeStatus: ...
+
+
+class NodeControl(Protocol):
+    """Messages to nodes: ``ControlChannels`` on one server, routed ones across replicas
+    (``server.cluster.service.RoutedControl``)."""
+
+    def is_connected(self, node_id: str) -> bool: ...
+
+    async def reachable(self, node_id: str) -> bool: ...
+
+    async def start_session(self, node_id: str, task: AgentTaskPayload) -> None: ...
+
+    async def end_session(self, node_id: str, session_id: str, output: str = "") -> None: ...
+
+    async def drop(self, node_id: str, reason: str) -> None: ...
 
 
 @dataclass(eq=False)
@@ -140,6 +161,8 @@ class ControlChannels:
         self._nodes = store.nodes
         self._settings = settings
         self._clock = clock
+        #: Scale-out: this replica's id, recorded as the holder of its nodes' channels.
+        self.replica_id = ""
         self.on_task_complete: TaskCompleteHandler | None = None
         self.on_node_gone: NodeGoneHandler | None = None
         self.on_sessions_reported: SessionsReportHandler | None = None
@@ -154,6 +177,14 @@ class ControlChannels:
     def is_connected(self, node_id: str) -> bool:
         channel = self._channels.get(node_id)
         return channel is not None and not channel.socket.closed
+
+    async def reachable(self, node_id: str) -> bool:
+        """Whether a session can be started on the node now (its channel is up here)."""
+        return self.is_connected(node_id)
+
+    def count(self) -> int:
+        """How many control channels this server holds."""
+        return len(self._channels)
 
     # ---- opening ---------------------------------------------------------------------------
 
@@ -220,6 +251,7 @@ class ControlChannels:
                     True,
                     self._clock(),
                     events=self.events.node_online(node_id) if old is None else (),
+                    replica=self.replica_id,
                 ),
             )
             channel.last_heard = asyncio.get_running_loop().time()
@@ -247,6 +279,7 @@ class ControlChannels:
                         events=self.events.node_offline(
                             node_id, CloseCode.describe(socket.close_code)
                         ),
+                        replica=self.replica_id,
                     ),
                 )
                 await self._notify_gone(node_id)
@@ -397,7 +430,7 @@ class ControlChannels:
 
     # ---- guards ----------------------------------------------------------------------------
 
-    async def _guarded(self, node_id: str, what: str, work: Awaitable[None]) -> bool:
+    async def _guarded(self, node_id: str, what: str, work: Awaitable[object]) -> bool:
         """Run one message's handling; a failure is logged (rate-limited), never raised."""
         try:
             await work

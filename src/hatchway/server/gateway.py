@@ -299,6 +299,22 @@ class Gateway:
                 tg.create_task(self._record_bytes(live))
         await self._drain_tasks()
 
+    async def release(self, session_id: str) -> None:
+        """Let another server relay a live session (scale-out: it was taken over): close its
+        ends with 1001 so they re-dial, without ending it; its byte counts are flushed."""
+        live = self._live.pop(session_id, None)
+        if live is None or live.ended:
+            return
+        self._disarm(live)
+        if live.watch is not None:
+            live.watch.cancel()
+        live.ended = True  # here: the relay loops of its ends stop counting and forwarding
+        async with asyncio.TaskGroup() as tg:
+            for sock in (live.client, live.agent):
+                if sock is not None:
+                    tg.create_task(sock.close(CloseCode.GOING_AWAY, "the session moved; reconnect"))
+        await self._record_bytes(live)
+
     # ---- client end -----------------------------------------------------------------------
 
     async def serve_client(self, sock: TextSocket, session_id: str) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -215,15 +215,20 @@ class LogStreamService:
         await self.turn(flush_all=True)
         self._live.clear()
 
-    async def restore(self, live_ids: set[str], attach: Attach) -> None:
+    async def restore(
+        self, live_ids: set[str], attach: Attach, *, only: Collection[str] | None = None
+    ) -> None:
         """At start: go on with the streams of sessions that go on (from the sequence number
-        each had reached), end the others."""
+        each had reached), end the others. ``only``: just these sessions' streams (scale-out:
+        sessions this replica took over)."""
         try:
             streams = await self._store.logs.open_streams()
         except StoreError as exc:
             log.error("cannot read the open log streams: %s", exc.message)
             return
         for stream in streams:
+            if only is not None and stream.name not in only:
+                continue
             tap = self._tap(stream.name, stream.group_name, stream.stream_id)
             tap.sequencer = StreamSequencer(stream.next_sequence)
             if stream.name in live_ids and attach(stream.name, tap):

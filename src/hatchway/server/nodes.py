@@ -26,7 +26,7 @@ from hatchway.errors import (
 from hatchway.protocol.timing import liveness_window
 from hatchway.server.audit import AuditEvents, node_identity, user_identity
 from hatchway.server.authz import Arns
-from hatchway.server.control import ControlChannels
+from hatchway.server.control import NodeControl
 from hatchway.server.events.catalog import EventCatalog
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.principal import Principal
@@ -60,7 +60,7 @@ class NodeService:
         store: Store,
         settings: ServerSettings,
         clock: Callable[[], float],
-        control: ControlChannels,
+        control: NodeControl,
         sessions: SessionService,
         *,
         verifier: SecretVerifier,
@@ -350,7 +350,7 @@ class NodeService:
     async def connection_status(self, body: dict[str, Any]) -> dict[str, Any]:
         """GetConnectionStatus: whether the node's control channel is up on this server."""
         target: str = body["Target"]
-        connected = self._control.is_connected(target)
+        connected = await self._control.reachable(target)
         return {"Target": target, "Status": "connected" if connected else "notconnected"}
 
     # ---- tags (AddTagsToResource, RemoveTagsFromResource, ListTagsForResource) --------------

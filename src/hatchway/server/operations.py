@@ -270,6 +270,7 @@ def all_operations(
     kms: KmsService | None = None,
     logs: LogService | None = None,
     documents: DocumentService | None = None,
+    describe_cluster: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> list[Operation]:
     """The table of every operation this server serves."""
 
@@ -356,6 +357,17 @@ def all_operations(
             r.anything,
         )
     )
+    if describe_cluster is not None:
+        cluster_status = describe_cluster  # the replicas (``hatchway cluster status``)
+        ops.append(
+            Operation(
+                HATCHWAY,
+                "DescribeCluster",
+                "hatchway:DescribeCluster",
+                lambda p, b, _: cluster_status(),
+                r.anything,
+            )
+        )
     for name, handler in (events.operations() if events is not None else {}).items():
         resolve = r.event_subscription if name == "DeleteEventSubscription" else r.anything
         ops.append(Operation(HATCHWAY, name, f"hatchway:{name}", _ignore_request(handler), resolve))

@@ -23,7 +23,7 @@ import base64
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Final
 
@@ -128,10 +128,27 @@ class RecordingService:
             except OSError as exc:
                 log.warning("session %s: cannot write its recording: %s", recorder.session_id, exc)
 
-    async def restore(self, live_ids: set[str], attach: Attach) -> None:
+    async def restore(
+        self, live_ids: set[str], attach: Attach, *, only: Collection[str] | None = None
+    ) -> None:
         """At start: go on with the recordings of sessions that go on (``live_ids``), finish
-        those whose session ended meanwhile, and queue the uploads still pending."""
+        those whose session ended meanwhile, and queue the uploads still pending.
+
+        ``only``: scale-out: just these sessions' recordings (sessions this replica took over;
+        their spool files must be readable here: a shared or the same file system), and no
+        uploads but those spooled in this replica's own directory.
+        """
         for row in await self._store.recordings.in_state(RecordingState.RECORDING, limit=100_000):
+            if only is not None and row.session_id not in only:
+                continue
+            if only is not None and not Path(row.spool_path).exists():
+                log.warning(
+                    "session %s: its recording's spool %s is not readable here; the "
+                    "recording ends where its previous server left it",
+                    row.session_id,
+                    row.spool_path,
+                )
+                continue
             sealing = None
             if row.wrapped_key is not None:
                 sealing = await self._sealing_of(row)
@@ -155,6 +172,10 @@ class RecordingService:
         for row in await self._store.recordings.in_state(
             RecordingState.PENDING_UPLOAD, limit=100_000
         ):
+            if only is not None and not Path(row.spool_path).is_relative_to(
+                self._settings.recordings_dir
+            ):
+                continue  # another replica's upload
             self._queue_upload(row.session_id)
 
     async def _sealing_of(self, row: Recording) -> Sealing | None:

@@ -11,7 +11,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from hatchway.audit.events import SERVICE_IDENTITY, EventCode, Identity
 from hatchway.auth.tokens import hash_token, new_token
@@ -27,7 +27,7 @@ from hatchway.protocol.handshake import SessionType
 from hatchway.protocol.payloads import AgentTaskPayload
 from hatchway.server.audit import AuditEvents, node_identity, user_identity
 from hatchway.server.authz import Arns
-from hatchway.server.control import ControlChannels
+from hatchway.server.control import NodeControl
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content, resolve
 from hatchway.server.events.catalog import EventCatalog
 from hatchway.server.gateway import Gateway
@@ -53,6 +53,14 @@ MAX_DETAILS = 1024
 _FILTER_KEYS = ("InvokedAfter", "InvokedBefore", "Target", "Owner", "Status", "SessionId")
 
 
+class Elsewhere(Protocol):
+    """Scale-out: tells the other replicas (``server.cluster``)."""
+
+    async def session_ended(self, session_id: str, output: str) -> None: ...
+
+    async def node_gone(self, node_id: str) -> None: ...
+
+
 class SessionService:
     """Runs the session lifecycle against the store, the control channels and the gateway."""
 
@@ -61,7 +69,7 @@ class SessionService:
         store: Store,
         settings: ServerSettings,
         clock: Callable[[], float],
-        control: ControlChannels,
+        control: NodeControl,
         recordings: RecordingService | None = None,
         logs: LogStreamService | None = None,
         *,
@@ -78,6 +86,10 @@ class SessionService:
         self.gateway.limits_of = self._limits_of
         self._background: set[asyncio.Task[None]] = set()
         self.events = EventCatalog(clock)
+        #: Scale-out: this replica's id (the relay of the sessions it starts), and what tells
+        #: the other replicas of a session's end and a node's departure.
+        self.replica_id = ""
+        self.elsewhere: Elsewhere | None = None
 
     async def preferences(self) -> Preferences:
         """The Session Manager preferences now: the ``inputs`` of the preferences document's
@@ -127,7 +139,7 @@ class SessionService:
                 "session type"
             )
         node = await self._store.nodes.get(target)
-        if node is None or not self._control.is_connected(target):
+        if node is None or not await self._control.reachable(target):
             raise TargetNotConnected(f"{target} is not connected.")
         # Validated against the document, defaults filled in, substituted into its properties
         # (docs/protocol.md §8.6); the agent gets both.
@@ -159,6 +171,7 @@ class SessionService:
             bytes_in=0,
             bytes_out=0,
             preferences=preferences.applied(run_as),
+            relay=self.replica_id,
         )
         started = self._audit.session(EventCode.SESSION_STARTED, session, user_identity(principal))
         await self._store.sessions.create(
@@ -321,6 +334,8 @@ class SessionService:
         within ``disconnect_grace`` ends saying so (docs/protocol.md §9.6).
         """
         self.gateway.node_gone(node_id)
+        if self.elsewhere is not None:
+            await self.elsewhere.node_gone(node_id)
 
     async def sessions_reported(self, node_id: str, running: frozenset[str]) -> None:
         """The node's heartbeat lists the sessions its agent runs: a session that went away
@@ -441,16 +456,23 @@ class SessionService:
             ),
             audit=[event],
         )
-        self.gateway.end(session_id, output)  # returns at once; the goodbyes run on their own
-        if self.recordings is not None:
-            await self.recordings.finish(session_id)
-        if self.logs is not None:
-            await self.logs.finish(session_id)
+        if live is not None or self.elsewhere is None:
+            await self.end_here(session_id, output)
+        else:  # relayed by another replica: it hangs up
+            await self.elsewhere.session_ended(session_id, output)
         if changed and notify_agent:
             try:
                 await self._control.end_session(session.target, session_id, output)
             except HatchwayError as exc:
                 log.debug("cannot tell %s to end %s: %s", session.target, session_id, exc)
+
+    async def end_here(self, session_id: str, output: str) -> None:
+        """Hang up a session this server relays: both ends, its recording, its log stream."""
+        self.gateway.end(session_id, output)  # returns at once; the goodbyes run on their own
+        if self.recordings is not None:
+            await self.recordings.finish(session_id)
+        if self.logs is not None:
+            await self.logs.finish(session_id)
 
     def live_session_ids(self) -> list[str]:
         """Sessions this server relays now (what live enforcement re-checks)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from hatchway.errors import ConfigError
 from hatchway.protocol.timing import HEARTBEAT_INTERVAL
 
 DEFAULT_LISTEN = "127.0.0.1:8443"
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}")
 MiB = 1024 * 1024
 
 
@@ -55,6 +57,13 @@ class ServerSettings:
         console_lifetime: a console sign-in is over this long after it began, used or not.
         console_resume_window: a console terminal without a browser is kept this long for
             the browser to come back (a reload, a network loss), then its session ends.
+        nats_url: scale-out: NATS server URL(s), comma-separated (``None``: a single server,
+            no cluster). Needs a shared ``database_url`` (PostgreSQL).
+        nats_token, nats_credentials, nats_tls_ca, nats_tls_cert, nats_tls_key: how to
+            authenticate to NATS (a token, a ``.creds`` file; user and password go in the
+            URL) and the TLS files for ``tls://`` URLs.
+        cluster_prefix: the first token of every NATS subject of this cluster (several
+            clusters can share one NATS server).
         preference_minute: seconds per minute of the time-limit preferences
             (``idleSessionTimeout``, ``maxSessionDuration``): 60, except in tests
             (``HATCHWAY_TEST_PREFERENCE_SECONDS``), so limits can be seconds long there.
@@ -102,14 +111,39 @@ class ServerSettings:
     console_lifetime: float = 12 * 3600.0
     console_resume_window: float = 120.0
 
+    nats_url: str | None = None
+    nats_token: str | None = field(default=None, repr=False)
+    nats_credentials: Path | None = None
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
+    cluster_prefix: str = "hatchway"
+
     preference_minute: float = 60.0
 
     def __post_init__(self) -> None:
+        if self.nats_url is not None:
+            if not self.database_url or self.database_url.startswith("sqlite"):
+                raise ConfigError(
+                    "--nats-url needs a database every replica shares: "
+                    "--database-url postgresql://…"
+                )
+            if not all(u.strip() for u in self.nats_url.split(",")):
+                raise ConfigError("--nats-url must be one or more URLs, comma-separated")
+        if not _PREFIX.fullmatch(self.cluster_prefix):
+            raise ConfigError(
+                "--cluster-prefix must be letters, digits, - and _ (dots between tokens)"
+            )
         key = self.recordings_kms_key
         if key is not None and (not key.strip() or len(key) > 2048 or not key.isprintable()):
             raise ConfigError(
                 "--recordings-kms-key must be a key id, key ARN, alias/NAME or alias ARN"
             )
+
+    @property
+    def clustered(self) -> bool:
+        """Whether this server is one replica of several (scale-out)."""
+        return self.nats_url is not None
 
     @property
     def db_path(self) -> Path:

@@ -201,6 +201,11 @@ HATCHWAY_MODEL: Mapping[str, Any] = MappingProxyType(
                 "http": {"method": "POST", "requestUri": "/"},
                 "input": {"shape": "VerifyAuditTrailRequest"},
             },
+            "DescribeCluster": {
+                "name": "DescribeCluster",
+                "http": {"method": "POST", "requestUri": "/"},
+                "input": {"shape": "DescribeClusterRequest"},
+            },
         },
         "shapes": {
             "SetPasswordRequest": {
@@ -268,6 +273,7 @@ HATCHWAY_MODEL: Mapping[str, Any] = MappingProxyType(
                 "type": "structure",
                 "members": {"Anchors": {"shape": "AnchorList"}},
             },
+            "DescribeClusterRequest": {"type": "structure", "members": {}},
             "AnchorList": {"type": "list", "member": {"shape": "Anchor"}, "max": 100},
             "Anchor": {
                 "type": "structure",

@@ -150,6 +150,8 @@ class Node:
     connected: bool
     tags: dict[str, str] = field(default_factory=dict)
     agent_generation: int = 0
+    #: Scale-out: the replica that holds the node's control channel ("": none, or one server).
+    replica: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,8 @@ class Session:
     source_ip: str = ""
     #: The preferences that applied when it started (``server.preferences.Preferences``).
     preferences: dict[str, Any] = field(default_factory=dict)
+    #: Scale-out: the replica whose gateway relays it ("" on a single server).
+    relay: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,23 +225,61 @@ class NodeRepository(_Repository):
         return [Node(**r._mapping) for r in await self._fetch(stmt)]
 
     async def mark_connected(
-        self, instance_id: str, connected: bool, now: float, *, events: Sequence[Event] = ()
-    ) -> None:
-        """Record whether the node's control channel is up, with ``events`` in the same
-        transaction."""
-        values: dict[str, Any] = {"connected": connected}
+        self,
+        instance_id: str,
+        connected: bool,
+        now: float,
+        *,
+        events: Sequence[Event] = (),
+        replica: str = "",
+    ) -> bool:
+        """Record whether the node's control channel is up (held by ``replica``), with
+        ``events`` in the same transaction; returns whether the row changed.
+
+        A disconnection only applies while ``replica`` still holds the channel: a replica that
+        notices late that its channel died must not undo the node's reconnection to another.
+        """
+        c = t.nodes.c
+        stmt = update(t.nodes).where(c.instance_id == instance_id)
+        values: dict[str, Any] = {"connected": connected, "replica": replica if connected else ""}
         if connected:
             values["last_ping_at"] = now
+        else:
+            stmt = stmt.where(c.replica == replica)
+        written = 0
         async with self._transaction() as conn:
-            await conn.execute(
-                update(t.nodes).where(t.nodes.c.instance_id == instance_id).values(**values)
-            )
-            written = await self._outbox.write(conn, events)
+            changed = (await conn.execute(stmt.values(**values))).rowcount == 1
+            if changed:
+                written = await self._outbox.write(conn, events)
         self._outbox.committed(written)
+        return changed
 
-    async def disconnect_all(self) -> None:
+    async def disconnect_all(self, replica: str = "") -> None:
         """On server start: no control channel survives a restart of a single server."""
-        await self._write(update(t.nodes).values(connected=False))
+        await self._write(
+            update(t.nodes).where(t.nodes.c.replica == replica).values(connected=False)
+        )
+
+    async def release_replica(
+        self, replica: str, events_of: Callable[[str], Sequence[Event]]
+    ) -> Sequence[str]:
+        """A replica is gone: its nodes are no longer connected (unless they already came back
+        through another). Returns those nodes, with ``events_of(node)`` written for each, in
+        one transaction (one replica among those that noticed does it)."""
+        c = t.nodes.c
+        written = 0
+        async with self._transaction() as conn:
+            rows = await conn.execute(
+                update(t.nodes)
+                .where(c.replica == replica, c.connected.is_(True))
+                .values(connected=False, replica="")
+                .returning(c.instance_id)
+            )
+            gone = [row[0] for row in rows]
+            for node_id in gone:
+                written += await self._outbox.write(conn, events_of(node_id))
+        self._outbox.committed(written)
+        return gone
 
     async def heartbeat(self, instance_id: str, now: float, **facts: str) -> None:
         """Record one heartbeat: the node is connected, seen at ``now``, with these facts.
@@ -500,6 +538,52 @@ class SessionRepository(_Repository):
     async def active_on(self, target: str) -> list[Session]:
         return await self.describe(active=True, target=target, limit=10_000)
 
+    # --- scale-out: which replica relays a session -----------------------------------------
+
+    async def claim_relay(self, session_id: str, replica: str, expected: str) -> bool:
+        """Make ``replica`` the relay of an active session whose relay is still ``expected``
+        (compare-and-set: of replicas that race, one wins)."""
+        c = t.sessions.c
+        return (
+            await self._write(
+                update(t.sessions)
+                .where(c.session_id == session_id, c.relay == expected, c.status.in_(_ACTIVE))
+                .values(relay=replica)
+            )
+            == 1
+        )
+
+    async def take_over(self, gone: str, replica: str) -> list[Session]:
+        """Make ``replica`` the relay of every active session ``gone`` relayed; returns them."""
+        c = t.sessions.c
+        async with self._transaction() as conn:
+            rows = await conn.execute(
+                update(t.sessions)
+                .where(c.relay == gone, c.status.in_(_ACTIVE))
+                .values(relay=replica)
+                .returning(*t.sessions.c)
+            )
+            return [_session(row) for row in rows]
+
+    async def relays(self) -> set[str]:
+        """The replicas that relay at least one active session."""
+        c = t.sessions.c
+        rows = await self._fetch(select(c.relay).where(c.status.in_(_ACTIVE)).distinct())
+        return {row[0] for row in rows}
+
+    async def relayed_elsewhere(self, session_ids: Collection[str], replica: str) -> list[str]:
+        """Of ``session_ids``, those whose relay is no longer ``replica`` (or that ended)."""
+        if not session_ids:
+            return []
+        c = t.sessions.c
+        rows = await self._fetch(
+            select(c.session_id).where(
+                c.session_id.in_(list(session_ids)), c.relay == replica, c.status.in_(_ACTIVE)
+            )
+        )
+        kept = {row[0] for row in rows}
+        return [sid for sid in session_ids if sid not in kept]
+
     # --- connections of port sessions -------------------------------------------------------
 
     async def add_connections(self, session_id: str, records: Sequence[SessionConnection]) -> int:
@@ -606,6 +690,9 @@ async def _record_heartbeats(conn: AsyncConnection, beats: _Beats) -> None:
             )
         )
         await conn.execute(stmt, rows)
+
+
+_ACTIVE = [s.value for s in SessionStatus if s.is_active]
 
 
 def _session(row: Any) -> Session:

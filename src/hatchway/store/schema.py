@@ -187,6 +187,8 @@ nodes = Table(
     # The highest agent generation that connected (docs/protocol.md §10.3): an agent started
     # later on the same state directory has a higher one and wins; a lower one is refused.
     Column("agent_generation", Integer, nullable=False, default=0, server_default="0"),
+    # Scale-out: the replica holding the node's control channel ("" when none or one server).
+    Column("replica", String(64), nullable=False, default="", server_default="", index=True),
 )
 
 documents = Table(
@@ -244,6 +246,9 @@ sessions = Table(
     Column("source_ip", String(64), nullable=False, default="", server_default=""),
     # The preferences that applied when the session started (``server.preferences``).
     Column("preferences", JSON, nullable=False, default=dict, server_default="{}"),
+    # Scale-out: the replica whose gateway relays the session (its timers, recording, counters);
+    # "" on a single server. Another replica takes it over when this one is gone.
+    Column("relay", String(64), nullable=False, default="", server_default="", index=True),
 )
 
 session_tokens = Table(
