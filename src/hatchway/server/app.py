@@ -705,6 +705,7 @@ async def _describe_cluster(
                 "ControlChannels": r.control_channels,
                 "Sessions": r.sessions,
                 "Pipes": r.pipes,
+                "PipesServed": r.pipes_served,
                 "State": "draining" if r.draining else ("healthy" if r.healthy else "unhealthy"),
             }
             for r in replicas

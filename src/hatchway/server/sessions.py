@@ -522,6 +522,8 @@ def session_json(s: Session) -> dict[str, Any]:
         out["MaxSessionDuration"] = s.max_session_duration
     if s.exit_code is not None:
         out["ExitCode"] = s.exit_code
+    if s.relay:
+        out["Relay"] = s.relay  # scale-out: the replica that relays it
     return out
 
 

@@ -41,6 +41,8 @@ class ReplicaInfo:
     control_channels: int = 0
     sessions: int = 0
     pipes: int = 0
+    #: Ends of sessions relayed here that came through another replica, since the start.
+    pipes_served: int = 0
     draining: bool = False
     healthy: bool = True
 

@@ -136,6 +136,7 @@ class Cluster:
         self._fresh = Freshness(clock)
         self._remote_ends: dict[str, RemoteEnd] = {}
         self._edges: dict[str, EdgePipe] = {}
+        self._served = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self.hooks: Hooks | None = None
@@ -223,6 +224,7 @@ class Cluster:
         me.control_channels = self._control.count()
         me.sessions = len(self._gateway.live_ids())
         me.pipes = len(self._edges) + len(self._remote_ends)
+        me.pipes_served = self._served
         me.draining = self.draining
         me.healthy = self.bus.connected and self._db_problem is None and not self.draining
 
@@ -451,6 +453,7 @@ class Cluster:
         if relay:
             raise Moved(f"session {session_id} is relayed by {relay}")
         sender = PipeSender(self.bus, self.bus.subject("r", edge or "-", "p", pipe_id))
+        self._served += 1
         if end == "agent":
             live = await self.hooks.admit_agent(
                 session_id, str(message.get("node")), str(message.get("source", ""))
