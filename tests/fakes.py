@@ -253,10 +253,17 @@ class FakeNodeStatus:
     """Events written with the changes (``events=``), in order."""
 
     async def mark_connected(
-        self, instance_id: str, connected: bool, now: float, *, events: Sequence[Any] = ()
-    ) -> None:
+        self,
+        instance_id: str,
+        connected: bool,
+        now: float,
+        *,
+        events: Sequence[Any] = (),
+        replica: str = "",
+    ) -> bool:
         self.connected[instance_id] = connected
         self.events.extend(events)
+        return True
 
     async def heartbeat(self, instance_id: str, now: float, **facts: str) -> None:
         if self.fail_heartbeats:
