@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from hatchway.auth.sigv4 import Credentials
+from hatchway.client.config import load_profile
+from hatchway.transport.apiclient import ApiClient
 from tests.integration.cluster import HATCHWAY, SharedAgent, reap, wait_for
 from tests.integration.replicas import ReplicaSet, free_port, requirements
 
@@ -150,6 +153,54 @@ def test_rolling_restart_of_every_replica_while_20_sessions_run(
     for _, out in runs:
         ticks = _lines(out, r"tick-(\d+)")
         assert ticks == [str(i) for i in range(1, 151)], f"{out.name}: {len(ticks)} ticks"
+
+
+def test_revocation_on_one_replica_ends_a_session_relayed_by_another(
+    scale: ReplicaSet, online: SharedAgent, tmp_path: Path
+) -> None:
+    """Access is re-checked by every replica when it changes on any: detaching a user's
+    policy through a replica that does not relay the session ends the session at once."""
+    admin_arn = "arn:aws:iam::aws:policy/AdministratorAccess"
+    scale.cli_json("iam", "create-user", "--user-name", "ops")
+    key = scale.cli_json("iam", "create-access-key", "--user-name", "ops")["AccessKey"]
+    scale.cli("iam", "attach-user-policy", "--user-name", "ops", "--policy-arn", admin_arn)
+    config = tmp_path / "ops.toml"
+    lines = scale.profile.read_text().splitlines()
+    lines = [ln for ln in lines if not ln.startswith(("access_key_id", "secret_access_key"))]
+    lines += [f'access_key_id = "{key["AccessKeyId"]}"',
+              f'secret_access_key = "{key["SecretAccessKey"]}"']  # fmt: skip
+    config.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ops.out"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen(
+            [HATCHWAY, "--config", str(config), "start-session", "--target", online.node_id],
+            stdin=subprocess.PIPE,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=scale.env(),
+        )
+    assert proc.stdin is not None
+    proc.stdin.write(b"for i in $(seq 1 600); do echo tick-$i; sleep 0.1; done; exit\n")
+    proc.stdin.flush()
+    try:
+        wait_for(lambda: _lines(out, r"tick-\d+"), 60, what="the session to run")
+        session = _active_session(scale, online.node_id)
+        relay = scale.relay_of(session)
+        other = next(r for r in scale.replicas if r is not relay)
+        p = load_profile(str(scale.profile), "default")
+        api = ApiClient(  # this replica, not the balancer
+            f"https://127.0.0.1:{other.port}",
+            region=p.region,
+            credentials=Credentials(p.access_key_id, p.secret_access_key),
+            ca_file=p.ca_file,
+        )
+        api.call(
+            "DetachUserPolicy", {"UserName": "ops", "PolicyArn": admin_arn}, service="Hatchway"
+        )
+        wait_for(lambda: proc.poll() is not None, 20, what="the revoked session to end")
+        assert "access revoked" in out.read_text(errors="replace")
+    finally:
+        reap(proc)
 
 
 def test_a_drained_replica_reports_itself_unhealthy_and_holds_nothing(
