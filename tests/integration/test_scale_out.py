@@ -203,6 +203,64 @@ def test_revocation_on_one_replica_ends_a_session_relayed_by_another(
         reap(proc)
 
 
+def test_a_console_terminal_is_reached_through_any_replica(
+    scale: ReplicaSet, online: SharedAgent
+) -> None:
+    """The console starts a session on one replica (its terminal lives there); the browser's
+    terminal WebSocket reaching another replica is piped to it."""
+    import asyncio
+    import json
+    import ssl
+    import struct
+
+    import aiohttp
+
+    password = "console-pass-" + "x7" * 6
+    scale.cli("iam", "set-password", "--user-name", "admin", input=password.encode() + b"\n")
+    first, second = scale.replicas[0], scale.replicas[1]
+
+    async def browse() -> str:
+        tls = ssl.create_default_context(cafile=str(scale.ca_file))
+        jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1, whichever port
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            a = f"https://127.0.0.1:{first.port}"
+            b = f"https://127.0.0.1:{second.port}"
+            login = {"username": "admin", "password": password}
+            async with http.post(f"{a}/api/login", json=login, ssl=tls) as r:
+                assert r.status == 200, await r.text()
+            csrf = next(c.value for c in jar if c.key.endswith("hatchway-csrf"))
+            async with http.post(
+                f"{a}/api/sessions",
+                json={"target": online.node_id},
+                headers={"X-CSRF-Token": csrf},
+                ssl=tls,
+            ) as r:
+                assert r.status == 200, await r.text()
+                session_id = (await r.json())["SessionId"]
+            url = f"{b}/api/sessions/{session_id}/terminal?offset=0"
+            async with http.ws_connect(url, ssl=tls, headers={"Origin": b}) as ws:
+                hello = json.loads((await ws.receive(timeout=30)).data)
+                assert hello["type"] == "hello" and hello["sessionId"] == session_id
+                await ws.send_str(json.dumps({"type": "resize", "cols": 80, "rows": 24}))
+                typed = b"echo con-$((6*7))\n"
+                await ws.send_bytes(struct.pack(">Q", 0) + typed)
+                seen = b""
+                while b"con-42\r\n" not in seen:
+                    msg = await ws.receive(timeout=30)
+                    assert msg.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT), msg
+                    if msg.type == aiohttp.WSMsgType.BINARY:
+                        seen += msg.data[8:]
+                await ws.send_str(json.dumps({"type": "terminate"}))
+            return str(session_id)
+
+    session_id = asyncio.run(browse())
+    wait_for(
+        lambda: session_id not in {s["SessionId"] for s in scale.sessions()},
+        30,
+        what="the console's session to end",
+    )
+
+
 def test_a_drained_replica_reports_itself_unhealthy_and_holds_nothing(
     scale: ReplicaSet, online: SharedAgent
 ) -> None:

@@ -360,8 +360,10 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
                 access_changed=enforcement.poke,
                 recordings=recordings,
                 log_streams=log_streams,
+                terminals=console.terminals,
             ),
         )
+        console.remote_terminal = cluster.serve_console
     server.deliveries.start()  # webhooks, from the outbox (pending ones of before a restart too)
     assert server.retention is not None
     server.retention.start()

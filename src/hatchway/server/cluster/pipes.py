@@ -30,7 +30,7 @@ from hatchway.transport.socket import Socket, TextSocket
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_QUEUED", "EdgePipe", "PipeSender", "RemoteEnd"]
+__all__ = ["MAX_QUEUED", "EdgePipe", "PipeSender", "Queue", "RemoteEnd"]
 
 #: Bytes one side of a pipe queues before dropping (the ends resend what is lost).
 MAX_QUEUED: Final = 16 * 1024 * 1024
@@ -74,7 +74,7 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     return code, reason
 
 
-class _Queue:
+class Queue:
     """An unbounded-in-count, bounded-in-bytes queue of pipe items; ``None`` ends it."""
 
     def __init__(self, label: str) -> None:
@@ -109,7 +109,7 @@ class RemoteEnd(TextSocket):
         self.label = label
         self.edge = edge
         self._sender = sender
-        self._in = _Queue(label)
+        self._in = Queue(label)
         self._closed = False
         self._code: int | None = None
         self._reason = ""
@@ -206,7 +206,7 @@ class EdgePipe:
         self.sender = sender
         self.relay = relay
         self.sock: Socket | None = None
-        self._out = _Queue(f"pipe to {relay}")
+        self._out = Queue(f"pipe to {relay}")
 
     def incoming(self, seq: int, kind: bytes, payload: bytes) -> None:
         if self.sender.accept(seq):

@@ -58,6 +58,9 @@ from hatchway.store.store import Store
 from hatchway.transport.socket import Socket, TextSocket
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
+    from hatchway.server.console.bridge import Terminals
     from hatchway.server.logstreams import LogStreamService
     from hatchway.server.recordings import RecordingService
 
@@ -106,6 +109,7 @@ class Hooks:
     access_changed: Callable[[], None]
     recordings: RecordingService | None = None
     log_streams: LogStreamService | None = None
+    terminals: Terminals | None = None
 
 
 class Cluster:
@@ -334,6 +338,37 @@ class Cluster:
         finally:
             self._edges.pop(pipe_id, None)
 
+    async def serve_console(
+        self, request: web.Request, session_id: str, user_id: str, offset: int
+    ) -> web.StreamResponse | None:
+        """A browser's terminal WebSocket for a console terminal of another replica (the
+        session's relay, which started it): piped there. ``None``: no other replica has it."""
+        from aiohttp import web
+
+        from hatchway.server.cluster.consolepipe import BrowserEdge
+
+        session = await self._store.sessions.get(session_id)
+        relay = session.relay if session is not None else ""
+        if relay in ("", self.replica_id) or not self.replicas.alive(relay):
+            return None
+        pipe_id = secrets.token_hex(12)
+        edge = BrowserEdge(PipeSender(self.bus, self.bus.subject("r", relay, "p", pipe_id)), relay)
+        self._edges[pipe_id] = edge  # type: ignore[assignment]
+        try:
+            await self._call(relay, {"op": "open", "end": "console", "pipe": pipe_id,
+                                     "session": session_id, "user": user_id,
+                                     "offset": offset})  # fmt: skip
+        except HatchwayError:
+            self._edges.pop(pipe_id, None)
+            raise
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4 * 1024 * 1024)
+        try:
+            await ws.prepare(request)
+            await edge.run(ws)
+        finally:
+            self._edges.pop(pipe_id, None)
+        return ws
+
     # ---- routing control messages ------------------------------------------------------------
 
     async def reachable(self, node_id: str) -> bool:
@@ -449,6 +484,8 @@ class Cluster:
             raise Unavailable("the session's relay is restarting")
         session_id, pipe_id = str(message.get("session")), str(message.get("pipe"))
         end, edge = message.get("end"), str(message.get("from_replica", ""))
+        if end == "console":
+            return self._open_console(message, session_id, pipe_id, edge)
         relay = await self.route(session_id)  # takes it in if the database says it is ours
         if relay:
             raise Moved(f"session {session_id} is relayed by {relay}")
@@ -472,13 +509,34 @@ class Cluster:
             raise RemoteProtocolError(f"unknown end {end!r}")
         return {"ok": True}
 
+    def _open_console(
+        self, message: dict[str, Any], session_id: str, pipe_id: str, edge: str
+    ) -> dict[str, Any]:
+        """A browser reached another replica for a console terminal that lives here."""
+        from hatchway.server.cluster.consolepipe import RemoteBrowser
+
+        assert self.hooks is not None
+        if self.hooks.terminals is None:
+            raise NotFound(f"No console terminal for session {session_id}.")
+        terminal = self.hooks.terminals.get(session_id, str(message.get("user")))
+        offset = message.get("offset")
+        sender = PipeSender(self.bus, self.bus.subject("r", edge or "-", "p", pipe_id))
+        browser = RemoteBrowser(sender, edge)
+        self._remote_ends[pipe_id] = browser  # type: ignore[assignment]
+        self._served += 1
+        start = max(0, offset) if isinstance(offset, int) else 0
+        self._spawn(self._serve_remote(pipe_id, terminal.serve_browser(browser, start)))
+        return {"ok": True}
+
     async def _serve_remote(self, pipe_id: str, serving: Awaitable[None]) -> None:
         try:
             await serving
         finally:
             end = self._remote_ends.pop(pipe_id, None)
-            if end is not None:
+            if isinstance(end, RemoteEnd):
                 await end.close(CloseCode.GOING_AWAY, "")
+            elif end is not None:
+                await end.close(code=CloseCode.GOING_AWAY)
 
     async def _control_message(self, message: dict[str, Any]) -> dict[str, Any]:
         node_id, action = str(message.get("node")), message.get("action")

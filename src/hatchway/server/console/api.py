@@ -51,6 +51,9 @@ __all__ = ["MAX_BODY", "ConsoleApi", "static_dir"]
 
 log = logging.getLogger(__name__)
 
+RemoteTerminal = Callable[[web.Request, str, str, int], Awaitable[web.StreamResponse | None]]
+"""(request, session id, user id, offset) → the piped WebSocket, or None if nobody has it."""
+
 MAX_BODY: Final = 64 * 1024
 PAGE_SIZE: Final = 50
 MAX_NODES: Final = 1000
@@ -104,6 +107,8 @@ class ConsoleApi:
         self._authz = authz
         self.logins = logins
         self.terminals = terminals
+        #: Scale-out: opens a terminal that lives in another replica (``server.cluster``).
+        self.remote_terminal: RemoteTerminal | None = None
         prefix = "__Host-" if settings.tls else ""
         self.session_cookie = prefix + "hatchway-session"
         self.csrf_cookie = prefix + "hatchway-csrf"
@@ -423,7 +428,6 @@ class ConsoleApi:
         origin = request.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc != request.host:
             raise CsrfRefused("The terminal may be opened from the console's own pages only.")
-        terminal = self.terminals.get(_session_id(request), who.user.user_id)
         if request.headers.get("Upgrade", "").lower() != "websocket":
             raise ValidationError(
                 "This is a WebSocket: open it with an Upgrade: websocket request."
@@ -432,6 +436,17 @@ class ConsoleApi:
             offset = int(request.query.get("offset", "0"))
         except ValueError as exc:
             raise ValidationError("offset must be a whole number") from exc
+        session_id = _session_id(request)
+        try:
+            terminal = self.terminals.get(session_id, who.user.user_id)
+        except NotFound:
+            # Scale-out: the terminal may live in another replica (the session's relay).
+            if self.remote_terminal is None:
+                raise
+            ws = await self.remote_terminal(request, session_id, who.user.user_id, offset)
+            if ws is None:
+                raise
+            return ws
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=2 * MAX_BODY)
         await ws.prepare(request)
         await terminal.serve_browser(ws, max(0, offset))

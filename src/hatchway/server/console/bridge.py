@@ -34,10 +34,10 @@ import struct
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any, Final
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, Final, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType
 
 from hatchway.errors import HatchwayError, NotFound, RemoteProtocolError
 from hatchway.protocol.events import ChannelClosedEvent, Notice, StreamData
@@ -290,7 +290,7 @@ class Terminal:
 
     # ---- the browser --------------------------------------------------------------------
 
-    async def serve_browser(self, ws: web.WebSocketResponse, offset: int) -> None:
+    async def serve_browser(self, ws: BrowserSocket, offset: int) -> None:
         """Attach ``ws`` (replacing an older browser), replay output from ``offset`` (or the
         oldest kept), and take its input until it goes."""
         start = min(max(offset, self._base), self.output_end)
@@ -407,13 +407,29 @@ def _dimension(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1000
 
 
+class BrowserSocket(Protocol):
+    """What the bridge uses of a browser's WebSocket: aiohttp's ``WebSocketResponse``, or a
+    browser connected to another replica (``server.cluster.consolepipe``)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def __aiter__(self) -> AsyncIterator[WSMessage]: ...
+
+    async def send_bytes(self, data: bytes) -> None: ...
+
+    async def send_json(self, data: Any) -> None: ...
+
+    async def close(self, *, code: int = ..., message: bytes = ...) -> bool: ...
+
+
 class _Page:
     """A browser page attached to a terminal, and its one writer: output from ``sent`` on,
     then the control messages queued for it. The data channel's reader only appends and wakes
     it, so a slow page never holds up the session (it is held back by :data:`UNACKED_LIMIT`
     instead)."""
 
-    def __init__(self, ws: web.WebSocketResponse, sent: int) -> None:
+    def __init__(self, ws: BrowserSocket, sent: int) -> None:
         self.ws = ws
         self.sent = sent
         self._messages: deque[dict[str, Any]] = deque()
