@@ -260,6 +260,12 @@ class NodeRepository(_Repository):
             update(t.nodes).where(t.nodes.c.replica == replica).values(connected=False)
         )
 
+    async def holders(self) -> set[str]:
+        """The replicas that hold at least one connected node's control channel."""
+        c = t.nodes.c
+        rows = await self._fetch(select(c.replica).where(c.connected.is_(True)).distinct())
+        return {row[0] for row in rows if row[0]}
+
     async def release_replica(
         self, replica: str, events_of: Callable[[str], Sequence[Event]]
     ) -> Sequence[str]:

@@ -609,16 +609,18 @@ class Cluster:
             await self.broadcast("node_gone", node=node)
 
     async def _sweep(self) -> None:
-        """Sessions whose relay is gone (missed while this replica was away from NATS, or
-        left by a drain that nobody took) are taken over."""
+        """Sessions whose relay is gone, and nodes whose replica is (missed while this
+        replica was away from NATS, left by a drain nobody took, or by a whole cluster's
+        restart), are taken over."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL)
             if not self.replicas.warm or self.draining:
                 continue
             try:
-                for relay in await self._store.sessions.relays():
-                    if not self.replicas.alive(relay):
-                        await self.take_over(relay)
+                held = await self._store.sessions.relays() | await self._store.nodes.holders()
+                for replica in held:
+                    if not self.replicas.alive(replica):
+                        await self.take_over(replica)
             except HatchwayError as exc:
                 log.info("sweep: %s", exc.message)
 
