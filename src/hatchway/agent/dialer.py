@@ -26,6 +26,8 @@ Limits chosen here, not inherited (issue 5, "no limit of ours may be a library d
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import ssl
 import urllib.parse
 import weakref
@@ -42,7 +44,7 @@ from hatchway.auth.sigv4 import sign_request_rsa
 from hatchway.errors import AuthError, ConfigError, Conflict, NotFound, Unavailable
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
-from hatchway.transport.apiclient import client_ssl_context
+from hatchway.transport.apiclient import ApiError, client_ssl_context
 from hatchway.transport.sansio_socket import UpgradeRefused, WebSocket, connect
 from hatchway.transport.socket import Socket
 
@@ -171,6 +173,69 @@ class Dialer:
             _refused(exc.status, exc.headers, path_and_query, exc.message)
         self._sockets.add(sock)
         return sock
+
+    @property
+    def node_id(self) -> str:
+        return self.state.node_id
+
+    async def decrypt_data_key(self, blob: bytes, context: Mapping[str, str], key_id: str) -> bytes:
+        """``TrentService.Decrypt`` as this node (signed with its key and a fresh nonce, like
+        an upgrade): the plaintext of an end-to-end encrypted session's data key
+        (docs/protocol.md §7.9). The server allows a node to decrypt only data keys whose
+        encryption context names one of its own active sessions.
+
+        Raises:
+            ApiError: the key service's answer (``DisabledException``, ``AccessDeniedException``,
+                ``InvalidCiphertextException``, …).
+            Unavailable: no answer within :data:`DIAL_TIMEOUT`.
+        """
+        body = json.dumps(
+            {
+                "CiphertextBlob": base64.b64encode(blob).decode("ascii"),
+                "EncryptionContext": dict(context),
+                "KeyId": key_id,
+            }
+        ).encode()
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                nonce = await self._nonce()
+                url = f"{self._http_base}/"
+                headers = sign_request_rsa(
+                    "POST",
+                    url,
+                    {
+                        "Content-Type": "application/x-amz-json-1.1",
+                        "X-Amz-Target": "TrentService.Decrypt",
+                        NONCE_HEADER: nonce,
+                    },
+                    body,
+                    node_id=self.state.node_id,
+                    private_key_sign=self._sign,
+                    region=self.state.region,
+                    service="kms",
+                    now=datetime.now(UTC),
+                )
+                headers.pop("Host", None)
+                async with self._http().post(
+                    url, data=body, headers=headers, ssl=self._ssl or False
+                ) as response:
+                    data: Any = await response.json(content_type=None)
+                    status = response.status
+        except TimeoutError as exc:
+            raise Unavailable(
+                f"the key service did not answer within {DIAL_TIMEOUT:.0f} s"
+            ) from exc
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise Unavailable(f"cannot reach the key service: {exc}") from exc
+        if not isinstance(data, dict):
+            raise Unavailable(f"the key service answered HTTP {status} without JSON")
+        if status != 200:
+            code = str(data.get("__type") or "InternalServerError").rpartition("#")[2]
+            raise ApiError(code, str(data.get("message") or f"HTTP {status}"), status)
+        try:
+            return base64.b64decode(str(data["Plaintext"]), validate=True)
+        except (KeyError, ValueError) as exc:
+            raise Unavailable("the key service answered Decrypt without a plaintext") from exc
 
     async def close(self) -> None:
         """Close every WebSocket this dialer opened that is still open, then the HTTP client.

@@ -56,6 +56,7 @@ from hatchway.server.recordingkeys import RecordingKeys
 from hatchway.server.recordings import RecordingService
 from hatchway.server.recordingstorage import RecordingStorages
 from hatchway.server.retention import RetentionJob, audit_retention_run
+from hatchway.server.sessionkeys import NodeDataKeys
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
 from hatchway.server.simulate import Simulator
@@ -157,7 +158,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     await _check_recordings_key(kms, settings.recordings_kms_key)
     log_streams = LogStreamService(store, settings.log_group, clock)
     sessions = SessionService(
-        store, settings, clock, control, recordings, log_streams, audit=audit_events
+        store, settings, clock, control, recordings, log_streams, audit=audit_events, kms=kms
     )
     control.on_task_complete = sessions.task_complete
     control.on_node_gone = sessions.node_gone
@@ -236,6 +237,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         operations,
         CallAudits(store, clock),
         on_access_changed=enforcement.poke,
+        node_keys=NodeDataKeys(kms, store),
     )
     console = ConsoleApi(
         settings,
