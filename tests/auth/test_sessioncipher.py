@@ -77,7 +77,7 @@ def test_tampered_payload_is_refused_with_a_clear_error(where: int) -> None:
 def test_cut_payload_is_refused() -> None:
     agent, client = pair()
     with pytest.raises(PayloadAuthenticationError, match="shorter than its nonce and tag"):
-        client.open(agent.seal(b"x")[:OVERHEAD - 1])
+        client.open(agent.seal(b"x")[: OVERHEAD - 1])
     with pytest.raises(PayloadAuthenticationError):
         client.open(agent.seal(b"abc")[:-1])
 
@@ -95,9 +95,7 @@ def test_repr_hides_the_keys() -> None:
     key=st.binary(min_size=64, max_size=64),
     payloads=st.lists(st.binary(min_size=1, max_size=4096), min_size=1, max_size=8),
 )
-def test_property_every_payload_round_trips_one_way_only(
-    key: bytes, payloads: list[bytes]
-) -> None:
+def test_property_every_payload_round_trips_one_way_only(key: bytes, payloads: list[bytes]) -> None:
     assume(key[:32] != key[32:])  # two equal halves would make one key for both directions
     agent, client = pair(key)
     for payload in payloads:
