@@ -12,8 +12,8 @@ from hatchway.auth.sessioncipher import OVERHEAD, SessionCipher, Side
 from hatchway.errors import PayloadAuthenticationError, ValidationError
 from hatchway.protocol.encryption import split_data_key
 
-# The 64-byte key of AWS's agent's own tests (agent/session/crypto/blockcipher_test.go),
-# and the vectors /work/shared/protocol.md §6.4 checked against Go's crypto.
+# The 64-byte key of AWS's agent's own tests (agent/session/crypto/blockcipher_test.go), and
+# the vectors of docs/protocol.md §7.9 (produced with Go's crypto).
 KEY = b"wubba lubba dub dub wubba lubba dub dub wubba lubba dub dub wubb"
 NONCE = bytes.fromhex("010000000200000003000000")
 AGENT_TO_CLIENT_HELLO = bytes.fromhex(

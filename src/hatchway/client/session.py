@@ -27,7 +27,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
-from hatchway.auth.sessioncipher import SessionCipher, Side
 from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.output import escape_controls
 from hatchway.client.streams import write_all
@@ -67,6 +66,7 @@ from hatchway.transport.channel import ChannelDriver
 from hatchway.transport.sansio_socket import connect
 
 if TYPE_CHECKING:
+    from hatchway.auth.sessioncipher import SessionCipher
     from hatchway.transport.socket import Socket
 
     class DataSocket(Socket, Protocol):
@@ -594,6 +594,10 @@ class ClientSession:
         context = encryption_context(
             self.session_id, self._target, kms.challenge if acknowledged else None
         )
+        # Imported here: ``cryptography`` costs start-up time that unencrypted sessions
+        # need not pay (tests/transport/test_sansio_socket.py keeps the CLI's path lean).
+        from hatchway.auth.sessioncipher import SessionCipher, Side
+
         answer: KmsEncryptionResult | str
         try:
             plaintext, blob = await self._api.generate_data_key(kms.kms_key_id, context)
