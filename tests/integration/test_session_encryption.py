@@ -361,3 +361,19 @@ def test_a_node_decrypts_only_the_data_keys_of_its_own_active_sessions(world) ->
         outcome = asyncio.run(node_decrypt(data_key(context), context))
         assert outcome.startswith("AccessDeniedException: Node " + node), (what, outcome)
         assert "kms:Decrypt" in outcome
+
+
+def test_exec_is_encrypted_too_stdout_stderr_and_exit_status(world) -> None:
+    """NonInteractiveCommands: stdin, stdout, stderr (StdErr frames) and the exit status
+    (ExitCode frame) are sealed, and still arrive apart and whole."""
+    cluster, proxy, node, profile = world
+    proxy.reset()
+    script = "read x; echo out-$x-$((2*3)); echo err-$((3*3)) >&2; exit 3"
+    result = run(cluster, profile, "exec", "--target", node, "--", "sh", "-c", script,
+                 input=b"in" + b"put\n")  # fmt: skip
+    assert result.returncode == 3, result.stderr.decode()
+    assert result.stdout == b"out-input-6\n"
+    assert b"err-9\n" in result.stderr
+    capture = b"".join(up + down for up, down in proxy.snapshot())
+    for mark in (b"out-input", b"err-9", b"input\n", b"EXIT_CODE"):
+        assert mark not in capture, mark
