@@ -189,53 +189,102 @@ class Dialer:
                 ``InvalidCiphertextException``, …).
             Unavailable: no answer within :data:`DIAL_TIMEOUT`.
         """
-        body = json.dumps(
-            {
-                "CiphertextBlob": base64.b64encode(blob).decode("ascii"),
-                "EncryptionContext": dict(context),
-                "KeyId": key_id,
-            }
-        ).encode()
+        body = {
+            "CiphertextBlob": base64.b64encode(blob).decode("ascii"),
+            "EncryptionContext": dict(context),
+            "KeyId": key_id,
+        }
+        data = await self._kms("Decrypt", body)
+        return _b64_member(data, "Plaintext")
+
+    async def generate_recording_key(
+        self, key_id: str, context: Mapping[str, str]
+    ) -> tuple[bytes, bytes, str]:
+        """``TrentService.GenerateDataKey`` (AES_256) as this node for the recording of one of
+        its end-to-end encrypted sessions: (plaintext, wrapped key, key ARN). The server allows
+        only the context ``{"aws:ssm:SessionId": <an active session of this node>}`` under that
+        session's key.
+
+        Raises:
+            ApiError, Unavailable: as :meth:`decrypt_data_key`.
+        """
+        body = {"KeyId": key_id, "KeySpec": "AES_256", "EncryptionContext": dict(context)}
+        data = await self._kms("GenerateDataKey", body)
+        arn = data.get("KeyId")
+        if not isinstance(arn, str) or not arn:
+            raise Unavailable("the key service answered GenerateDataKey without a KeyId")
+        return _b64_member(data, "Plaintext"), _b64_member(data, "CiphertextBlob"), arn
+
+    async def upload_recording(self, session_id: str, data: bytes, part_size: int) -> None:
+        """Send a session's sealed recording to the server, ``part_size`` bytes a request
+        (``POST /v1/agent-recording/<session id>?offset=N[&final=1]``, each signed with a
+        fresh nonce). A part the server already has is acknowledged again, so a retry after a
+        lost answer is harmless.
+
+        Raises:
+            ApiError: the server refused it (not this node's session, not encrypted, …).
+            Unavailable: no answer.
+        """
+        offset = 0
+        while True:
+            part = data[offset : offset + part_size]
+            final = offset + len(part) >= len(data)
+            query = urllib.parse.urlencode({"offset": offset, **({"final": 1} if final else {})})
+            path = f"/v1/agent-recording/{urllib.parse.quote(session_id)}?{query}"
+            headers = {"Content-Type": "application/octet-stream"}
+            await self._signed_post(path, headers, part, service="ssmmessages")
+            offset += len(part)
+            if final:
+                return
+
+    async def _kms(self, operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        headers = {
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": f"TrentService.{operation}",
+        }
+        return await self._signed_post("/", headers, json.dumps(body).encode(), service="kms")
+
+    async def _signed_post(
+        self, path: str, headers: Mapping[str, str], body: bytes, *, service: str
+    ) -> dict[str, Any]:
+        """POST ``body`` to ``path`` signed as this node with a fresh nonce; the JSON answer.
+
+        Raises:
+            ApiError: an error answer (its AWS error type as ``code``).
+            Unavailable: no answer within :data:`DIAL_TIMEOUT`, or not JSON.
+        """
         try:
             async with asyncio.timeout(DIAL_TIMEOUT):
                 nonce = await self._nonce()
-                url = f"{self._http_base}/"
-                headers = sign_request_rsa(
+                url = f"{self._http_base}{path}"
+                signed = sign_request_rsa(
                     "POST",
                     url,
-                    {
-                        "Content-Type": "application/x-amz-json-1.1",
-                        "X-Amz-Target": "TrentService.Decrypt",
-                        NONCE_HEADER: nonce,
-                    },
+                    {**headers, NONCE_HEADER: nonce},
                     body,
                     node_id=self.state.node_id,
                     private_key_sign=self._sign,
                     region=self.state.region,
-                    service="kms",
+                    service=service,
                     now=datetime.now(UTC),
                 )
-                headers.pop("Host", None)
+                signed.pop("Host", None)
                 async with self._http().post(
-                    url, data=body, headers=headers, ssl=self._ssl or False
+                    url, data=body, headers=signed, ssl=self._ssl or False
                 ) as response:
                     data: Any = await response.json(content_type=None)
                     status = response.status
         except TimeoutError as exc:
-            raise Unavailable(
-                f"the key service did not answer within {DIAL_TIMEOUT:.0f} s"
-            ) from exc
+            waited = f"{DIAL_TIMEOUT:.0f} s"
+            raise Unavailable(f"the server did not answer within {waited}") from exc
         except (aiohttp.ClientError, OSError, ValueError) as exc:
-            raise Unavailable(f"cannot reach the key service: {exc}") from exc
+            raise Unavailable(f"cannot reach {self.state.endpoint}: {exc}") from exc
         if not isinstance(data, dict):
-            raise Unavailable(f"the key service answered HTTP {status} without JSON")
+            raise Unavailable(f"the server answered HTTP {status} without JSON")
         if status != 200:
             code = str(data.get("__type") or "InternalServerError").rpartition("#")[2]
             raise ApiError(code, str(data.get("message") or f"HTTP {status}"), status)
-        try:
-            return base64.b64decode(str(data["Plaintext"]), validate=True)
-        except (KeyError, ValueError) as exc:
-            raise Unavailable("the key service answered Decrypt without a plaintext") from exc
+        return data
 
     async def close(self) -> None:
         """Close every WebSocket this dialer opened that is still open, then the HTTP client.
@@ -264,3 +313,10 @@ def _refused(
     if status == 409:
         raise Conflict(reason)
     raise Unavailable(f"the server answered HTTP {status} to {what}")
+
+
+def _b64_member(data: Mapping[str, Any], name: str) -> bytes:
+    try:
+        return base64.b64decode(str(data[name]), validate=True)
+    except (KeyError, ValueError) as exc:
+        raise Unavailable(f"the key service answered without {name}") from exc

@@ -80,6 +80,7 @@ READ_CHUNK = 65536
 INPUT_BUFFER = 1024 * 1024  # input held for a slow reader (PTY, stdin) before more is refused
 INPUT_READY_MAX = 1.0  # longest wait for a starting shell before input is written anyway
 QUIET = 0.2  # a shell that printed and then stayed quiet this long is waiting for input
+WRAP_UP_TIMEOUT = 60.0  # an ended session's last errands (its recording's upload) at most
 
 #: Hatchway's own Flag value (docs/protocol.md §5.4, §8.2): the client's input ended. The agent
 #: closes the command's stdin (NonInteractiveCommands) or half-closes the destination
@@ -135,6 +136,16 @@ class DataKeyService(Protocol):
             HatchwayError: the key service's refusal (the key disabled, not allowed, …) or
                 no answer; the message says which.
         """
+        ...
+
+    async def generate_recording_key(
+        self, key_id: str, context: Mapping[str, str]
+    ) -> tuple[bytes, bytes, str]:
+        """GenerateDataKey for the session's recording: (plaintext, blob, key ARN)."""
+        ...
+
+    async def upload_recording(self, session_id: str, data: bytes, part_size: int) -> None:
+        """Hand the sealed recording to the server."""
         ...
 
 
@@ -243,6 +254,11 @@ class DataChannelSession:
                 await self._work_gone()
             finally:
                 self._release()  # even if cancelled again meanwhile
+        try:
+            async with asyncio.timeout(WRAP_UP_TIMEOUT):
+                await self._wrap_up()
+        except (HatchwayError, TimeoutError) as exc:
+            log.warning("session %s: could not wrap up: %s", self.session_id, exc)
         await self._complete(self.session_id, status, output)
 
     async def _outcome(self) -> tuple[str, str]:
@@ -293,6 +309,16 @@ class DataChannelSession:
 
     def _release(self) -> None:
         """Release file descriptors and the like; synchronous, runs last, once."""
+
+    async def _wrap_up(self) -> None:
+        """After the work and the data channel ended, before the completion is reported
+        (e.g. hand the server an encrypted session's recording); bounded by
+        :data:`WRAP_UP_TIMEOUT`."""
+
+    @property
+    def keys(self) -> DataKeyService | None:
+        """The key service as the node reaches it, if the dialer can."""
+        return self._dialer if isinstance(self._dialer, DataKeyService) else None
 
     def _set_accepting(self, value: bool) -> None:
         """Take (True) or refuse (False) the client's new stream data; with a Hatchway client
@@ -349,7 +375,7 @@ class DataChannelSession:
                 to decrypt it, or the client failed the challenge.
         """
         result = kms_result_of(response)
-        keys = self._dialer if isinstance(self._dialer, DataKeyService) else None
+        keys = self.keys
         if keys is None:
             raise RemoteProtocolError("this agent cannot reach the key service")
         challenge = request.challenge if result.challenge_acknowledged else None

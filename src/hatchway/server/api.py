@@ -47,8 +47,8 @@ ANONYMOUS = "RegisterManagedInstance"
 """The one operation without a signature: the activation code is its credential."""
 MAX_ANONYMOUS_BODY = 16 * 1024
 """Largest RegisterManagedInstance body parsed (a real one is about 600 bytes)."""
-NODE_OPERATION = f"{KMS}.Decrypt"
-"""The one operation a node may call with its own key (docs/protocol.md §7.9)."""
+NODE_OPERATIONS = frozenset({f"{KMS}.Decrypt", f"{KMS}.GenerateDataKey"})
+"""The operations a node may call with its own key (docs/protocol.md §7.9)."""
 API_SIGNED_HEADERS = ("content-type", "x-amz-target")
 """Headers every signed API request must sign, besides ``host`` (which SigV4 always requires):
 the target names the operation, so an unsigned target lets a captured request be replayed as a
@@ -142,8 +142,8 @@ class Api:
         body = await self._read(request, self._settings.max_body_size)
         check_framing(body)
         call.recordable = True
-        if op.target == NODE_OPERATION and _signed_by_node(request):
-            return await self._node_decrypt(op, request, body, call)
+        if op.target in NODE_OPERATIONS and _signed_by_node(request):
+            return await self._node_kms(op, request, body, call)
         principal = await self._authn.user(
             request.method,
             request.raw_path,
@@ -159,12 +159,12 @@ class Api:
         )
         return await self._perform(op, principal, decode_body(body), request, call)
 
-    async def _node_decrypt(
+    async def _node_kms(
         self, op: Operation, request: web.Request, body: bytes, call: CallAudit
     ) -> dict[str, Any]:
-        """``TrentService.Decrypt`` signed by a node's key: an agent unwrapping the data key
-        of one of its end-to-end encrypted sessions (``server.sessionkeys`` says what it may
-        decrypt; nodes have no policies)."""
+        """``TrentService.Decrypt`` or ``GenerateDataKey`` signed by a node's key: an agent
+        unwrapping the data key of one of its end-to-end encrypted sessions, or making its
+        recording's (``server.sessionkeys`` says what it may do; nodes have no policies)."""
         if self._node_keys is None:
             raise UnknownOperation("nodes cannot call the key service on this server")
         node_id = await self._authn.node(
@@ -179,7 +179,9 @@ class Api:
         data = self._validator.validate(op.name, decode_body(body))
         call.parameters(data)
         with pending_call(call.pending):
-            return await self._node_keys.decrypt(node_id, data)
+            if op.name == "Decrypt":
+                return await self._node_keys.decrypt(node_id, data)
+            return await self._node_keys.generate(node_id, data)
 
     async def _perform(
         self,

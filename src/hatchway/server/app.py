@@ -28,6 +28,7 @@ from hatchway.errors import (
     HatchwayError,
     NotFound,
     Throttled,
+    ValidationError,
 )
 from hatchway.server.api import Api
 from hatchway.server.audit import AuditEvents, CallAudits, node_identity, owner_identity
@@ -41,6 +42,7 @@ from hatchway.server.control import ControlChannels
 from hatchway.server.document_service import DocumentService
 from hatchway.server.documents import builtin_documents
 from hatchway.server.enforcement import LiveEnforcement
+from hatchway.server.errormap import error_body, error_status
 from hatchway.server.events.service import EventService
 from hatchway.server.events.worker import DeliveryWorker, HttpPoster
 from hatchway.server.guard import ConnectionGuard, ConnectionLimits
@@ -397,6 +399,39 @@ def _routes(server: Server, api: Api, events: AuditEvents) -> None:
         await gateway.serve_agent(sock, live)
         return ws
 
+    async def agent_recording(request: web.Request) -> web.Response:
+        """A part of the sealed recording a node made of an end-to-end encrypted session
+        (``RecordingService.receive_sealed``), signed like an upgrade, body included."""
+        session_id = request.match_info["session_id"]
+        try:
+            body = await request.read()
+            node_id = await server.authn.node(
+                request.method,
+                request.raw_path,
+                request.headers,
+                body,
+                "ssmmessages",
+                must_sign=("content-type",),
+            )
+            raw_offset = request.query.get("offset", "")
+            if not raw_offset.isdigit() or len(raw_offset) > 15:
+                raise ValidationError("offset must be a byte offset")
+            if server.recordings is None:
+                raise NotFound("this server keeps no recordings")
+            size = await server.recordings.receive_sealed(
+                node_id,
+                session_id,
+                int(raw_offset),
+                body,
+                final=request.query.get("final") == "1",
+            )
+        except HatchwayError as exc:
+            status = error_status(exc)
+            if status >= 500:
+                log.error("recording of %s from its node failed: %s", session_id, exc)
+            return web.json_response(error_body(exc), status=status)
+        return web.json_response({"SessionId": session_id, "Size": size})
+
     async def _audit_refusal(
         action: str, node_id: str, resource: Resource, exc: AccessDenied, request: web.Request
     ) -> None:
@@ -411,6 +446,7 @@ def _routes(server: Server, api: Api, events: AuditEvents) -> None:
     server.app.router.add_get("/v1/agent-nonce", agent_nonce)
     server.app.router.add_get("/v1/control-channel/{node_id}", control_channel)
     server.app.router.add_get("/v1/data-channel/{session_id}", data_channel)
+    server.app.router.add_post("/v1/agent-recording/{session_id}", agent_recording)
     if server.console is not None:
         server.console.add_routes(server.app)
 

@@ -18,6 +18,11 @@ may decrypt is fixed here, the way AWS's documentation scopes an instance role's
 So a node can open the data key of its own sessions while they run, and nothing else: not
 another node's, not a recording's data key, not an arbitrary blob. The key's state applies as
 for anyone (a disabled key: ``DisabledException``).
+
+A node may also call ``TrentService.GenerateDataKey`` (32 bytes) for the recording it makes of
+such a session (``agent.recording``): only with the context ``{"aws:ssm:SessionId": <one of
+its active sessions>}`` and that session's key. It may not Decrypt such a key back (the
+context lacks ``aws:ssm:TargetId``): only readers allowed ``kms:Decrypt`` can.
 """
 
 from __future__ import annotations
@@ -50,6 +55,49 @@ class NodeDataKeys:
         self._kms = kms
         self._store = store
 
+    async def _active_session_key(self, node_id: str, session_id: str, refuse: Any) -> str:
+        """The key ARN of ``session_id``, an active session on ``node_id`` encrypted end to
+        end; else ``refuse(why)`` is raised."""
+        session = await self._store.sessions.get(session_id)
+        if session is None or session.target != node_id or not session.status.is_active:
+            raise refuse(f"{session_id} is not an active session on this node")
+        chosen = (session.preferences or {}).get(SESSION_KEY_PREFERENCE)
+        if not chosen:
+            raise refuse(f"session {session_id} is not encrypted end to end")
+        return str(chosen)
+
+    async def generate(self, node_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``TrentService.GenerateDataKey`` as ``node_id``: the data key of the recording the
+        node makes of one of its encrypted sessions.
+
+        Raises:
+            AccessDenied: not a recording key of one of the node's active encrypted sessions.
+            KeyDisabled, KeyInvalidState, KeyNotFound: as GenerateDataKey for anyone.
+        """
+        key = await self._kms.find(str(body.get("KeyId", "")))
+        context: Mapping[str, str] = body.get("EncryptionContext") or {}
+
+        def refuse(why: str) -> AccessDenied:
+            log.warning("node %s refused kms:GenerateDataKey on %s: %s", node_id, key.arn, why)
+            return AccessDenied(
+                f"Node {node_id} is not authorized to perform: kms:GenerateDataKey on "
+                f"resource: {key.arn}: {why}"
+            )
+
+        session_id = context.get(CONTEXT_SESSION, "")
+        if set(context) != {CONTEXT_SESSION} or not session_id:
+            raise refuse(f"a node may generate only session recording keys ({CONTEXT_SESSION})")
+        if await self._active_session_key(node_id, session_id, refuse) != key.arn:
+            raise refuse(f"session {session_id} is not encrypted under this key")
+        if body.get("KeySpec", "AES_256") != "AES_256" or body.get("NumberOfBytes") is not None:
+            raise ValidationError("A node's recording keys are AES_256.")
+        data_key = await self._kms.generate_data_key(key.key_id, context)
+        return {
+            "CiphertextBlob": base64.b64encode(data_key.blob).decode("ascii"),
+            "Plaintext": base64.b64encode(data_key.plaintext).decode("ascii"),
+            "KeyId": data_key.key_arn,
+        }
+
     async def decrypt(self, node_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """``TrentService.Decrypt`` as ``node_id`` (``body`` validated against KMS's model).
 
@@ -79,11 +127,7 @@ class NodeDataKeys:
             )
         if context.get(CONTEXT_TARGET) != node_id:
             raise refuse(f"the encryption context's {CONTEXT_TARGET} is not this node")
-        session = await self._store.sessions.get(session_id)
-        if session is None or session.target != node_id or not session.status.is_active:
-            raise refuse(f"{session_id} is not an active session on this node")
-        chosen = (session.preferences or {}).get(SESSION_KEY_PREFERENCE)
-        if chosen != key_arn:
+        if await self._active_session_key(node_id, session_id, refuse) != key_arn:
             raise refuse(f"session {session_id} is not encrypted under this key")
         if body.get("KeyId") is not None:
             named = await self._kms.find(body["KeyId"])

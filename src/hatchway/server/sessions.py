@@ -205,7 +205,7 @@ class SessionService:
                 session_id,
                 str(session_type),
                 group,
-                unreadable=encrypted_reason(e2e_key) if e2e_key else None,
+                unreadable=unstreamed_reason(e2e_key) if e2e_key else None,
             )
             if tap is not None:
                 self.gateway.attach_log_stream(session_id, tap)
@@ -313,8 +313,8 @@ class SessionService:
                     out["Preferences"] = session.preferences
                 if self.recordings is not None:
                     recording = await self.recordings.summary(out["SessionId"])
-                    if recording is None and session is not None:
-                        recording = _unrecorded(session)
+                    if session is not None:
+                        recording = _by_node(session, recording)
                     if recording is not None:
                         out["Recording"] = recording
         return {
@@ -552,18 +552,38 @@ def connection_json(c: SessionConnection) -> dict[str, Any]:
     return out
 
 
-def encrypted_reason(key_arn: str) -> str:
-    """Why the server neither records nor streams an end-to-end encrypted session."""
+def unstreamed_reason(key_arn: str) -> str:
+    """Why the server does not stream an end-to-end encrypted session's output."""
     return (
-        f"not recorded: the session is encrypted end to end with KMS key {key_arn} "
-        "(kmsKeyId), so the server relays only ciphertext"
+        f"not streamed: the session is encrypted end to end with KMS key {key_arn} "
+        "(kmsKeyId), so the server relays only ciphertext (its node records it, sealed)"
     )
 
 
-def _unrecorded(session: Session) -> dict[str, Any] | None:
-    """``sessions get``'s Recording for a session the gateway could not record (encrypted
-    end to end); ``None`` for one that simply is not recorded."""
+def _by_node(session: Session, recording: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``sessions get``'s Recording of an end-to-end encrypted session, which its node
+    records (agent.recording) because the gateway sees only ciphertext; other sessions'
+    ``recording`` unchanged."""
     key = (session.preferences or {}).get(SESSION_KEY_PREFERENCE)
     if not key:
-        return None
-    return {"State": "NotRecorded", "Size": 0, "Reason": encrypted_reason(str(key))}
+        return recording
+    if recording is not None:
+        return {**recording, "RecordedBy": "node"}
+    if session.status.is_active:
+        return {
+            "State": "RecordingOnNode",
+            "Size": 0,
+            "Reason": (
+                f"the session is encrypted end to end with KMS key {key} (kmsKeyId): the "
+                "server relays only ciphertext, so its node records it and sends the "
+                "recording sealed when the session ends"
+            ),
+        }
+    return {
+        "State": "NotRecorded",
+        "Size": 0,
+        "Reason": (
+            f"the session was encrypted end to end with KMS key {key} (kmsKeyId): the server "
+            "relayed only ciphertext, and its node sent no recording"
+        ),
+    }
