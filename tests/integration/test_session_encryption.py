@@ -287,6 +287,9 @@ def test_kms_key_encrypts_the_session_end_to_end(world) -> None:
     # From the first prompt on (bash turns bracketed paste on as it prints it).
     assert 0 <= played.find(b"2004h") < played.find(b"secret-42"), played[:300]
     assert played.startswith(b'{"version": 2') or played.startswith(b'{"version":2'), played[:80]
+    shown = cluster.cli("sessions", "get", session_id).stdout.decode()
+    assert re.search(r"Recording +Complete, \d+ bytes", shown), shown
+    assert f"encrypted end to end with {key['Arn']}" in shown, shown
 
 
 def test_a_user_without_generate_data_key_is_refused_clearly(world) -> None:

@@ -36,7 +36,7 @@ from hatchway.server.logstreams import LogStreamService, choose_log_group
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.preferences import Preferences, SessionLimits
 from hatchway.server.principal import Principal
-from hatchway.server.recordings import RecordingService
+from hatchway.server.recordings import RECORDED_SESSION_TYPES, RecordingService
 from hatchway.server.sessionkeys import SESSION_KEY_PREFERENCE
 from hatchway.server.settings import ServerSettings
 from hatchway.server.validation import parse_timestamp
@@ -50,6 +50,9 @@ NODE_ID = re.compile(r"^mi-[0-9a-f]{17}$")
 SUPPORTED_SESSION_TYPES = tuple(t.value for t in SessionType)
 SERVER = "hatchway"
 """Who terminated a session the server itself ended (``session.terminated``'s terminatedBy)."""
+RECORDED_BY = "RecordedBy"
+"""Applied-preferences member: who records the session (``node`` when it is encrypted end to
+end, so that only its node sees the plaintext)."""
 MAX_DETAILS = 1024
 """Characters of an agent's failure message kept as the session's ``Details``."""
 _FILTER_KEYS = ("InvokedAfter", "InvokedBefore", "Target", "Owner", "Status", "SessionId")
@@ -146,6 +149,8 @@ class SessionService:
         applied = preferences.applied(run_as)
         if e2e_key:
             applied[SESSION_KEY_PREFERENCE] = e2e_key
+            if str(session_type) in RECORDED_SESSION_TYPES:
+                applied[RECORDED_BY] = "node"  # agent.recording: the gateway cannot
 
         now = self._clock()
         session_id = f"{principal.user_name}-{secrets.token_hex(9)[:17]}"
@@ -564,8 +569,9 @@ def _by_node(session: Session, recording: dict[str, Any] | None) -> dict[str, An
     """``sessions get``'s Recording of an end-to-end encrypted session, which its node
     records (agent.recording) because the gateway sees only ciphertext; other sessions'
     ``recording`` unchanged."""
-    key = (session.preferences or {}).get(SESSION_KEY_PREFERENCE)
-    if not key:
+    applied = session.preferences or {}
+    key = applied.get(SESSION_KEY_PREFERENCE)
+    if not key or applied.get(RECORDED_BY) != "node":
         return recording
     if recording is not None:
         return {**recording, "RecordedBy": "node"}
