@@ -393,3 +393,50 @@ def test_exec_is_encrypted_too_stdout_stderr_and_exit_status(world) -> None:
     capture = b"".join(up + down for up, down in proxy.snapshot())
     for mark in (b"out-input", b"err-9", b"input\n", b"EXIT_CODE"):
         assert mark not in capture, mark
+
+
+def test_a_node_cannot_make_recording_keys_or_send_recordings_for_other_sessions(world) -> None:
+    """The node's GenerateDataKey (recording keys) and recording upload are scoped like its
+    Decrypt: only its own encrypted sessions; a session's recording is taken once."""
+    import asyncio
+
+    from hatchway.agent.dialer import Dialer
+    from hatchway.agent.recording import SealedRecording, recording_context
+    from hatchway.agent.state import AgentState
+    from hatchway.transport.apiclient import ApiError
+
+    cluster, _, _, _ = world
+    history = [session_of(cluster, i)["Sessions"][0] for i in history_ids(cluster)]
+    plain = next(s["SessionId"] for s in history if "KmsKeyId" not in s["Preferences"])
+    recorded = next(
+        s["SessionId"] for s in history if s.get("Recording", {}).get("RecordedBy") == "node"
+    )
+
+    async def attempt(session_id: str, upload: bytes | None) -> str:
+        dialer = Dialer(AgentState.load(cluster.root / "agent-e2e"))
+        try:
+            if upload is None:
+                await dialer.generate_recording_key("alias/e2e", recording_context(session_id))
+            else:
+                await dialer.upload_recording(session_id, upload, 1024)
+        except ApiError as exc:
+            return f"{exc.code}: {exc.message}"
+        finally:
+            await dialer.close()
+        return "accepted"
+
+    # A recording key for an ended session: refused.
+    outcome = asyncio.run(attempt(recorded, None))
+    assert outcome.startswith("AccessDeniedException: Node"), outcome
+    assert "kms:GenerateDataKey" in outcome and "not an active session" in outcome
+    # A recording for a session that was not encrypted (the gateway records those): refused.
+    fake = SealedRecording(plain, "arn:x", bytes(32), b"blob", 0.0, 80, 24).finish(1.0)
+    outcome = asyncio.run(attempt(plain, fake))
+    assert outcome.startswith("AccessDeniedException:"), outcome
+    assert "not encrypted end to end" in outcome
+    # A second recording for a session that has one: refused (the first stays).
+    fake = SealedRecording(recorded, "arn:x", bytes(32), b"blob", 0.0, 80, 24).finish(1.0)
+    outcome = asyncio.run(attempt(recorded, fake + b"x" * 4096))
+    assert outcome.startswith("ConflictException:"), outcome
+    played = cluster.cli("sessions", "get-recording", recorded, "-o", "-").stdout
+    assert OUTPUT_MARK in played
