@@ -614,6 +614,8 @@ def sessions_get(ctx: click.Context, session_id: str, output: str) -> None:
     ]  # fmt: skip
     if isinstance(recording := session.get("Recording"), dict):
         shown = f"{recording.get('State')}, {recording.get('Size')} bytes"
+        if recording.get("Reason"):  # e.g. not recorded: encrypted end to end
+            shown = f"{recording.get('State')}: {recording.get('Reason')}"
         details.append({"Key": "Recording", "Value": shown})
     if isinstance(applied := session.get("Preferences"), dict):  # what applied at its start
         from hatchway.client.documents_cli import describe_preferences
@@ -675,7 +677,9 @@ def _run_session(api: Any, body: dict[str, Any], handler: Any) -> NoReturn:
     from hatchway import eventloop
     from hatchway.client.session import ClientSession
 
-    session = ClientSession.from_start(api, api.call("StartSession", body), handler)
+    session = ClientSession.from_start(
+        api, api.call("StartSession", body), handler, target=body["Target"]
+    )
     status = eventloop.run(session.run())
     if session.terminated_here:
         import contextlib

@@ -25,6 +25,7 @@
     ├── ProtocolError                   ProtocolError                        400
     │   ├── LocalProtocolError          (our bug)
     │   └── RemoteProtocolError         (the peer's)
+    │       └── PayloadAuthenticationError (a sealed payload failed AES-GCM's check)
     ├── ChannelClosed                   ChannelClosed                        400
     ├── AuthError                       UnrecognizedClientException          400
     │   ├── MissingAuthenticationToken  MissingAuthenticationTokenException  400
@@ -215,6 +216,11 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent a malformed or illegal frame or message."""
+
+
+class PayloadAuthenticationError(RemoteProtocolError):
+    """A payload of an end-to-end encrypted session did not authenticate: altered on the way,
+    sealed under another key or for the other direction, or cut (docs/protocol.md §7.9)."""
 
 
 class ChannelClosed(HatchwayError):

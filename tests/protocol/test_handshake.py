@@ -299,3 +299,55 @@ def test_stream_window_is_the_smaller_offer_and_zero_unless_both_offer_it() -> N
 def test_stream_window_out_of_range_is_a_malformed_offer(window: object) -> None:
     with pytest.raises(RemoteProtocolError):
         Extensions.from_dict({"MaxPayloadSize": 1024, "StreamWindow": window})
+
+
+# ---- KMSEncryption (docs/protocol.md §7.9) --------------------------------------------------
+
+
+def test_kms_action_comes_after_session_type_and_before_extensions() -> None:
+    from hatchway.protocol.encryption import KmsEncryptionRequest
+    from hatchway.protocol.handshake import kms_request_of
+
+    kms = KmsEncryptionRequest("arn:aws:kms:local:123456789012:key/k", "Y2hhbGxlbmdl")
+    request = build_request("Standard_Stream", None, Extensions(), kms=kms)
+    kinds = [a.action_type for a in request.requested_client_actions]
+    assert kinds == ["SessionType", "KMSEncryption", "HatchwayExtensions"]
+    assert b'"KMSEncryption","ActionParameters":{"KMSKeyId":"arn:aws:kms:local:' in (
+        request.to_json()
+    )
+    assert kms_request_of(HandshakeRequest.from_json(request.to_json())) == kms
+    assert kms_request_of(build_request("Standard_Stream", None, Extensions())) is None
+
+
+def test_aws_plugins_kms_answer_parses_to_the_wrapped_key() -> None:
+    from hatchway.protocol.handshake import kms_result_of
+
+    result = kms_result_of(HandshakeResponse.from_json(VERIFIED_RESPONSE))
+    assert result.ciphertext_key == b"\x01\x02\x03"
+    assert result.challenge_acknowledged is False
+
+
+def test_client_answers_kms_with_its_wrapped_key_or_its_reason() -> None:
+    from hatchway.protocol.encryption import KmsEncryptionRequest, KmsEncryptionResult
+    from hatchway.protocol.handshake import kms_result_of
+
+    request = build_request(
+        "Standard_Stream", None, Extensions(), kms=KmsEncryptionRequest("alias/s", "Yw==")
+    )
+    ok, *_ = answer_request(
+        request,
+        supported=Extensions(),
+        kms=KmsEncryptionResult(b"blob", challenge_acknowledged=True),
+    )
+    assert b'"KMSCipherTextKey":"YmxvYg==","KMSCipherTextHash":null,' in ok.to_json()
+    assert kms_result_of(HandshakeResponse.from_json(ok.to_json())) == KmsEncryptionResult(
+        b"blob", challenge_acknowledged=True
+    )
+    refused, *_ = answer_request(
+        request, supported=Extensions(), kms="AccessDeniedException: not allowed"
+    )
+    with pytest.raises(RemoteProtocolError, match="could not set up KMS encryption: Access"):
+        kms_result_of(HandshakeResponse.from_json(refused.to_json()))
+    unsupported, *_ = answer_request(request, supported=Extensions())
+    with pytest.raises(RemoteProtocolError, match="not supported"):
+        kms_result_of(unsupported)

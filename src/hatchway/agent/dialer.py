@@ -26,6 +26,8 @@ Limits chosen here, not inherited (issue 5, "no limit of ours may be a library d
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import ssl
 import urllib.parse
 import weakref
@@ -42,7 +44,7 @@ from hatchway.auth.sigv4 import sign_request_rsa
 from hatchway.errors import AuthError, ConfigError, Conflict, NotFound, Unavailable
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.frames import DEFAULT_MAX_FRAME_SIZE
-from hatchway.transport.apiclient import client_ssl_context
+from hatchway.transport.apiclient import ApiError, client_ssl_context
 from hatchway.transport.sansio_socket import UpgradeRefused, WebSocket, connect
 from hatchway.transport.socket import Socket
 
@@ -172,6 +174,118 @@ class Dialer:
         self._sockets.add(sock)
         return sock
 
+    @property
+    def node_id(self) -> str:
+        return self.state.node_id
+
+    async def decrypt_data_key(self, blob: bytes, context: Mapping[str, str], key_id: str) -> bytes:
+        """``TrentService.Decrypt`` as this node (signed with its key and a fresh nonce, like
+        an upgrade): the plaintext of an end-to-end encrypted session's data key
+        (docs/protocol.md §7.9). The server allows a node to decrypt only data keys whose
+        encryption context names one of its own active sessions.
+
+        Raises:
+            ApiError: the key service's answer (``DisabledException``, ``AccessDeniedException``,
+                ``InvalidCiphertextException``, …).
+            Unavailable: no answer within :data:`DIAL_TIMEOUT`.
+        """
+        body = {
+            "CiphertextBlob": base64.b64encode(blob).decode("ascii"),
+            "EncryptionContext": dict(context),
+            "KeyId": key_id,
+        }
+        data = await self._kms("Decrypt", body)
+        return _b64_member(data, "Plaintext")
+
+    async def generate_recording_key(
+        self, key_id: str, context: Mapping[str, str]
+    ) -> tuple[bytes, bytes, str]:
+        """``TrentService.GenerateDataKey`` (AES_256) as this node for the recording of one of
+        its end-to-end encrypted sessions: (plaintext, wrapped key, key ARN). The server allows
+        only the context ``{"aws:ssm:SessionId": <an active session of this node>}`` under that
+        session's key.
+
+        Raises:
+            ApiError, Unavailable: as :meth:`decrypt_data_key`.
+        """
+        body = {"KeyId": key_id, "KeySpec": "AES_256", "EncryptionContext": dict(context)}
+        data = await self._kms("GenerateDataKey", body)
+        arn = data.get("KeyId")
+        if not isinstance(arn, str) or not arn:
+            raise Unavailable("the key service answered GenerateDataKey without a KeyId")
+        return _b64_member(data, "Plaintext"), _b64_member(data, "CiphertextBlob"), arn
+
+    async def upload_recording(self, session_id: str, data: bytes, part_size: int) -> None:
+        """Send a session's sealed recording to the server, ``part_size`` bytes a request
+        (``POST /v1/agent-recording/<session id>?offset=N[&final=1]``, each signed with a
+        fresh nonce). A part the server already has is acknowledged again, so a retry after a
+        lost answer is harmless.
+
+        Raises:
+            ApiError: the server refused it (not this node's session, not encrypted, …).
+            Unavailable: no answer.
+        """
+        offset = 0
+        while True:
+            part = data[offset : offset + part_size]
+            final = offset + len(part) >= len(data)
+            query = urllib.parse.urlencode({"offset": offset, **({"final": 1} if final else {})})
+            path = f"/v1/agent-recording/{urllib.parse.quote(session_id)}?{query}"
+            headers = {"Content-Type": "application/octet-stream"}
+            await self._signed_post(path, headers, part, service="ssmmessages")
+            offset += len(part)
+            if final:
+                return
+
+    async def _kms(self, operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        headers = {
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": f"TrentService.{operation}",
+        }
+        return await self._signed_post("/", headers, json.dumps(body).encode(), service="kms")
+
+    async def _signed_post(
+        self, path: str, headers: Mapping[str, str], body: bytes, *, service: str
+    ) -> dict[str, Any]:
+        """POST ``body`` to ``path`` signed as this node with a fresh nonce; the JSON answer.
+
+        Raises:
+            ApiError: an error answer (its AWS error type as ``code``).
+            Unavailable: no answer within :data:`DIAL_TIMEOUT`, or not JSON.
+        """
+        try:
+            async with asyncio.timeout(DIAL_TIMEOUT):
+                nonce = await self._nonce()
+                url = f"{self._http_base}{path}"
+                signed = sign_request_rsa(
+                    "POST",
+                    url,
+                    {**headers, NONCE_HEADER: nonce},
+                    body,
+                    node_id=self.state.node_id,
+                    private_key_sign=self._sign,
+                    region=self.state.region,
+                    service=service,
+                    now=datetime.now(UTC),
+                )
+                signed.pop("Host", None)
+                async with self._http().post(
+                    url, data=body, headers=signed, ssl=self._ssl or False
+                ) as response:
+                    data: Any = await response.json(content_type=None)
+                    status = response.status
+        except TimeoutError as exc:
+            waited = f"{DIAL_TIMEOUT:.0f} s"
+            raise Unavailable(f"the server did not answer within {waited}") from exc
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            raise Unavailable(f"cannot reach {self.state.endpoint}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise Unavailable(f"the server answered HTTP {status} without JSON")
+        if status != 200:
+            code = str(data.get("__type") or "InternalServerError").rpartition("#")[2]
+            raise ApiError(code, str(data.get("message") or f"HTTP {status}"), status)
+        return data
+
     async def close(self) -> None:
         """Close every WebSocket this dialer opened that is still open, then the HTTP client.
 
@@ -199,3 +313,10 @@ def _refused(
     if status == 409:
         raise Conflict(reason)
     raise Unavailable(f"the server answered HTTP {status} to {what}")
+
+
+def _b64_member(data: Mapping[str, Any], name: str) -> bytes:
+    try:
+        return base64.b64decode(str(data[name]), validate=True)
+    except (KeyError, ValueError) as exc:
+        raise Unavailable(f"the key service answered without {name}") from exc

@@ -24,16 +24,29 @@ task reports nothing (and stays cancelled).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hmac
 import logging
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol, runtime_checkable
 
 from hatchway.agent.dialer import Socket, SocketDialer
+from hatchway.auth.sessioncipher import SessionCipher, Side
 from hatchway.errors import AuthError, HatchwayError, NotFound, RemoteProtocolError
 from hatchway.protocol.control import session_state_frame
+from hatchway.protocol.encryption import (
+    CHALLENGE_BYTES,
+    ENCRYPTED_MESSAGE,
+    REQUEST_CHALLENGE_BYTES,
+    SEALED_BY_AGENT,
+    EncryptionChallenge,
+    KmsEncryptionRequest,
+    encryption_context,
+)
 from hatchway.protocol.events import ChannelClosedEvent, StreamData
 from hatchway.protocol.frames import FlagValue, PayloadType
 from hatchway.protocol.handshake import (
@@ -42,7 +55,9 @@ from hatchway.protocol.handshake import (
     Extensions,
     HandshakeComplete,
     HandshakeResponse,
+    SessionType,
     build_request,
+    kms_result_of,
     negotiated_from_response,
     peer_is_hatchway,
     response_failed,
@@ -65,6 +80,7 @@ READ_CHUNK = 65536
 INPUT_BUFFER = 1024 * 1024  # input held for a slow reader (PTY, stdin) before more is refused
 INPUT_READY_MAX = 1.0  # longest wait for a starting shell before input is written anyway
 QUIET = 0.2  # a shell that printed and then stayed quiet this long is waiting for input
+WRAP_UP_TIMEOUT = 60.0  # an ended session's last errands (its recording's upload) at most
 
 #: Hatchway's own Flag value (docs/protocol.md §5.4, §8.2): the client's input ended. The agent
 #: closes the command's stdin (NonInteractiveCommands) or half-closes the destination
@@ -101,6 +117,37 @@ OFFER = Extensions(
 )
 #: What the client and the server are told when the agent failed (details stay in its log).
 COULD_NOT_RUN = "the agent could not run the session"
+
+
+@runtime_checkable
+class DataKeyService(Protocol):
+    """The key service as the node reaches it (the agent's :class:`~hatchway.agent.dialer.Dialer`:
+    ``TrentService.Decrypt`` signed with the node's key), for end-to-end encrypted sessions."""
+
+    @property
+    def node_id(self) -> str:
+        """This node's id: the ``aws:ssm:TargetId`` of its sessions' data keys."""
+        ...
+
+    async def decrypt_data_key(self, blob: bytes, context: Mapping[str, str], key_id: str) -> bytes:
+        """Decrypt: the plaintext of a data key the client generated.
+
+        Raises:
+            HatchwayError: the key service's refusal (the key disabled, not allowed, …) or
+                no answer; the message says which.
+        """
+        ...
+
+    async def generate_recording_key(
+        self, key_id: str, context: Mapping[str, str]
+    ) -> tuple[bytes, bytes, str]:
+        """GenerateDataKey for the session's recording: (plaintext, blob, key ARN)."""
+        ...
+
+    async def upload_recording(self, session_id: str, data: bytes, part_size: int) -> None:
+        """Hand the sealed recording to the server."""
+        ...
+
 
 Completion = Callable[[str, str, str], Awaitable[None]]  # (session id, status, output)
 
@@ -151,6 +198,19 @@ class DataChannelSession:
         self.hatchway_peer = False
         #: The ClientVersion of the HandshakeResponse (docs/protocol.md §7.7).
         self.client_version = ""
+        # End-to-end encryption (docs/protocol.md §7.9): never for Port sessions, as AWS.
+        self._kms_key_id = task.kms_key_id if self.session_type != SessionType.PORT else ""
+        self._response: HandshakeResponse | None = None
+        self._responded = asyncio.Event()
+        self._challenge_answer: bytes | None = None
+        self._challenge_answered = asyncio.Event()
+        self._cipher: SessionCipher | None = None
+        self._failure = ""  # set with cancel(): the session ends Failed with this reason
+
+    @property
+    def encrypted(self) -> bool:
+        """The session is encrypted end to end (its preferences name a KMS key)."""
+        return bool(self._kms_key_id)
 
     @property
     def properties(self) -> dict[str, Any]:
@@ -194,6 +254,11 @@ class DataChannelSession:
                 await self._work_gone()
             finally:
                 self._release()  # even if cancelled again meanwhile
+        try:
+            async with asyncio.timeout(WRAP_UP_TIMEOUT):
+                await self._wrap_up()
+        except (HatchwayError, TimeoutError) as exc:
+            log.warning("session %s: could not wrap up: %s", self.session_id, exc)
         await self._complete(self.session_id, status, output)
 
     async def _outcome(self) -> tuple[str, str]:
@@ -210,6 +275,8 @@ class DataChannelSession:
                 return await self._work()
         except Exception as exc:
             if scope.expired():  # whatever the work raised on its way out
+                if self._failure:
+                    return "Failed", self._failure
                 return "Cancelled", self._cancel_reason
             if not isinstance(exc, HatchwayError):
                 log.exception("session %s crashed", self.session_id)
@@ -243,6 +310,16 @@ class DataChannelSession:
     def _release(self) -> None:
         """Release file descriptors and the like; synchronous, runs last, once."""
 
+    async def _wrap_up(self) -> None:
+        """After the work and the data channel ended, before the completion is reported
+        (e.g. hand the server an encrypted session's recording); bounded by
+        :data:`WRAP_UP_TIMEOUT`."""
+
+    @property
+    def keys(self) -> DataKeyService | None:
+        """The key service as the node reaches it, if the dialer can."""
+        return self._dialer if isinstance(self._dialer, DataKeyService) else None
+
     def _set_accepting(self, value: bool) -> None:
         """Take (True) or refuse (False) the client's new stream data; with a Hatchway client
         the endpoint tells it so (pause/start publication), sent at once."""
@@ -262,16 +339,75 @@ class DataChannelSession:
     # ---- shared steps ----------------------------------------------------------------------
 
     async def _handshake(self) -> None:
-        """Send the HandshakeRequest and wait for the client's answer (docs/protocol.md §7.2).
+        """Send the HandshakeRequest and wait for the client's answer (docs/protocol.md §7.2);
+        for an encrypted session, set up its keys and prove them first (§7.9).
 
         Raises:
-            RemoteProtocolError: the client did not answer within the handshake time-out.
+            RemoteProtocolError: the client did not answer within the handshake time-out, or
+                encryption could not be set up (the message says why: it becomes the
+                session's reason).
         """
-        request = build_request(self.session_type, self._handshake_properties(), OFFER)
+        kms = None
+        if self.encrypted:
+            challenge = base64.b64encode(secrets.token_bytes(REQUEST_CHALLENGE_BYTES)).decode()
+            kms = KmsEncryptionRequest(self._kms_key_id, challenge)
+        request = build_request(self.session_type, self._handshake_properties(), OFFER, kms=kms)
         self.endpoint.send(PayloadType.HANDSHAKE_REQUEST, request.to_json(), now=self._now())
         self._driver.flush_soon()
+        if not await wait_at_most(self._responded, self._timings.handshake_timeout):
+            raise RemoteProtocolError("the client did not complete the handshake")
+        if kms is not None and self._response is not None:
+            await self._set_up_encryption(kms, self._response)
+            complete = HandshakeComplete(0, customer_message=ENCRYPTED_MESSAGE)
+            self.endpoint.send(PayloadType.HANDSHAKE_COMPLETE, complete.to_json(), now=self._now())
+            self._driver.flush_soon()
+            self._handshake_done.set()
         if not await wait_at_most(self._handshake_done, self._timings.handshake_timeout):
             raise RemoteProtocolError("the client did not complete the handshake")
+
+    async def _set_up_encryption(
+        self, request: KmsEncryptionRequest, response: HandshakeResponse
+    ) -> None:
+        """Unwrap the client's data key (kms:Decrypt as this node) and run the challenge.
+
+        Raises:
+            RemoteProtocolError: the client could not get a data key, the key service refused
+                to decrypt it, or the client failed the challenge.
+        """
+        result = kms_result_of(response)
+        keys = self.keys
+        if keys is None:
+            raise RemoteProtocolError("this agent cannot reach the key service")
+        challenge = request.challenge if result.challenge_acknowledged else None
+        context = encryption_context(self.session_id, keys.node_id, challenge)
+        try:
+            data_key = await keys.decrypt_data_key(
+                result.ciphertext_key, context, request.kms_key_id
+            )
+            cipher = SessionCipher(data_key, Side.AGENT)
+        except HatchwayError as exc:
+            log.warning("session %s: cannot decrypt its data key: %s", self.session_id, exc)
+            raise RemoteProtocolError(
+                f"the node could not decrypt the session's data key with KMS key "
+                f"{request.kms_key_id}: {exc.code}: {exc.message}"
+            ) from exc
+        secret = secrets.token_bytes(CHALLENGE_BYTES)
+        ask = EncryptionChallenge(cipher.seal(secret))
+        self.endpoint.send(PayloadType.ENC_CHALLENGE_REQUEST, ask.to_json(), now=self._now())
+        self._driver.flush_soon()
+        if not await wait_at_most(self._challenge_answered, self._timings.handshake_timeout):
+            raise RemoteProtocolError("the client did not answer the encryption challenge")
+        try:
+            answer = cipher.open(self._challenge_answer or b"")
+        except RemoteProtocolError as exc:
+            raise RemoteProtocolError(
+                f"the client failed the encryption challenge: {exc.message}"
+            ) from exc
+        if not hmac.compare_digest(answer, secret):
+            raise RemoteProtocolError("the client failed the encryption challenge")
+        self._cipher = cipher
+        self.endpoint.cipher = cipher
+        self.endpoint.sealed_types = frozenset(int(t) for t in SEALED_BY_AGENT)
 
     async def _finish(self, exit_code: int | None, *, exit_frame: bool = False) -> None:
         """Send the last frames and wait (bounded) until the client has acknowledged all.
@@ -408,6 +544,22 @@ class DataChannelSession:
         kind = event.payload_type
         if kind == PayloadType.HANDSHAKE_RESPONSE:
             self._on_handshake_response(HandshakeResponse.from_json(event.payload))
+        elif kind == PayloadType.ENC_CHALLENGE_RESPONSE:
+            if self._challenge_answer is None:
+                self._challenge_answer = EncryptionChallenge.from_json(event.payload).challenge
+                self._challenge_answered.set()
+        elif kind == PayloadType.OUTPUT and self.encrypted:
+            if self._cipher is None:
+                raise RemoteProtocolError("input before the session's encryption was set up")
+            try:
+                payload = self._cipher.open(event.payload)
+            except RemoteProtocolError as exc:
+                # Frames cannot be asked for again (acknowledged): the stream has a hole, and
+                # someone on the way altered it. End the session, saying so.
+                self._failure = f"end-to-end encryption: {exc.message}"
+                self.cancel(self._failure)
+                return
+            self._on_payload(kind, payload)
         elif kind == PayloadType.FLAG:
             value = decode_flag(event.payload)
             if value == FlagValue.TERMINATE_SESSION:
@@ -432,6 +584,10 @@ class DataChannelSession:
         self.endpoint.flow_control = self.hatchway_peer
         self.endpoint.max_payload_size = self._extensions.max_payload_size
         self.endpoint.payload_digest = not self._extensions.no_payload_digest
+        self._response = response
+        self._responded.set()
+        if self.encrypted:
+            return  # _handshake completes it once the keys are set up (§7.9)
         complete = HandshakeComplete(handshake_time_to_complete_ns=0, customer_message="")
         self.endpoint.send(PayloadType.HANDSHAKE_COMPLETE, complete.to_json(), now=self._now())
         self._handshake_done.set()

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from hatchway.agent.dialer import SocketDialer
+from hatchway.agent.recording import SealedRecording, recording_context
 from hatchway.agent.runas import RunAsUser
 from hatchway.agent.session import (
     DEFAULT_TIMINGS,
@@ -34,6 +35,7 @@ from hatchway.agent.session import (
     wait_at_most,
 )
 from hatchway.agent.terminal import PtyShell
+from hatchway.errors import HatchwayError
 from hatchway.protocol.frames import PayloadType
 from hatchway.protocol.handshake import SessionType
 from hatchway.protocol.payloads import AgentTaskPayload, SizePayload
@@ -50,6 +52,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Bytes of a sealed recording per upload request (the server takes bodies up to 1 MiB).
+RECORDING_PART = 512 * 1024
 
 #: A PTY read at least this large means the shell is printing in bulk: coalesce what follows.
 BULK_READ = 2048
@@ -83,6 +88,7 @@ class ShellSession(DataChannelSession):
             SessionType.INTERACTIVE_COMMANDS if interactive else SessionType.STANDARD_STREAM
         )
         self._user = user
+        self._recording: SealedRecording | None = None
         self._shell: PtyShell | None = None
         self._pending_input = bytearray()
         # The shell exited (or was hung up): no more input for it, and its PTY is drained
@@ -109,6 +115,8 @@ class ShellSession(DataChannelSession):
         await self._handshake()
         await wait_at_most(self._size_seen, self._timings.size_wait)
         rows, cols = self._size or (24, 80)
+        if self.encrypted:  # before the shell: its first output is read as soon as it exists
+            await self._begin_recording(cols, rows)
         self._shell = await PtyShell.spawn(
             self._user,
             rows=rows,
@@ -157,6 +165,33 @@ class ShellSession(DataChannelSession):
         if self._shell is not None:
             self._shell.close()
 
+    # ---- the recording of an encrypted session (agent.recording) ---------------------------
+
+    async def _begin_recording(self, cols: int, rows: int) -> None:
+        """Record on the node, since the gateway sees only ciphertext; without a recording
+        key (the key service refused, say) the session goes on unrecorded, as on the server."""
+        keys = self.keys
+        if keys is None:
+            return
+        context = recording_context(self.session_id)
+        try:
+            data_key, blob, key_arn = await keys.generate_recording_key(self._kms_key_id, context)
+        except HatchwayError as exc:
+            log.warning("session %s: runs unrecorded: no recording key: %s", self.session_id, exc)
+            return
+        self._recording = SealedRecording(
+            self.session_id, key_arn, data_key, blob, self._clock(), cols, rows
+        )
+
+    async def _wrap_up(self) -> None:
+        recording, self._recording = self._recording, None
+        keys = self.keys
+        if recording is None or keys is None:
+            return
+        sealed = recording.finish(self._clock())
+        await keys.upload_recording(self.session_id, sealed, RECORDING_PART)
+        log.info("session %s: its sealed recording (%d bytes) sent", self.session_id, len(sealed))
+
     def _on_heard(self) -> None:
         if (
             not self._reading
@@ -176,6 +211,8 @@ class ShellSession(DataChannelSession):
                 self._size_seen.set()
                 if self._shell is not None:
                     self._shell.resize(*self._size)
+                    if self._recording is not None:
+                        self._recording.resize(self._clock(), size.cols, size.rows)
 
     # ---- the PTY --------------------------------------------------------------------------
 
@@ -293,6 +330,8 @@ class ShellSession(DataChannelSession):
                 total += len(more)
             data = b"".join(parts)
         self.endpoint.send(PayloadType.OUTPUT, data, now=self._now())
+        if self._recording is not None:
+            self._recording.output(self._clock(), data)
         if ended:
             self._stop_reading()
             self._output_eof.set()

@@ -317,6 +317,8 @@ def describe_preferences(applied: Mapping[str, Any]) -> str:
         parts.append(f"run as {applied.get('RunAsUser', '?')}")
     if applied.get("ShellProfile"):
         parts.append("shell profile")
+    if applied.get("KmsKeyId"):
+        parts.append(f"encrypted end to end with {applied['KmsKeyId']}")
     return ", ".join(parts)
 
 

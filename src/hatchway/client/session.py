@@ -17,13 +17,15 @@ the event loop's clock.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from hatchway.client.exitstatus import ExitStatus
 from hatchway.client.output import escape_controls
@@ -36,6 +38,15 @@ from hatchway.errors import (
     Unavailable,
 )
 from hatchway.protocol.closecodes import CloseCode
+from hatchway.protocol.encryption import (
+    DATA_KEY_BYTES,
+    SEALED_BY_AGENT,
+    SEALED_BY_CLIENT,
+    EncryptionChallenge,
+    KmsEncryptionRequest,
+    KmsEncryptionResult,
+    encryption_context,
+)
 from hatchway.protocol.events import ChannelClosedEvent, Notice, StreamData
 from hatchway.protocol.frames import FlagValue, PayloadType
 from hatchway.protocol.handshake import (
@@ -44,6 +55,7 @@ from hatchway.protocol.handshake import (
     HandshakeComplete,
     HandshakeRequest,
     answer_request,
+    kms_request_of,
     peer_is_hatchway,
 )
 from hatchway.protocol.payloads import OpenDataChannelInput, decode_exit_code, encode_flag
@@ -54,6 +66,7 @@ from hatchway.transport.channel import ChannelDriver
 from hatchway.transport.sansio_socket import connect
 
 if TYPE_CHECKING:
+    from hatchway.auth.sessioncipher import SessionCipher
     from hatchway.transport.socket import Socket
 
     class DataSocket(Socket, Protocol):
@@ -102,8 +115,27 @@ class SessionApi(Protocol):
         ...
 
 
+@runtime_checkable
+class DataKeyApi(Protocol):
+    """The key service as the user reaches it, for end-to-end encrypted sessions
+    (docs/protocol.md §7.9)."""
+
+    async def generate_data_key(
+        self, key_id: str, context: Mapping[str, str]
+    ) -> tuple[bytes, bytes]:
+        """GenerateDataKey of :data:`~hatchway.protocol.encryption.DATA_KEY_BYTES` bytes under
+        ``key_id`` with this encryption context: (plaintext, wrapped blob).
+
+        Raises:
+            HatchwayError: the key service's refusal (``AccessDeniedException`` without
+                ``kms:GenerateDataKey``, ``DisabledException``, …) or no answer.
+        """
+        ...
+
+
 class ApiSessions:
-    """:class:`SessionApi` over the signed API client (whose blocking call runs in a thread)."""
+    """:class:`SessionApi` (and :class:`DataKeyApi`) over the signed API client (whose
+    blocking call runs in a thread)."""
 
     def __init__(self, api: ApiClient) -> None:
         self._api = api
@@ -115,6 +147,20 @@ class ApiSessions:
         token = response.get("TokenValue")
         return token if isinstance(token, str) and token else None
 
+    async def generate_data_key(
+        self, key_id: str, context: Mapping[str, str]
+    ) -> tuple[bytes, bytes]:
+        body = {"KeyId": key_id, "NumberOfBytes": DATA_KEY_BYTES, "EncryptionContext": context}
+        response = await asyncio.to_thread(
+            self._api.call, "GenerateDataKey", body, service="TrentService"
+        )
+        try:
+            plaintext = base64.b64decode(str(response["Plaintext"]), validate=True)
+            blob = base64.b64decode(str(response["CiphertextBlob"]), validate=True)
+        except (KeyError, binascii.Error, ValueError) as exc:
+            raise RemoteProtocolError("GenerateDataKey answered without a data key") from exc
+        return plaintext, blob
+
 
 @dataclass(frozen=True, slots=True)
 class StartedSession:
@@ -123,14 +169,16 @@ class StartedSession:
     session_id: str
     token: str
     stream_url: str
+    #: The request's ``Target``: the ``aws:ssm:TargetId`` of an encrypted session's data key.
+    target: str = ""
 
     @classmethod
-    def from_response(cls, response: Mapping[str, Any]) -> StartedSession:
+    def from_response(cls, response: Mapping[str, Any], target: str = "") -> StartedSession:
         values = [response.get(key) for key in ("SessionId", "TokenValue", "StreamUrl")]
         if not all(isinstance(value, str) and value for value in values):
             raise RemoteProtocolError("StartSession answered without SessionId, token or URL")
         session_id, token, stream_url = (str(value) for value in values)
-        return cls(session_id, token, stream_url)
+        return cls(session_id, token, stream_url, target)
 
 
 class Handler(Protocol):
@@ -189,6 +237,7 @@ class ClientSession:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.session_id = started.session_id
+        self._target = started.target
         self._token = started.token
         self._url = started.stream_url
         self._api = api
@@ -216,6 +265,9 @@ class ClientSession:
         #: What the handshake negotiated (AWS's defaults until then, or with AWS's agent).
         self.negotiated = Extensions()
         self.closed_message = ""
+        #: The session is encrypted end to end (docs/protocol.md §7.9): this end's keys.
+        self.cipher: SessionCipher | None = None
+        self._kms_task: asyncio.Task[None] | None = None
         handler.bind(self)
 
     @classmethod
@@ -228,16 +280,17 @@ class ClientSession:
         stdin_fd: int = 0,
         stdout_fd: int = 1,
         stderr_fd: int = 2,
+        target: str = "",
     ) -> ClientSession:
-        """The session StartSession ``response`` started, with the real dialer and
-        ResumeSession through ``api`` (and its TLS context); by default a terminal on the
-        given file descriptors."""
+        """The session StartSession ``response`` started (for ``target``), with the real
+        dialer and ResumeSession (and GenerateDataKey) through ``api`` (and its TLS context);
+        by default a terminal on the given file descriptors."""
         if handler is None:
             from hatchway.client.shell import ShellHandler
 
             handler = ShellHandler(stdin_fd=stdin_fd, stdout_fd=stdout_fd, stderr_fd=stderr_fd)
         return cls(
-            StartedSession.from_response(response),
+            StartedSession.from_response(response, target),
             handler,
             api=ApiSessions(api),
             ssl_context=api.ssl_context(),
@@ -486,33 +539,102 @@ class ClientSession:
 
     def _on_stream(self, event: StreamData) -> None:
         kind = event.payload_type
-        if kind == PayloadType.EXIT_CODE:
-            self.exit_code = decode_exit_code(event.payload)
-            self._linger_then_end()
-        elif kind == PayloadType.HANDSHAKE_REQUEST:
+        if kind == PayloadType.HANDSHAKE_REQUEST:
             request = HandshakeRequest.from_json(event.payload)
-            response, session_type, properties, negotiated = answer_request(
-                request, supported=self.handler.extensions
-            )
-            self.agent_version = request.agent_version
-            self.hatchway_agent = peer_is_hatchway(response)
-            self.negotiated = negotiated
+            kms = kms_request_of(request)
+            if kms is not None and isinstance(self._api, DataKeyApi):
+                # The answer waits for the key service (docs/protocol.md §7.9); the agent
+                # sends nothing more until it has it.
+                if self._kms_task is None and self._tasks is not None:
+                    self._kms_task = self._tasks.create_task(self._encrypt(request, kms))
+                return
+            self._answer_handshake(request, None)
+        elif kind == PayloadType.ENC_CHALLENGE_REQUEST:
+            if self.cipher is None:
+                raise RemoteProtocolError("an encryption challenge for an unencrypted session")
+            challenge = EncryptionChallenge.from_json(event.payload).challenge
+            answer = EncryptionChallenge(self.cipher.seal(self.cipher.open(challenge)))
             self.endpoint.send(
-                PayloadType.HANDSHAKE_RESPONSE, response.to_json(), now=self._driver.now()
+                PayloadType.ENC_CHALLENGE_RESPONSE, answer.to_json(), now=self._driver.now()
             )
-            self.endpoint.max_payload_size = negotiated.max_payload_size
-            self.endpoint.payload_digest = not negotiated.no_payload_digest
-            self.endpoint.flow_control = self.hatchway_agent
-            self.handler.on_handshake(session_type, properties, request.agent_version)
         elif kind == PayloadType.HANDSHAKE_COMPLETE:
             complete = HandshakeComplete.from_json(event.payload)
             if complete.customer_message:
                 self.print(escape_controls(complete.customer_message) + "\r\n")
             self._start()
         else:
+            if self.cipher is not None and kind in SEALED_BY_AGENT:
+                try:
+                    payload = self.cipher.open(event.payload)
+                except RemoteProtocolError as exc:
+                    # Acknowledged already, so it cannot come again: the output has a hole
+                    # and someone on the way altered it. Stop rather than show a lie.
+                    self.print(f"\r\nhatchway: {exc.message}; ending the session\r\n")
+                    self.terminate(ExitStatus.SESSION_ENDED)
+                    return
+                event = StreamData(kind, payload, event.sequence_number)
+            self._on_output(event)
+
+    def _on_output(self, event: StreamData) -> None:
+        kind = event.payload_type
+        if kind == PayloadType.EXIT_CODE:
+            self.exit_code = decode_exit_code(event.payload)
+            self._linger_then_end()
+        else:
             if kind == PayloadType.OUTPUT and not self.started:
                 self._start()  # an agent that skipped the handshake (§7.1)
             self.handler.on_stream(kind, event.payload)
+
+    async def _encrypt(self, request: HandshakeRequest, kms: KmsEncryptionRequest) -> None:
+        """Get the session's data key (kms:GenerateDataKey as the user) and answer the
+        handshake with it; a refusal is answered too, so the agent ends the session Failed
+        with the reason (and the user is told here at once)."""
+        assert isinstance(self._api, DataKeyApi)
+        acknowledged = bool(kms.challenge)
+        context = encryption_context(
+            self.session_id, self._target, kms.challenge if acknowledged else None
+        )
+        # Imported here: ``cryptography`` costs start-up time that unencrypted sessions
+        # need not pay (tests/transport/test_sansio_socket.py keeps the CLI's path lean).
+        from hatchway.auth.sessioncipher import SessionCipher, Side
+
+        answer: KmsEncryptionResult | str
+        try:
+            plaintext, blob = await self._api.generate_data_key(kms.kms_key_id, context)
+            self.cipher = SessionCipher(plaintext, Side.CLIENT)
+            answer = KmsEncryptionResult(blob, challenge_acknowledged=acknowledged)
+        except HatchwayError as exc:
+            answer = f"{exc.code}: {exc.message}"
+            key = escape_controls(kms.kms_key_id)
+            self.print(
+                f"hatchway: this session is encrypted with KMS key {key} and the key service "
+                f"gave no data key: {escape_controls(answer)}\r\n"
+            )
+        if self._done.is_set() or self.endpoint.closed:
+            return
+        self._answer_handshake(request, answer)
+        self._driver.flush_soon()
+
+    def _answer_handshake(
+        self, request: HandshakeRequest, kms: KmsEncryptionResult | str | None
+    ) -> None:
+        response, session_type, properties, negotiated = answer_request(
+            request, supported=self.handler.extensions, kms=kms
+        )
+        self.agent_version = request.agent_version
+        self.hatchway_agent = peer_is_hatchway(response)
+        self.negotiated = negotiated
+        self.endpoint.send(
+            PayloadType.HANDSHAKE_RESPONSE, response.to_json(), now=self._driver.now()
+        )
+        self.endpoint.max_payload_size = negotiated.max_payload_size
+        self.endpoint.payload_digest = not negotiated.no_payload_digest
+        self.endpoint.flow_control = self.hatchway_agent
+        if isinstance(kms, KmsEncryptionResult) and self.cipher is not None:
+            # From the response on, as AWS's plugin: what we send as Output is sealed.
+            self.endpoint.cipher = self.cipher
+            self.endpoint.sealed_types = frozenset(int(t) for t in SEALED_BY_CLIENT)
+        self.handler.on_handshake(session_type, properties, request.agent_version)
 
     def _start(self) -> None:
         if not self.started:

@@ -1,10 +1,12 @@
 """The data-channel handshake (docs/protocol.md §7) and Hatchway's ``HatchwayExtensions`` action.
 
-The agent sends a :class:`HandshakeRequest` (SessionType first, then our extensions offer), the
-client answers with a :class:`HandshakeResponse`, and the agent finishes with a
-:class:`HandshakeComplete`. AWS's plugin answers an unknown action with ActionStatus 0 and
-ActionResult 3 (§7.4); we read that, like any non-success, as "no extensions" and fall back to
-AWS behaviour. Our extension is specified in docs/protocol.md §7.6.
+The agent sends a :class:`HandshakeRequest` (SessionType first, then KMSEncryption when the
+session is encrypted end to end, then our extensions offer), the client answers with a
+:class:`HandshakeResponse`, and the agent finishes with a :class:`HandshakeComplete` (after the
+encryption challenge of ``protocol.encryption``, if encrypted). AWS's plugin answers an
+unknown action with ActionStatus 0 and ActionResult 3 (§7.4); we read that, like any
+non-success, as "no extensions" and fall back to AWS behaviour. Our extension is specified in
+docs/protocol.md §7.6.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from enum import IntEnum, StrEnum
 from typing import Any, Final
 
 from hatchway.errors import RemoteProtocolError
+from hatchway.protocol.encryption import KmsEncryptionRequest, KmsEncryptionResult
 from hatchway.protocol.gojson import UINT32_MAX, JsonObject, dumps, loads_object
 
 __all__ = [
@@ -32,6 +35,8 @@ __all__ = [
     "SessionType",
     "answer_request",
     "build_request",
+    "kms_request_of",
+    "kms_result_of",
     "negotiated_from_response",
     "peer_is_hatchway",
     "response_failed",
@@ -280,21 +285,35 @@ def build_request(
     offer: Extensions,
     *,
     agent_version: str = AGENT_VERSION,
+    kms: KmsEncryptionRequest | None = None,
 ) -> HandshakeRequest:
-    """The agent's HandshakeRequest: SessionType first (§7.3), then our extensions offer.
+    """The agent's HandshakeRequest: SessionType first (§7.3), then KMSEncryption if ``kms``
+    (as AWS's agent orders them, §7.9), then our extensions offer.
 
     ``properties`` are the document's properties for Port and ``None`` for shells (§7.3).
     """
-    return HandshakeRequest(
-        agent_version=agent_version,
-        requested_client_actions=(
-            RequestedClientAction(
-                ActionType.SESSION_TYPE.value,
-                {"SessionType": str(session_type), "Properties": properties},
-            ),
-            RequestedClientAction(ActionType.HATCHWAY_EXTENSIONS.value, offer.to_dict()),
-        ),
-    )
+    actions = [
+        RequestedClientAction(
+            ActionType.SESSION_TYPE.value,
+            {"SessionType": str(session_type), "Properties": properties},
+        )
+    ]
+    if kms is not None:
+        actions.append(RequestedClientAction(ActionType.KMS_ENCRYPTION.value, kms.to_dict()))
+    actions.append(RequestedClientAction(ActionType.HATCHWAY_EXTENSIONS.value, offer.to_dict()))
+    return HandshakeRequest(agent_version=agent_version, requested_client_actions=tuple(actions))
+
+
+def kms_request_of(req: HandshakeRequest) -> KmsEncryptionRequest | None:
+    """The request's KMSEncryption action, if it has one (the client must then encrypt).
+
+    Raises:
+        RemoteProtocolError: the action's parameters are malformed.
+    """
+    for action in req.requested_client_actions:
+        if action.action_type == ActionType.KMS_ENCRYPTION:
+            return KmsEncryptionRequest.from_dict(action.action_parameters)
+    return None
 
 
 def _session_type_of(params: Any) -> tuple[str, Any]:
@@ -309,13 +328,18 @@ def answer_request(
     *,
     client_version: str = CLIENT_VERSION,
     supported: Extensions,
+    kms: KmsEncryptionResult | str | None = None,
 ) -> tuple[HandshakeResponse, str, Any, Extensions]:
     """Answer a HandshakeRequest on the client side.
 
     Returns the response to send, the session type and properties from the SessionType action,
     and the negotiated extensions (smaller payload size, AND of the booleans; AWS defaults when
-    the agent offered none). Unknown actions are answered UNSUPPORTED, KMSEncryption FAILED. An
-    unknown session type is answered FAILED and still returned; see :func:`response_failed`.
+    the agent offered none). Unknown actions are answered UNSUPPORTED. KMSEncryption is
+    answered SUCCESS with ``kms`` when it is the wrapped data key the client got
+    (docs/protocol.md §7.9), FAILED with ``kms`` as the error when it is text (the client could
+    not get a data key), and FAILED "not supported" without it (a client that does not
+    encrypt, such as the web console's bridge). An unknown session type is answered FAILED and
+    still returned; see :func:`response_failed`.
 
     Raises:
         RemoteProtocolError: no SessionType action, or its parameters are malformed.
@@ -348,10 +372,12 @@ def answer_request(
                 ProcessedClientAction(kind, ActionStatus.SUCCESS, negotiated.to_dict())
             )
         elif kind == ActionType.KMS_ENCRYPTION:
-            errors.append(_KMS_UNSUPPORTED)
-            processed.append(
-                ProcessedClientAction(kind, ActionStatus.FAILED, None, _KMS_UNSUPPORTED)
-            )
+            if isinstance(kms, KmsEncryptionResult):
+                processed.append(ProcessedClientAction(kind, ActionStatus.SUCCESS, kms.to_dict()))
+                continue
+            error = kms if kms else _KMS_UNSUPPORTED
+            errors.append(error)
+            processed.append(ProcessedClientAction(kind, ActionStatus.FAILED, None, error))
         else:
             processed.append(
                 ProcessedClientAction(
@@ -394,6 +420,23 @@ def negotiated_from_response(
     if offer is not None:
         result = result.agreed(offer)
     return result
+
+
+def kms_result_of(resp: HandshakeResponse) -> KmsEncryptionResult:
+    """The wrapped data key of the client's KMSEncryption answer (agent side, §7.9).
+
+    Raises:
+        RemoteProtocolError: the client did not answer the action, answered it with a failure
+            (its error text is in the message: e.g. it was not allowed kms:GenerateDataKey),
+            or with a malformed result.
+    """
+    action = _find(resp, ActionType.KMS_ENCRYPTION)
+    if action is None:
+        raise RemoteProtocolError("the client did not answer the KMSEncryption action")
+    if action.action_status != ActionStatus.SUCCESS:
+        why = action.error or f"status {action.action_status}"
+        raise RemoteProtocolError(f"the client could not set up KMS encryption: {why}")
+    return KmsEncryptionResult.from_dict(action.action_result)
 
 
 def peer_is_hatchway(resp: HandshakeResponse) -> bool:

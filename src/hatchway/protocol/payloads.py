@@ -212,6 +212,9 @@ class AgentTaskPayload:
     run_as_enabled: bool = False
     #: The preferences' ``shellProfile.linux``: run by the shell before its first prompt.
     shell_profile: str = ""
+    #: The preferences' ``kmsKeyId`` (as the server resolved it to a key ARN): the session is
+    #: encrypted end to end under a data key of this key (docs/protocol.md §7.9); "" for none.
+    kms_key_id: str = ""
 
     def to_json(self) -> bytes:
         return dumps(
@@ -224,6 +227,7 @@ class AgentTaskPayload:
                 "SessionOwner": self.session_owner,
                 "RunAsEnabled": self.run_as_enabled,
                 "ShellProfile": {"linux": self.shell_profile, "windows": ""},
+                "KmsKeyId": self.kms_key_id,
             }
         )
 
@@ -239,6 +243,7 @@ class AgentTaskPayload:
             session_owner=obj.get_str("SessionOwner", ""),
             run_as_enabled=obj.get_any("RunAsEnabled") is True,
             shell_profile=_linux_profile(obj.get_any("ShellProfile")),
+            kms_key_id=obj.get_str("KmsKeyId", ""),
         )
 
 

@@ -95,6 +95,7 @@ from typing import Final
 
 from hatchway.errors import LocalProtocolError, RemoteProtocolError
 from hatchway.protocol.control import ack_for, control_frame
+from hatchway.protocol.encryption import PayloadCipher
 from hatchway.protocol.events import (
     ChannelClosedEvent,
     Event,
@@ -277,6 +278,11 @@ class Endpoint:
         self.max_payload_size = max_payload_size
         #: The peer drops duplicates without an ack (AWS's plugin): infer acks, bound resends.
         self.cumulative_acks = cumulative_acks
+        #: End-to-end encryption (docs/protocol.md §7.9): once set, payloads of
+        #: ``sealed_types`` are sealed chunk by chunk as :meth:`send` queues them (each frame's
+        #: payload is ``nonce ‖ ciphertext ‖ tag``). Opening what arrives is the session's.
+        self.cipher: PayloadCipher | None = None
+        self.sealed_types: frozenset[int] = frozenset()
 
         # Sender. _unacked is in sequence order; _in_flight holds the emitted ones ordered by
         # last send time, so its head is always the next to expire.
@@ -460,6 +466,8 @@ class Endpoint:
                 f"send buffer full: {len(chunks)} frames do not fit in a window of {window}"
             )
         created_date = int(self._wall_clock() * 1000)
+        if self.cipher is not None and payload_type in self.sealed_types:
+            chunks = [self.cipher.seal(chunk) for chunk in chunks]
         pending: list[_Outgoing] = []
         for offset, chunk in enumerate(chunks):
             seq = self._next_seq + offset

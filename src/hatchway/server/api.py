@@ -35,6 +35,7 @@ from hatchway.server.logs import LOGS
 from hatchway.server.nodes import NodeService
 from hatchway.server.operations import HATCHWAY, KMS, SSM, Operation
 from hatchway.server.principal import Principal
+from hatchway.server.sessionkeys import NodeDataKeys
 from hatchway.server.settings import ServerSettings
 from hatchway.server.validation import RequestValidator, check_framing, decode_body, echo
 from hatchway.store.audit import pending_call
@@ -46,6 +47,8 @@ ANONYMOUS = "RegisterManagedInstance"
 """The one operation without a signature: the activation code is its credential."""
 MAX_ANONYMOUS_BODY = 16 * 1024
 """Largest RegisterManagedInstance body parsed (a real one is about 600 bytes)."""
+NODE_OPERATIONS = frozenset({f"{KMS}.Decrypt", f"{KMS}.GenerateDataKey"})
+"""The operations a node may call with its own key (docs/protocol.md §7.9)."""
 API_SIGNED_HEADERS = ("content-type", "x-amz-target")
 """Headers every signed API request must sign, besides ``host`` (which SigV4 always requires):
 the target names the operation, so an unsigned target lets a captured request be replayed as a
@@ -72,8 +75,10 @@ class Api:
         audit: CallAudits,
         validator: RequestValidator | None = None,
         on_access_changed: Callable[[], None] | None = None,
+        node_keys: NodeDataKeys | None = None,
     ) -> None:
         self._settings = settings
+        self._node_keys = node_keys
         self._audit = audit
         self._authn = authn
         self._authz = authz
@@ -137,6 +142,8 @@ class Api:
         body = await self._read(request, self._settings.max_body_size)
         check_framing(body)
         call.recordable = True
+        if op.target in NODE_OPERATIONS and _signed_by_node(request):
+            return await self._node_kms(op, request, body, call)
         principal = await self._authn.user(
             request.method,
             request.raw_path,
@@ -151,6 +158,30 @@ class Api:
             secure_transport=request.secure or self._settings.tls,
         )
         return await self._perform(op, principal, decode_body(body), request, call)
+
+    async def _node_kms(
+        self, op: Operation, request: web.Request, body: bytes, call: CallAudit
+    ) -> dict[str, Any]:
+        """``TrentService.Decrypt`` or ``GenerateDataKey`` signed by a node's key: an agent
+        unwrapping the data key of one of its end-to-end encrypted sessions, or making its
+        recording's (``server.sessionkeys`` says what it may do; nodes have no policies)."""
+        if self._node_keys is None:
+            raise UnknownOperation("nodes cannot call the key service on this server")
+        node_id = await self._authn.node(
+            request.method,
+            request.raw_path,
+            request.headers,
+            body,
+            op.signing_name,
+            must_sign=API_SIGNED_HEADERS,
+        )
+        call.node(node_id)
+        data = self._validator.validate(op.name, decode_body(body))
+        call.parameters(data)
+        with pending_call(call.pending):
+            if op.name == "Decrypt":
+                return await self._node_keys.decrypt(node_id, data)
+            return await self._node_keys.generate(node_id, data)
 
     async def _perform(
         self,
@@ -230,3 +261,10 @@ def _json(data: dict[str, Any], status: int, request_id: str) -> web.Response:
         content_type=JSON_TYPE,
         headers={"x-amzn-RequestId": request_id},
     )
+
+
+def _signed_by_node(request: web.Request) -> bool:
+    """Whether the request's credential is a node id (an agent signs with its node id as
+    the key id, docs/protocol.md §10.2), not an access key."""
+    credential = request.headers.get("Authorization", "").partition("Credential=")[2]
+    return credential.startswith("mi-")

@@ -31,6 +31,7 @@ from hatchway.errors import (
     HatchwayError,
     NotFound,
     Throttled,
+    ValidationError,
 )
 from hatchway.server.api import Api
 from hatchway.server.audit import AuditEvents, CallAudits, node_identity, owner_identity
@@ -45,6 +46,7 @@ from hatchway.server.control import ControlChannels, NodeControl
 from hatchway.server.document_service import DocumentService
 from hatchway.server.documents import builtin_documents
 from hatchway.server.enforcement import LiveEnforcement
+from hatchway.server.errormap import error_body, error_status
 from hatchway.server.events.service import EventService
 from hatchway.server.events.worker import DeliveryWorker, HttpPoster
 from hatchway.server.gateway import LiveSession
@@ -61,6 +63,7 @@ from hatchway.server.recordingkeys import RecordingKeys
 from hatchway.server.recordings import RecordingService
 from hatchway.server.recordingstorage import RecordingStorages
 from hatchway.server.retention import RetentionJob, audit_retention_run
+from hatchway.server.sessionkeys import NodeDataKeys
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
 from hatchway.server.simulate import Simulator
@@ -178,7 +181,14 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
     await _check_recordings_key(kms, settings.recordings_kms_key)
     log_streams = LogStreamService(store, settings.log_group, clock)
     sessions = SessionService(
-        store, settings, clock, node_control, recordings, log_streams, audit=audit_events
+        store,
+        settings,
+        clock,
+        node_control,
+        recordings,
+        log_streams,
+        audit=audit_events,
+        kms=kms,
     )
     control.on_task_complete = sessions.task_complete
     control.on_node_gone = sessions.node_gone
@@ -281,6 +291,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         operations,
         CallAudits(store, clock),
         on_access_changed=enforcement.poke if cluster is None else cluster.access_changed,
+        node_keys=NodeDataKeys(kms, store),
     )
     console = ConsoleApi(
         settings,
@@ -476,6 +487,39 @@ def _routes(server: Server, api: Api, events: AuditEvents) -> None:
         await gateway.serve_agent(sock, live)
         return ws
 
+    async def agent_recording(request: web.Request) -> web.Response:
+        """A part of the sealed recording a node made of an end-to-end encrypted session
+        (``RecordingService.receive_sealed``), signed like an upgrade, body included."""
+        session_id = request.match_info["session_id"]
+        try:
+            body = await request.read()
+            node_id = await server.authn.node(
+                request.method,
+                request.raw_path,
+                request.headers,
+                body,
+                "ssmmessages",
+                must_sign=("content-type",),
+            )
+            raw_offset = request.query.get("offset", "")
+            if not raw_offset.isdigit() or len(raw_offset) > 15:
+                raise ValidationError("offset must be a byte offset")
+            if server.recordings is None:
+                raise NotFound("this server keeps no recordings")
+            size = await server.recordings.receive_sealed(
+                node_id,
+                session_id,
+                int(raw_offset),
+                body,
+                final=request.query.get("final") == "1",
+            )
+        except HatchwayError as exc:
+            status = error_status(exc)
+            if status >= 500:
+                log.error("recording of %s from its node failed: %s", session_id, exc)
+            return web.json_response(error_body(exc), status=status)
+        return web.json_response({"SessionId": session_id, "Size": size})
+
     async def _audit_refusal(
         action: str, node_id: str, resource: Resource, exc: AccessDenied, request: web.Request
     ) -> None:
@@ -490,6 +534,7 @@ def _routes(server: Server, api: Api, events: AuditEvents) -> None:
     server.app.router.add_get("/v1/agent-nonce", agent_nonce)
     server.app.router.add_get("/v1/control-channel/{node_id}", control_channel)
     server.app.router.add_get("/v1/data-channel/{session_id}", data_channel)
+    server.app.router.add_post("/v1/agent-recording/{session_id}", agent_recording)
     if server.console is not None:
         server.console.add_routes(server.app)
 

@@ -333,6 +333,10 @@ class CallAudit:
     def principal(self, principal: Principal) -> None:
         self._identity = user_identity(principal)
 
+    def node(self, node_id: str) -> None:
+        """The caller is a node (its agent's signed request: kms:Decrypt of a session key)."""
+        self._identity = node_identity(node_id)
+
     def parameters(self, body: Mapping[str, Any]) -> None:
         self._parameters = _parameters(body)
 

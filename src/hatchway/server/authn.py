@@ -145,14 +145,28 @@ class Authenticator:
         return self._nonces.issue(node_id, self._clock())
 
     async def node(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes, service: str
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        service: str,
+        *,
+        must_sign: Collection[str] = (),
     ) -> str:
-        """The node whose private key signed this upgrade, with a fresh, unused nonce
+        """The node whose private key signed this upgrade (or API request: ``must_sign``
+        names the headers it must sign besides the nonce), with a fresh, unused nonce
         (docs/protocol.md §10.2)."""
-        return (await self.agent(method, url, headers, body, service)).node_id
+        return (await self.agent(method, url, headers, body, service, must_sign)).node_id
 
     async def agent(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes, service: str
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        service: str,
+        must_sign: Collection[str] = (),
     ) -> AgentIdentity:
         """Like :meth:`node`, plus the agent generation the upgrade names, if any.
 
@@ -171,7 +185,7 @@ class Authenticator:
                 f"an agent upgrade must carry a signed {NONCE_HEADER} header "
                 "(GET /v1/agent-nonce gives one)"
             )
-        check_signed_headers(parsed, (NONCE_HEADER.lower(),))
+        check_signed_headers(parsed, (NONCE_HEADER.lower(), *must_sign))
         now = self._clock()
         checked = self._nonces.check(nonce.strip(), parsed.access_key_id, now)
         generation = self._generation(headers, parsed)

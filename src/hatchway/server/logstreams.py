@@ -241,16 +241,34 @@ class LogStreamService:
     # ---- sessions -----------------------------------------------------------------------------
 
     async def begin(
-        self, session_id: str, session_type: str, group: str | None
+        self,
+        session_id: str,
+        session_type: str,
+        group: str | None,
+        *,
+        unreadable: str | None = None,
     ) -> StreamTap | None:
         """Open the session's stream in ``group`` (created if need be), if its type is
-        streamed. A failure is logged and the session runs without a stream (not refused)."""
+        streamed. A failure is logged and the session runs without a stream (not refused).
+
+        ``unreadable``: the session is encrypted end to end, so the gateway sees only
+        ciphertext. Its stream is then one event saying so (the text given), closed at once,
+        rather than garbage or an unexplained silence; no tap is returned.
+        """
         if group is None or session_type not in STREAMED_SESSION_TYPES:
             return None
         now = self._clock()
         try:
             log_group = await self._store.logs.ensure_group(group, now)
             stream = await self._store.logs.open_stream(log_group.group_id, session_id, now)
+            if unreadable is not None:
+                stamp = round(now * 1000)
+                await self._store.logs.append(
+                    [StreamBatch(stream.stream_id, [(stamp, f"[hatchway] {unreadable}\n")])],
+                    stamp,
+                )
+                await self._store.logs.end_stream(stream.stream_id, now)
+                return None
         except HatchwayError as exc:
             log.error("session %s: cannot open its log stream in %s: %s", session_id, group, exc)
             return None

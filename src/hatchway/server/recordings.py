@@ -22,6 +22,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -29,6 +30,8 @@ from typing import Any, Final
 
 from hatchway.auth.sealedrecording import MAX_HEADER, MAX_PLAINTEXT, ChunkOpener, parse_header
 from hatchway.errors import (
+    AccessDenied,
+    Conflict,
     HatchwayError,
     InvalidCiphertext,
     InvalidNextToken,
@@ -283,6 +286,78 @@ class RecordingService:
     def recorder(self, session_id: str) -> SessionRecorder | None:
         return self._live.get(session_id)
 
+    async def receive_sealed(
+        self, node_id: str, session_id: str, offset: int, data: bytes, *, final: bool
+    ) -> int:
+        """A part of the recording a node made of one of its end-to-end encrypted sessions
+        (``agent.recording``): sealed under a data key the server cannot open, stored as it
+        is. Parts come in order (``offset`` is where this one starts; a part already received
+        is taken again without harm, offset 0 starts over); the last one (``final``) makes the
+        recording ``Complete`` (or ``PendingUpload`` for S3). Returns the bytes received.
+
+        Raises:
+            AccessDenied: not a session of this node, or not encrypted end to end.
+            Conflict: a part out of order, or the session has its recording already.
+            InvalidCiphertext: the first part does not start with this session's header
+                (its session, its key, the recording context).
+        """
+        session = await self._store.sessions.get(session_id)
+        if session is None or session.target != node_id:
+            raise AccessDenied(f"Node {node_id} has no session {session_id} to record.")
+        key_arn = (session.preferences or {}).get("KmsKeyId")
+        if not key_arn:
+            raise AccessDenied(
+                f"Session {session_id} is not encrypted end to end: the server records it."
+            )
+        row = await self._store.recordings.get(session_id)
+        if row is not None:
+            if offset + len(data) <= row.size:
+                return row.size  # the answer to the last part was lost: it is here
+            raise Conflict(f"Session {session_id} has its recording already.")
+        spool = self.storages.spool_path(session_id)
+        part = spool.with_name(spool.name + ".part")
+        size = await asyncio.to_thread(_append_part, part, offset, data)
+        head = await asyncio.to_thread(_head, part)
+        try:
+            header, _ = parse_header(head)
+        except InvalidCiphertext:
+            await asyncio.to_thread(part.unlink, missing_ok=True)
+            raise
+        expected = {"aws:ssm:SessionId": session_id}
+        if (header.session_id, header.key_arn, dict(header.context)) != (
+            session_id,
+            key_arn,
+            expected,
+        ):
+            await asyncio.to_thread(part.unlink, missing_ok=True)
+            raise InvalidCiphertext(
+                f"The recording sent for {session_id} is not sealed for it under {key_arn}."
+            )
+        if not final:
+            return size
+        await asyncio.to_thread(part.replace, spool)
+        destination = self.storages.destination()
+        local = destination.storage is Storage.LOCAL
+        now = self._clock()
+        await self._store.recordings.create(
+            Recording(
+                session_id=session_id,
+                storage=destination.storage,
+                location=destination.location(session_id, spool),
+                spool_path=str(spool),
+                state=RecordingState.COMPLETE if local else RecordingState.PENDING_UPLOAD,
+                size=size,
+                started_at=session.start_date,
+                ended_at=now,
+                kms_key_arn=str(key_arn),
+                wrapped_key=header.wrapped_key,
+            )
+        )
+        if not local:
+            self._queue_upload(session_id)
+        log.info("session %s: its sealed recording (%d bytes) came from its node", session_id, size)
+        return size
+
     async def summary(self, session_id: str) -> dict[str, Any] | None:
         """What ``sessions get`` shows of a session's recording (``None``: not recorded)."""
         row = await self._store.recordings.get(session_id)
@@ -477,6 +552,27 @@ class RecordingService:
         self._uploads.pop(session_id, None)
         await asyncio.to_thread(spool.unlink, missing_ok=True)
         log.info("session %s: recording uploaded to %s", session_id, row.location)
+
+
+def _append_part(path: Path, offset: int, data: bytes) -> int:
+    """Append a part of a node's recording at ``offset``; the bytes held after it."""
+    size = _file_size(path)
+    if offset == 0 and size:  # the node starts over
+        path.unlink()
+        size = 0
+    if offset + len(data) <= size:
+        return size
+    if offset != size:
+        raise Conflict(f"The recording continues at byte {size}, not {offset}.")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as out:
+        out.write(data)
+    return size + len(data)
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(MAX_HEADER)
 
 
 def _file_size(path: Path) -> int:

@@ -31,11 +31,13 @@ from hatchway.server.control import NodeControl
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT, parse_content, resolve
 from hatchway.server.events.catalog import EventCatalog
 from hatchway.server.gateway import Gateway
+from hatchway.server.kms import KmsService
 from hatchway.server.logstreams import LogStreamService, choose_log_group
 from hatchway.server.pagination import page_request, page_response
 from hatchway.server.preferences import Preferences, SessionLimits
 from hatchway.server.principal import Principal
-from hatchway.server.recordings import RecordingService
+from hatchway.server.recordings import RECORDED_SESSION_TYPES, RecordingService
+from hatchway.server.sessionkeys import SESSION_KEY_PREFERENCE
 from hatchway.server.settings import ServerSettings
 from hatchway.server.validation import parse_timestamp
 from hatchway.store.records import Session, SessionConnection, SessionStatus
@@ -48,6 +50,9 @@ NODE_ID = re.compile(r"^mi-[0-9a-f]{17}$")
 SUPPORTED_SESSION_TYPES = tuple(t.value for t in SessionType)
 SERVER = "hatchway"
 """Who terminated a session the server itself ended (``session.terminated``'s terminatedBy)."""
+RECORDED_BY = "RecordedBy"
+"""Applied-preferences member: who records the session (``node`` when it is encrypted end to
+end, so that only its node sees the plaintext)."""
 MAX_DETAILS = 1024
 """Characters of an agent's failure message kept as the session's ``Details``."""
 _FILTER_KEYS = ("InvokedAfter", "InvokedBefore", "Target", "Owner", "Status", "SessionId")
@@ -74,8 +79,10 @@ class SessionService:
         logs: LogStreamService | None = None,
         *,
         audit: AuditEvents | None = None,
+        kms: KmsService | None = None,
     ) -> None:
         self._store = store
+        self._kms = kms
         self.recordings = recordings
         self.logs = logs
         self._audit = audit or AuditEvents(Arns(settings.region, ""), clock)
@@ -148,6 +155,14 @@ class SessionService:
         # A port session runs no process, so it has no OS user.
         port = session_type == SessionType.PORT
         run_as = "" if port else preferences.run_as(principal.tags, principal.user_name)
+        # kmsKeyId encrypts the data channel end to end, except Port sessions (as AWS):
+        # docs/protocol.md §7.9. The key is named by its ARN from now on.
+        e2e_key = "" if port else await self._session_key(preferences.kms_key_id)
+        applied = preferences.applied(run_as)
+        if e2e_key:
+            applied[SESSION_KEY_PREFERENCE] = e2e_key
+            if str(session_type) in RECORDED_SESSION_TYPES:
+                applied[RECORDED_BY] = "node"  # agent.recording: the gateway cannot
 
         now = self._clock()
         session_id = f"{principal.user_name}-{secrets.token_hex(9)[:17]}"
@@ -170,7 +185,7 @@ class SessionService:
             exit_code=None,
             bytes_in=0,
             bytes_out=0,
-            preferences=preferences.applied(run_as),
+            preferences=applied,
             relay=self.replica_id,
         )
         started = self._audit.session(EventCode.SESSION_STARTED, session, user_identity(principal))
@@ -184,7 +199,9 @@ class SessionService:
         self.gateway.expect(
             session_id, target, preferences.limits(self._settings.preference_minute)
         )
-        if self.recordings is not None:
+        if self.recordings is not None and not e2e_key:
+            # An encrypted session's stream is ciphertext here: the gateway records nothing
+            # rather than garbage (``sessions get`` says why: _recording_summary).
             recorder = await self.recordings.begin(
                 session_id,
                 str(session_type),
@@ -202,7 +219,12 @@ class SessionService:
                     "cloudWatchStreamingEnabled": preferences.log_streaming,
                 },
             )
-            tap = await self.logs.begin(session_id, str(session_type), group)
+            tap = await self.logs.begin(
+                session_id,
+                str(session_type),
+                group,
+                unreadable=unstreamed_reason(e2e_key) if e2e_key else None,
+            )
             if tap is not None:
                 self.gateway.attach_log_stream(session_id, tap)
         task = AgentTaskPayload(
@@ -216,6 +238,7 @@ class SessionService:
             shell_profile=(
                 preferences.shell_profile if session_type == SessionType.STANDARD_STREAM else ""
             ),
+            kms_key_id=e2e_key,
         )
         try:
             await self._control.start_session(target, task)
@@ -233,6 +256,20 @@ class SessionService:
             "TokenValue": token,
             "StreamUrl": self.stream_url(stream_base, session_id),
         }
+
+    async def _session_key(self, key_ref: str) -> str:
+        """The ARN of the key ``kmsKeyId`` names ("" for none). A key that cannot be found
+        keeps the name it was given: the client's GenerateDataKey then fails the session
+        with the key service's reason, as on AWS."""
+        if not key_ref:
+            return ""
+        if self._kms is None:
+            return key_ref
+        try:
+            return (await self._kms.find(key_ref)).arn
+        except HatchwayError as exc:
+            log.warning("kmsKeyId %s cannot be resolved: %s", key_ref, exc.message)
+            return key_ref
 
     async def resume(
         self, principal: Principal, body: dict[str, Any], stream_base: str
@@ -294,6 +331,8 @@ class SessionService:
                     out["Preferences"] = session.preferences
                 if self.recordings is not None:
                     recording = await self.recordings.summary(out["SessionId"])
+                    if session is not None:
+                        recording = _by_node(session, recording)
                     if recording is not None:
                         out["Recording"] = recording
         return {
@@ -540,3 +579,41 @@ def connection_json(c: SessionConnection) -> dict[str, Any]:
     if c.error:
         out["Error"] = c.error
     return out
+
+
+def unstreamed_reason(key_arn: str) -> str:
+    """Why the server does not stream an end-to-end encrypted session's output."""
+    return (
+        f"not streamed: the session is encrypted end to end with KMS key {key_arn} "
+        "(kmsKeyId), so the server relays only ciphertext (its node records it, sealed)"
+    )
+
+
+def _by_node(session: Session, recording: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``sessions get``'s Recording of an end-to-end encrypted session, which its node
+    records (agent.recording) because the gateway sees only ciphertext; other sessions'
+    ``recording`` unchanged."""
+    applied = session.preferences or {}
+    key = applied.get(SESSION_KEY_PREFERENCE)
+    if not key or applied.get(RECORDED_BY) != "node":
+        return recording
+    if recording is not None:
+        return {**recording, "RecordedBy": "node"}
+    if session.status.is_active:
+        return {
+            "State": "RecordingOnNode",
+            "Size": 0,
+            "Reason": (
+                f"the session is encrypted end to end with KMS key {key} (kmsKeyId): the "
+                "server relays only ciphertext, so its node records it and sends the "
+                "recording sealed when the session ends"
+            ),
+        }
+    return {
+        "State": "NotRecorded",
+        "Size": 0,
+        "Reason": (
+            f"the session was encrypted end to end with KMS key {key} (kmsKeyId): the server "
+            "relayed only ciphertext, and its node sent no recording"
+        ),
+    }
