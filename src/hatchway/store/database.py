@@ -64,6 +64,13 @@ class ClusterLock(IntEnum):
     FIRST_START = 0x6861746368696E69
     """Held around the rest of first start: account id, built-in rows, TLS identity, admin."""
 
+    @property
+    def holder_is(self) -> str:
+        """What the replica holding it is doing (for the log line of one that waits)."""
+        if self is ClusterLock.MIGRATIONS:
+            return "migrating the database"
+        return "setting up the installation (first start)"
+
 
 _DEFAULT_ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
@@ -181,7 +188,7 @@ def _migration_lock(engine: Any) -> Iterator[None]:
     key = int(ClusterLock.MIGRATIONS)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-            log.info("waiting for another server to finish migrating the database")
+            log.info("waiting for another server %s", ClusterLock.MIGRATIONS.holder_is)
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
         try:
             yield
@@ -455,7 +462,7 @@ class Database:
                 with _store_errors("lock"):
                     taken = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), key)
                     if not taken:
-                        log.info("waiting for another server holding the %s lock", lock.name)
+                        log.info("waiting for another server %s", lock.holder_is)
                         await conn.execute(text("SELECT pg_advisory_lock(:k)"), key)
                 try:
                     yield
