@@ -4,6 +4,7 @@ one account, one admin with one key, one TLS identity presented by every replica
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import ssl
@@ -200,6 +201,10 @@ def test_a_replica_with_another_master_key_is_refused(empty_pg: str, tmp_path: P
     )
     with pytest.raises(ConfigError, match="same master key"):
         run(build_server(other))
+    # Without TLS too (nothing else encrypted is read before the admin's key).
+    no_tls = dataclasses.replace(other, tls=False)
+    with pytest.raises(ConfigError, match="same master key"):
+        run(build_server(no_tls))
 
 
 # ---- the stored identity ---------------------------------------------------------------------

@@ -7,6 +7,8 @@ several replicas start at once against one empty PostgreSQL database, exactly on
 come out of it:
 
 * Schema migrations run under their own advisory lock (``store.database.migrate``).
+* Every replica must be given the same master key: the first one stores a value encrypted
+  under it (:data:`MASTER_KEY_CHECK`), and a replica that cannot decrypt it refuses to start.
 * Everything else runs under :attr:`ClusterLock.FIRST_START` (``Database.exclusive``): the
   replicas take turns, and each finds what the ones before it made. The steps are also safe
   without it (``set_if_absent``, inserts that lose a race with ``Conflict`` and then read the
@@ -50,9 +52,11 @@ if TYPE_CHECKING:  # certificates (x509) is imported only when TLS is on: start-
     from hatchway.server.certificates import TlsIdentity, TlsMaterial
 
 __all__ = [
+    "MASTER_KEY_CHECK",
     "TLS_IDENTITY",
     "FirstStart",
     "admin_credentials",
+    "check_master_key",
     "first_start",
     "shared_tls_identity",
 ]
@@ -61,6 +65,13 @@ log = logging.getLogger(__name__)
 
 TLS_IDENTITY = "tls_identity"
 """The ``server_settings`` key holding the shared TLS identity."""
+MASTER_KEY_CHECK = "master_key_check"
+"""The ``server_settings`` key holding a value encrypted under the installation's master key."""
+_CHECK_PLAINTEXT = b"hatchway master key"
+_WRONG_MASTER_KEY = (
+    "this master key is not the one the installation in this database was set up with: "
+    "every replica must be given the same master key (--master-key-file)"
+)
 _FORMAT = 1
 _RENEW_ATTEMPTS = 3
 
@@ -86,6 +97,8 @@ async def first_start(
         StoreError: the database failed.
     """
     async with store.database.exclusive(ClusterLock.FIRST_START):
+        if store.database.shared:
+            await check_master_key(store, box)
         account_id = await ensure_account_id(store)
         for document in builtin_documents(now):
             await store.documents.ensure(document)
@@ -100,6 +113,24 @@ async def first_start(
 
                 identity = ensure_tls_identity(settings.data_dir, extra_sans=settings.tls_sans)
     return FirstStart(account_id, identity)
+
+
+async def check_master_key(store: Store, box: SecretBox) -> None:
+    """Refuse to start with another master key than the installation's.
+
+    The first server stores a value encrypted under its master key (:data:`MASTER_KEY_CHECK`);
+    every later one must decrypt it. Without this, a replica given a key of its own (each
+    ``DIR/master.key`` by default) would start and then fail on the first secret it reads.
+
+    Raises:
+        ConfigError: this master key is not the one the installation was set up with.
+    """
+    mine = box.encrypt(_CHECK_PLAINTEXT, context=MASTER_KEY_CHECK.encode())
+    stored = await store.settings.set_if_absent(MASTER_KEY_CHECK, mine)
+    try:
+        box.decrypt(stored, context=MASTER_KEY_CHECK.encode())
+    except CorruptData as exc:
+        raise ConfigError(_WRONG_MASTER_KEY) from exc
 
 
 async def admin_credentials(
@@ -232,8 +263,7 @@ def unseal(box: SecretBox, stored: str) -> TlsMaterial:
         server_key = box.decrypt(sealed_server_key, context=_key_context("server.key", server_cert))
     except CorruptData as exc:
         raise ConfigError(
-            "the TLS identity stored in the database cannot be decrypted with this master key: "
-            "every replica must be given the same master key (--master-key-file)"
+            f"the TLS identity stored in the database cannot be decrypted: {_WRONG_MASTER_KEY}"
         ) from exc
     return TlsMaterial(
         ca_cert=ca_cert, ca_key=ca_key, server_cert=server_cert, server_key=server_key
