@@ -120,7 +120,8 @@ class Server:
 
 
 async def build_server(settings: ServerSettings, clock: Callable[[], float] = time.time) -> Server:
-    """Open (and migrate) the store, make the TLS identity and wire every service."""
+    """Open (and migrate) the store, run first start (account id, built-in rows, TLS identity:
+    ``clusterinit``, once for all replicas sharing a database) and wire every service."""
     ensure_private_dir(settings.data_dir, what="data directory")
     master_key = load_or_create_master_key(settings.master_key_path)
     box = SecretBox(master_key)

@@ -545,6 +545,8 @@ def renew_tls_material(
             "not stored with it"
         )
     ca_key = _parse_key(material.ca_key, f"the stored {CA_KEY_FILE}")
+    if _spki(ca_key.public_key()) != _spki(ca_cert.public_key()):
+        raise ConfigError(f"the stored {CA_KEY_FILE} is not the key of the stored CA certificate")
     names = [*requested, *(name for name in covered if name not in requested)]
     new_cert, new_key = _issue_server_certificate(ca_cert, ca_key, hostname, names, now)
     renewed = TlsMaterial(
