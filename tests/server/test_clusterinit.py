@@ -23,12 +23,19 @@ from hatchway.auth.sigv4 import Credentials
 from hatchway.client.config import load_profile
 from hatchway.errors import ConfigError
 from hatchway.server.app import Running, build_server, serve
+from hatchway.server.bootstrap import ensure_admin
 from hatchway.server.certificates import (
     ensure_tls_identity,
     fingerprint_of_pem,
     new_tls_material,
 )
-from hatchway.server.clusterinit import TLS_IDENTITY, first_start, seal, shared_tls_identity
+from hatchway.server.clusterinit import (
+    MASTER_KEY_CHECK,
+    TLS_IDENTITY,
+    first_start,
+    seal,
+    shared_tls_identity,
+)
 from hatchway.server.settings import ServerSettings
 from hatchway.store.database import ClusterLock, migrate, sqlite_url
 from hatchway.store.store import Store
@@ -322,3 +329,25 @@ def test_sqlite_keeps_the_tls_identity_in_files(tmp_path: Path) -> None:
 
     run(main())
     assert {p.name for p in settings.data_dir.iterdir()} >= {"ca.key", *TLS_FILES}
+
+
+def test_an_installation_older_than_the_check_is_checked_against_the_admins_key(
+    empty_pg: str, tmp_path: Path
+) -> None:
+    """A database set up before the master-key check: a wrong key is refused before the check
+    value would make it the installation's; the right one then stores the check."""
+    right, wrong = SecretBox(bytes(32)), SecretBox(bytes([1]) * 32)
+    settings = ServerSettings(data_dir=tmp_path / "d", port=0, tls=False, database_url=empty_pg)
+
+    async def main() -> None:
+        async with shared_store(empty_pg) as store:
+            await ensure_admin(store, right, "admin", 0.0)
+            with pytest.raises(ConfigError, match="same master key"):
+                await first_start(store, wrong, settings, 0.0)
+            assert await store.settings.get(MASTER_KEY_CHECK) is None
+            await first_start(store, right, settings, 0.0)
+            assert await store.settings.get(MASTER_KEY_CHECK) is not None
+            with pytest.raises(ConfigError, match="same master key"):
+                await first_start(store, wrong, settings, 0.0)
+
+    run(main())

@@ -98,7 +98,7 @@ async def first_start(
     """
     async with store.database.exclusive(ClusterLock.FIRST_START):
         if store.database.shared:
-            await check_master_key(store, box)
+            await check_master_key(store, box, settings.admin_user)
         account_id = await ensure_account_id(store)
         for document in builtin_documents(now):
             await store.documents.ensure(document)
@@ -115,22 +115,38 @@ async def first_start(
     return FirstStart(account_id, identity)
 
 
-async def check_master_key(store: Store, box: SecretBox) -> None:
+async def check_master_key(store: Store, box: SecretBox, admin_name: str) -> None:
     """Refuse to start with another master key than the installation's.
 
     The first server stores a value encrypted under its master key (:data:`MASTER_KEY_CHECK`);
     every later one must decrypt it. Without this, a replica given a key of its own (each
-    ``DIR/master.key`` by default) would start and then fail on the first secret it reads.
+    ``DIR/master.key`` by default) would start and then fail on the first secret it reads. On
+    a database set up before the check existed, the key must first decrypt the secrets of
+    ``admin_name``'s access keys.
 
     Raises:
         ConfigError: this master key is not the one the installation was set up with.
     """
-    mine = box.encrypt(_CHECK_PLAINTEXT, context=MASTER_KEY_CHECK.encode())
-    stored = await store.settings.set_if_absent(MASTER_KEY_CHECK, mine)
+    stored = await store.settings.get(MASTER_KEY_CHECK)
+    if stored is None:
+        # A database set up before the check existed: the admin's secret says whether this is
+        # its key, before the check value makes this key the installation's for good.
+        await _check_against_admin_key(store, box, admin_name)
+        mine = box.encrypt(_CHECK_PLAINTEXT, context=MASTER_KEY_CHECK.encode())
+        stored = await store.settings.set_if_absent(MASTER_KEY_CHECK, mine)
     try:
         box.decrypt(stored, context=MASTER_KEY_CHECK.encode())
     except CorruptData as exc:
         raise ConfigError(_WRONG_MASTER_KEY) from exc
+
+
+async def _check_against_admin_key(store: Store, box: SecretBox, admin_name: str) -> None:
+    admin = await store.identity.user_by_name(admin_name)
+    for key in await store.identity.keys_of(admin.user_id) if admin is not None else []:
+        try:
+            box.decrypt(key.secret_encrypted, context=key.access_key_id.encode())
+        except CorruptData as exc:
+            raise ConfigError(_WRONG_MASTER_KEY) from exc
 
 
 async def admin_credentials(
