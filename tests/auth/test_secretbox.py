@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import multiprocessing
 import re
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +47,33 @@ def test_master_key_concurrent_creation_has_one_winner(tmp_path: Path) -> None:
         thread.join(timeout=30)
     assert len(results) == 8 and len(set(results)) == 1
     assert results[0] == path.read_bytes()
+
+
+def _create_in_process(path: str, barrier: Any, results: Any) -> None:
+    """A replica's start: wait for the others, then load or create the key at once."""
+    barrier.wait()
+    results.put(load_or_create_master_key(Path(path)).hex())
+
+
+def test_master_key_processes_creating_it_at_once_share_one(tmp_path: Path) -> None:
+    """Replicas (processes) starting together on one shared key file: one key wins, every
+    process returns it, the file is 0600 and no temporary file is left behind."""
+    path = tmp_path / "shared" / "master.key"
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded pytest
+    barrier, results = context.Barrier(6), context.Queue()
+    procs = [
+        context.Process(target=_create_in_process, args=(str(path), barrier, results))
+        for _ in range(6)
+    ]
+    for proc in procs:
+        proc.start()
+    keys = {results.get(timeout=60) for _ in procs}
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    assert keys == {path.read_bytes().hex()}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["master.key"]
 
 
 @pytest.mark.parametrize("size", [0, 31, 33, 64])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.server
 import ipaddress
@@ -25,7 +26,11 @@ from hatchway.server.certificates import (
     ensure_tls_identity,
     fetch_and_pin_ca,
     fingerprint_of_pem,
+    install_tls_material,
+    new_tls_material,
     normalize_fingerprint,
+    read_tls_material,
+    renew_tls_material,
     ssl_server_context,
 )
 
@@ -201,6 +206,51 @@ def test_fingerprint_of_pem_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.pem").write_text("nope")
     with pytest.raises(ConfigError):
         fingerprint_of_pem(tmp_path / "bad.pem")
+
+
+# ---- the identity as bytes (kept in a shared database) -----------------------------------------
+
+
+def test_new_material_needs_no_renewal_until_it_nears_expiry() -> None:
+    material = new_tls_material(extra_sans=["h.example"], hostname=HOST, now=NOW)
+    assert "PRIVATE KEY" not in repr(material)  # keys never in a repr, a log line, a traceback
+    assert renew_tls_material(material, extra_sans=["h.example"], hostname=HOST, now=NOW) is None
+    later = NOW + timedelta(days=340)
+    renewed = renew_tls_material(material, extra_sans=["h.example"], hostname=HOST, now=later)
+    assert renewed is not None
+    fresh, reason = renewed
+    assert reason.startswith("it expires on")
+    assert fresh.ca_cert == material.ca_cert and fresh.ca_key == material.ca_key
+    assert fresh.server_cert != material.server_cert
+    assert {"h.example", HOST} <= set(fresh.names())
+
+
+def test_material_without_its_ca_key_cannot_be_renewed() -> None:
+    material = new_tls_material(hostname=HOST, now=NOW)
+    keyless = dataclasses.replace(material, ca_key=None)
+    assert renew_tls_material(keyless, hostname=HOST, now=NOW) is None  # fine as it is
+    with pytest.raises(ConfigError, match="CA key is not stored"):
+        renew_tls_material(keyless, extra_sans=["new.example"], hostname=HOST, now=NOW)
+    other = new_tls_material(hostname=HOST, now=NOW)
+    mixed = dataclasses.replace(material, ca_key=other.ca_key)
+    with pytest.raises(ConfigError, match="not the key of the stored CA"):
+        renew_tls_material(mixed, extra_sans=["new.example"], hostname=HOST, now=NOW)
+
+
+def test_installed_material_is_what_a_server_presents(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    material = new_tls_material(hostname="localhost", now=datetime.now(UTC))
+    make(tmp_path)  # files of another CA there before (its ca.key is then foreign)
+    identity = install_tls_material(tmp_path, material)
+    assert identity.ca_fingerprint == material.ca_fingerprint
+    assert identity.cert_path.read_bytes() == material.server_cert
+    assert identity.key_path.read_bytes() == material.server_key
+    assert stat.S_IMODE(identity.key_path.stat().st_mode) == 0o600
+    assert "PRIVATE KEY" not in caplog.text
+    assert any("is not the key of the shared CA" in r.getMessage() for r in caplog.records)
+    ssl_server_context(identity)  # loads
+    assert read_tls_material(tmp_path).server_key == material.server_key
 
 
 # ---- real TLS ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -36,6 +37,14 @@ def run(coro: Awaitable[T]) -> T:
 @pytest.fixture(scope="module")
 def pg_database() -> Iterator[str]:
     """A database of this run's own on the test PostgreSQL server (see the module docstring)."""
+    with fresh_pg_database() as url:
+        yield url
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """Create an empty database (no schema) on the test PostgreSQL server, yield its async URL
+    and drop it at the end; skip or fail as HATCHWAY_TEST_PG says if there is no server."""
     mode = os.environ.get("HATCHWAY_TEST_PG") or "auto"
     if mode not in PG_MODES:
         pytest.fail(f"HATCHWAY_TEST_PG={mode!r}: expected one of {', '.join(PG_MODES)}")

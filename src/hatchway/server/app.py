@@ -37,14 +37,14 @@ from hatchway.server.api import Api
 from hatchway.server.audit import AuditEvents, CallAudits, node_identity, owner_identity
 from hatchway.server.authn import Authenticator
 from hatchway.server.authz import Arns, Authorizer, Resource
-from hatchway.server.bootstrap import ensure_account_id, ensure_admin, write_profile
+from hatchway.server.bootstrap import write_profile
 from hatchway.server.cluster.replicas import ReplicaInfo
+from hatchway.server.clusterinit import admin_credentials, first_start
 from hatchway.server.console.api import ConsoleApi
 from hatchway.server.console.bridge import Terminals
 from hatchway.server.console.logins import ConsoleLogins
 from hatchway.server.control import ControlChannels, NodeControl
 from hatchway.server.document_service import DocumentService
-from hatchway.server.documents import builtin_documents
 from hatchway.server.enforcement import LiveEnforcement
 from hatchway.server.errormap import error_body, error_status
 from hatchway.server.events.service import EventService
@@ -134,25 +134,29 @@ class Server:
 
 
 async def build_server(settings: ServerSettings, clock: Callable[[], float] = time.time) -> Server:
-    """Open (and migrate) the store, make the TLS identity and wire every service."""
+    """Open (and migrate) the store, run first start (account id, built-in rows, TLS identity:
+    ``clusterinit``, once for all replicas sharing a database) and wire every service."""
     ensure_private_dir(settings.data_dir, what="data directory")
-    store = Store.open(settings.database_url or sqlite_url(settings.db_path))
     master_key = load_or_create_master_key(settings.master_key_path)
     box = SecretBox(master_key)
     nonces = NonceIssuer(derive_key(master_key, b"agent upgrade nonce"))
     master_key_for_cluster = derive_key(master_key, b"cluster bus")
     del master_key
-    ca_file = fingerprint = ssl_context = None
-    if settings.tls:
-        from hatchway.server.certificates import ensure_tls_identity, ssl_server_context
-
-        identity = ensure_tls_identity(settings.data_dir, extra_sans=settings.tls_sans)
-        ca_file, fingerprint = identity.ca_cert_path, identity.ca_fingerprint
-        ssl_context = ssl_server_context(identity)
+    store = Store.open(settings.database_url or sqlite_url(settings.db_path))
     now = clock()
-    account_id = await ensure_account_id(store)
-    for document in builtin_documents(now):
-        await store.documents.ensure(document)
+    try:
+        # Replicas sharing the database take turns here (server/clusterinit.py).
+        started = await first_start(store, box, settings, now)
+    except BaseException:
+        await store.close()
+        raise
+    account_id = started.account_id
+    ca_file = fingerprint = ssl_context = None
+    if started.tls is not None:
+        from hatchway.server.certificates import ssl_server_context
+
+        ca_file, fingerprint = started.tls.ca_cert_path, started.tls.ca_fingerprint
+        ssl_context = ssl_server_context(started.tls)
     if not settings.clustered:
         # No control channel survives a restart: the agents re-dial theirs. (Replicas of a
         # cluster leave other replicas' nodes alone: a gone replica's are released by the
@@ -646,7 +650,7 @@ async def serve(
         host = "::1" if host == "::" else host
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         endpoint = settings.public_url or f"{settings.scheme}://{netloc}"
-        admin = await ensure_admin(server.store, server.box, settings.admin_user, time.time())
+        admin = await admin_credentials(server.store, server.box, settings.admin_user, time.time())
         write_profile(
             settings.admin_profile_path,
             endpoint=endpoint,

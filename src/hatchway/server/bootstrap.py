@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hatchway.auth.atomicfile import write_private_text
 from hatchway.auth.secretbox import SecretBox, new_access_key_id, new_secret_access_key
+from hatchway.errors import EntityAlreadyExists
 from hatchway.server.iam import builtin_policies
 from hatchway.store.records import User
 from hatchway.store.store import Store
@@ -40,13 +41,20 @@ async def ensure_admin(store: Store, box: SecretBox, name: str, now: float) -> A
 
     Runs at every start, so it also brings the built-in policies up to date first. A newly
     created administrator gets ``AdministratorAccess``; an existing user is left as it is (an
-    operator may have narrowed it on purpose).
+    operator may have narrowed it on purpose). Replicas sharing a database call it under the
+    first-start lock (``clusterinit.admin_credentials``), so that they neither make two users
+    nor two keys; a user made meanwhile by another replica is used all the same.
     """
     await ensure_builtin_policies(store, now)
     user = await store.identity.user_by_name(name)
     if user is None:
         user = User(user_id="AIDA" + secrets.token_hex(8).upper(), name=name, created_at=now)
-        await store.identity.create_user(user, attach=[ADMINISTRATOR_ACCESS])
+        try:
+            await store.identity.create_user(user, attach=[ADMINISTRATOR_ACCESS])
+        except EntityAlreadyExists:  # another replica made it first: use that one
+            user = await store.identity.user_by_name(name)
+            if user is None:
+                raise
     keys = [k for k in await store.identity.keys_of(user.user_id) if k.status == "Active"]
     if keys:
         key = keys[0]

@@ -13,6 +13,12 @@ Files, all in one directory:
 
 Operators may supply their own files: a server certificate that already fits is used as is,
 and ``ca.key`` is only needed when a certificate has to be issued.
+
+Replicas sharing a database keep one identity in it instead (``server.clusterinit``): the same
+issuing and checking code works on :class:`TlsMaterial`, the identity as PEM bytes
+(:func:`new_tls_material`, :func:`renew_tls_material`), and :func:`install_tls_material` writes
+what a replica serves with (``ca.pem``, ``server.pem``, ``server.key``; never ``ca.key``) into
+its data directory.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import secrets
 import socket
 import ssl
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeAlias
@@ -49,10 +55,15 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "TlsIdentity",
+    "TlsMaterial",
     "ensure_tls_identity",
     "fetch_and_pin_ca",
     "fingerprint_of_pem",
+    "install_tls_material",
+    "new_tls_material",
     "normalize_fingerprint",
+    "read_tls_material",
+    "renew_tls_material",
     "ssl_server_context",
 ]
 
@@ -91,6 +102,31 @@ class TlsIdentity:
     """Hex SHA-256 of the CA certificate's DER, lower-case, no colons."""
 
 
+@dataclass(frozen=True, slots=True)
+class TlsMaterial:
+    """The TLS identity as PEM bytes, wherever it is kept (a data directory, a database).
+
+    The private keys never appear in a ``repr`` (so not in a log line or a traceback).
+    """
+
+    ca_cert: bytes
+    ca_key: bytes | None = field(repr=False)
+    """``None`` where the CA key is not at hand (an operator's CA): nothing can be issued."""
+    server_cert: bytes
+    """The server certificate followed by the CA certificate (the chain to present)."""
+    server_key: bytes = field(repr=False)
+
+    @property
+    def ca_fingerprint(self) -> str:
+        """Hex SHA-256 of the CA certificate's DER (what clients pin)."""
+        return _fingerprint(_parse_certificate(self.ca_cert, CA_CERT_FILE))
+
+    def names(self) -> list[str]:
+        """The names the server certificate covers (DNS names and IP addresses), as text."""
+        cert = _parse_certificate(self.server_cert, SERVER_CERT_FILE)
+        return sorted(str(name.value) for name in _san_of(cert))
+
+
 def fingerprint_of_pem(path: Path) -> str:
     """Return the hex SHA-256 of the DER of the first certificate in the PEM file ``path``.
 
@@ -109,10 +145,15 @@ def _load_certificate(path: Path) -> x509.Certificate:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read certificate {path}: {exc.strerror or exc}") from exc
+    return _parse_certificate(data, str(path))
+
+
+def _parse_certificate(data: bytes, what: str) -> x509.Certificate:
+    """The first certificate of PEM ``data``; ``what`` names its origin in the error."""
     try:
         return x509.load_pem_x509_certificate(data)
     except ValueError as exc:
-        raise ConfigError(f"{path} does not hold a valid PEM certificate") from exc
+        raise ConfigError(f"{what} does not hold a valid PEM certificate") from exc
 
 
 def _load_key(path: Path) -> IssuerKey:
@@ -120,12 +161,17 @@ def _load_key(path: Path) -> IssuerKey:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read private key {path}: {exc.strerror or exc}") from exc
+    return _parse_key(data, str(path))
+
+
+def _parse_key(data: bytes, what: str) -> IssuerKey:
+    """The private key of PEM ``data``; the error names ``what``, never the key."""
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise ConfigError(f"{path} does not hold an unencrypted PEM private key") from exc
+        raise ConfigError(f"{what} does not hold an unencrypted PEM private key") from exc
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise ConfigError(f"{path} must hold an RSA or EC private key")
+        raise ConfigError(f"{what} must hold an RSA or EC private key")
     return key
 
 
@@ -311,6 +357,17 @@ def _server_certificate_problem(
         key = _load_key(key_path)
     except ConfigError as exc:
         return exc.message
+    return _certificate_problem(cert, key, ca_cert, names, now)
+
+
+def _certificate_problem(
+    cert: x509.Certificate,
+    key: IssuerKey,
+    ca_cert: x509.Certificate,
+    names: Sequence[GeneralName],
+    now: datetime,
+) -> str | None:
+    """Why a loaded server certificate must be (re-)issued, or ``None`` if it is fine."""
     if cert.not_valid_after_utc - RENEW_BEFORE <= now:
         return f"it expires on {cert.not_valid_after_utc:%Y-%m-%d}"
     if cert.not_valid_before_utc > now:
@@ -319,7 +376,7 @@ def _server_certificate_problem(
     if missing:
         return f"it does not cover {', '.join(str(value) for value in missing)}"
     if _spki(cert.public_key()) != _spki(key.public_key()):
-        return f"{key_path.name} does not match {cert_path.name}"
+        return f"{SERVER_KEY_FILE} does not match {SERVER_CERT_FILE}"
     try:
         cert.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, InvalidSignature):
@@ -415,6 +472,163 @@ def _ensure_ca(
         if _spki(existing_key.public_key()) != _spki(ca_cert.public_key()):
             raise ConfigError(f"{ca_key_path} is not the key of {ca_cert_path}")
     return ca_cert
+
+
+# ---- the identity as bytes (kept in a shared database) ------------------------------------
+
+
+def new_tls_material(
+    *,
+    extra_sans: Sequence[str] = (),
+    hostname: str | None = None,
+    now: datetime | None = None,
+) -> TlsMaterial:
+    """A new CA and a server certificate it signed, covering the requested names (the same
+    names and lifetimes as :func:`ensure_tls_identity`'s)."""
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    hostname = socket.gethostname() if hostname is None else hostname
+    ca_cert, ca_key = _create_ca(hostname, now)
+    names = _requested_names(hostname, extra_sans)
+    cert, key = _issue_server_certificate(ca_cert, ca_key, hostname, names, now)
+    return TlsMaterial(
+        ca_cert=_cert_pem(ca_cert),
+        ca_key=_private_pem(ca_key),
+        server_cert=_cert_pem(cert, ca_cert),
+        server_key=_private_pem(key),
+    )
+
+
+def renew_tls_material(
+    material: TlsMaterial,
+    *,
+    extra_sans: Sequence[str] = (),
+    hostname: str | None = None,
+    now: datetime | None = None,
+) -> tuple[TlsMaterial, str] | None:
+    """Re-issue the server certificate if it must be, keeping the CA; else ``None``.
+
+    It must be when it expires within :data:`RENEW_BEFORE`, does not cover a requested name,
+    does not match its key or was not issued by the CA (the checks of
+    :func:`ensure_tls_identity`). The new certificate covers the requested names *and* every
+    name the old one covered, so that replicas asking for different names (their host names,
+    their ``--tls-san``) all end up covered by one certificate.
+
+    Returns:
+        The new material and why it was re-issued, or ``None`` if nothing had to change.
+
+    Raises:
+        ConfigError: the material is corrupt, the CA has expired, or a certificate must be
+            issued without the CA key.
+    """
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    hostname = socket.gethostname() if hostname is None else hostname
+    ca_cert = _parse_certificate(material.ca_cert, f"the stored {CA_CERT_FILE}")
+    if ca_cert.not_valid_after_utc <= now:
+        raise ConfigError(
+            f"the stored CA certificate expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}"
+        )
+    requested = _requested_names(hostname, extra_sans)
+    try:
+        cert = _parse_certificate(material.server_cert, f"the stored {SERVER_CERT_FILE}")
+        key = _parse_key(material.server_key, f"the stored {SERVER_KEY_FILE}")
+    except ConfigError as exc:
+        problem: str | None = exc.message
+        covered: list[GeneralName] = []
+    else:
+        problem = _certificate_problem(cert, key, ca_cert, requested, now)
+        covered = sorted(_san_of(cert), key=lambda name: str(name.value))
+    if problem is None:
+        return None
+    if material.ca_key is None:
+        raise ConfigError(
+            f"the stored server certificate must be re-issued ({problem}) but the CA key is "
+            "not stored with it"
+        )
+    ca_key = _parse_key(material.ca_key, f"the stored {CA_KEY_FILE}")
+    if _spki(ca_key.public_key()) != _spki(ca_cert.public_key()):
+        raise ConfigError(f"the stored {CA_KEY_FILE} is not the key of the stored CA certificate")
+    names = [*requested, *(name for name in covered if name not in requested)]
+    new_cert, new_key = _issue_server_certificate(ca_cert, ca_key, hostname, names, now)
+    renewed = TlsMaterial(
+        ca_cert=material.ca_cert,
+        ca_key=material.ca_key,
+        server_cert=_cert_pem(new_cert, ca_cert),
+        server_key=_private_pem(new_key),
+    )
+    return renewed, problem
+
+
+def read_tls_material(data_dir: Path) -> TlsMaterial:
+    """The identity in ``data_dir``'s files (``ca.key`` may be missing: an operator's CA).
+
+    Raises:
+        ConfigError: a file other than ``ca.key`` is missing or unreadable.
+    """
+    ca_key_path = data_dir / CA_KEY_FILE
+
+    def read(name: str) -> bytes:
+        try:
+            return (data_dir / name).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {data_dir / name}: {exc.strerror or exc}") from exc
+
+    return TlsMaterial(
+        ca_cert=read(CA_CERT_FILE),
+        ca_key=read(CA_KEY_FILE) if ca_key_path.exists() else None,
+        server_cert=read(SERVER_CERT_FILE),
+        server_key=read(SERVER_KEY_FILE),
+    )
+
+
+def install_tls_material(data_dir: Path, material: TlsMaterial) -> TlsIdentity:
+    """Write the files a server presents from ``material`` into ``data_dir``; return them.
+
+    ``ca.pem``, ``server.pem`` and ``server.key`` are replaced atomically when their content
+    differs (key files 0600); ``ca.key`` is never written (it stays where the material is
+    kept). A ``ca.key`` already there that belongs to another CA is left alone, with a
+    warning: it is not used, and the files it went with have been replaced.
+
+    Raises:
+        ConfigError: the material is corrupt or the directory is not writable.
+    """
+    ca_cert = _parse_certificate(material.ca_cert, f"the stored {CA_CERT_FILE}")
+    files = (
+        (SERVER_KEY_FILE, material.server_key, _KEY_MODE),  # key first, as _ensure_ca does
+        (SERVER_CERT_FILE, material.server_cert, _CERT_MODE),
+        (CA_CERT_FILE, material.ca_cert, _CERT_MODE),
+    )
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with _directory_lock(data_dir):
+            for name, data, mode in files:
+                path = data_dir / name
+                try:
+                    same = path.read_bytes() == data
+                except OSError:
+                    same = False
+                if not same:
+                    write_atomic(path, data, mode=mode)
+    except OSError as exc:
+        raise ConfigError(f"cannot write TLS files in {data_dir}: {exc.strerror or exc}") from exc
+    stale_key = data_dir / CA_KEY_FILE
+    if stale_key.exists():
+        try:
+            foreign = _spki(_load_key(stale_key).public_key()) != _spki(ca_cert.public_key())
+        except ConfigError:
+            foreign = True
+        if foreign:
+            logger.warning(
+                "%s is not the key of the shared CA in %s: it is not used (the CA key is kept "
+                "in the database); remove it",
+                stale_key,
+                data_dir / CA_CERT_FILE,
+            )
+    return TlsIdentity(
+        ca_cert_path=data_dir / CA_CERT_FILE,
+        cert_path=data_dir / SERVER_CERT_FILE,
+        key_path=data_dir / SERVER_KEY_FILE,
+        ca_fingerprint=_fingerprint(ca_cert),
+    )
 
 
 def ssl_server_context(identity: TlsIdentity) -> ssl.SSLContext:

@@ -1,8 +1,14 @@
 """Opening the database, bringing its schema up to date, and the one way to reach it.
 
 The embedded default is SQLite in the data directory; any SQLAlchemy URL with an async driver
-works (``postgresql+asyncpg://`` for scale-out). Alembic is configured here in code, so a
-non-editable install finds its migration scripts as package data.
+works, and a plain ``postgresql://`` URL (what operators write) means asyncpg
+(:func:`async_url`). Alembic is configured here in code, so a non-editable install finds its
+migration scripts as package data.
+
+Several server replicas may share one PostgreSQL database and start at once: migrations run
+under a PostgreSQL advisory lock, so one replica migrates while the others wait and then find
+the schema at its head, and :meth:`Database.exclusive` gives the rest of a first start
+(``server.clusterinit``) the same kind of lock (:class:`ClusterLock`).
 
 :class:`Database` is the only door to the database: repositories run every statement inside
 its :meth:`~Database.read` or :meth:`~Database.write` transaction, which
@@ -23,21 +29,54 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, replace
+from enum import IntEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
-from hatchway.errors import Conflict, StoreError
+from hatchway.errors import ConfigError, Conflict, StoreError
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class ClusterLock(IntEnum):
+    """The PostgreSQL advisory locks replicas sharing a database take, by their fixed keys.
+
+    Advisory locks are per database, so other installations (other databases on the same
+    server) never contend with these; the keys are arbitrary but fixed (ASCII ``hatchmig``
+    and ``hatchini``) so that every replica of every release takes the same lock.
+    """
+
+    MIGRATIONS = 0x68617463686D6967
+    """Held around Alembic's upgrade (:func:`migrate`)."""
+    FIRST_START = 0x6861746368696E69
+    """Held around the rest of first start: account id, built-in rows, TLS identity, admin."""
+
+    @property
+    def holder_is(self) -> str:
+        """What the replica holding it is doing (for the log line of one that waits)."""
+        if self is ClusterLock.MIGRATIONS:
+            return "migrating the database"
+        return "setting up the installation (first start)"
+
+
+_DEFAULT_ASYNC_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
 
 
 def sqlite_url(path: Path) -> str:
@@ -45,8 +84,28 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+def async_url(url: str) -> str:
+    """``url`` with an async driver: ``postgresql://`` (and ``postgres://``) become
+    ``postgresql+asyncpg://``, ``sqlite://`` becomes ``sqlite+aiosqlite://``; a URL that names
+    its driver is kept as it is.
+
+    Raises:
+        ConfigError: ``url`` is not a database URL.
+    """
+    try:
+        u = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            "--database-url must be a database URL such as postgresql://USER@HOST/DB"
+        ) from exc
+    driver = _DEFAULT_ASYNC_DRIVERS.get(u.drivername)
+    if driver is None:
+        return url
+    return u.set(drivername=driver).render_as_string(hide_password=False)
+
+
 def _sync_url(url: str) -> str:
-    u = make_url(url)
+    u = make_url(async_url(url))
     driver = {"sqlite+aiosqlite": "sqlite", "postgresql+asyncpg": "postgresql+psycopg"}.get(
         u.drivername, u.drivername
     )
@@ -93,20 +152,49 @@ def _at_head(conn: Any) -> bool:
 
 
 def migrate(url: str) -> None:
-    """Apply every pending migration to the database at ``url`` (idempotent)."""
+    """Apply every pending migration to the database at ``url`` (idempotent).
+
+    On PostgreSQL the upgrade runs under the advisory lock :attr:`ClusterLock.MIGRATIONS`,
+    held on a connection of its own: replicas starting together against one database take
+    turns, and those that waited find the schema at its head and do nothing. A database
+    already at its head costs one query and no lock (the common start).
+    """
     engine = create_engine(_sync_url(url))
     try:
         with engine.connect() as conn:
             if _at_head(conn):
                 return
-        from alembic import command
+        with _migration_lock(engine):
+            with engine.connect() as conn:
+                if _at_head(conn):
+                    return  # another replica migrated while we waited
+            from alembic import command
 
-        with engine.begin() as conn:
-            command.upgrade(_alembic_config(conn), "head")
+            with engine.begin() as conn:
+                command.upgrade(_alembic_config(conn), "head")
     except Exception as exc:
         raise StoreError(f"cannot migrate the database: {exc}") from exc
     finally:
         engine.dispose()
+
+
+@contextmanager
+def _migration_lock(engine: Any) -> Iterator[None]:
+    """Hold :attr:`ClusterLock.MIGRATIONS` on PostgreSQL; elsewhere nothing (SQLite is one
+    process's, and its own write lock serialises the rare second one)."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    key = int(ClusterLock.MIGRATIONS)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+            log.info("waiting for another server %s", ClusterLock.MIGRATIONS.holder_is)
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            # Closing the connection would release it too; say so explicitly while it is open.
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +353,8 @@ class Database:
     """
 
     def __init__(self, url: str, limits: DatabaseLimits | None = None) -> None:
+        url = async_url(url)
+        self._url = url
         self.limits = limits or DatabaseLimits.for_url(url)
         self.backend = make_url(url).get_backend_name()
         lim = self.limits
@@ -331,6 +421,59 @@ class Database:
                     raise
                 if outcome is not None:
                     outcome(True)
+
+    @property
+    def shared(self) -> bool:
+        """Whether several server processes may use this database (anything but SQLite,
+        which is one process's file in its data directory)."""
+        return self.backend != "sqlite"
+
+    @asynccontextmanager
+    async def exclusive(self, lock: ClusterLock) -> AsyncIterator[None]:
+        """Hold ``lock`` across every process using this database for the block.
+
+        On PostgreSQL a session-level advisory lock on a connection of its own, outside the
+        pool (so the pool's and the admission queue's arithmetic is untouched, and the block
+        may use the store freely): replicas take turns, and a replica that dies holding it
+        releases it with its connection. The wait has no deadline of ours and no statement
+        time-out (the holder may be migrating or issuing certificates); it is said once in the
+        log. On SQLite nothing is taken: one process uses the file, as before.
+
+        Blocks must not nest (a second ``exclusive`` would wait on another connection).
+
+        Raises:
+            StoreError: the database failed.
+        """
+        if self.backend != "postgresql":
+            yield
+            return
+        connect_args: dict[str, Any] = {}
+        asyncpg = make_url(self._url).get_dialect().driver == "asyncpg"
+        if asyncpg and self.limits.connect_timeout is not None:
+            connect_args["timeout"] = self.limits.connect_timeout
+        engine = create_async_engine(
+            self._url, poolclass=NullPool, connect_args=connect_args
+        ).execution_options(isolation_level="AUTOCOMMIT")
+        key = {"k": int(lock)}
+        try:
+            with _store_errors("lock"):
+                conn = await engine.connect()
+            try:
+                with _store_errors("lock"):
+                    taken = await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), key)
+                    if not taken:
+                        log.info("waiting for another server %s", lock.holder_is)
+                        await conn.execute(text("SELECT pg_advisory_lock(:k)"), key)
+                try:
+                    yield
+                finally:
+                    with suppress(SQLAlchemyError, OSError):
+                        # Closing the connection releases it too; say so while it is open.
+                        await conn.execute(text("SELECT pg_advisory_unlock(:k)"), key)
+            finally:
+                await conn.close()
+        finally:
+            await engine.dispose()
 
     async def dispose(self) -> None:
         """Close every pooled connection."""

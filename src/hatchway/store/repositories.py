@@ -118,6 +118,13 @@ class SettingsRepository(_Repository):
         assert stored is not None
         return stored
 
+    async def replace(self, key: str, expected: str, value: str) -> bool:
+        """Set the key to ``value`` if it still holds ``expected`` (one conditional
+        ``UPDATE``: correct with several replicas); returns whether it did."""
+        s = t.server_settings.c
+        stmt = update(t.server_settings).where(s.key == key, s.value == expected)
+        return await self._write(stmt.values(value=value)) == 1
+
 
 class ActivationRepository(_Repository):
     async def create(self, activation: Activation) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hatchway.store.audit import AuditHook, AuditRepository
 from hatchway.store.console import ConsoleRepository
-from hatchway.store.database import Database, DatabaseLimits, migrate
+from hatchway.store.database import Database, DatabaseLimits, async_url, migrate
 from hatchway.store.documents import DocumentRepository
 from hatchway.store.events import EventRepository, Outbox
 from hatchway.store.identity import IdentityRepository
@@ -51,9 +51,15 @@ class Store:
     ) -> Store:
         """Migrate (unless told not to) and open the database at ``url``.
 
-        ``limits`` defaults to the chosen limits of the URL's backend
-        (:meth:`DatabaseLimits.for_url`).
+        ``url`` may name no driver (``postgresql://…``): the async one is chosen
+        (:func:`~hatchway.store.database.async_url`). ``limits`` defaults to the chosen limits
+        of the URL's backend (:meth:`DatabaseLimits.for_url`).
+
+        Raises:
+            ConfigError: ``url`` is not a database URL.
+            StoreError: the database cannot be reached or migrated.
         """
+        url = async_url(url)
         if run_migrations:
             migrate(url)
         db = Database(url, limits)
