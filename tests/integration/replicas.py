@@ -118,7 +118,6 @@ class ReplicaSet(Cluster):
         ]
         self.start_replica(self.replicas[0])
         for replica in self.replicas[1:]:
-            _TEMP_share_tls(self.replicas[0].data_dir, replica.data_dir)
             self.start_replica(replica)
         self._write_haproxy()
         self._write_profile()
@@ -262,9 +261,3 @@ def wait_healthy_everywhere(replicas: ReplicaSet, timeout: float = 30) -> None:
             max(deadline - time.monotonic(), 1),
             what=f"{replica.name} healthy",
         )
-
-
-def _TEMP_share_tls(source: Path, target: Path) -> None:
-    target.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for name in ("ca.pem", "ca.key", "server.pem", "server.key"):
-        shutil.copy2(source / name, target / name)
