@@ -303,8 +303,8 @@ def own_nats(tmp_path: Path) -> Iterator[tuple[int, list[subprocess.Popen[bytes]
     try:
         yield port, procs
     finally:
-        for p in procs[:-1]:
-            if p.poll() is None:
+        for p in procs:
+            if isinstance(p, subprocess.Popen) and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 p.wait(10)
 

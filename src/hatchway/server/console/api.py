@@ -39,7 +39,7 @@ from hatchway.errors import (
 from hatchway.policy import NamedPolicy
 from hatchway.server.api import Api
 from hatchway.server.authz import ANY, Authorizer
-from hatchway.server.console.bridge import Terminals
+from hatchway.server.console.bridge import Terminal, Terminals
 from hatchway.server.console.logins import ConsoleLogins, SignedIn
 from hatchway.server.console.openapi import openapi_document
 from hatchway.server.documents import DEFAULT_SHELL_DOCUMENT
@@ -428,6 +428,14 @@ class ConsoleApi:
         origin = request.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc != request.host:
             raise CsrfRefused("The terminal may be opened from the console's own pages only.")
+        session_id = _session_id(request)
+        try:
+            terminal: Terminal | None = self.terminals.get(session_id, who.user.user_id)
+        except NotFound:
+            # Scale-out: the terminal may live in another replica (the session's relay).
+            if self.remote_terminal is None:
+                raise
+            terminal = None
         if request.headers.get("Upgrade", "").lower() != "websocket":
             raise ValidationError(
                 "This is a WebSocket: open it with an Upgrade: websocket request."
@@ -436,17 +444,12 @@ class ConsoleApi:
             offset = int(request.query.get("offset", "0"))
         except ValueError as exc:
             raise ValidationError("offset must be a whole number") from exc
-        session_id = _session_id(request)
-        try:
-            terminal = self.terminals.get(session_id, who.user.user_id)
-        except NotFound:
-            # Scale-out: the terminal may live in another replica (the session's relay).
-            if self.remote_terminal is None:
-                raise
-            ws = await self.remote_terminal(request, session_id, who.user.user_id, offset)
-            if ws is None:
-                raise
-            return ws
+        if terminal is None:
+            assert self.remote_terminal is not None
+            piped = await self.remote_terminal(request, session_id, who.user.user_id, offset)
+            if piped is None:
+                raise NotFound(f"No console terminal for session {session_id}.")
+            return piped
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=2 * MAX_BODY)
         await ws.prepare(request)
         await terminal.serve_browser(ws, max(0, offset))
