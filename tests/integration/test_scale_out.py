@@ -137,11 +137,13 @@ def test_rolling_restart_of_every_replica_while_20_sessions_run(
 ) -> None:
     """SIGTERM each replica in turn (a drain: its ends and agents re-dial the others), start
     it again, and go on to the next: 20 sessions run through it all, nothing lost."""
-    script = "for i in $(seq 1 150); do echo tick-$i; sleep 0.2; done"
-    runs = [(_start(scale, online.node_id, script, tmp_path / f"s{n}.out"), tmp_path / f"s{n}.out")
-            for n in range(20)]  # fmt: skip
+    script = "for i in $(seq 1 300); do echo tick-$i; sleep 0.2; done"
+    runs: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
-        wait_for(lambda: all(_lines(o, r"tick-\d+") for _, o in runs), 60, what="20 sessions")
+        for n in range(20):  # one after the other, as users come: each is running first
+            out = tmp_path / f"s{n}.out"
+            runs.append((_start(scale, online.node_id, script, out), out))
+            wait_for(lambda o=out: _lines(o, r"tick-\d+"), 60, what=f"session {n} to run")
         for replica in scale.replicas:
             scale.terminate(replica)
             scale.start_replica(replica)
@@ -152,7 +154,7 @@ def test_rolling_restart_of_every_replica_while_20_sessions_run(
             reap(proc)
     for _, out in runs:
         ticks = _lines(out, r"tick-(\d+)")
-        assert ticks == [str(i) for i in range(1, 151)], f"{out.name}: {len(ticks)} ticks"
+        assert ticks == [str(i) for i in range(1, 301)], f"{out.name}: {len(ticks)} ticks"
 
 
 def test_revocation_on_one_replica_ends_a_session_relayed_by_another(
