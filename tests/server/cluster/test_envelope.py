@@ -171,6 +171,20 @@ def test_ids_are_forgotten_after_the_window() -> None:
     assert 0 < len(fresh._seen) <= 11
 
 
+def test_a_message_from_the_near_future_cannot_be_replayed_later() -> None:
+    """A message stamped ahead of this replica's clock (clocks differ a little) stays fresh
+    for longer than MAX_AGE after it first arrived: its id must be kept as long."""
+    clock = FakeClock()
+    fresh = Freshness(clock)
+    body = Freshness.stamp({"op": "open"}, clock() + MAX_AGE - 1)
+    fresh.check(body)
+    for _ in range(3):
+        clock.advance(MAX_AGE / 2)
+        fresh.check(Freshness.stamp({}, clock()))  # traffic that prunes the seen ids
+        with pytest.raises(RemoteProtocolError):
+            fresh.check(body)
+
+
 @pytest.mark.parametrize(
     "body",
     [
