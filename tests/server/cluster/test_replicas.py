@@ -21,7 +21,7 @@ from tests.fakes import MemoryBus, MemoryNats
 pytestmark = pytest.mark.asyncio
 
 INTERVAL = 0.05
-SHORT = 0.5  # dead_after when a test wants verdicts
+SHORT = 1.0  # dead_after when a test wants verdicts (a busy machine stalls the loop less)
 LONG = 3600.0  # dead_after when a test wants none (never warm)
 WAIT = 10.0
 
