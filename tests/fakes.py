@@ -887,7 +887,7 @@ class MemoryBus(Bus):
         finally:
             self.nats.remove(queue)
         try:
-            return self._sealer.open(subject + "#reply", data)
+            return self._sealer.open(inbox + "#reply", data)
         except RemoteProtocolError as exc:
             raise Unavailable(f"bad answer on {subject}: {exc.message}") from exc
 

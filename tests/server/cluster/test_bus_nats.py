@@ -137,9 +137,45 @@ async def test_requests_get_sealed_answers_and_no_responder_when_nobody_listens(
     forged_subject = bus.subject("r", "forged", "rpc")
 
     async def forge(msg: Msg) -> None:
-        await msg.respond(Sealer(WRONG_KEY).seal(forged_subject + "#reply", b'{"ok": true}'))
+        await msg.respond(Sealer(WRONG_KEY).seal(msg.reply + "#reply", b'{"ok": true}'))
 
     await forger.subscribe(forged_subject, cb=forge)
     await forger.flush()
     with pytest.raises(Unavailable, match="bad answer"):
         await bus.request(forged_subject, b"open the pipe", timeout=2.0)
+
+
+async def test_an_answer_recorded_from_one_request_is_refused_for_another(
+    bus: Bus, forger: nats.NATS, nats_url: str
+) -> None:
+    """Anybody on the server can subscribe to the replicas' subjects and inboxes: an answer
+    recorded there and sent back to a later request (first, before the genuine one) would be
+    taken for that request's answer if answers were not bound to their own request."""
+    subject = bus.subject("r", "relay", "rpc")
+    relay = Bus(BusOptions(servers=(nats_url,), prefix=bus.options.prefix), Sealer(KEY))
+    await relay.open()
+
+    async def answer(request_subject: str, _body: bytes, reply: str | None) -> None:
+        assert reply is not None
+        await relay.reply(request_subject, reply, b'{"ok": true}')
+
+    recorded: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def record(msg: Msg) -> None:
+        recorded.put_nowait(msg.data)
+
+    await relay.subscribe(subject, answer)
+    await forger.subscribe("_INBOX.>", cb=record)
+    await forger.flush()
+    assert await bus.request(subject, b"open the pipe") == b'{"ok": true}'
+    async with asyncio.timeout(WAIT):
+        genuine_answer = await recorded.get()
+    await relay.close()  # the relay is gone; the forger answers in its place
+
+    async def replay(msg: Msg) -> None:
+        await msg.respond(genuine_answer)
+
+    await forger.subscribe(subject, cb=replay)
+    await forger.flush()
+    with pytest.raises(Unavailable, match="bad answer"):
+        await bus.request(subject, b"open another pipe", timeout=2.0)

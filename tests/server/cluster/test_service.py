@@ -372,7 +372,7 @@ async def test_requests_are_sealed_fresh_and_answered_once(store: Store) -> None
         group.nats.inject(rpc, sealed, reply=inbox)
         async with asyncio.timeout(WAIT):
             _, answer, _ = await answers.get()
-        opened = json.loads(b.bus._sealer.open(rpc + "#reply", answer))
+        opened = json.loads(b.bus._sealer.open(inbox + "#reply", answer))
         assert opened == {"error": "cluster message replayed", "kind": "Unavailable"}
         assert b.control.calls == [("drop", NODE, "r")]
 

@@ -187,12 +187,15 @@ class Bus:
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"no answer on {subject}: {exc or 'timed out'}") from exc
         try:
-            return self._sealer.open(subject + "#reply", msg.data)
+            # Sealed for this request's own inbox (see reply()), so that an answer recorded
+            # from another request cannot be sent back as this one's.
+            return self._sealer.open(msg.subject + "#reply", msg.data)
         except RemoteProtocolError as exc:
             raise Unavailable(f"bad answer on {subject}: {exc.message}") from exc
 
     async def reply(self, request_subject: str, reply_to: str, body: bytes) -> None:
-        await self.publish_raw(reply_to, self._sealer.seal(request_subject + "#reply", body))
+        """Answer a request: sealed for its inbox ``reply_to``, unique to that request."""
+        await self.publish_raw(reply_to, self._sealer.seal(reply_to + "#reply", body))
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
         try:
