@@ -257,11 +257,24 @@ class FakeNodeStatus:
     events: list[Any] = field(default_factory=list)
     """Events written with the changes (``events=``), in order."""
 
+    replicas: dict[str, str] = field(default_factory=dict)
+    """Which replica holds each node's channel (``replica=``; "" on a single server)."""
+
     async def mark_connected(
-        self, instance_id: str, connected: bool, now: float, *, events: Sequence[Any] = ()
-    ) -> None:
+        self,
+        instance_id: str,
+        connected: bool,
+        now: float,
+        *,
+        events: Sequence[Any] = (),
+        replica: str = "",
+    ) -> bool:
+        if not connected and self.replicas.get(instance_id, "") != replica:
+            return False  # another replica holds it now (NodeRepository.mark_connected)
         self.connected[instance_id] = connected
+        self.replicas[instance_id] = replica if connected else ""
         self.events.extend(events)
+        return True
 
     async def heartbeat(self, instance_id: str, now: float, **facts: str) -> None:
         if self.fail_heartbeats:

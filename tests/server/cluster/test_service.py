@@ -732,3 +732,14 @@ async def test_health_says_why(store: Store) -> None:
         assert await a.cluster.problems() == ["draining: this replica is shutting down"]
         [me] = a.cluster.replicas.all()
         assert me.draining and not me.healthy
+
+
+async def test_an_end_sent_to_a_replica_that_no_longer_relays_is_moved(store: Store) -> None:
+    async with cluster_of(store) as group:
+        a = await group.start("a", dead_after=LONG)
+        await group.start("b", dead_after=LONG)
+        await group.start("c", dead_after=LONG)
+        sid = await new_session(store, "c")  # a thought b relayed it: b says where it is now
+        with pytest.raises(service.Moved, match="relayed by c"):
+            await a.cluster._call("b", {"op": "open", "end": "agent", "pipe": "p1",
+                                        "session": sid, "node": NODE})  # fmt: skip
