@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 
-from hatchway.errors import Unavailable
+from hatchway.errors import ConfigError, Unavailable
 from hatchway.server.cluster.bus import Bus, BusOptions, NoResponder
 from hatchway.server.cluster.envelope import Sealer
 
@@ -179,3 +179,19 @@ async def test_an_answer_recorded_from_one_request_is_refused_for_another(
     await forger.flush()
     with pytest.raises(Unavailable, match="bad answer"):
         await bus.request(subject, b"open another pipe", timeout=2.0)
+
+
+async def test_a_bus_that_never_reaches_nats_says_so() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = BusOptions(
+        servers=(f"nats://127.0.0.1:{port}",), connect_timeout=0.5, first_connect_for=1.0
+    )
+    b = Bus(options, Sealer(KEY))
+    with pytest.raises(Unavailable, match="not connected"):
+        await b.publish(b.subject("all"), b"too early")
+    async with asyncio.timeout(WAIT):  # nats-py alone would try for ever
+        with pytest.raises(ConfigError, match="cannot connect to NATS"):
+            await b.open()
+    assert not b.connected
