@@ -270,6 +270,9 @@ class _Control:
     def is_connected(self, node_id: str) -> bool:
         return node_id == NODE
 
+    async def reachable(self, node_id: str) -> bool:
+        return self.is_connected(node_id)
+
     async def start_session(self, node_id: str, task: AgentTaskPayload) -> None:
         self.tasks.append(task)
 
