@@ -16,6 +16,9 @@
 * :class:`FakeClient` — the client end of an agent's data channel: a real client ``Endpoint``
   over the sockets a :class:`FakeDialer` hands out, with no gateway in between.
 * :class:`FakePoster` — a webhook receiver in memory, with scripted failures.
+* :class:`MemoryNats` / :class:`MemoryBus` — a NATS server in memory and the replicas' buses
+  on it (``server.cluster``): the real sealing, in-order delivery per subscription,
+  request/reply and "no responders", and outages on demand.
 * :func:`real_time` — lets the loop's clock follow the real one while a real process (a shell
   in a PTY) works, in a test whose clock looptime otherwise fast-forwards.
 """
@@ -33,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hatchway.audit.events import AuditEvent
-from hatchway.errors import ChannelClosed, RemoteProtocolError, StoreError
+from hatchway.errors import ChannelClosed, RemoteProtocolError, StoreError, Unavailable
 from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.control import control_frame
 from hatchway.protocol.events import Event, StreamData
@@ -55,6 +58,8 @@ from hatchway.protocol.payloads import (
     decode_exit_code,
 )
 from hatchway.protocol.reliability import Endpoint, Role
+from hatchway.server.cluster.bus import Bus, BusOptions, Handler, NoResponder
+from hatchway.server.cluster.envelope import Sealer
 from hatchway.store.records import Session, SessionStatus, SessionToken
 from hatchway.transport.channel import ChannelDriver
 
@@ -252,6 +257,9 @@ class FakeNodeStatus:
     events: list[Any] = field(default_factory=list)
     """Events written with the changes (``events=``), in order."""
 
+    replicas: dict[str, str] = field(default_factory=dict)
+    """Which replica holds each node's channel (``replica=``; "" on a single server)."""
+
     async def mark_connected(
         self,
         instance_id: str,
@@ -261,7 +269,10 @@ class FakeNodeStatus:
         events: Sequence[Any] = (),
         replica: str = "",
     ) -> bool:
+        if not connected and self.replicas.get(instance_id, "") != replica:
+            return False  # another replica holds it now (NodeRepository.mark_connected)
         self.connected[instance_id] = connected
+        self.replicas[instance_id] = replica if connected else ""
         self.events.extend(events)
         return True
 
@@ -757,3 +768,142 @@ class FakePoster:
 
     async def close(self) -> None:
         self.closed = True
+
+
+# ---- the cluster's NATS bus ------------------------------------------------------------------
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS's subject matching: ``*`` is one token, a final ``>`` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+class MemoryNats:
+    """A NATS server in memory for :class:`MemoryBus` clients: wildcard subscriptions, each
+    delivered in order by a task of its own (as nats-py does), request/reply through inboxes,
+    and "no responders" when nobody subscribes to a request's subject.
+
+    ``published`` records every raw message (subject, sealed data) for tampering tests;
+    :meth:`inject` publishes raw bytes as anybody on the same server could (a forger).
+    """
+
+    def __init__(self) -> None:
+        self._subs: list[tuple[str, asyncio.Queue[tuple[str, bytes, str | None]]]] = []
+        self.published: list[tuple[str, bytes]] = []
+
+    def add(self, pattern: str) -> asyncio.Queue[tuple[str, bytes, str | None]]:
+        queue: asyncio.Queue[tuple[str, bytes, str | None]] = asyncio.Queue()
+        self._subs.append((pattern, queue))
+        return queue
+
+    def remove(self, queue: asyncio.Queue[tuple[str, bytes, str | None]]) -> None:
+        self._subs = [(p, q) for p, q in self._subs if q is not queue]
+
+    def has_subscriber(self, subject: str) -> bool:
+        return any(subject_matches(p, subject) for p, _ in self._subs)
+
+    def inject(self, subject: str, data: bytes, reply: str | None = None) -> None:
+        self.published.append((subject, data))
+        for pattern, queue in self._subs:
+            if subject_matches(pattern, subject):
+                queue.put_nowait((subject, data, reply))
+
+
+class MemoryBus(Bus):
+    """A replica's :class:`~hatchway.server.cluster.bus.Bus` on a :class:`MemoryNats`: the
+    same sealing and the same errors (``Unavailable`` while not connected, ``NoResponder``),
+    without a NATS server. ``dropped`` lists the messages refused as not sealed for their
+    subject, ``failures`` what handlers raised. :meth:`disconnect` and :meth:`reconnect`
+    model an outage of NATS."""
+
+    def __init__(
+        self, nats: MemoryNats, key: bytes = b"k" * 32, *, prefix: str = "hatchway"
+    ) -> None:
+        super().__init__(BusOptions(servers=("memory://",), prefix=prefix), Sealer(key))
+        self.nats = nats
+        self.dropped: list[tuple[str, str]] = []
+        self.failures: list[Exception] = []
+        self._queues: list[asyncio.Queue[tuple[str, bytes, str | None]]] = []
+        self._readers: list[asyncio.Task[None]] = []
+        self.connected = True
+
+    async def open(self) -> None:
+        self.connected = True
+
+    async def close(self) -> None:
+        self.connected = False
+        for queue in self._queues:
+            self.nats.remove(queue)
+        for task in self._readers:
+            task.cancel()
+        for task in self._readers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._queues, self._readers = [], []
+
+    def disconnect(self) -> None:
+        self.connected = False
+        if self.on_disconnected is not None:
+            self.on_disconnected()
+
+    def reconnect(self) -> None:
+        self.connected = True
+        if self.on_reconnected is not None:
+            self.on_reconnected()
+
+    async def subscribe(self, subject: str, handler: Handler) -> None:
+        self._check()
+        queue = self.nats.add(subject)
+        self._queues.append(queue)
+
+        async def read() -> None:
+            while True:
+                msg_subject, data, reply = await queue.get()
+                try:
+                    body = self._sealer.open(msg_subject, data)
+                except RemoteProtocolError as exc:
+                    self.dropped.append((msg_subject, exc.message))
+                    continue
+                try:
+                    await handler(msg_subject, body, reply)
+                except Exception as exc:  # Bus logs it and goes on; tests look at `failures`
+                    self.failures.append(exc)
+
+        self._readers.append(asyncio.get_running_loop().create_task(read()))
+
+    async def publish(self, subject: str, body: bytes) -> None:
+        await self.publish_raw(subject, self._sealer.seal(subject, body))
+
+    async def publish_raw(self, subject: str, data: bytes) -> None:
+        self._check()
+        self.nats.inject(subject, data)
+
+    async def request(self, subject: str, body: bytes, timeout: float = 3.0) -> bytes:
+        self._check()
+        if not self.nats.has_subscriber(subject):
+            raise NoResponder(f"nobody answers on {subject}")
+        inbox = f"_INBOX.{uuid.uuid4().hex}"
+        queue = self.nats.add(inbox)
+        try:
+            self.nats.inject(subject, self._sealer.seal(subject, body), reply=inbox)
+            try:
+                async with asyncio.timeout(timeout):
+                    _, data, _ = await queue.get()
+            except TimeoutError as exc:
+                raise Unavailable(f"no answer on {subject}: timed out") from exc
+        finally:
+            self.nats.remove(queue)
+        try:
+            return self._sealer.open(inbox + "#reply", data)
+        except RemoteProtocolError as exc:
+            raise Unavailable(f"bad answer on {subject}: {exc.message}") from exc
+
+    def _check(self) -> None:
+        if not self.connected:
+            raise Unavailable("not connected to NATS")

@@ -9,6 +9,7 @@ replica reports itself unhealthy) and publishing raises ``Unavailable``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -110,19 +111,19 @@ class Bus:
             raise ConfigError(f"cannot load the NATS TLS files: {exc}") from exc
         if tls is not None:
             kwargs["tls"] = tls
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + o.first_connect_for
-        while True:
-            try:
-                self._nc = await nats.connect(**kwargs)
-                break
-            except (OSError, nats.errors.Error, TimeoutError) as exc:
-                if loop.time() >= give_up:
-                    raise ConfigError(
-                        f"cannot connect to NATS at {', '.join(o.servers)}: {exc or type(exc)}"
-                    ) from exc
-                log.warning("cannot connect to NATS yet (%s); trying again", exc or type(exc))
-                await asyncio.sleep(1.0)
+        nc = Client()
+        try:
+            # nats-py retries a first connection itself, for ever (max_reconnect_attempts is
+            # -1; each failure goes to error_cb): bounded here.
+            async with asyncio.timeout(o.first_connect_for):
+                await nc.connect(**kwargs)
+        except (OSError, nats.errors.Error, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise ConfigError(
+                f"cannot connect to NATS at {', '.join(o.servers)}: {exc or 'timed out'}"
+            ) from exc
+        self._nc = nc
         self.connected = True
         url = self._nc.connected_url
         log.info("connected to NATS at %s", url.netloc if url else "?")
@@ -187,12 +188,15 @@ class Bus:
         except (TimeoutError, nats.errors.Error) as exc:
             raise Unavailable(f"no answer on {subject}: {exc or 'timed out'}") from exc
         try:
-            return self._sealer.open(subject + "#reply", msg.data)
+            # Sealed for this request's own inbox (see reply()), so that an answer recorded
+            # from another request cannot be sent back as this one's.
+            return self._sealer.open(msg.subject + "#reply", msg.data)
         except RemoteProtocolError as exc:
             raise Unavailable(f"bad answer on {subject}: {exc.message}") from exc
 
     async def reply(self, request_subject: str, reply_to: str, body: bytes) -> None:
-        await self.publish_raw(reply_to, self._sealer.seal(request_subject + "#reply", body))
+        """Answer a request: sealed for its inbox ``reply_to``, unique to that request."""
+        await self.publish_raw(reply_to, self._sealer.seal(reply_to + "#reply", body))
 
     async def publish_raw(self, subject: str, data: bytes) -> None:
         try:

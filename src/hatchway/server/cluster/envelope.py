@@ -92,7 +92,10 @@ class Freshness:
             self._seen.popitem(last=False)
         if mid in self._seen:
             raise RemoteProtocolError("cluster message replayed")
-        self._seen[mid] = now
+        # Kept until the message itself is stale: one stamped ahead of this clock stays fresh
+        # for longer than max_age after it arrived. (Pruning stops at the first entry still
+        # kept, so an entry is kept at least this long, never dropped early.)
+        self._seen[mid] = max(now, at)
         return message
 
 
