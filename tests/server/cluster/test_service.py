@@ -319,8 +319,7 @@ async def test_a_refusal_crosses_as_the_same_class(store: Store, error: Hatchway
 @pytest.mark.parametrize(
     ("error", "message"),
     [
-        # Not in the table: crosses as Unavailable, even a subclass of a class that is.
-        (InvalidInstanceId("no such node"), "no such node"),
+        # Not in the table, nor any class it derives from: crosses as Unavailable.
         (ChannelClosed("closed"), "closed"),
         (ValueError("secret internals"), "internal error in the relaying server"),
     ],
@@ -335,6 +334,16 @@ async def test_other_failures_cross_as_unavailable(
         with pytest.raises(Unavailable) as raised:
             await a.cluster._call("b", {"op": "control", "node": NODE, "action": "drop"})
         assert raised.value.message == message
+
+
+async def test_a_subclass_crosses_as_the_nearest_class_both_sides_know(store: Store) -> None:
+    async with cluster_of(store) as group:
+        a = await group.start("a", dead_after=LONG)
+        b = await group.start("b", dead_after=LONG)
+        b.control.failure = InvalidInstanceId("no such node")
+        with pytest.raises(NotFound) as raised:
+            await a.cluster._call("b", {"op": "control", "node": NODE, "action": "drop"})
+        assert raised.value.message == "no such node"
 
 
 async def test_bad_requests_are_refused_as_unavailable(store: Store) -> None:

@@ -38,6 +38,7 @@ MAX_QUEUED: Final = 16 * 1024 * 1024
 ABNORMAL: Final = 1006
 
 _Item = tuple[bytes, bytes]  # (kind, payload)
+_NOT_ON_THE_WIRE: Final = (1005, 1006, 1015)
 
 
 class PipeSender:
@@ -252,6 +253,8 @@ class EdgePipe:
                     code, reason = parse_close(payload)
                 except RemoteProtocolError:
                     code, reason = CloseCode.GOING_AWAY, ""
+                if code in _NOT_ON_THE_WIRE:  # RFC 6455 §7.4.1: never sent in a close frame
+                    code = CloseCode.GOING_AWAY
                 await sock.close(code, reason)
                 return
             if kind == PipeFrame.DATA and not await sock.send(payload):

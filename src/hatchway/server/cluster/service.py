@@ -458,7 +458,9 @@ class Cluster:
             message = self._fresh.check(body)
             answer = await self._answer(message)
         except HatchwayError as exc:
-            kind = type(exc).__name__ if type(exc).__name__ in _ERRORS else "Unavailable"
+            # The nearest class both sides know (e.g. InvalidInstanceId crosses as NotFound).
+            kind = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in _ERRORS),
+                        "Unavailable")  # fmt: skip
             answer = {"error": exc.message, "kind": kind}
         except Exception:
             log.exception("a request from another replica failed")
