@@ -23,12 +23,12 @@ from hatchway.errors import (
     Throttled,
     ValidationError,
 )
-from hatchway.protocol.timing import liveness_window
 from hatchway.server.audit import AuditEvents, node_identity, user_identity
 from hatchway.server.authz import Arns
 from hatchway.server.control import ControlChannels
 from hatchway.server.events.catalog import EventCatalog
-from hatchway.server.pagination import page_request, page_response
+from hatchway.server.pagination import keyset_request, keyset_token, page_request, page_response
+from hatchway.server.presence import online_window
 from hatchway.server.principal import Principal
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
@@ -272,15 +272,24 @@ class NodeService:
     # ---- nodes ----------------------------------------------------------------------------
 
     def ping_status(self, node: Node) -> str:
-        """Online while the control channel is up and heartbeats arrive (two missed → lost)."""
+        """Online while the control channel is up and heartbeats arrive (two missed → lost).
+
+        The stored ping time lags the newest heartbeat by up to ``presence_write_interval``
+        (``server.presence``), which the window allows for.
+        """
         if node.last_ping_at is None or not node.connected:
             return "ConnectionLost"
-        age = self._clock() - node.last_ping_at
-        fresh = age <= liveness_window(self._settings.heartbeat_interval)
-        return "Online" if fresh else "ConnectionLost"
+        return "Online" if node.last_ping_at >= self._online_since() else "ConnectionLost"
+
+    def _online_since(self) -> float:
+        """The oldest stored ping time of a node that is ``Online`` now."""
+        s = self._settings
+        return self._clock() - online_window(s.heartbeat_interval, s.presence_write_interval)
 
     async def describe_instances(self, body: dict[str, Any]) -> dict[str, Any]:
-        limit, offset = page_request(body, default=50)
+        """DescribeInstanceInformation: keyset-paged (``pagination.keyset_request``) in
+        registration order, every filter in SQL."""
+        limit, after = keyset_request(body, default=50)
         ids: list[str] | None = None
         ping: set[str] | None = None
         tag_filters: list[tuple[str, set[str]]] = []
@@ -290,24 +299,36 @@ class NodeService:
         ]
         for key, values in filters:
             if key == "InstanceIds":
-                ids = values
+                ids = values if ids is None else [i for i in ids if i in set(values)]
             elif key == "PingStatus":
-                ping = set(values)
+                ping = set(values) if ping is None else ping & set(values)
             elif key.startswith("tag:"):
                 tag_filters.append((key[4:], set(values)))
             else:
                 raise InvalidFilterKey(f"The filter key {echo(key)} is not supported.")
-        nodes = await self._store.nodes.list(ids)
-        rows = [
-            n
-            for n in nodes
-            if (ping is None or self.ping_status(n) in ping)
-            and all(n.tags.get(k) in vs for k, vs in tag_filters)
-        ]
-        page = rows[offset : offset + limit]
+        online: bool | None = None
+        if ping is not None:
+            wanted = ping & {"Online", "ConnectionLost"}
+            if not wanted:  # "Inactive" (or nothing known): no node of ours is
+                return {"InstanceInformationList": []}
+            online = None if len(wanted) == 2 else "Online" in wanted
+        nodes = await self._store.nodes.page(
+            limit=limit + 1,
+            after=after,
+            instance_ids=ids,
+            online=online,
+            online_since=self._online_since(),
+            tags=tag_filters,
+        )
+        page = nodes[:limit]
+        more = len(nodes) > limit
         return {
             "InstanceInformationList": [self._node_json(n) for n in page],
-            **page_response(len(rows) > offset + limit, offset + limit),
+            **(
+                {"NextToken": keyset_token((page[-1].registration_date, page[-1].instance_id))}
+                if more
+                else {}
+            ),
         }
 
     def _node_json(self, n: Node) -> dict[str, Any]:

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hatchway.audit.events import AuditEvent
@@ -224,6 +225,52 @@ class NodeRepository(_Repository):
             stmt = stmt.where(t.nodes.c.instance_id.in_(list(instance_ids)))
         return [Node(**r._mapping) for r in await self._fetch(stmt)]
 
+    async def page(
+        self,
+        *,
+        limit: int,
+        after: tuple[float, str] | None = None,
+        instance_ids: Collection[str] | None = None,
+        online_since: float | None = None,
+        online: bool | None = None,
+        tags: Sequence[tuple[str, Collection[str]]] = (),
+    ) -> Sequence[Node]:
+        """One page of nodes in ``(registration_date, instance_id)`` order (keyset paging).
+
+        Every filter is SQL, and the order is an index's (migration 0015), so a page costs the
+        same at any depth.
+
+        Args:
+            limit: at most this many nodes (ask one more to learn whether a page follows).
+            after: the sort key of the last node of the previous page.
+            instance_ids: only these nodes.
+            online, online_since: only the nodes that are (``True``) or are not (``False``)
+                connected with a ping at or after ``online_since``.
+            tags: only the nodes whose tag ``key`` has one of the values, for each pair.
+        """
+        c = t.nodes.c
+        stmt = select(t.nodes).order_by(c.registration_date, c.instance_id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(
+                or_(
+                    c.registration_date > after[0],
+                    and_(c.registration_date == after[0], c.instance_id > after[1]),
+                )
+            )
+        if instance_ids is not None:
+            stmt = stmt.where(c.instance_id.in_(list(instance_ids)))
+        if online is not None:
+            assert online_since is not None
+            is_online = and_(
+                c.connected.is_(True), c.last_ping_at.is_not(None), c.last_ping_at >= online_since
+            )
+            stmt = stmt.where(is_online if online else not_(is_online))
+        for key, values in tags:
+            if not _TAG_KEY.fullmatch(key) or not values:
+                return []  # no stored tag has such a key (the model's pattern)
+            stmt = stmt.where(c.tags[key].as_string().in_(list(values)))
+        return [Node(**r._mapping) for r in await self._fetch(stmt)]
+
     async def mark_connected(
         self, instance_id: str, connected: bool, now: float, *, events: Sequence[Event] = ()
     ) -> None:
@@ -306,6 +353,26 @@ class NodeRepository(_Repository):
         for beat in batch:
             facts = {name: getattr(beat, name) for name in _HEARTBEAT_FACTS}
             _keep_latest(beats, beat.instance_id, beat.at, facts)
+        if beats:
+            async with self._transaction() as conn:
+                await _record_heartbeats(conn, beats)
+
+    async def record_presence(
+        self, changed: Sequence[Heartbeat], pings: Sequence[tuple[str, float]]
+    ) -> None:
+        """Write a batch of presence (``server.presence``) in one transaction: the whole
+        heartbeat of the ``changed`` nodes, only the ping time of the ``pings``; each node is
+        marked connected. At most two ``executemany`` statements, whatever the batch's size.
+
+        Raises:
+            StoreError: the transaction failed (nothing was written).
+        """
+        beats: _Beats = {}
+        for beat in changed:
+            facts = {name: getattr(beat, name) for name in _HEARTBEAT_FACTS}
+            _keep_latest(beats, beat.instance_id, beat.at, facts)
+        for instance_id, at in pings:
+            _keep_latest(beats, instance_id, at, {})
         if beats:
             async with self._transaction() as conn:
                 await _record_heartbeats(conn, beats)
@@ -563,6 +630,10 @@ class SessionRepository(_Repository):
             .values(revoked=True)
         )
 
+
+#: Tag keys a filter can match: a JSON path can quote them (no ``"``, ``\\`` or control
+#: characters; the model's ``TagKey`` pattern allows none of these in a stored tag either).
+_TAG_KEY = re.compile(r'[^"\\\x00-\x1f\x7f]{1,128}')
 
 _HEARTBEAT_FACTS = tuple(n for n in Heartbeat.__slots__ if n not in ("instance_id", "at"))
 

@@ -187,6 +187,8 @@ nodes = Table(
     # The highest agent generation that connected (docs/protocol.md §10.3): an agent started
     # later on the same state directory has a higher one and wins; a lower one is refused.
     Column("agent_generation", Integer, nullable=False, default=0, server_default="0"),
+    # DescribeInstanceInformation pages along it (keyset, ``NodeRepository.page``).
+    Index("ix_nodes_listing", "registration_date", "instance_id"),
 )
 
 documents = Table(
