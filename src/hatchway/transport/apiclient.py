@@ -196,4 +196,6 @@ _STALE: tuple[type[BaseException], ...] = (
     ConnectionResetError,
     ConnectionAbortedError,
     BrokenPipeError,
+    ssl.SSLEOFError,  # closed without a TLS close_notify
+    ssl.SSLZeroReturnError,
 )
