@@ -172,3 +172,42 @@ def test_a_large_presence_batch_is_one_statement(url: str, count: int) -> None:
         assert len(page) == count
 
     with_store(url, body)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    made=st.lists(
+        st.tuples(st.sampled_from([1.0, 2.0, 3.5]), st.sampled_from(["r1", "r2"])), max_size=12
+    ),
+    limit=st.integers(1, 5),
+    roles=st.one_of(st.none(), st.frozensets(st.sampled_from(["r1", "r2", "r3"]))),
+)
+def test_activations_page_by_key_with_filters(
+    url: str, made: list[tuple[float, str]], limit: int, roles: frozenset[str] | None
+) -> None:
+    from tests.store.test_store_contract import activation
+
+    acts = [replace(activation(), created_date=d, iam_role=r) for d, r in made]
+
+    async def body(s: Store) -> None:
+        async with s.engine.begin() as conn:
+            await conn.execute(delete(schema.activations))
+            if acts:
+                await conn.execute(insert(schema.activations), [vars_of(a) for a in acts])
+        listed: list[str] = []
+        after: tuple[float, str] | None = None
+        while True:
+            rows = await s.activations.page(limit=limit + 1, after=after, iam_roles=roles)
+            listed += [a.activation_id for a in rows[:limit]]
+            if len(rows) <= limit:
+                break
+            after = (rows[limit - 1].created_date, rows[limit - 1].activation_id)
+        expected = sorted(
+            (a for a in acts if roles is None or a.iam_role in roles),
+            key=lambda a: (a.created_date, a.activation_id),
+        )
+        assert listed == [a.activation_id for a in expected]
+
+    with_store(url, body)

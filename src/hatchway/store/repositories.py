@@ -136,6 +136,35 @@ class ActivationRepository(_Repository):
         rows = await self._fetch(select(t.activations).order_by(t.activations.c.created_date))
         return [Activation(**r._mapping) for r in rows]
 
+    async def page(
+        self,
+        *,
+        limit: int,
+        after: tuple[float, str] | None = None,
+        activation_ids: Collection[str] | None = None,
+        default_instance_names: Collection[str] | None = None,
+        iam_roles: Collection[str] | None = None,
+    ) -> Sequence[Activation]:
+        """One page of activations in ``(created_date, activation_id)`` order (keyset paging,
+        from an index; every filter in SQL), after the key ``after``."""
+        c = t.activations.c
+        stmt = select(t.activations).order_by(c.created_date, c.activation_id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(
+                or_(
+                    c.created_date > after[0],
+                    and_(c.created_date == after[0], c.activation_id > after[1]),
+                )
+            )
+        for column, values in (
+            (c.activation_id, activation_ids),
+            (c.default_instance_name, default_instance_names),
+            (c.iam_role, iam_roles),
+        ):
+            if values is not None:
+                stmt = stmt.where(column.in_(list(values)))
+        return [Activation(**r._mapping) for r in await self._fetch(stmt)]
+
     async def delete(self, activation_id: str) -> None:
         async with self._transaction() as conn:
             stmt = delete(t.activations).where(t.activations.c.activation_id == activation_id)

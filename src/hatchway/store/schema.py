@@ -163,6 +163,8 @@ activations = Table(
     # locked (``locked_at`` set) and refuses every code, the right one too.
     Column("failed_attempts", Integer, nullable=False, default=0, server_default="0"),
     Column("locked_at", Float),
+    # DescribeActivations pages along it (keyset, ``ActivationRepository.page``).
+    Index("ix_activations_listing", "created_date", "activation_id"),
 )
 
 nodes = Table(

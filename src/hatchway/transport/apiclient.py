@@ -182,6 +182,12 @@ class ApiClient:
         if conn is not None:
             conn.close()
 
+    def __del__(self) -> None:
+        # A client dropped without close() (a one-shot CLI command) leaves no open socket.
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
+
     def __enter__(self) -> ApiClient:
         return self
 

@@ -1,4 +1,5 @@
-"""node listing: the index DescribeInstanceInformation pages along
+"""node and activation listings: the indexes DescribeInstanceInformation and
+DescribeActivations page along
 
 Revision ID: 0015
 Revises: 0012
@@ -19,7 +20,9 @@ def upgrade() -> None:
     # Keyset paging reads ``WHERE (registration_date, instance_id) > last ORDER BY both LIMIT n``
     # (``NodeRepository.page``): from this index, a page costs the same at any depth.
     op.create_index("ix_nodes_listing", "nodes", ["registration_date", "instance_id"])
+    op.create_index("ix_activations_listing", "activations", ["created_date", "activation_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_activations_listing", table_name="activations")
     op.drop_index("ix_nodes_listing", table_name="nodes")
