@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from common import machine_line, percentile
+from common import exit_cleanly_on_sigterm, machine_line, percentile
 from hatchway_env import ServerEnv, _cli, hatchway_server
 
 WORKER_FLAG = "--worker"
@@ -293,11 +293,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--register", type=int, default=100)
-    parser.add_argument("--rate", type=float, default=200.0, help="dials/s per generator")
+    parser.add_argument(
+        "--rate", type=float, default=8.0, help="dials/s per generator (the server takes ~30/s)"
+    )
     parser.add_argument("--settle", type=float, default=40.0)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--listings", type=int, default=3)
     args = parser.parse_args(argv)
+    exit_cleanly_on_sigterm()  # stop the server and the generators on SIGTERM too
     print(run(args), flush=True)
     return 0
 

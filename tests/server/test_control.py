@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -352,3 +353,31 @@ async def test_connection_reports_are_handed_on_and_a_flood_is_dropped(tmp_path:
     await agent.close()
     await h.finish()
     assert h.gone == [NODE]
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_channel_waiting_to_be_marked_connected_is_not_silent(tmp_path: Path) -> None:
+    """The one watch over every channel skips a channel whose start waits for a slow database
+    (a dial storm), however long, and watches it once it reads."""
+    h = Harness(tmp_path)
+    release = asyncio.Event()
+    marked = h.store.nodes.mark_connected
+
+    async def slow(instance_id: str, connected: bool, now: float, **kw: Any) -> None:
+        if connected:
+            await release.wait()
+        await marked(instance_id, connected, now, **kw)
+
+    h.store.nodes.mark_connected = slow  # type: ignore[method-assign]
+    early = h.connect()
+    await asyncio.sleep(1)
+    h.channels._watch_silence()  # as another node's channel would have started it
+    await asyncio.sleep(60)
+    assert not early.closed
+    release.set()
+    await asyncio.sleep(0)
+    await early.send(beat())
+    await h.beat_written()
+    await h.finish()  # silent from then on: closed after the liveness window
+    assert early.close_code == CloseCode.UNRESPONSIVE

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -121,8 +122,9 @@ class ControlChannel:
     recording: int = 0
     reports_dropped: int = 0
     completing: set[uuid.UUID] = field(default_factory=set)
-    #: When the node was last heard from (loop clock).
-    last_heard: float = 0.0
+    #: When the node was last heard from (loop clock); not watched for silence until the
+    #: channel is marked connected and reading starts.
+    last_heard: float = math.inf
     #: Being closed for its silence.
     silenced: bool = False
 
