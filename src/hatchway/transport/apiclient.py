@@ -3,6 +3,7 @@ that verifies the server, shared by the CLI and the agent (registration, WebSock
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -186,7 +187,8 @@ class ApiClient:
         # A client dropped without close() (a one-shot CLI command) leaves no open socket.
         conn = getattr(self, "_conn", None)
         if conn is not None:
-            conn.close()
+            with contextlib.suppress(Exception):  # also at interpreter exit
+                conn.close()
 
     def __enter__(self) -> ApiClient:
         return self
