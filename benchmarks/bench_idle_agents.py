@@ -148,6 +148,7 @@ def worker(list_file: Path, rate: float) -> None:
     from hatchway import __version__
     from hatchway.agent.agent import Agent, AgentSettings
     from hatchway.agent.state import AgentState
+    from hatchway.eventloop import run as run_loop
     from hatchway.protocol.controlchannel import Heartbeat
 
     logging.basicConfig(level=logging.ERROR)
@@ -192,7 +193,9 @@ def worker(list_file: Path, rate: float) -> None:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    asyncio.run(main())
+    # The agent's own event loop (uvloop): asyncio's TLS would cost each agent's two
+    # connections 256 KiB of zeroed read buffer apiece, and 2,500 such agents stall a generator.
+    run_loop(main())
 
 
 # ---- the run ------------------------------------------------------------------------------
