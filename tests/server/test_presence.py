@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from hatchway.errors import StoreError
-from hatchway.server.presence import Presence, online_window
+from hatchway.server.presence import CHANGE_DELAY, Presence, online_window
 from hatchway.store.records import Heartbeat
 
 
@@ -88,13 +88,34 @@ async def test_run_writes_a_batch_each_interval_and_close_writes_the_rest() -> N
     p.start()
     for i in range(100):
         p.beat(beat(f"mi-{i}", 0.0))
-    await asyncio.sleep(5.5)  # the first write failed: kept
+    await asyncio.sleep(0.5)  # new facts are written at once: that write failed, kept
     assert store.batches == [] and len(p) == 100
-    await asyncio.sleep(5.0)
+    await asyncio.sleep(5.0)  # the next write, an interval later
     assert len(store.batches) == 1 and len(store.batches[0][0]) == 100
     p.beat(beat("mi-0", 10.6))
+    await asyncio.sleep(1.0)  # a ping with the same facts waits for the interval
+    assert len(store.batches) == 1
     await p.close()
     assert store.batches[-1] == ([], [("mi-0", 10.6)])
+
+
+@pytest.mark.asyncio
+@pytest.mark.looptime
+async def test_a_new_node_is_written_at_once_pings_wait() -> None:
+    store = Recorder()
+    p = Presence(store, write_interval=5.0)
+    p.start()
+    await asyncio.sleep(0)
+    p.beat(beat("mi-1", 1.0))
+    await asyncio.sleep(CHANGE_DELAY + 0.05)
+    assert [b.instance_id for b in store.batches[0][0]] == ["mi-1"]
+    p.beat(beat("mi-1", 2.0))
+    await asyncio.sleep(1.0)
+    assert len(store.batches) == 1
+    p.beat(beat("mi-1", 3.0, host="renamed"))
+    await asyncio.sleep(CHANGE_DELAY + 0.05)
+    assert [b.computer_name for b in store.batches[1][0]] == ["renamed"]
+    await p.close()
 
 
 def test_the_online_window_allows_for_the_write_interval() -> None:

@@ -7,7 +7,8 @@ nodes. Here a beat only replaces the node's entry in a dict; every ``write_inter
 the newest beat of each node that beat since goes to the database in one transaction of at
 most two ``executemany`` statements (``NodeRepository.record_presence``): the ping time of
 every such node, and the facts (host name, platform, addresses, agent version) only of the
-nodes whose facts changed since they were last written.
+nodes whose facts changed since they were last written. A beat with new facts (a node that
+just connected, or changed) brings the next write forward to :data:`CHANGE_DELAY` from now.
 
 So ``LastPingDateTime`` in the database (what ``DescribeInstanceInformation`` shows, from any
 replica) lags the newest heartbeat by at most ``write_interval`` plus one write; the ping
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two presence writes (the default of ``ServerSettings``).
 WRITE_INTERVAL: Final = 5.0
+#: A beat with new facts (a node that just connected, or whose facts changed) is written this
+#: soon instead (after the loop's other ready work: beats read in the same pass share the
+#: write), with whatever else waits: ``nodes`` shows a new node's platform at once, as before.
+CHANGE_DELAY: Final = 0.0
 
 _Facts = tuple[str, str, str, str, str, str]
 
@@ -96,6 +101,8 @@ class Presence:
         self._written: dict[str, _Facts] = {}
         self._task: asyncio.Task[None] | None = None
         self._writing: asyncio.Lock | None = None
+        #: Set by a beat with new facts (no loop is bound until it is awaited).
+        self._changed = asyncio.Event()
 
     def __len__(self) -> int:
         """How many nodes have a beat waiting."""
@@ -106,6 +113,8 @@ class Presence:
         seen = self._pending.get(beat.instance_id)
         if seen is None or beat.at >= seen.at:
             self._pending[beat.instance_id] = beat
+            if self._written.get(beat.instance_id) != _facts(beat):
+                self._changed.set()
 
     def forget(self, node_id: str) -> Heartbeat | None:
         """The node's channel closed: drop what is kept for it; returns its unwritten beat."""
@@ -173,9 +182,17 @@ class Presence:
             self._task = asyncio.create_task(self.run(), name="presence writer")
 
     async def run(self) -> None:
-        """Write a batch every ``write_interval`` seconds, for ever."""
+        """Write a batch every ``write_interval`` seconds, or :data:`CHANGE_DELAY` after a
+        beat with new facts, for ever."""
+        changed = self._changed
         while True:
-            await asyncio.sleep(self.write_interval)
+            try:
+                async with asyncio.timeout(self.write_interval):
+                    await changed.wait()
+                await asyncio.sleep(CHANGE_DELAY)  # let a burst of new nodes share a write
+            except TimeoutError:
+                pass
+            changed.clear()
             try:
                 await self.write()
             except Exception:
