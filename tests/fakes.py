@@ -244,8 +244,8 @@ def socket_pair(
 class FakeNodeStatus:
     """What ``server.control.ControlChannels`` writes about nodes, kept in memory.
 
-    ``fail_heartbeats`` makes the next that many heartbeat writes raise ``StoreError``, as a
-    locked SQLite database does.
+    ``fail_heartbeats`` makes the next that many heartbeat (or presence batch) writes raise
+    ``StoreError``, as a locked SQLite database does.
     """
 
     connected: dict[str, bool] = field(default_factory=dict)
@@ -282,6 +282,27 @@ class FakeNodeStatus:
             raise StoreError("database write failed: OperationalError")
         self.beats.append((instance_id, now, facts))
         self.connected[instance_id] = True
+        self.beat_written.set()
+
+    async def record_presence(
+        self,
+        changed: Sequence[Any],
+        pings: Sequence[tuple[str, float]],
+        *,
+        replica: str = "",
+    ) -> None:
+        """A batch of ``server.presence``: each node's beat is recorded as :meth:`heartbeat`
+        records it (pings without facts)."""
+        if self.fail_heartbeats:
+            self.fail_heartbeats -= 1
+            raise StoreError("database write failed: OperationalError")
+        for beat in changed:
+            facts = {name: getattr(beat, name) for name in beat.__slots__[2:]}
+            self.beats.append((beat.instance_id, beat.at, facts))
+            self.connected[beat.instance_id] = True
+        for instance_id, at in pings:
+            self.beats.append((instance_id, at, {}))
+            self.connected[instance_id] = True
         self.beat_written.set()
 
     async def claim_generation(self, instance_id: str, generation: int) -> bool:

@@ -508,11 +508,24 @@ SESSION_COLUMNS = [
 
 @cli.group(invoke_without_command=True)
 @OUTPUT
+@click.option(
+    "--page-size",
+    type=click.IntRange(5, 50),
+    default=50,
+    show_default=True,
+    help="Nodes per DescribeInstanceInformation page (MaxResults); all pages are listed.",
+)
 @click.pass_context
-def nodes(ctx: click.Context, output: str) -> None:
-    """List managed nodes (DescribeInstanceInformation)."""
+def nodes(ctx: click.Context, output: str, page_size: int) -> None:
+    """List managed nodes (DescribeInstanceInformation), every page over one connection."""
     if ctx.invoked_subcommand is None:
-        result = _paginate(_api(ctx), "DescribeInstanceInformation", {}, "InstanceInformationList")
+        with _api(ctx) as api:
+            result = _paginate(
+                api,
+                "DescribeInstanceInformation",
+                {"MaxResults": page_size},
+                "InstanceInformationList",
+            )
         _emit(result, output, NODE_COLUMNS, "InstanceInformationList")
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from hatchway.auth.agentkey import generate_private_key, public_key_b64
 from hatchway.auth.tokens import UNMATCHABLE_HASH, verify_secret
-from hatchway.errors import InvalidActivation, Throttled, ValidationError
+from hatchway.errors import InvalidActivation, StoreError, Throttled, ValidationError
 from hatchway.server.app import Server, build_server
 from hatchway.server.nodes import INVALID_ACTIVATION, NodeService
 from hatchway.server.principal import Principal
@@ -313,3 +313,24 @@ def test_locked_activation_in_the_api_and_in_activation_list(
         asyncio.run(body())
     finally:
         gc.unfreeze()  # serve() froze this test process's objects
+
+
+def test_a_failing_database_is_throttling_never_a_500(tmp_path: Path, public_key: str) -> None:
+    """Registration under load: a lock or pool wait that timed out is a retryable answer."""
+
+    async def body() -> None:
+        async with rig(tmp_path, public_key) as r:
+            activation_id, code = await r.activation()
+            store = r.server.store.activations
+
+            async def busy(*_: object, **__: object) -> bool:
+                raise StoreError("database write failed: OperationalError")
+
+            real, store.register_node = store.register_node, busy  # type: ignore[method-assign]
+            with pytest.raises(Throttled) as refused:
+                await r.register(activation_id, code, "10.0.0.1")
+            assert refused.value.status == 400
+            store.register_node = real  # type: ignore[method-assign]
+            assert (await r.register(activation_id, code, "10.0.0.1"))["InstanceId"]
+
+    asyncio.run(body())

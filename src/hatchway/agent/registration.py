@@ -66,7 +66,8 @@ def register(
         "PublicKeyType": "Rsa",
         "Fingerprint": str(uuid.uuid4()),
     }
-    response = _call_patiently(client, body, sleep)
+    with client:
+        response = _call_patiently(client, body, sleep)
     node_id = response.get("InstanceId")
     if not isinstance(node_id, str) or not node_id.startswith("mi-"):
         raise RemoteProtocolError(f"the server returned no node id: {response!r}")

@@ -210,6 +210,7 @@ async def build_server(settings: ServerSettings, clock: Callable[[], float] = ti
         # A replica takes sessions over when their relay is gone (server.cluster); at start
         # it only picks up the uploads left in its own directory.
         control.replica_id = sessions.replica_id = cluster.replica_id
+        control.presence.replica_id = cluster.replica_id
         sessions.elsewhere = ClusterNotices(cluster)
         await recordings.restore(set(), sessions.gateway.attach_recorder, only=())
     recordings.start()

@@ -11,9 +11,11 @@ counted (the log gets the first few and then a summary at most every 10 s), and 
 keeps sending them is disconnected (``POLICY``); a failing database delays heartbeats and
 acknowledgements but never ends a channel. A node that stays silent for two heartbeat periods
 is closed (``UNRESPONSIVE``), so that an agent that vanished without a TCP close counts as gone.
-Heartbeats are written by a per-channel writer that keeps only the newest one, so a slow
-database never holds up reading; each completion is handled in a task of its own and
-acknowledged once it is recorded (the agent resends until then).
+Heartbeats go to the node presence kept in memory (``server.presence``), which writes every
+node's newest beat to the database in batches; the sessions a heartbeat lists are handled by a
+per-channel task that keeps only the newest heartbeat, so a slow database never holds up
+reading. Each completion is handled in a task of its own and acknowledged once it is recorded
+(the agent resends until then).
 
 Which agent may hold a node's channel: the one with the highest generation
 (docs/protocol.md §10.3). A newer generation supersedes an older one (``SUPERSEDED``), a lower
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,8 +54,10 @@ from hatchway.protocol.controlchannel import (
 from hatchway.protocol.payloads import AgentTaskPayload
 from hatchway.protocol.timing import liveness_window
 from hatchway.server.events.catalog import EventCatalog
+from hatchway.server.presence import Presence
 from hatchway.server.settings import ServerSettings
 from hatchway.store.events import Event
+from hatchway.store.records import Heartbeat as NodeBeat
 from hatchway.transport.aiohttp_socket import AiohttpSocket, aiohttp_max_msg_size
 from hatchway.transport.socket import Socket
 
@@ -74,6 +79,8 @@ LOG_PERIOD: Final = 10.0
 MAX_PENDING_COMPLETIONS: Final = 1000
 #: Connection reports of one node being recorded at once; more are dropped (and counted).
 MAX_PENDING_REPORTS: Final = 8
+#: Seconds between two looks for channels silent past the liveness window.
+SILENCE_CHECK: Final = 1.0
 
 
 class NodeStatus(Protocol):
@@ -89,7 +96,13 @@ class NodeStatus(Protocol):
         replica: str = "",
     ) -> bool: ...
 
-    async def heartbeat(self, instance_id: str, now: float, **facts: str) -> None: ...
+    async def record_presence(
+        self,
+        changed: Sequence[NodeBeat],
+        pings: Sequence[tuple[str, float]],
+        *,
+        replica: str = "",
+    ) -> None: ...
 
     async def claim_generation(self, instance_id: str, generation: int) -> bool: ...
 
@@ -134,8 +147,11 @@ class ControlChannel:
     recording: int = 0
     reports_dropped: int = 0
     completing: set[uuid.UUID] = field(default_factory=set)
-    #: When the node was last heard from (loop clock).
-    last_heard: float = 0.0
+    #: When the node was last heard from (loop clock); not watched for silence until the
+    #: channel is marked connected and reading starts.
+    last_heard: float = math.inf
+    #: Being closed for its silence.
+    silenced: bool = False
 
 
 class ControlChannels:
@@ -173,6 +189,10 @@ class ControlChannels:
         self._bad_log = LogBudget(burst=LOG_BURST, period=LOG_PERIOD)
         self._fail_log = LogBudget(burst=LOG_BURST, period=LOG_PERIOD)
         self.events = EventCatalog(clock)
+        #: Heartbeats, written to the database in batches (``server.presence``).
+        self.presence = Presence(self._nodes, settings.presence_write_interval)
+        self._silence_watch: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     def is_connected(self, node_id: str) -> bool:
         channel = self._channels.get(node_id)
@@ -242,6 +262,7 @@ class ControlChannels:
                 code, why = CloseCode.REPLACED, "replaced by a newer connection"
             await old.socket.close(code, why)
         log.info("node %s connected its control channel (agent generation %d)", node_id, generation)
+        self.presence.start()
         try:
             await self._guarded(
                 node_id,
@@ -255,20 +276,26 @@ class ControlChannels:
                 ),
             )
             channel.last_heard = asyncio.get_running_loop().time()
+            self._watch_silence()
             async with asyncio.TaskGroup() as tasks:
-                writer = tasks.create_task(self._write_heartbeats(channel))
-                watchdog = tasks.create_task(self._watch(channel))
+                writer = tasks.create_task(self._report_sessions(channel))
                 await self._read(channel, tasks)
-                watchdog.cancel()
                 channel.reading = False
                 channel.beat_arrived.set()
-                await writer  # the newest heartbeat is written before the channel ends
+                await writer  # the newest heartbeat's sessions are handled before the end
         finally:
             await socket.close()
             if self._channels.get(node_id) is channel:  # closed for good, not replaced
                 del self._channels[node_id]
                 log.info("node %s control channel closed (%s)", node_id,
                          CloseCode.describe(socket.close_code))  # fmt: skip
+                last = self.presence.forget(node_id)
+                if last is not None:  # its newest beat goes before its disconnection
+                    await self._guarded(
+                        node_id,
+                        "record its last heartbeat",
+                        self._nodes.record_presence((last,), (), replica=self.replica_id),
+                    )
                 await self._guarded(
                     node_id,
                     "mark it disconnected",
@@ -297,26 +324,58 @@ class ControlChannels:
                     return
                 continue
             if isinstance(message, Heartbeat):
-                channel.pending_beat = message
-                channel.beat_arrived.set()
+                self.presence.beat(
+                    NodeBeat(
+                        channel.node_id,
+                        self._clock(),
+                        computer_name=message.hostname,
+                        platform_type=message.platform_type,
+                        platform_name=message.platform_name,
+                        platform_version=message.platform_version,
+                        ip_address=message.ip_address,
+                        agent_version=message.agent_version,
+                    )
+                )
+                if self.on_sessions_reported is not None:
+                    channel.pending_beat = message
+                    channel.beat_arrived.set()
             elif isinstance(message, TaskComplete):
                 self._complete_soon(channel, message, tasks)
             elif isinstance(message, ConnectionReport):
                 self._record_connections_soon(channel, message, tasks)
 
-    async def _watch(self, channel: ControlChannel) -> None:
-        """Close a channel that went silent (an agent that vanished without a TCP close:
-        power loss, a cut link), so the node counts as gone at once."""
+    def _watch_silence(self) -> None:
+        """Start the one task that closes silent channels, unless it runs (idempotent)."""
+        if self._silence_watch is None or self._silence_watch.done():
+            self._silence_watch = asyncio.create_task(self._close_silent(), name="silent nodes")
+
+    async def _close_silent(self) -> None:
+        """Close the channels that went silent (an agent that vanished without a TCP close:
+        power loss, a cut link), so their nodes count as gone at once.
+
+        One task for every channel, looking each :data:`SILENCE_CHECK` seconds, rather than a
+        timer task per channel: 10,000 idle nodes cost 10,000 comparisons a second, not
+        10,000 tasks' memory.
+        """
         loop = asyncio.get_running_loop()
         window = liveness_window(self._settings.heartbeat_interval)
-        while (idle := loop.time() - channel.last_heard) <= window:
-            await asyncio.sleep(window - idle + 0.001)
-        log.info(
-            "node %s sent nothing for %.0f s; closing its control channel", channel.node_id, idle
-        )
-        await channel.socket.close(
-            CloseCode.UNRESPONSIVE, f"no heartbeat for {window:.0f} s; reconnect"
-        )
+        while True:
+            await asyncio.sleep(SILENCE_CHECK)
+            now = loop.time()
+            for channel in list(self._channels.values()):
+                idle = now - channel.last_heard
+                if idle <= window or channel.silenced:
+                    continue
+                channel.silenced = True
+                log.info("node %s sent nothing for %.0f s; closing its control channel",
+                         channel.node_id, idle)  # fmt: skip
+                closing = asyncio.create_task(
+                    channel.socket.close(
+                        CloseCode.UNRESPONSIVE, f"no heartbeat for {window:.0f} s; reconnect"
+                    )
+                )
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
 
     async def _bad_message(self, channel: ControlChannel, exc: RemoteProtocolError) -> bool:
         """Count a malformed message; True when the node is disconnected for sending too many."""
@@ -343,29 +402,19 @@ class ControlChannels:
         )
         return True
 
-    async def _write_heartbeats(self, channel: ControlChannel) -> None:
-        """Write the newest heartbeat whenever one arrived; a failure waits for the next."""
+    async def _report_sessions(self, channel: ControlChannel) -> None:
+        """Hand the sessions listed by the newest heartbeat to ``on_sessions_reported``
+        whenever one arrived (older ones waiting are superseded)."""
         while True:
             await channel.beat_arrived.wait()
             channel.beat_arrived.clear()
             beat, channel.pending_beat = channel.pending_beat, None
             if beat is not None:
-                await self._record_heartbeat(channel.node_id, beat)
+                await self._sessions_reported(channel.node_id, beat)
             if not channel.reading and channel.pending_beat is None:
                 return
 
-    async def _record_heartbeat(self, node_id: str, beat: Heartbeat) -> None:
-        write = self._nodes.heartbeat(
-            node_id,
-            self._clock(),
-            computer_name=beat.hostname,
-            platform_type=beat.platform_type,
-            platform_name=beat.platform_name,
-            platform_version=beat.platform_version,
-            ip_address=beat.ip_address,
-            agent_version=beat.agent_version,
-        )
-        await self._guarded(node_id, "record a heartbeat", write)
+    async def _sessions_reported(self, node_id: str, beat: Heartbeat) -> None:
         if self.on_sessions_reported is not None:
             await self._guarded(
                 node_id,
@@ -481,8 +530,13 @@ class ControlChannels:
             await channel.socket.close(CloseCode.DEREGISTERED, reason)
 
     async def close_all(self) -> None:
+        """Close every channel (server shutdown), and write the presence still waiting."""
         channels = list(self._channels.values())
         self._channels.clear()
+        watch, self._silence_watch = self._silence_watch, None
+        if watch is not None:
+            watch.cancel()
         await asyncio.gather(
             *(c.socket.close(CloseCode.GOING_AWAY, "server shutting down") for c in channels)
         )
+        await self.presence.close()

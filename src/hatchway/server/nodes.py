@@ -20,15 +20,16 @@ from hatchway.errors import (
     InvalidInstanceId,
     InvalidResourceId,
     InvalidResourceType,
+    StoreError,
     Throttled,
     ValidationError,
 )
-from hatchway.protocol.timing import liveness_window
 from hatchway.server.audit import AuditEvents, node_identity, user_identity
 from hatchway.server.authz import Arns
 from hatchway.server.control import NodeControl
 from hatchway.server.events.catalog import EventCatalog
-from hatchway.server.pagination import page_request, page_response
+from hatchway.server.pagination import keyset_request, keyset_token
+from hatchway.server.presence import online_window
 from hatchway.server.principal import Principal
 from hatchway.server.sessions import SessionService
 from hatchway.server.settings import ServerSettings
@@ -112,27 +113,33 @@ class NodeService:
         return {"ActivationId": activation.activation_id, "ActivationCode": code}
 
     async def describe_activations(self, body: dict[str, Any]) -> dict[str, Any]:
-        limit, offset = page_request(body, default=50)
+        """DescribeActivations: keyset-paged in creation order, every filter in SQL."""
+        limit, after = keyset_request(body, default=50)
         wanted: dict[str, set[str]] = {}
         for f in body.get("Filters", []):
             # The model makes FilterKey optional (and checks its values); a filter without one
             # would filter on nothing.
             if "FilterKey" not in f:
                 raise ValidationError("each filter of DescribeActivations needs a FilterKey")
-            wanted[f["FilterKey"]] = set(f.get("FilterValues", []))
+            values = set(f.get("FilterValues", []))
+            key = f["FilterKey"]
+            wanted[key] = wanted[key] & values if key in wanted else values
         now = self._clock()
-        rows = [
-            a
-            for a in await self._store.activations.list()
-            if a.activation_id in wanted.get("ActivationIds", {a.activation_id})
-            and a.default_instance_name
-            in wanted.get("DefaultInstanceName", {a.default_instance_name})
-            and a.iam_role in wanted.get("IamRole", {a.iam_role})
-        ]
-        page = rows[offset : offset + limit]
+        rows = await self._store.activations.page(
+            limit=limit + 1,
+            after=after,
+            activation_ids=wanted.get("ActivationIds"),
+            default_instance_names=wanted.get("DefaultInstanceName"),
+            iam_roles=wanted.get("IamRole"),
+        )
+        page = rows[:limit]
         return {
             "ActivationList": [_activation_json(a, now) for a in page],
-            **page_response(len(rows) > offset + limit, offset + limit),
+            **(
+                {"NextToken": keyset_token((page[-1].created_date, page[-1].activation_id))}
+                if len(rows) > limit
+                else {}
+            ),
         }
 
     async def delete_activation(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +150,11 @@ class NodeService:
 
     async def register(self, body: dict[str, Any], attempt: Attempt) -> dict[str, Any]:
         """RegisterManagedInstance (anonymous; the activation code is the credential).
+
+        A database that fails under load (a lock or pool wait that timed out) is answered
+        ``ThrottlingException``, never a 500: registration is one transaction, so nothing was
+        written, and the agent retries a throttled registration with back-off (issue 10 saw 5
+        of 3,000 registrations under load answered "internal server error").
 
         ``body`` has been validated against ``validation.REGISTER_MODEL`` (api.Api): the three
         strings are present and well-formed; whether the key is a usable RSA key is checked here.
@@ -157,6 +169,13 @@ class NodeService:
             body: the validated request.
             attempt: from :meth:`attempt`; told whether the code was right or wrong.
         """
+        try:
+            return await self._register(body, attempt)
+        except StoreError as exc:
+            log.warning("registration refused for now, the database failed: %s", exc.message)
+            raise Throttled("The server is busy; retry the registration later.") from exc
+
+    async def _register(self, body: dict[str, Any], attempt: Attempt) -> dict[str, Any]:
         activation_id: str = body["ActivationId"]
         code: str = body["ActivationCode"]
         public_key: str = body["PublicKey"]
@@ -272,15 +291,24 @@ class NodeService:
     # ---- nodes ----------------------------------------------------------------------------
 
     def ping_status(self, node: Node) -> str:
-        """Online while the control channel is up and heartbeats arrive (two missed → lost)."""
+        """Online while the control channel is up and heartbeats arrive (two missed → lost).
+
+        The stored ping time lags the newest heartbeat by up to ``presence_write_interval``
+        (``server.presence``), which the window allows for.
+        """
         if node.last_ping_at is None or not node.connected:
             return "ConnectionLost"
-        age = self._clock() - node.last_ping_at
-        fresh = age <= liveness_window(self._settings.heartbeat_interval)
-        return "Online" if fresh else "ConnectionLost"
+        return "Online" if node.last_ping_at >= self._online_since() else "ConnectionLost"
+
+    def _online_since(self) -> float:
+        """The oldest stored ping time of a node that is ``Online`` now."""
+        s = self._settings
+        return self._clock() - online_window(s.heartbeat_interval, s.presence_write_interval)
 
     async def describe_instances(self, body: dict[str, Any]) -> dict[str, Any]:
-        limit, offset = page_request(body, default=50)
+        """DescribeInstanceInformation: keyset-paged (``pagination.keyset_request``) in
+        registration order, every filter in SQL."""
+        limit, after = keyset_request(body, default=50)
         ids: list[str] | None = None
         ping: set[str] | None = None
         tag_filters: list[tuple[str, set[str]]] = []
@@ -290,24 +318,36 @@ class NodeService:
         ]
         for key, values in filters:
             if key == "InstanceIds":
-                ids = values
+                ids = values if ids is None else [i for i in ids if i in set(values)]
             elif key == "PingStatus":
-                ping = set(values)
+                ping = set(values) if ping is None else ping & set(values)
             elif key.startswith("tag:"):
                 tag_filters.append((key[4:], set(values)))
             else:
                 raise InvalidFilterKey(f"The filter key {echo(key)} is not supported.")
-        nodes = await self._store.nodes.list(ids)
-        rows = [
-            n
-            for n in nodes
-            if (ping is None or self.ping_status(n) in ping)
-            and all(n.tags.get(k) in vs for k, vs in tag_filters)
-        ]
-        page = rows[offset : offset + limit]
+        online: bool | None = None
+        if ping is not None:
+            wanted = ping & {"Online", "ConnectionLost"}
+            if not wanted:  # "Inactive" (or nothing known): no node of ours is
+                return {"InstanceInformationList": []}
+            online = None if len(wanted) == 2 else "Online" in wanted
+        nodes = await self._store.nodes.page(
+            limit=limit + 1,
+            after=after,
+            instance_ids=ids,
+            online=online,
+            online_since=self._online_since(),
+            tags=tag_filters,
+        )
+        page = nodes[:limit]
+        more = len(nodes) > limit
         return {
             "InstanceInformationList": [self._node_json(n) for n in page],
-            **page_response(len(rows) > offset + limit, offset + limit),
+            **(
+                {"NextToken": keyset_token((page[-1].registration_date, page[-1].instance_id))}
+                if more
+                else {}
+            ),
         }
 
     def _node_json(self, n: Node) -> dict[str, Any]:

@@ -25,6 +25,8 @@ class ServerSettings:
         tls: serve HTTPS/WSS (plain HTTP only on loopback).
         public_url: base URL clients should use in StreamUrl (else the request's Host).
         heartbeat_interval: agents send a heartbeat this often; two missed → ConnectionLost.
+        presence_write_interval: heartbeats are kept in memory and written to the database
+            in one batch this often (seconds); ``LastPingDateTime`` lags by at most this much.
         disconnect_grace: how long a session waits for a vanished end to come back.
         token_first_use: a client token must be used within this many seconds of issue.
         max_frame_size / max_body_size: per data-channel frame and per API request body.
@@ -79,6 +81,7 @@ class ServerSettings:
     database_url: str | None = None
     region: str = "local"
     heartbeat_interval: float = HEARTBEAT_INTERVAL
+    presence_write_interval: float = 5.0
     disconnect_grace: float = 120.0
     agent_attach_timeout: float = 30.0
     token_first_use: float = 60.0

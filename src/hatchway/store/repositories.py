@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, delete, func, insert, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hatchway.audit.events import AuditEvent
@@ -142,6 +143,35 @@ class ActivationRepository(_Repository):
         rows = await self._fetch(select(t.activations).order_by(t.activations.c.created_date))
         return [Activation(**r._mapping) for r in rows]
 
+    async def page(
+        self,
+        *,
+        limit: int,
+        after: tuple[float, str] | None = None,
+        activation_ids: Collection[str] | None = None,
+        default_instance_names: Collection[str] | None = None,
+        iam_roles: Collection[str] | None = None,
+    ) -> Sequence[Activation]:
+        """One page of activations in ``(created_date, activation_id)`` order (keyset paging,
+        from an index; every filter in SQL), after the key ``after``."""
+        c = t.activations.c
+        stmt = select(t.activations).order_by(c.created_date, c.activation_id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(
+                or_(
+                    c.created_date > after[0],
+                    and_(c.created_date == after[0], c.activation_id > after[1]),
+                )
+            )
+        for column, values in (
+            (c.activation_id, activation_ids),
+            (c.default_instance_name, default_instance_names),
+            (c.iam_role, iam_roles),
+        ):
+            if values is not None:
+                stmt = stmt.where(column.in_(list(values)))
+        return [Activation(**r._mapping) for r in await self._fetch(stmt)]
+
     async def delete(self, activation_id: str) -> None:
         async with self._transaction() as conn:
             stmt = delete(t.activations).where(t.activations.c.activation_id == activation_id)
@@ -229,6 +259,52 @@ class NodeRepository(_Repository):
         stmt = select(t.nodes).order_by(t.nodes.c.registration_date)
         if instance_ids is not None:
             stmt = stmt.where(t.nodes.c.instance_id.in_(list(instance_ids)))
+        return [Node(**r._mapping) for r in await self._fetch(stmt)]
+
+    async def page(
+        self,
+        *,
+        limit: int,
+        after: tuple[float, str] | None = None,
+        instance_ids: Collection[str] | None = None,
+        online_since: float | None = None,
+        online: bool | None = None,
+        tags: Sequence[tuple[str, Collection[str]]] = (),
+    ) -> Sequence[Node]:
+        """One page of nodes in ``(registration_date, instance_id)`` order (keyset paging).
+
+        Every filter is SQL, and the order is an index's (migration 0015), so a page costs the
+        same at any depth.
+
+        Args:
+            limit: at most this many nodes (ask one more to learn whether a page follows).
+            after: the sort key of the last node of the previous page.
+            instance_ids: only these nodes.
+            online, online_since: only the nodes that are (``True``) or are not (``False``)
+                connected with a ping at or after ``online_since``.
+            tags: only the nodes whose tag ``key`` has one of the values, for each pair.
+        """
+        c = t.nodes.c
+        stmt = select(t.nodes).order_by(c.registration_date, c.instance_id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(
+                or_(
+                    c.registration_date > after[0],
+                    and_(c.registration_date == after[0], c.instance_id > after[1]),
+                )
+            )
+        if instance_ids is not None:
+            stmt = stmt.where(c.instance_id.in_(list(instance_ids)))
+        if online is not None:
+            assert online_since is not None
+            is_online = and_(
+                c.connected.is_(True), c.last_ping_at.is_not(None), c.last_ping_at >= online_since
+            )
+            stmt = stmt.where(is_online if online else not_(is_online))
+        for key, values in tags:
+            if not _TAG_KEY.fullmatch(key) or not values:
+                return []  # no stored tag has such a key (the model's pattern)
+            stmt = stmt.where(c.tags[key].as_string().in_(list(values)))
         return [Node(**r._mapping) for r in await self._fetch(stmt)]
 
     async def mark_connected(
@@ -360,6 +436,31 @@ class NodeRepository(_Repository):
         if beats:
             async with self._transaction() as conn:
                 await _record_heartbeats(conn, beats)
+
+    async def record_presence(
+        self,
+        changed: Sequence[Heartbeat],
+        pings: Sequence[tuple[str, float]],
+        *,
+        replica: str = "",
+    ) -> None:
+        """Write a batch of presence (``server.presence``) in one transaction: the whole
+        heartbeat of the ``changed`` nodes, only the ping time of the ``pings``; each node is
+        marked connected, its channel held by ``replica`` (scale-out). At most two
+        ``executemany`` statements, whatever the batch's size.
+
+        Raises:
+            StoreError: the transaction failed (nothing was written).
+        """
+        beats: _Beats = {}
+        for beat in changed:
+            facts = {name: getattr(beat, name) for name in _HEARTBEAT_FACTS}
+            _keep_latest(beats, beat.instance_id, beat.at, facts)
+        for instance_id, at in pings:
+            _keep_latest(beats, instance_id, at, {})
+        if beats:
+            async with self._transaction() as conn:
+                await _record_heartbeats(conn, beats, replica)
 
     async def settle(self) -> None:
         """Wait for heartbeat batches already under way (before the database is closed)."""
@@ -661,6 +762,10 @@ class SessionRepository(_Repository):
         )
 
 
+#: Tag keys a filter can match: a JSON path can quote them (no ``"``, ``\\`` or control
+#: characters; the model's ``TagKey`` pattern allows none of these in a stored tag either).
+_TAG_KEY = re.compile(r'[^"\\\x00-\x1f\x7f]{1,128}')
+
 _HEARTBEAT_FACTS = tuple(n for n in Heartbeat.__slots__ if n not in ("instance_id", "at"))
 
 
@@ -681,7 +786,9 @@ class _PendingHeartbeats:
     beats: _Beats = field(default_factory=dict)
 
 
-async def _record_heartbeats(conn: AsyncConnection, beats: _Beats) -> None:
+async def _record_heartbeats(
+    conn: AsyncConnection, beats: _Beats, replica: str | None = None
+) -> None:
     """One ``executemany`` per set of reported facts (in practice: one).
 
     Rows go in ``instance_id`` order, so that concurrent batches (several replicas on
@@ -699,6 +806,7 @@ async def _record_heartbeats(conn: AsyncConnection, beats: _Beats) -> None:
             .values(
                 connected=True,
                 last_ping_at=bindparam("b_at"),
+                **({} if replica is None else {"replica": replica}),
                 **{name: bindparam(f"b_{name}") for name in names},
             )
         )

@@ -163,6 +163,8 @@ activations = Table(
     # locked (``locked_at`` set) and refuses every code, the right one too.
     Column("failed_attempts", Integer, nullable=False, default=0, server_default="0"),
     Column("locked_at", Float),
+    # DescribeActivations pages along it (keyset, ``ActivationRepository.page``).
+    Index("ix_activations_listing", "created_date", "activation_id"),
 )
 
 nodes = Table(
@@ -189,6 +191,8 @@ nodes = Table(
     Column("agent_generation", Integer, nullable=False, default=0, server_default="0"),
     # Scale-out: the replica holding the node's control channel ("" when none or one server).
     Column("replica", String(64), nullable=False, default="", server_default="", index=True),
+    # DescribeInstanceInformation pages along it (keyset, ``NodeRepository.page``).
+    Index("ix_nodes_listing", "registration_date", "instance_id"),
 )
 
 documents = Table(

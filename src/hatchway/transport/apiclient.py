@@ -3,6 +3,7 @@ that verifies the server, shared by the CLI and the agent (registration, WebSock
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
@@ -41,7 +42,12 @@ def client_ssl_context(ca_file: Path | None) -> ssl.SSLContext:
 
 class ApiClient:
     """Calls ``AmazonSSM.<Operation>`` (and Hatchway's own ``Hatchway.<Operation>``, e.g. the
-    IAM-style identity operations) on a Hatchway server."""
+    IAM-style identity operations) on a Hatchway server.
+
+    Calls share one kept-alive HTTP/1.1 connection (one TLS handshake for a whole listing);
+    :meth:`close` it, or use the client as a context manager. Not for use from several threads
+    at once.
+    """
 
     def __init__(
         self,
@@ -66,6 +72,9 @@ class ApiClient:
         self._ca_file = ca_file
         self._timeout = timeout
         self._ssl: ssl.SSLContext | None = None
+        self._conn: http.client.HTTPConnection | None = None
+        #: Connections opened so far (each a TCP and, over https, a TLS handshake).
+        self.connections = 0
 
     def ssl_context(self) -> ssl.SSLContext | None:
         if self._url.scheme != "https":
@@ -116,28 +125,85 @@ class ApiClient:
             raise ApiError(code.rpartition("#")[2] or f"HTTP{status}", message, status)
         return decoded
 
-    def _post(self, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """The kept-alive connection (and True), or a new one (and False)."""
+        if self._conn is not None:
+            return self._conn, True
         host, port = self._url.hostname or "", self._port
-        conn: http.client.HTTPConnection
         if self._url.scheme == "https":
-            conn = http.client.HTTPSConnection(
+            self._conn = http.client.HTTPSConnection(
                 host, port, timeout=self._timeout, context=self.ssl_context()
             )
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
-        try:
-            conn.request("POST", "/", body=payload, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.read()
-        except ssl.SSLCertVerificationError as exc:
-            raise ConfigError(
-                f"TLS verification of {self.endpoint} failed ({exc.verify_message}); "
-                "is the right CA file configured?"
-            ) from exc
-        except (ConnectionRefusedError, socket.gaierror, TimeoutError, OSError) as exc:
-            reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
-            raise Unavailable(f"cannot reach the server at {self.endpoint}: {reason}") from exc
-        except http.client.HTTPException as exc:
-            raise Unavailable(f"bad HTTP response from {self.endpoint}: {exc!r}") from exc
-        finally:
+            self._conn = http.client.HTTPConnection(host, port, timeout=self._timeout)
+        self.connections += 1
+        return self._conn, False
+
+    def _post(self, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """POST on the kept-alive connection (one TCP and TLS handshake for a whole listing).
+
+        A kept connection the server has closed meanwhile (its keep-alive time-out) fails
+        before any answer: the request is then sent once more on a new connection. The server
+        had not read it, since it closes only idle connections.
+        """
+        while True:
+            conn, reused = self._connection()
+            try:
+                conn.request("POST", "/", body=payload, headers=headers)
+                response = conn.getresponse()
+                data = response.read()
+                if response.will_close:
+                    self.close()
+                return response.status, data
+            except _STALE as exc:
+                self.close()
+                if reused:
+                    continue
+                raise Unavailable(f"the server at {self.endpoint} dropped the connection") from exc
+            except ssl.SSLCertVerificationError as exc:
+                self.close()
+                raise ConfigError(
+                    f"TLS verification of {self.endpoint} failed ({exc.verify_message}); "
+                    "is the right CA file configured?"
+                ) from exc
+            except (ConnectionRefusedError, socket.gaierror, TimeoutError, OSError) as exc:
+                self.close()
+                reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+                raise Unavailable(f"cannot reach the server at {self.endpoint}: {reason}") from exc
+            except http.client.HTTPException as exc:
+                self.close()
+                raise Unavailable(f"bad HTTP response from {self.endpoint}: {exc!r}") from exc
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        """Close the kept-alive connection, if any (the next call opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
             conn.close()
+
+    def __del__(self) -> None:
+        # A client dropped without close() (a one-shot CLI command) leaves no open socket.
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            with contextlib.suppress(Exception):  # also at interpreter exit
+                conn.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: How a kept-alive connection that the server closed while idle fails.
+_STALE: tuple[type[BaseException], ...] = (
+    http.client.RemoteDisconnected,
+    http.client.CannotSendRequest,
+    ConnectionResetError,
+    ConnectionAbortedError,
+    BrokenPipeError,
+    ssl.SSLEOFError,  # closed without a TLS close_notify
+    ssl.SSLZeroReturnError,
+)
