@@ -145,7 +145,11 @@ def _fail(message: str, status: int = ExitStatus.ERROR) -> NoReturn:
 @click.option("--public-url", help="Base URL clients use (StreamUrl); default: request Host.")
 @click.option("--tls-san", multiple=True, help="Extra name or IP for the server certificate.")
 @click.option("--master-key-file", type=click.Path(path_type=Path), help="Master key path.")
-@click.option("--database-url", help="SQLAlchemy async URL (default: SQLite in --data-dir).")
+@click.option(
+    "--database-url",
+    help="postgresql://USER@HOST/DB to share state between replicas "
+    "(default: SQLite in --data-dir).",
+)
 @click.option("--region", default="local", show_default=True, help="SigV4 region.")
 @click.option(
     "--disconnect-grace",
