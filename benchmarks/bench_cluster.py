@@ -22,10 +22,13 @@ p99 < 50 ms), lost keystrokes, and the replicas' RSS growth per session.
 
 **throughput**: ``head -c SIZE /dev/zero | base64`` in one session consumed in-process (as
 fast as it comes), ``local`` against ``relayed`` (client on another replica than the relay and
-the agent): MB/s and the ratio relayed/local, the order alternating.
+the agent): MB/s and the ratio relayed/local, the order alternating. Known problem: the
+in-process reader is far slower than the real CLI even against a single server
+(benchmarks/README.md, "Scale-out"), so these figures are not yet the cluster's.
 
 **failover**: 100 sessions started on replica r1 (their relay), each printing a tick with its
-time every 100 ms; the client dials through HAProxy. r1 is SIGKILLed; per session, the time
+time every 100 ms; the client dials through HAProxy (ResumeSession too), the nodes' agents are
+on r2 and r3. r1 is SIGKILLed; per session, the time
 from the kill until the first tick printed after the kill arrives (aim < 5 s with the
 default back-off), and whether every tick arrived exactly once.
 
