@@ -87,6 +87,7 @@ MODES = ("local", "piped", "balanced")
 KEY_INTERVAL = 0.1
 AIM_P99_MS = 50.0
 AIM_FAILOVER_S = 5.0
+THROUGHPUT_WAIT = 300.0  # seconds one transfer may take before it is reported unfinished
 RECOVERY_WAIT = 90.0  # seconds after the kill before the sessions still silent are counted
 READY = re.compile(rb"BENCH_READY")
 DONE = re.compile(rb"BENCH_DONE")
@@ -622,7 +623,7 @@ async def one_throughput(bench: Bench, where: Placement, size: int) -> tuple[flo
         urls, bench.url(None), bench.profile(), bench.nodes[where.node], where, handler
     )
     try:
-        async with asyncio.timeout(1800):
+        async with asyncio.timeout(THROUGHPUT_WAIT):
             await thread
         async with asyncio.timeout(30):
             await task
@@ -646,10 +647,17 @@ def run_throughput(bench: Bench, size: int, rounds: int) -> None:
         for r in range(rounds):
             order = list(setups) if r % 2 == 0 else list(reversed(setups))
             for name in order:
-                seconds, count = asyncio.run(one_throughput(bench, setups[name], size))
+                try:
+                    seconds, count = asyncio.run(one_throughput(bench, setups[name], size))
+                except TimeoutError:
+                    print(f"  {name:<8} did not finish within {THROUGHPUT_WAIT:.0f} s")
+                    continue
                 rates[name].append(count / seconds / 1e6)
                 print(f"  {name:<8} {count / 1e6:7.1f} MB in {seconds:6.2f} s: "
                       f"{count / seconds / 1e6:6.1f} MB/s")  # fmt: skip
+    if not rates["local"] or not rates["relayed"]:
+        print(f"  {watch.line()}")
+        return
     local = statistics.median(rates["local"])
     relayed = statistics.median(rates["relayed"])
     print(f"  median: local {local:.1f} MB/s, relayed {relayed:.1f} MB/s, "
