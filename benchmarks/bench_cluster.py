@@ -22,9 +22,10 @@ p99 < 50 ms), lost keystrokes, and the replicas' RSS growth per session.
 
 **throughput**: ``head -c SIZE /dev/zero | base64`` in one session consumed in-process (as
 fast as it comes), ``local`` against ``relayed`` (client on another replica than the relay and
-the agent): MB/s and the ratio relayed/local, the order alternating. Known problem: the
-in-process reader is far slower than the real CLI even against a single server
-(benchmarks/README.md, "Scale-out"), so these figures are not yet the cluster's.
+the agent): MB/s and the ratio relayed/local, the order alternating. Known problem: in the
+cluster even the local case stalls after about a megabyte (a single server does 23 MB/s with
+the same reader; benchmarks/README.md, "Scale-out"): a transfer unfinished after 300 s is
+reported as such.
 
 **failover**: 100 sessions started on replica r1 (their relay), each printing a tick with its
 time every 100 ms; the client dials through HAProxy (ResumeSession too), the nodes' agents are
