@@ -803,6 +803,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="throughput rounds (2)")
     parser.add_argument("--failover-sessions", type=int, default=100)
     parser.add_argument("--only", choices=("sessions", "throughput", "failover"))
+    parser.add_argument("--keep-logs", type=Path, metavar="DIR",
+                        help="copy the replicas', agents' and haproxy's logs to DIR")  # fmt: skip
     args = parser.parse_args(argv)
     exit_cleanly_on_sigterm()
     problem = requirements()
@@ -833,6 +835,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception:
                 traceback.print_exc()
                 print(tail(bench.replicas.root / "r2.log"))
+        if args.keep_logs is not None:
+            args.keep_logs.mkdir(parents=True, exist_ok=True)
+            for log in bench.replicas.root.glob("*.log"):
+                shutil.copy(log, args.keep_logs / log.name)
+            print(f"logs kept in {args.keep_logs}")
     print(f"load at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 

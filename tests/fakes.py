@@ -878,10 +878,16 @@ class MemoryBus(Bus):
         if self.on_reconnected is not None:
             self.on_reconnected()
 
-    async def subscribe(self, subject: str, handler: Handler) -> None:
+    async def subscribe(self, subject: str, handler: Handler, *, concurrent: bool = False) -> None:
         self._check()
         queue = self.nats.add(subject)
         self._queues.append(queue)
+
+        async def handle(msg_subject: str, body: bytes, reply: str | None) -> None:
+            try:
+                await handler(msg_subject, body, reply)
+            except Exception as exc:  # Bus logs it and goes on; tests look at `failures`
+                self.failures.append(exc)
 
         async def read() -> None:
             while True:
@@ -891,10 +897,11 @@ class MemoryBus(Bus):
                 except RemoteProtocolError as exc:
                     self.dropped.append((msg_subject, exc.message))
                     continue
-                try:
-                    await handler(msg_subject, body, reply)
-                except Exception as exc:  # Bus logs it and goes on; tests look at `failures`
-                    self.failures.append(exc)
+                if concurrent:  # a task per message, as Bus does
+                    task = asyncio.get_running_loop().create_task(handle(msg_subject, body, reply))
+                    self._readers.append(task)
+                else:
+                    await handle(msg_subject, body, reply)
 
         self._readers.append(asyncio.get_running_loop().create_task(read()))
 

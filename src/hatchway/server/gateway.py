@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 __all__ = ["OPEN_TIMEOUT", "Deadline", "End", "Expired", "Gateway", "LiveSession"]
 
 OPEN_TIMEOUT = 10.0  # seconds for a client to send its OpenDataChannelInput (§3.1)
+RESTORE_WRITES = 16  # status writes at once while sessions are taken in (restore)
 
 #: Called when a session's timer runs out: (session id, final status, reason).
 Expired = Callable[[str, SessionStatus, str], object]
@@ -185,17 +186,25 @@ class Gateway:
         Both ends re-dial; each session has ``disconnect_grace`` for them to come back.
         Returns how many sessions were taken in.
         """
-        count = 0
+        taken: list[LiveSession] = []
+        connected: list[LiveSession] = []
         for session in sessions:
             if session.status.is_active and session.session_id not in self._live:
                 live = self._adopt(session)
                 self.limit(live, self.limits_of(session), age=self._clock() - session.start_date)
-                count += 1
+                taken.append(live)
                 if session.status == SessionStatus.CONNECTED:
-                    await self._set_status(
-                        live, SessionStatus.DISCONNECTED, only_if=(SessionStatus.CONNECTED,)
+                    connected.append(live)
+        # A few writes at once: a hundred sessions taken over must not wait in single file.
+        for start in range(0, len(connected), RESTORE_WRITES):
+            async with asyncio.TaskGroup() as tg:
+                for live in connected[start : start + RESTORE_WRITES]:
+                    tg.create_task(
+                        self._set_status(
+                            live, SessionStatus.DISCONNECTED, only_if=(SessionStatus.CONNECTED,)
+                        )
                     )
-        return count
+        return len(taken)
 
     def live(self, session_id: str) -> LiveSession | None:
         return self._live.get(session_id)

@@ -61,6 +61,10 @@ MAX_CHUNK: Final = 1024 * 1024
 #: Upload retries: the first after this many seconds, doubling up to the maximum.
 RETRY_INITIAL: Final = 2.0
 RETRY_MAX: Final = 300.0
+#: Recordings resumed at once when sessions are taken in (each reads its spool in a thread).
+_RESUME_AT_ONCE: Final = 8
+#: Up to this many sessions taken over, their recordings are looked up one by one.
+_FEW: Final = 16
 
 #: Attaches a recorder to the gateway's live session (``gateway.LiveSession.recorder``).
 Attach = Callable[[str, SessionRecorder], bool]
@@ -141,22 +145,53 @@ class RecordingService:
         their spool files must be readable here: a shared or the same file system), and no
         uploads but those spooled in this replica's own directory.
         """
-        for row in await self._store.recordings.in_state(RecordingState.RECORDING, limit=100_000):
-            if only is not None and row.session_id not in only:
-                continue
-            if only is not None and not Path(row.spool_path).exists():
-                log.warning(
-                    "session %s: its recording's spool %s is not readable here; the "
-                    "recording ends where its previous server left it",
-                    row.session_id,
-                    row.spool_path,
+        if only is not None and len(only) <= _FEW:
+            rows = []
+            for session_id in only:
+                row = await self._store.recordings.get(session_id)
+                if row is not None and row.state is RecordingState.RECORDING:
+                    rows.append(row)
+        else:
+            rows = [
+                row
+                for row in await self._store.recordings.in_state(
+                    RecordingState.RECORDING, limit=100_000
                 )
-                continue
-            sealing = None
-            if row.wrapped_key is not None:
-                sealing = await self._sealing_of(row)
-                if sealing is None:
-                    continue
+                if only is None or row.session_id in only
+            ]
+        # A few at once (each reads its spool's tail in a thread): a hundred sessions taken
+        # over wait for their recordings before their ends may join.
+        for start in range(0, len(rows), _RESUME_AT_ONCE):
+            async with asyncio.TaskGroup() as tg:
+                for row in rows[start : start + _RESUME_AT_ONCE]:
+                    tg.create_task(self._resume(row, live_ids, attach, taken_over=only is not None))
+        for row in await self._store.recordings.in_state(
+            RecordingState.PENDING_UPLOAD, limit=100_000
+        ):
+            if only is not None and not Path(row.spool_path).is_relative_to(
+                self._settings.recordings_dir
+            ):
+                continue  # another replica's upload
+            self._queue_upload(row.session_id)
+
+    async def _resume(
+        self, row: Recording, live_ids: set[str], attach: Attach, *, taken_over: bool
+    ) -> None:
+        """Go on with one recording (see :meth:`restore`)."""
+        if taken_over and not Path(row.spool_path).exists():
+            log.warning(
+                "session %s: its recording's spool %s is not readable here; the "
+                "recording ends where its previous server left it",
+                row.session_id,
+                row.spool_path,
+            )
+            return
+        sealing = None
+        if row.wrapped_key is not None:
+            sealing = await self._sealing_of(row)
+            if sealing is None:
+                return
+        try:
             recorder = await asyncio.to_thread(
                 SessionRecorder.resume,
                 row.session_id,
@@ -166,20 +201,14 @@ class RecordingService:
                 wake=self._wake_flusher.set,
                 sealing=sealing,
             )
-            if row.session_id in live_ids and attach(row.session_id, recorder):
-                self._live[row.session_id] = recorder
-                log.info("session %s: its recording goes on after the restart", row.session_id)
-            else:
-                self._live[row.session_id] = recorder
-                await self.finish(row.session_id)
-        for row in await self._store.recordings.in_state(
-            RecordingState.PENDING_UPLOAD, limit=100_000
-        ):
-            if only is not None and not Path(row.spool_path).is_relative_to(
-                self._settings.recordings_dir
-            ):
-                continue  # another replica's upload
-            self._queue_upload(row.session_id)
+        except OSError as exc:
+            log.error("session %s: cannot go on with its recording: %s", row.session_id, exc)
+            return
+        self._live[row.session_id] = recorder
+        if row.session_id in live_ids and attach(row.session_id, recorder):
+            log.info("session %s: its recording goes on after the restart", row.session_id)
+        else:
+            await self.finish(row.session_id)
 
     async def _sealing_of(self, row: Recording) -> Sealing | None:
         """An encrypted recording's sealing at start; ``None`` (logged, and the recording is

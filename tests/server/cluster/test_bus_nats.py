@@ -119,6 +119,27 @@ async def test_a_genuine_publish_arrives(bus: Bus) -> None:
         assert [await got.get() for _ in range(5)] == [b"0", b"1", b"2", b"3", b"4"]
 
 
+async def test_concurrent_requests_are_not_queued_behind_a_slow_one(bus: Bus) -> None:
+    """The replica's request subject: one request that waits (a database round trip) must
+    not hold up the next; without ``concurrent`` the second would wait for the first."""
+    subject = bus.subject("r", "relay", "rpc")
+    release = asyncio.Event()
+
+    async def answer(request_subject: str, body: bytes, reply: str | None) -> None:
+        assert reply is not None
+        if body == b"slow":
+            await release.wait()
+        await bus.reply(request_subject, reply, b"answer to " + body)
+
+    await bus.subscribe(subject, answer, concurrent=True)
+    slow = asyncio.ensure_future(bus.request(subject, b"slow", timeout=WAIT))
+    await asyncio.sleep(0)
+    assert await bus.request(subject, b"quick", timeout=WAIT) == b"answer to quick"
+    assert not slow.done()
+    release.set()
+    assert await slow == b"answer to slow"
+
+
 async def test_requests_get_sealed_answers_and_no_responder_when_nobody_listens(
     bus: Bus, forger: nats.NATS
 ) -> None:

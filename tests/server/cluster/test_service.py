@@ -111,9 +111,13 @@ class FakeGateway:
     gone_nodes: list[str] = field(default_factory=list)
     served: list[tuple[str, Socket]] = field(default_factory=list)
     closed_all: bool = False
+    #: When set, taking sessions in waits for it (as recordings being resumed would).
+    hold: asyncio.Event | None = None
 
     async def restore(self, sessions: list[Session]) -> int:
         self.restored.extend(s.session_id for s in sessions)
+        if self.hold is not None:
+            await self.hold.wait()
         self.live_sessions.update(s.session_id for s in sessions)
         return len(sessions)
 
@@ -666,6 +670,27 @@ async def test_a_draining_replica_hands_its_sessions_and_nodes_over(store: Store
         node = await store.nodes.get(NODE)
         assert node is not None and not node.connected
         assert "b" not in {p.replica_id for p in a.cluster.replicas.peers()}
+
+
+async def test_an_end_waits_while_its_session_is_being_taken_in(store: Store) -> None:
+    """Between the database's compare-and-set and the recorder being attached, an end that
+    reaches the new relay waits: joined earlier, it would relay frames no recording sees."""
+    async with cluster_of(store) as group:
+        a = await group.start("a", dead_after=LONG)
+        sid = await new_session(store, "x")
+        a.gateway.hold = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        taking = loop.create_task(a.cluster.take_over("x"))
+        await until(lambda: a.gateway.restored == [sid], "the take-over is under way")
+        assert await relay_of(store, sid) == "a"
+        routing = loop.create_task(a.cluster.route(sid))
+        await asyncio.sleep(0.05)
+        assert not routing.done()
+        a.gateway.hold.set()
+        async with asyncio.timeout(5):
+            assert await routing == ""
+            await taking
+        assert a.gateway.live_ids() == [sid]
 
 
 async def test_the_sweep_takes_over_sessions_of_relays_nobody_hears(

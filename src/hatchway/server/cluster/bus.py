@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import nats
 import nats.errors
@@ -32,6 +32,10 @@ __all__ = ["Bus", "BusOptions", "NoResponder"]
 
 Handler = Callable[[str, bytes, str | None], Awaitable[None]]
 """A subscription's handler: (subject, opened body, reply subject or None)."""
+
+
+#: Messages of ``concurrent`` subscriptions handled at once (the rest wait their turn).
+MAX_CONCURRENT: Final = 256
 
 
 class NoResponder(Unavailable):
@@ -76,6 +80,8 @@ class Bus:
         self._sealer = sealer
         self._nc: Client | None = None
         self._subs: list[Subscription] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT)
         self.connected = False
         #: Called (no arguments) after the connection came back from an outage.
         self.on_reconnected: Callable[[], None] | None = None
@@ -133,6 +139,8 @@ class Bus:
             return
         nc, self._nc = self._nc, None
         self.connected = False
+        for task in list(self._tasks):
+            task.cancel()
         try:
             await asyncio.wait_for(nc.drain(), timeout=2.0)
         except Exception:
@@ -140,12 +148,17 @@ class Bus:
 
     # ---- messages ----------------------------------------------------------------------------
 
-    async def subscribe(self, subject: str, handler: Handler) -> None:
-        """Call ``handler`` for every sealed message on ``subject`` (wildcards allowed), in
-        order; messages that are not sealed for their subject are dropped and logged."""
+    async def subscribe(self, subject: str, handler: Handler, *, concurrent: bool = False) -> None:
+        """Call ``handler`` for every sealed message on ``subject`` (wildcards allowed);
+        messages that are not sealed for their subject are dropped and logged.
+
+        In order, one message after the other, unless ``concurrent``: then each message is
+        handled in a task of its own (at most :data:`MAX_CONCURRENT` at once, the rest wait),
+        so that one slow request (a database round trip) holds up no other: for requests,
+        which are independent of each other."""
         nc = self._client()
 
-        async def receive(msg: Msg) -> None:
+        async def handle(msg: Msg) -> None:
             try:
                 body = self._sealer.open(msg.subject, msg.data)
             except RemoteProtocolError as exc:
@@ -155,6 +168,17 @@ class Bus:
                 await handler(msg.subject, body, msg.reply or None)
             except Exception:
                 log.exception("handling a cluster message on %s failed", msg.subject)
+
+        async def handle_bounded(msg: Msg) -> None:
+            async with self._slots:
+                await handle(msg)
+
+        async def spawn(msg: Msg) -> None:
+            task = asyncio.get_running_loop().create_task(handle_bounded(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        receive = spawn if concurrent else handle
 
         self._subs.append(
             await nc.subscribe(

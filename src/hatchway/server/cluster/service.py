@@ -29,7 +29,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -75,6 +75,8 @@ OWNERSHIP_INTERVAL: Final = 5.0
 #: Seconds a database health probe may take.
 PROBE_TIMEOUT: Final = 2.0
 RPC_TIMEOUT: Final = 5.0
+#: Seconds an end waits at most for sessions being taken in here (see ``_adopting``).
+ADOPTION_WAIT: Final = 15.0
 
 AdmitAgent = Callable[[str, str, str], Awaitable[LiveSession]]
 """(session id, node id, source address) → the live session, or a HatchwayError refusal."""
@@ -140,6 +142,7 @@ class Cluster:
         self._fresh = Freshness(clock)
         self._remote_ends: dict[str, RemoteEnd] = {}
         self._edges: dict[str, EdgePipe] = {}
+        self._adoptions: set[asyncio.Future[None]] = set()
         self._served = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -160,7 +163,9 @@ class Cluster:
         await self.bus.open()
         self.bus.on_disconnected = self.replicas.disconnected
         self.bus.on_reconnected = self.replicas.connected
-        await self.bus.subscribe(self.bus.subject("r", me, "rpc"), self._rpc)
+        # Requests at once: a slow one (its database round trips) must not queue the others,
+        # e.g. a hundred ends re-dialling after a failover.
+        await self.bus.subscribe(self.bus.subject("r", me, "rpc"), self._rpc, concurrent=True)
         await self.bus.subscribe(self.bus.subject("r", me, "p", "*"), self._pipe_message)
         await self.bus.subscribe(self.bus.subject("all"), self._broadcast)
         await self.replicas.start()
@@ -244,13 +249,17 @@ class Cluster:
                 return ""
             relay = session.relay
             if relay == self.replica_id:
+                await self._settled()
                 return ""
             if relay and self.replicas.alive(relay):
                 return relay
-            if await self._store.sessions.claim_relay(session_id, self.replica_id, relay):
-                log.info("session %s: relayed here now (its relay %s is gone)", session_id,
-                         relay or "(none)")  # fmt: skip
-                await self.adopt([session])
+            async with self._adopting():
+                claimed = await self._store.sessions.claim_relay(session_id, self.replica_id, relay)
+                if claimed:
+                    log.info("session %s: relayed here now (its relay %s is gone)", session_id,
+                             relay or "(none)")  # fmt: skip
+                    await self.adopt([session])
+            if claimed:
                 return ""
         raise Unavailable(f"cannot settle which server relays {session_id}; try again")
 
@@ -571,8 +580,28 @@ class Cluster:
 
     # ---- taking over -------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _adopting(self) -> AsyncIterator[None]:
+        """While sessions are being taken in here (from the database's compare-and-set until
+        their recorders and log streams are attached), their ends wait in :meth:`route`:
+        an end that joined earlier would relay frames no recording sees."""
+        done = asyncio.get_running_loop().create_future()
+        self._adoptions.add(done)
+        try:
+            yield
+        finally:
+            self._adoptions.discard(done)
+            done.set_result(None)
+
+    async def _settled(self) -> None:
+        """Wait (bounded) for the adoptions under way here to finish."""
+        if self._adoptions:
+            await asyncio.wait(list(self._adoptions), timeout=ADOPTION_WAIT)
+
     async def adopt(self, sessions: list[Session]) -> None:
-        """Relay ``sessions`` here from now on (their ends have the grace to come back)."""
+        """Relay ``sessions`` here from now on (their ends have the grace to come back).
+
+        Called within :meth:`_adopting`, so that no end joins before the recording does."""
         if not sessions:
             return
         ids = {s.session_id for s in sessions}
@@ -597,10 +626,12 @@ class Cluster:
 
     async def take_over(self, replica: str) -> None:
         """Take the sessions ``replica`` relayed; mark the nodes it held disconnected."""
-        sessions = await self._store.sessions.take_over(replica, self.replica_id)
-        if sessions:
-            log.info("took over %d session(s) from replica %s", len(sessions), replica or "(none)")
-            await self.adopt(sessions)
+        async with self._adopting():
+            sessions = await self._store.sessions.take_over(replica, self.replica_id)
+            if sessions:
+                log.info("took over %d session(s) from replica %s", len(sessions),
+                         replica or "(none)")  # fmt: skip
+                await self.adopt(sessions)
         events = self._control.events
         nodes = await self._store.nodes.release_replica(
             replica, lambda node: events.node_offline(node, f"its server replica {replica} is gone")
