@@ -545,6 +545,47 @@ async def test_an_end_of_an_active_session_is_taken_in_on_demand() -> None:
         assert h.gateway.live(row.session_id) is not None
 
 
+async def test_only_a_session_no_end_has_reached_may_move() -> None:
+    async with Harness() as h:
+        sid, _token = await h.new_session()
+        assert h.gateway.movable(sid) is not None
+        agent = await h.agent(sid)
+        await agent.frame_of(MessageType.PAUSE_PUBLICATION)
+        assert h.gateway.movable(sid) is None
+        other, token = await h.new_session("alice-22222222222222222")
+        await h.client(other, token)
+        await until(lambda: h.gateway.movable(other) is None)
+        assert h.gateway.movable("alice-33333333333333333") is None
+
+
+async def test_ends_of_a_session_let_go_to_another_replica_are_sent_there() -> None:
+    """Released (it moved to another replica): an end that still comes here is told to
+    reconnect (1001), never that the session ended, and the session is not taken in again."""
+    async with Harness() as h:
+        sid, token = await h.new_session()
+        live = h.gateway.live(sid)
+        await h.gateway.release(sid)
+        assert h.gateway.live(sid) is None
+        with pytest.raises(Unavailable, match="moved"):
+            await h.gateway.admit_agent(sid, NODE)
+        client = await h.client(sid, token)
+        assert await closed(client) == CloseCode.GOING_AWAY
+        assert h.gateway.live(sid) is None
+        assert live is not None and live.moving
+        _peer, server = socket_pair("agent", "late")  # admitted just before the release
+        await h.gateway.serve_agent(server, live)
+        assert server.close_code == CloseCode.GOING_AWAY
+
+
+async def test_a_session_taken_in_fresh_waits_for_its_agent_as_a_new_one() -> None:
+    async with Harness(agent_attach_timeout=30.0) as h:
+        row = session_record("alice-22222222222222222", NODE)
+        await h.store.sessions.create(row, hash_token("unused"), h.clock())
+        live = h.gateway.take_in(row)
+        assert not live.restored and h.gateway.movable(row.session_id) is live
+        await until(lambda: h.status(row.session_id) == SessionStatus.FAILED, timeout=60)
+
+
 @pytest.mark.parametrize(
     ("agent_back", "reason"),
     [

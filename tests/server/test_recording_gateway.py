@@ -136,6 +136,33 @@ async def test_the_preferences_bucket_and_prefix_choose_the_destination(service)
     assert row is not None and row.location == f"s3://prefs-bucket/team/b/{SID}.cast"
 
 
+async def test_a_session_that_moves_before_any_output_is_recorded_where_it_went(
+    service, tmp_path: Path
+) -> None:
+    """Scale-out: the session moved to another replica before either end came; the first
+    replica's empty spool goes, the other records the whole session in its own spool, same
+    row (its location follows the spool for local storage)."""
+    svc, store = service
+    first = await svc.begin(SID, "Standard_Stream")
+    assert first is not None and first.path.exists()
+    await svc.let_go(SID)
+    assert not first.path.exists() and svc.recorder(SID) is None
+    settings = ServerSettings(data_dir=tmp_path / "other")
+    storages = RecordingStorages(settings.recordings_dir, Destination(Storage.LOCAL))
+    other = RecordingService(store, settings, lambda: 1_700_000_000.0, storages)
+    attached: list[SessionRecorder] = []
+    assert await other.take(SID, lambda _sid, rec: attached.append(rec) is None)
+    [rec] = attached
+    assert rec.path.is_relative_to(settings.recordings_dir)
+    await _fill(rec, 2)
+    await other.finish(SID)
+    row = await store.recordings.get(SID)
+    assert row is not None and row.state is RecordingState.COMPLETE
+    assert row.spool_path == row.location == str(rec.path)
+    assert [text for _, text in outputs(rec.path)] == ["line 00000\r\n", "line 00001\r\n"]
+    assert not await other.take(SID, lambda _sid, _rec: True)  # finished: nothing to take
+
+
 async def _fill(rec: SessionRecorder, n: int) -> None:
     for seq in range(n):
         data = output_frame(seq, f"line {seq:05d}\r\n".encode())

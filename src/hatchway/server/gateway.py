@@ -25,6 +25,7 @@ import asyncio
 import logging
 import math
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -63,6 +64,8 @@ __all__ = ["OPEN_TIMEOUT", "Deadline", "End", "Expired", "Gateway", "LiveSession
 
 OPEN_TIMEOUT = 10.0  # seconds for a client to send its OpenDataChannelInput (§3.1)
 RESTORE_WRITES = 16  # status writes at once while sessions are taken in (restore)
+MOVED_KEPT = 10_000  # sessions let go to other replicas, remembered (see Gateway._moved)
+MOVED = "the session moved to another server; reconnect"
 
 #: Called when a session's timer runs out: (session id, final status, reason).
 Expired = Callable[[str, SessionStatus, str], object]
@@ -120,6 +123,8 @@ class LiveSession:
     started: float = 0.0
     active_at: float = 0.0
     watch: asyncio.Task[None] | None = None
+    #: Being handed to another replica (scale-out): an end that comes now is sent there.
+    moving: bool = False
 
     def socket(self, end: End) -> Socket | None:
         return self.client if end is End.CLIENT else self.agent
@@ -159,6 +164,8 @@ class Gateway:
         self.limits_of: Callable[[Session], SessionLimits | None] = lambda _: None
         """The limits of a session taken in after a restart (the session service sets it)."""
         self._live: dict[str, LiveSession] = {}
+        #: Sessions let go to another replica (scale-out), never taken in again on demand.
+        self._moved: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
 
@@ -189,6 +196,7 @@ class Gateway:
         taken: list[LiveSession] = []
         connected: list[LiveSession] = []
         for session in sessions:
+            self._moved.pop(session.session_id, None)  # taken back (its relay died, say)
             if session.status.is_active and session.session_id not in self._live:
                 live = self._adopt(session)
                 self.limit(live, self.limits_of(session), age=self._clock() - session.start_date)
@@ -205,6 +213,33 @@ class Gateway:
                         )
                     )
         return len(taken)
+
+    def take_in(self, session: Session) -> LiveSession:
+        """Scale-out: a new session that moved here before either end came (its node's end
+        came here first): as if started here, its agent due within ``agent_attach_timeout``."""
+        self._moved.pop(session.session_id, None)
+        live = self._live.setdefault(
+            session.session_id, LiveSession(session.session_id, session.target)
+        )
+        self._arm(live, Deadline.ATTACH)
+        self.limit(live, self.limits_of(session), age=self._clock() - session.start_date)
+        return live
+
+    def movable(self, session_id: str) -> LiveSession | None:
+        """The live session, if no end has ever come for it: it may move to another replica."""
+        live = self._live.get(session_id)
+        if (
+            live is None
+            or live.ended
+            or live.moving
+            or live.restored
+            or live.client_seen
+            or live.client is not None
+            or live.agent is not None
+            or live.deadline is not Deadline.ATTACH
+        ):
+            return None
+        return live
 
     def live(self, session_id: str) -> LiveSession | None:
         return self._live.get(session_id)
@@ -314,10 +349,14 @@ class Gateway:
         live = self._live.pop(session_id, None)
         if live is None or live.ended:
             return
+        self._moved[session_id] = None
+        while len(self._moved) > MOVED_KEPT:
+            self._moved.popitem(last=False)
         self._disarm(live)
         if live.watch is not None:
             live.watch.cancel()
         live.ended = True  # here: the relay loops of its ends stop counting and forwarding
+        live.moving = True
         async with asyncio.TaskGroup() as tg:
             for sock in (live.client, live.agent):
                 if sock is not None:
@@ -345,6 +384,9 @@ class Gateway:
         except HatchwayError as exc:
             log.info("client for %s refused: %s", session_id, exc.message)
             await sock.close(CloseCode.POLICY, exc.message)
+            return
+        if live is None and session_id in self._moved:
+            await sock.close(CloseCode.GOING_AWAY, MOVED)
             return
         if live is None:  # it ended since the check above
             ended = await self._store.sessions.get(session_id)
@@ -401,6 +443,8 @@ class Gateway:
             session = await self._store.sessions.get(session_id)
             if session is not None and session.target == node_id:
                 live = self._find(session)
+        if (live is None or live.moving) and session_id in self._moved:
+            raise Unavailable(f"session {session_id} moved to another server; try again")
         if live is None or live.ended or live.target != node_id:
             raise NotFound(f"Session {session_id} is not active on {node_id}.")
         return live
@@ -417,6 +461,8 @@ class Gateway:
         live = self._live.get(session.session_id)
         if live is not None or self._closing or not session.status.is_active:
             return live
+        if session.session_id in self._moved:
+            return None
         return self._adopt(session)
 
     def _adopt(self, session: Session) -> LiveSession:
@@ -438,6 +484,9 @@ class Gateway:
         """
         if self._closing:
             await sock.close(CloseCode.GOING_AWAY, "the server is restarting")
+            return
+        if live.moving:
+            await sock.close(CloseCode.GOING_AWAY, MOVED)
             return
         if live.ended:
             await sock.close(CloseCode.ENDED, "the session has ended")

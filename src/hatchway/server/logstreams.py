@@ -286,6 +286,11 @@ class LogStreamService:
         self._ending.append(tap)
         self._wake.set()
 
+    def let_go(self, session_id: str) -> None:
+        """Scale-out: the session moved to another replica before any output; that replica
+        streams it from here on (``restore`` with ``only``). The stream stays open."""
+        self._live.pop(session_id, None)
+
     def forget_group(self, group: str) -> None:
         """The group was deleted: its live streams stop (their sessions go on unstreamed)."""
         for session_id, tap in list(self._live.items()):

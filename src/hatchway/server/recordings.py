@@ -312,6 +312,53 @@ class RecordingService:
         if not local:
             self._queue_upload(session_id)
 
+    async def let_go(self, session_id: str) -> None:
+        """Scale-out: the session moved to another replica before anything was recorded; that
+        replica records it from the start (:meth:`take`). This one's empty spool goes."""
+        recorder = self._live.pop(session_id, None)
+        if recorder is None:
+            return
+        try:
+            await recorder.close(final=False)
+            await asyncio.to_thread(_discard_spool, recorder.path)
+        except OSError as exc:
+            log.warning("session %s: cannot remove its empty spool: %s", session_id, exc)
+
+    async def take(self, session_id: str, attach: Attach) -> bool:
+        """Scale-out: record a session that moved here before anything was recorded, from its
+        recording's row (same destination, same key), spooled here. False: it has none."""
+        row = await self._store.recordings.get(session_id)
+        if row is None or row.state is not RecordingState.RECORDING:
+            return False
+        sealing = None
+        if row.wrapped_key is not None:
+            sealing = await self._sealing_of(row)
+            if sealing is None:
+                return False
+        spool = self.storages.spool_path(session_id)
+        try:
+            recorder = await asyncio.to_thread(
+                SessionRecorder.create,
+                session_id,
+                spool,
+                clock=self._clock,
+                record_input=self._settings.record_input,
+                wake=self._wake_flusher.set,
+                sealing=sealing,
+            )
+            location = str(spool) if row.storage is Storage.LOCAL else row.location
+            if not await self._store.recordings.move(
+                session_id, spool_path=str(spool), location=location
+            ):
+                await recorder.close(final=False)
+                return False
+        except (OSError, HatchwayError) as exc:
+            reason = exc.message if isinstance(exc, HatchwayError) else str(exc)
+            log.error("session %s: cannot record it here: %s", session_id, reason)
+            return False
+        self._live[session_id] = recorder
+        return attach(session_id, recorder)
+
     def recorder(self, session_id: str) -> SessionRecorder | None:
         return self._live.get(session_id)
 
@@ -602,6 +649,11 @@ def _append_part(path: Path, offset: int, data: bytes) -> int:
 def _head(path: Path) -> bytes:
     with path.open("rb") as f:
         return f.read(MAX_HEADER)
+
+
+def _discard_spool(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".state").unlink(missing_ok=True)
 
 
 def _file_size(path: Path) -> int:

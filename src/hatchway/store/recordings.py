@@ -98,6 +98,17 @@ class RecordingRepository(_Repository):
             .values(state=state.value, size=size, ended_at=ended_at)
         )
 
+    async def move(self, session_id: str, *, spool_path: str, location: str) -> bool:
+        """A recording still being made is spooled elsewhere from now on (scale-out: its
+        session moved to another replica before anything was recorded)."""
+        c = t.recordings.c
+        count = await self._write(
+            update(t.recordings)
+            .where(c.session_id == session_id, c.state == RecordingState.RECORDING.value)
+            .values(spool_path=spool_path, location=location)
+        )
+        return count == 1
+
     async def uploaded(self, session_id: str) -> None:
         await self._write(
             update(t.recordings)

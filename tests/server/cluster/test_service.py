@@ -111,6 +111,9 @@ class FakeGateway:
     gone_nodes: list[str] = field(default_factory=list)
     served: list[tuple[str, Socket]] = field(default_factory=list)
     closed_all: bool = False
+    #: Sessions no end has reached yet (``movable``), and those taken in fresh (``take_in``).
+    fresh: set[str] = field(default_factory=set)
+    taken_in: list[str] = field(default_factory=list)
     #: When set, taking sessions in waits for it (as recordings being resumed would).
     hold: asyncio.Event | None = None
 
@@ -136,6 +139,14 @@ class FakeGateway:
 
     async def release(self, session_id: str) -> None:
         self.live_sessions.discard(session_id)
+        self.fresh.discard(session_id)
+
+    def movable(self, session_id: str) -> LiveSession | None:
+        return LiveSession(session_id, NODE) if session_id in self.fresh else None  # type: ignore[call-arg]
+
+    def take_in(self, session: Session) -> None:
+        self.taken_in.append(session.session_id)
+        self.live_sessions.add(session.session_id)
 
     async def serve_client(self, sock: TextSocket, session_id: str) -> None:
         self.served.append((session_id, sock))
@@ -581,6 +592,33 @@ async def test_a_client_end_is_piped_to_the_relay(store: Store) -> None:
                     "both sides forget the pipe")  # fmt: skip
 
 
+async def test_a_client_end_whose_session_moves_to_its_replica_is_served_there(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its first message was read to be piped to the relay, which no longer relays it: the
+    session moved to this very replica meanwhile. Served here, that message given again."""
+    async with cluster_of(store) as group:
+        edge = await group.start("edge", dead_after=LONG)
+        relay = await group.start("relay", dead_after=LONG)
+        sid = await new_session(store, "relay")
+        call = edge.cluster._call
+
+        async def moving_call(replica: str, message: dict[str, Any]) -> dict[str, Any]:
+            if message.get("op") == "open":  # the hand-over won the race
+                assert await store.sessions.claim_relay(sid, "edge", "relay")
+            return await call(replica, message)
+
+        monkeypatch.setattr(edge.cluster, "_call", moving_call)
+        client, server = socket_pair("client", "edge")
+        serving = asyncio.get_running_loop().create_task(edge.cluster.serve_client(server, sid))
+        await client.send_text('{"TokenValue": "t"}')
+        async with asyncio.timeout(WAIT):
+            assert await anext(aiter(client)) == b'welcome {"TokenValue": "t"}'
+            await client.send(b"bye")
+            await serving
+        assert [s for s, _ in edge.gateway.served] == [sid] and not relay.gateway.served
+
+
 async def test_a_client_end_whose_relay_drains_is_sent_elsewhere(store: Store) -> None:
     async with cluster_of(store) as group:
         edge = await group.start("edge", dead_after=LONG)
@@ -633,6 +671,54 @@ async def test_an_agent_end_is_admitted_by_the_relay_and_piped(store: Store) -> 
         # here: no pipe
         local = await new_session(store, "edge")
         assert await edge.cluster.open_agent(local, NODE, "") is None
+
+
+async def test_a_new_session_moves_to_the_replica_its_node_end_reaches(store: Store) -> None:
+    """No end has reached the relay yet: the node's end, come to another replica, takes the
+    session there (no pipe for it). Once an end has come, the session stays and is piped."""
+    async with cluster_of(store) as group:
+        edge = await group.start("edge")
+        relay = await group.start("relay")
+        await heard(edge, relay)
+        sid = await new_session(store, "relay")
+        relay.gateway.live_sessions.add(sid)
+        relay.gateway.fresh.add(sid)
+        with pytest.raises(NotFound):  # another node: no hand-over, the relay refuses it
+            await edge.cluster.open_agent(sid, "mi-22222222222222222", "")
+        assert await relay_of(store, sid) == "relay"
+        assert await edge.cluster.open_agent(sid, NODE, "") is None  # admitted here
+        assert await relay_of(store, sid) == "edge"
+        assert edge.gateway.taken_in == [sid]
+        assert sid not in relay.gateway.live_sessions
+        assert await relay.cluster.route(sid) == "edge"
+        # An end came first (not fresh): the session stays with its relay, the end is piped.
+        kept = await new_session(store, "relay")
+        relay.gateway.live_sessions.add(kept)
+        pipe = await edge.cluster.open_agent(kept, NODE, "")
+        assert pipe is not None
+        assert await relay_of(store, kept) == "relay"
+        edge.cluster.forget_agent(pipe)
+        # A session past CONNECTING is never asked for.
+        started = await new_session(store, "relay")
+        relay.gateway.fresh.add(started)
+        assert await store.sessions.set_status(started, SessionStatus.CONNECTED, now=2.0)
+        pipe = await edge.cluster.open_agent(started, NODE, "")
+        assert pipe is not None
+        assert await relay_of(store, started) == "relay"
+        edge.cluster.forget_agent(pipe)
+
+
+async def test_a_draining_relay_hands_nothing_over(store: Store) -> None:
+    async with cluster_of(store) as group:
+        edge = await group.start("edge")
+        relay = await group.start("relay")
+        await heard(edge, relay)
+        sid = await new_session(store, "relay")
+        relay.gateway.fresh.add(sid)
+        relay.cluster.draining = True
+        answer = await edge.cluster._call("relay", {"op": "hand", "session": sid})
+        assert answer == {"handed": False}
+        assert await relay_of(store, sid) == "relay"
 
 
 async def test_a_failed_agent_upgrade_tells_the_relay(store: Store) -> None:

@@ -30,7 +30,7 @@ from hatchway.transport.socket import Socket, TextSocket
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_QUEUED", "EdgePipe", "PipeSender", "Queue", "RemoteEnd"]
+__all__ = ["MAX_QUEUED", "EdgePipe", "PipeSender", "Queue", "RemoteEnd", "Replayed"]
 
 #: Bytes one side of a pipe queues before dropping (the ends resend what is lost).
 MAX_QUEUED: Final = 16 * 1024 * 1024
@@ -259,3 +259,49 @@ class EdgePipe:
                 return
             if kind == PipeFrame.DATA and not await sock.send(payload):
                 return
+
+
+class Replayed(TextSocket):
+    """A client's local WebSocket whose first message was already read (to be piped), served
+    here after all (its session moved here meanwhile): that message is given again first."""
+
+    def __init__(self, sock: TextSocket, first: str) -> None:
+        self._sock = sock
+        self._first: str | None = first
+        self.label = sock.label
+
+    @property
+    def closed(self) -> bool:
+        return self._sock.closed
+
+    @property
+    def close_code(self) -> int | None:
+        return self._sock.close_code
+
+    @property
+    def close_reason(self) -> str:
+        return self._sock.close_reason
+
+    async def receive_text(self) -> str:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return await self._sock.receive_text()
+
+    async def send(self, data: bytes) -> bool:
+        return await self._sock.send(data)
+
+    def send_now(self, frames: Sequence[bytes]) -> bool:
+        return self._sock.send_now(frames)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._sock.__aiter__()
+
+    async def deliver(self, handler: Callable[[bytes], None]) -> None:
+        await self._sock.deliver(handler)
+
+    async def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        await self._sock.close(code, reason)
+
+    def abort(self) -> None:
+        self._sock.abort()

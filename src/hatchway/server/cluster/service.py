@@ -49,11 +49,17 @@ from hatchway.protocol.closecodes import CloseCode
 from hatchway.protocol.payloads import AgentTaskPayload
 from hatchway.server.cluster.bus import Bus, NoResponder
 from hatchway.server.cluster.envelope import Freshness, PipeFrame, unpack_pipe
-from hatchway.server.cluster.pipes import EdgePipe, PipeSender, RemoteEnd, close_payload
+from hatchway.server.cluster.pipes import (
+    EdgePipe,
+    PipeSender,
+    RemoteEnd,
+    Replayed,
+    close_payload,
+)
 from hatchway.server.cluster.replicas import ReplicaInfo, Replicas
 from hatchway.server.control import ControlChannels
 from hatchway.server.gateway import OPEN_TIMEOUT, Gateway, LiveSession
-from hatchway.store.records import Session
+from hatchway.store.records import Session, SessionStatus
 from hatchway.store.store import Store
 from hatchway.transport.socket import Socket, TextSocket
 
@@ -142,7 +148,7 @@ class Cluster:
         self._fresh = Freshness(clock)
         self._remote_ends: dict[str, RemoteEnd] = {}
         self._edges: dict[str, EdgePipe] = {}
-        self._adoptions: set[asyncio.Future[None]] = set()
+        self._adoptions: dict[asyncio.Future[None], str | None] = {}
         self._served = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -249,11 +255,11 @@ class Cluster:
                 return ""
             relay = session.relay
             if relay == self.replica_id:
-                await self._settled()
+                await self._settled(session_id)
                 return ""
             if relay and self.replicas.alive(relay):
                 return relay
-            async with self._adopting():
+            async with self._adopting(session_id):
                 claimed = await self._store.sessions.claim_relay(session_id, self.replica_id, relay)
                 if claimed:
                     log.info("session %s: relayed here now (its relay %s is gone)", session_id,
@@ -265,22 +271,25 @@ class Cluster:
 
     async def serve_client(self, sock: TextSocket, session_id: str) -> None:
         """A client's data channel (already upgraded), wherever its session is relayed."""
+        first: str | None = None  # its first message, once read (to pipe it)
         for _ in range(3):
             try:
                 relay = await self.route(session_id)
             except HatchwayError as exc:
                 await sock.close(CloseCode.GOING_AWAY, exc.message)
                 return
-            if not relay:
-                await self._gateway.serve_client(sock, session_id)
+            if not relay:  # (moved here, if its first message was read to be piped elsewhere)
+                end = sock if first is None else Replayed(sock, first)
+                await self._gateway.serve_client(end, session_id)
                 return
-            try:
-                async with asyncio.timeout(OPEN_TIMEOUT):
-                    first = await sock.receive_text()
-            except (TimeoutError, ChannelClosed, RemoteProtocolError):
-                why = "the first message must be a text OpenDataChannelInput"
-                await sock.close(CloseCode.POLICY, why)
-                return
+            if first is None:
+                try:
+                    async with asyncio.timeout(OPEN_TIMEOUT):
+                        first = await sock.receive_text()
+                except (TimeoutError, ChannelClosed, RemoteProtocolError):
+                    why = "the first message must be a text OpenDataChannelInput"
+                    await sock.close(CloseCode.POLICY, why)
+                    return
             pipe_id = secrets.token_hex(12)
             pipe = self._edge(pipe_id, relay)
             try:
@@ -301,9 +310,11 @@ class Cluster:
         """Before an agent's upgrade: admit it here (``None``) or at the session's relay
         (a pipe id for :meth:`run_agent`). Raises the relay's refusal."""
         assert self.hooks is not None
-        for _ in range(3):
+        for attempt in range(3):
             relay = await self.route(session_id)
             if not relay:
+                return None
+            if attempt == 0 and await self._take(relay, session_id, node_id):
                 return None
             pipe_id = secrets.token_hex(12)
             self._edge(pipe_id, relay)
@@ -332,6 +343,69 @@ class Cluster:
         pipe = self._edges.pop(pipe_id, None)
         if pipe is not None:
             self._spawn(pipe.sender.send(PipeFrame.CLOSE, close_payload(None, "upgrade failed")))
+
+    async def _take(self, relay: str, session_id: str, node_id: str) -> bool:
+        """Ask ``relay`` to hand over a new session no end has reached yet, whose node's end
+        has come here: relayed here, that end needs no pipe (and the client's needs one only
+        if it lands elsewhere). False: it stays where it is (an end came there first, or the
+        relay refuses or cannot be asked); the caller pipes to it."""
+        assert self.hooks is not None
+        session = await self._store.sessions.get(session_id)
+        if session is None or session.target != node_id or not session.status.is_active:
+            return False
+        if session.status != SessionStatus.CONNECTING or self.draining:
+            return False
+        async with self._adopting(session_id):  # its ends that come here meanwhile wait
+            try:
+                answer = await self._call(relay, {"op": "hand", "session": session_id})
+            except HatchwayError:
+                return False
+            if answer.get("handed") is not True:
+                return False
+            session = await self._store.sessions.get(session_id)
+            if session is None or session.relay != self.replica_id:
+                return False  # it ended meanwhile, or moved on: routed again
+            self._gateway.take_in(session)
+            if self.hooks.recordings is not None:
+                await self.hooks.recordings.take(session_id, self._gateway.attach_recorder)
+            if self.hooks.log_streams is not None:
+                await self.hooks.log_streams.restore(
+                    {session_id}, self._gateway.attach_log_stream, only={session_id}
+                )
+        log.info("session %s: relayed here, where its node's end came (from %s)", session_id,
+                 relay)  # fmt: skip
+        return True
+
+    async def _hand(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Another replica, reached by the node's end of a new session relayed here, asks
+        for it (:meth:`_take`): handed over if no end has come here, else kept."""
+        assert self.hooks is not None
+        session_id, to = str(message.get("session")), str(message.get("from_replica", ""))
+        terminals = self.hooks.terminals
+        if (
+            self.draining
+            or to in ("", self.replica_id)
+            or not self.replicas.alive(to)
+            or (terminals is not None and terminals.has(session_id))
+        ):
+            return {"handed": False}
+        live = self._gateway.movable(session_id)
+        if live is None:
+            return {"handed": False}
+        live.moving = True  # an end that comes now is sent to the new relay
+        try:
+            claimed = await self._store.sessions.claim_relay(session_id, to, self.replica_id)
+        finally:
+            live.moving = False
+        if not claimed:
+            return {"handed": False}
+        await self._gateway.release(session_id)
+        if self.hooks.recordings is not None:
+            await self.hooks.recordings.let_go(session_id)
+        if self.hooks.log_streams is not None:
+            self.hooks.log_streams.let_go(session_id)
+        log.info("session %s: handed to %s, where its node's end came", session_id, to)
+        return {"handed": True}
 
     def _edge(self, pipe_id: str, relay: str) -> EdgePipe:
         sender = PipeSender(self.bus, self.bus.subject("r", relay, "p", pipe_id))
@@ -486,6 +560,8 @@ class Cluster:
             return await self._open(message)
         if op == "control":
             return await self._control_message(message)
+        if op == "hand":
+            return await self._hand(message)
         raise RemoteProtocolError(f"unknown request {op!r}")
 
     async def _open(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -581,22 +657,24 @@ class Cluster:
     # ---- taking over -------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _adopting(self) -> AsyncIterator[None]:
+    async def _adopting(self, session_id: str | None = None) -> AsyncIterator[None]:
         """While sessions are being taken in here (from the database's compare-and-set until
         their recorders and log streams are attached), their ends wait in :meth:`route`:
-        an end that joined earlier would relay frames no recording sees."""
+        an end that joined earlier would relay frames no recording sees. ``session_id``:
+        just that session is (else any may be: a take-over)."""
         done = asyncio.get_running_loop().create_future()
-        self._adoptions.add(done)
+        self._adoptions[done] = session_id
         try:
             yield
         finally:
-            self._adoptions.discard(done)
+            del self._adoptions[done]
             done.set_result(None)
 
-    async def _settled(self) -> None:
-        """Wait (bounded) for the adoptions under way here to finish."""
-        if self._adoptions:
-            await asyncio.wait(list(self._adoptions), timeout=ADOPTION_WAIT)
+    async def _settled(self, session_id: str) -> None:
+        """Wait (bounded) for the adoptions under way here that may concern ``session_id``."""
+        waits = [f for f, which in self._adoptions.items() if which in (None, session_id)]
+        if waits:
+            await asyncio.wait(waits, timeout=ADOPTION_WAIT)
 
     async def adopt(self, sessions: list[Session]) -> None:
         """Relay ``sessions`` here from now on (their ends have the grace to come back).

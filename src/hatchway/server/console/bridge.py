@@ -496,6 +496,10 @@ class Terminals:
             raise NotFound(f"No console terminal for session {session_id}.")
         return terminal
 
+    def has(self, session_id: str) -> bool:
+        """Whether a terminal of ``session_id`` is here (its client end is in this process)."""
+        return session_id in self._terminals
+
     def _forget(self, terminal: Terminal) -> None:
         if self._terminals.get(terminal.session_id) is terminal:
             del self._terminals[terminal.session_id]
