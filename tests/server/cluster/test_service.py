@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from hatchway.auth.tokens import hash_token
 from hatchway.errors import (
     AccessDenied,
     AuthError,
@@ -32,7 +33,7 @@ from hatchway.errors import (
     Unavailable,
 )
 from hatchway.protocol.closecodes import CloseCode
-from hatchway.protocol.payloads import AgentTaskPayload
+from hatchway.protocol.payloads import AgentTaskPayload, OpenDataChannelInput
 from hatchway.server.cluster import service
 from hatchway.server.cluster.bus import NoResponder
 from hatchway.server.cluster.envelope import Freshness
@@ -127,8 +128,8 @@ class FakeGateway:
     def live_ids(self) -> list[str]:
         return sorted(self.live_sessions)
 
-    def live(self, session_id: str) -> object | None:
-        return object() if session_id in self.live_sessions else None
+    def live(self, session_id: str) -> LiveSession | None:
+        return LiveSession(session_id, NODE) if session_id in self.live_sessions else None  # type: ignore[call-arg]
 
     def node_gone(self, node_id: str) -> int:
         self.gone_nodes.append(node_id)
@@ -706,6 +707,40 @@ async def test_a_new_session_moves_to_the_replica_its_node_end_reaches(store: St
         assert pipe is not None
         assert await relay_of(store, started) == "relay"
         edge.cluster.forget_agent(pipe)
+
+
+async def test_a_client_with_its_fresh_token_moves_a_new_session_to_its_replica(
+    store: Store,
+) -> None:
+    """The client's end came first: with its session's token, never used yet, it takes the
+    new session to its replica (served there, its first message given again); with any other
+    token, the session stays and the end is piped (the relay refuses a bad token)."""
+    async with cluster_of(store) as group:
+        edge = await group.start("edge")
+        relay = await group.start("relay")
+        await heard(edge, relay)
+        sids = []
+        for _ in range(2):
+            sid = f"admin-{uuid.uuid4().hex[:17]}"
+            await store.sessions.create(session_record(sid, NODE), hash_token(f"tok-{sid}"), 1.0)
+            assert await store.sessions.claim_relay(sid, "relay", "")
+            relay.gateway.live_sessions.add(sid)
+            relay.gateway.fresh.add(sid)
+            sids.append(sid)
+        moved, kept = sids
+        for sid, token in ((moved, f"tok-{moved}"), (kept, f"tok-{moved}")):
+            client, server = socket_pair("client", "edge")
+            serving = asyncio.get_running_loop().create_task(edge.cluster.serve_client(server, sid))
+            opened = OpenDataChannelInput(token, str(uuid.uuid4()), "c1", "1").to_json().decode()
+            await client.send_text(opened)
+            async with asyncio.timeout(WAIT):
+                assert await anext(aiter(client)) == f"welcome {opened}".encode()
+                await client.send(b"bye")
+                await serving
+        assert await relay_of(store, moved) == "edge" and edge.gateway.taken_in == [moved]
+        assert [s for s, _ in edge.gateway.served] == [moved]
+        assert await relay_of(store, kept) == "relay"
+        assert [s for s, _ in relay.gateway.served] == [kept]
 
 
 async def test_a_draining_relay_hands_nothing_over(store: Store) -> None:

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from hatchway.auth.tokens import hash_token
 from hatchway.errors import (
     AccessDenied,
     AuthError,
@@ -46,7 +47,7 @@ from hatchway.errors import (
     Unavailable,
 )
 from hatchway.protocol.closecodes import CloseCode
-from hatchway.protocol.payloads import AgentTaskPayload
+from hatchway.protocol.payloads import AgentTaskPayload, OpenDataChannelInput
 from hatchway.server.cluster.bus import Bus, NoResponder
 from hatchway.server.cluster.envelope import Freshness, PipeFrame, unpack_pipe
 from hatchway.server.cluster.pipes import (
@@ -290,6 +291,11 @@ class Cluster:
                     why = "the first message must be a text OpenDataChannelInput"
                     await sock.close(CloseCode.POLICY, why)
                     return
+                if await self._holds_a_fresh_token(session_id, first) and await self._take(
+                    relay, session_id
+                ):
+                    await self._gateway.serve_client(Replayed(sock, first), session_id)
+                    return
             pipe_id = secrets.token_hex(12)
             pipe = self._edge(pipe_id, relay)
             try:
@@ -344,14 +350,33 @@ class Cluster:
         if pipe is not None:
             self._spawn(pipe.sender.send(PipeFrame.CLOSE, close_payload(None, "upgrade failed")))
 
-    async def _take(self, relay: str, session_id: str, node_id: str) -> bool:
-        """Ask ``relay`` to hand over a new session no end has reached yet, whose node's end
-        has come here: relayed here, that end needs no pipe (and the client's needs one only
-        if it lands elsewhere). False: it stays where it is (an end came there first, or the
-        relay refuses or cannot be asked); the caller pipes to it."""
+    async def _holds_a_fresh_token(self, session_id: str, first: str) -> bool:
+        """Whether a client's first message holds its session's token, never used yet (the
+        session is new): only such a client may move the session (the relay's gateway still
+        checks the token as for any end)."""
+        try:
+            opened = OpenDataChannelInput.from_json(first.encode())
+            token = await self._store.sessions.token(hash_token(opened.token_value))
+        except HatchwayError:
+            return False
+        return (
+            token is not None
+            and token.session_id == session_id
+            and not token.revoked
+            and token.first_used_at is None
+        )
+
+    async def _take(self, relay: str, session_id: str, node_id: str | None = None) -> bool:
+        """Ask ``relay`` to hand over a new session no end has reached yet, whose first end
+        (the node's, authenticated, or the client's, with its fresh token) has come here:
+        relayed here, that end needs no pipe, and the other one only if it lands elsewhere.
+        False: it stays where it is (an end came there first, or the relay refuses or cannot
+        be asked); the caller pipes to it."""
         assert self.hooks is not None
         session = await self._store.sessions.get(session_id)
-        if session is None or session.target != node_id or not session.status.is_active:
+        if session is None or not session.status.is_active:
+            return False
+        if node_id is not None and session.target != node_id:
             return False
         if session.status != SessionStatus.CONNECTING or self.draining:
             return False
@@ -372,13 +397,13 @@ class Cluster:
                 await self.hooks.log_streams.restore(
                     {session_id}, self._gateway.attach_log_stream, only={session_id}
                 )
-        log.info("session %s: relayed here, where its node's end came (from %s)", session_id,
+        log.info("session %s: relayed here, where its first end came (from %s)", session_id,
                  relay)  # fmt: skip
         return True
 
     async def _hand(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Another replica, reached by the node's end of a new session relayed here, asks
-        for it (:meth:`_take`): handed over if no end has come here, else kept."""
+        """Another replica, reached by the first end of a new session relayed here, asks for
+        it (:meth:`_take`): handed over if no end has come here, else kept."""
         assert self.hooks is not None
         session_id, to = str(message.get("session")), str(message.get("from_replica", ""))
         terminals = self.hooks.terminals
@@ -404,7 +429,7 @@ class Cluster:
             await self.hooks.recordings.let_go(session_id)
         if self.hooks.log_streams is not None:
             self.hooks.log_streams.let_go(session_id)
-        log.info("session %s: handed to %s, where its node's end came", session_id, to)
+        log.info("session %s: handed to %s, where its first end came", session_id, to)
         return {"handed": True}
 
     def _edge(self, pipe_id: str, relay: str) -> EdgePipe:
@@ -750,6 +775,9 @@ class Cluster:
                 continue
             for session_id in lost:
                 session = await self._store.sessions.get(session_id)
+                live = self._gateway.live(session_id)
+                if live is None or live.moving:
+                    continue  # handed over meanwhile (_hand lets it go itself)
                 if session is not None and session.status.is_active:
                     log.warning("session %s is relayed by %s now; letting it go", session_id,
                                 session.relay)  # fmt: skip
