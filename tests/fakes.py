@@ -643,6 +643,16 @@ class MemorySessions:
     async def get(self, session_id: str) -> Session | None:
         return self.rows.get(session_id)
 
+    async def mark_disconnected(self, session_ids: Sequence[str]) -> int:
+        self._check()
+        changed = 0
+        for session_id in session_ids:
+            row = self.rows.get(session_id)
+            if row is not None and row.status == SessionStatus.CONNECTED:
+                self.rows[session_id] = replace(row, status=SessionStatus.DISCONNECTED)
+                changed += 1
+        return changed
+
     async def set_status(
         self,
         session_id: str,

@@ -221,3 +221,21 @@ def test_disconnect_all_leaves_other_replicas_nodes_alone(url: str) -> None:
         assert second is not None and second.connected and second.replica == "rb"
 
     with_store(url, body)
+
+
+def test_mark_disconnected_changes_only_connected_sessions(url: str) -> None:
+    async def body(s: Store) -> None:
+        connected, connecting, ended = await _sessions(s, "a", "a", "a")
+        assert await s.sessions.set_status(connected, SessionStatus.CONNECTED, now=2.0)
+        await _end(s, ended)
+        ids = [connected, connecting, ended, "admin-unknown"]
+        assert await s.sessions.mark_disconnected(ids) == 1
+        statuses = [(await s.sessions.get(sid)).status for sid in ids[:3]]  # type: ignore[union-attr]
+        assert statuses == [
+            SessionStatus.DISCONNECTED,
+            SessionStatus.CONNECTING,
+            SessionStatus.TERMINATED,
+        ]
+        assert await s.sessions.mark_disconnected([]) == 0
+
+    with_store(url, body)

@@ -641,6 +641,22 @@ class SessionRepository(_Repository):
         self._outbox.committed(written)
         return changed
 
+    async def mark_disconnected(self, session_ids: Sequence[str]) -> int:
+        """``Connected`` → ``Disconnected`` for these sessions, in a few statements (a restart
+        or a take-over: their ends must come back); how many changed."""
+        c = t.sessions.c
+        changed = 0
+        for start in range(0, len(session_ids), 500):
+            changed += await self._write(
+                update(t.sessions)
+                .where(
+                    c.session_id.in_(list(session_ids[start : start + 500])),
+                    c.status == SessionStatus.CONNECTED.value,
+                )
+                .values(status=SessionStatus.DISCONNECTED.value)
+            )
+        return changed
+
     async def add_bytes(self, session_id: str, bytes_in: int, bytes_out: int) -> None:
         c = t.sessions.c
         await self._write(
