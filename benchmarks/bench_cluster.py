@@ -12,8 +12,8 @@ terminal. Where each end lands is chosen, not guessed:
   dials that replica and its node's agent is on it: no pipe.
 * ``piped``: started on replica *i*, the client dials replica *i+1*, the agent is on *i+2*:
   client and agent on different replicas. The session moves to the replica its first end
-  reaches (docs/design.md, "A new session follows its first end"), so one end is piped over
-  NATS (both were, before that hand-over existed).
+  reaches (docs/design.md, "Scale-out"), so one end is piped over NATS (both were, before
+  that hand-over existed).
 * ``balanced``: StartSession and the client's data channel through HAProxy (round-robin), as
   a user would; the session follows its first end, the other end is piped when it lands on
   another replica (about two thirds of the time).
