@@ -381,15 +381,15 @@ class Cluster:
         if session.status != SessionStatus.CONNECTING or self.draining:
             return False
         async with self._adopting(session_id):  # its ends that come here meanwhile wait
-            try:
-                answer = await self._call(relay, {"op": "hand", "session": session_id})
-            except HatchwayError:
-                return False
-            if answer.get("handed") is not True:
-                return False
+            with contextlib.suppress(HatchwayError):
+                await self._call(relay, {"op": "hand", "session": session_id})
+            # The database decides, not the answer: a hand-over whose answer was lost (timed
+            # out) happened all the same, and a refusal leaves the relay as it was.
             session = await self._store.sessions.get(session_id)
             if session is None or session.relay != self.replica_id:
-                return False  # it ended meanwhile, or moved on: routed again
+                return False  # kept, ended meanwhile, or moved on: routed again
+            if not session.status.is_active:
+                return False
             self._gateway.take_in(session)
             if self.hooks.recordings is not None:
                 await self.hooks.recordings.take(session_id, self._gateway.attach_recorder)
