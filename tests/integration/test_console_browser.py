@@ -263,7 +263,9 @@ def test_a_network_loss_is_resumed_with_nothing_lost_or_doubled(
         page.locator("tr", has_text=node).get_by_role("button", name="Start session").click()
         page.get_by_text("connected", exact=True).wait_for()
         type_line(page, "for i in $(seq 1 1500); do echo n$i; sleep 0.002; done; echo do''ne")
-        wait_for_text(page, r"^n200\s*$")
+        # Flowing: any of n200..n1399 on screen (one given line is on screen for a moment
+        # only, which a poll can miss on a busy machine), so the cut comes mid-stream.
+        wait_for_text(page, r"^n(?:[2-9]\d\d|1[0-3]\d\d)\s*$")
         page.evaluate(
             """() => {
                 window.bannerLog = [];
