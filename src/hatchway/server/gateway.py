@@ -192,14 +192,14 @@ class Gateway:
         Both ends re-dial; each session has ``disconnect_grace`` for them to come back.
         Returns how many sessions were taken in.
         """
-        taken: list[LiveSession] = []
+        taken = 0
         connected: list[LiveSession] = []
         for session in sessions:
             self._moved.pop(session.session_id, None)  # taken back (its relay died, say)
             if session.status.is_active and session.session_id not in self._live:
                 live = self._adopt(session)
                 self.limit(live, self.limits_of(session), age=self._clock() - session.start_date)
-                taken.append(live)
+                taken += 1
                 if session.status == SessionStatus.CONNECTED:
                     connected.append(live)
         # One statement for them all: a hundred sessions taken over must not wait in single
@@ -210,7 +210,7 @@ class Gateway:
             except StoreError as exc:
                 log.warning("cannot record %d session(s) Disconnected: %s", len(connected),
                             exc.message)  # fmt: skip
-        return len(taken)
+        return taken
 
     def take_in(self, session: Session) -> LiveSession:
         """Scale-out: a new session that moved here before either end came (its node's end

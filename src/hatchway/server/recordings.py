@@ -192,14 +192,8 @@ class RecordingService:
             if sealing is None:
                 return
         try:
-            recorder = await asyncio.to_thread(
-                SessionRecorder.resume,
-                row.session_id,
-                Path(row.spool_path),
-                clock=self._clock,
-                record_input=self._settings.record_input,
-                wake=self._wake_flusher.set,
-                sealing=sealing,
+            recorder = await self._recorder(
+                SessionRecorder.resume, row.session_id, Path(row.spool_path), sealing
             )
         except OSError as exc:
             log.error("session %s: cannot go on with its recording: %s", row.session_id, exc)
@@ -209,6 +203,25 @@ class RecordingService:
             log.info("session %s: its recording goes on after the restart", row.session_id)
         else:
             await self.finish(row.session_id)
+
+    async def _recorder(
+        self,
+        opening: Callable[..., SessionRecorder],
+        session_id: str,
+        spool: Path,
+        sealing: Sealing | None,
+    ) -> SessionRecorder:
+        """``SessionRecorder.create`` or ``.resume`` with this service's settings, in a
+        worker thread (it touches the spool file)."""
+        return await asyncio.to_thread(
+            opening,
+            session_id,
+            spool,
+            clock=self._clock,
+            record_input=self._settings.record_input,
+            wake=self._wake_flusher.set,
+            sealing=sealing,
+        )
 
     async def _sealing_of(self, row: Recording) -> Sealing | None:
         """An encrypted recording's sealing at start; ``None`` (logged, and the recording is
@@ -262,15 +275,7 @@ class RecordingService:
             if key_ref is not None:
                 assert self.keys is not None
                 sealing = await self.keys.seal_for(session_id, key_ref)
-            recorder = await asyncio.to_thread(
-                SessionRecorder.create,
-                session_id,
-                spool,
-                clock=self._clock,
-                record_input=self._settings.record_input,
-                wake=self._wake_flusher.set,
-                sealing=sealing,
-            )
+            recorder = await self._recorder(SessionRecorder.create, session_id, spool, sealing)
             await self._store.recordings.create(
                 Recording(
                     session_id=session_id,
@@ -337,15 +342,7 @@ class RecordingService:
                 return False
         spool = self.storages.spool_path(session_id)
         try:
-            recorder = await asyncio.to_thread(
-                SessionRecorder.create,
-                session_id,
-                spool,
-                clock=self._clock,
-                record_input=self._settings.record_input,
-                wake=self._wake_flusher.set,
-                sealing=sealing,
-            )
+            recorder = await self._recorder(SessionRecorder.create, session_id, spool, sealing)
             location = str(spool) if row.storage is Storage.LOCAL else row.location
             if not await self._store.recordings.move(
                 session_id, spool_path=str(spool), location=location

@@ -307,6 +307,14 @@ async def heard(*group: Replica) -> None:
                     f"{r.id} is warm and hears {others}")  # fmt: skip
 
 
+async def edge_and_relay(group: Group) -> tuple[Replica, Replica]:
+    """Two replicas that hear each other (a hand-over needs the new relay alive)."""
+    edge = await group.start("edge")
+    relay = await group.start("relay")
+    await heard(edge, relay)
+    return edge, relay
+
+
 # ---- requests between replicas: errors cross as the same class ---------------------------
 
 
@@ -678,9 +686,7 @@ async def test_a_new_session_moves_to_the_replica_its_node_end_reaches(store: St
     """No end has reached the relay yet: the node's end, come to another replica, takes the
     session there (no pipe for it). Once an end has come, the session stays and is piped."""
     async with cluster_of(store) as group:
-        edge = await group.start("edge")
-        relay = await group.start("relay")
-        await heard(edge, relay)
+        edge, relay = await edge_and_relay(group)
         sid = await new_session(store, "relay")
         relay.gateway.live_sessions.add(sid)
         relay.gateway.fresh.add(sid)
@@ -716,9 +722,7 @@ async def test_a_client_with_its_fresh_token_moves_a_new_session_to_its_replica(
     new session to its replica (served there, its first message given again); with any other
     token, the session stays and the end is piped (the relay refuses a bad token)."""
     async with cluster_of(store) as group:
-        edge = await group.start("edge")
-        relay = await group.start("relay")
-        await heard(edge, relay)
+        edge, relay = await edge_and_relay(group)
         sids = []
         for _ in range(2):
             sid = f"admin-{uuid.uuid4().hex[:17]}"
@@ -745,9 +749,7 @@ async def test_a_client_with_its_fresh_token_moves_a_new_session_to_its_replica(
 
 async def test_a_draining_relay_hands_nothing_over(store: Store) -> None:
     async with cluster_of(store) as group:
-        edge = await group.start("edge")
-        relay = await group.start("relay")
-        await heard(edge, relay)
+        edge, relay = await edge_and_relay(group)
         sid = await new_session(store, "relay")
         relay.gateway.fresh.add(sid)
         relay.cluster.draining = True

@@ -374,11 +374,9 @@ class Cluster:
         be asked); the caller pipes to it."""
         assert self.hooks is not None
         session = await self._store.sessions.get(session_id)
-        if session is None or not session.status.is_active:
+        if session is None or session.status != SessionStatus.CONNECTING or self.draining:
             return False
         if node_id is not None and session.target != node_id:
-            return False
-        if session.status != SessionStatus.CONNECTING or self.draining:
             return False
         async with self._adopting(session_id):  # its ends that come here meanwhile wait
             with contextlib.suppress(HatchwayError):
