@@ -171,7 +171,8 @@ class ReplicaSet(Cluster):
             with urllib.request.urlopen(url, context=ctx, timeout=2) as r:
                 return r.status, json.load(r)
         except urllib.error.HTTPError as exc:
-            return exc.code, json.load(exc)
+            with exc:  # it holds the connection (503 while unhealthy): closed, not leaked
+                return exc.code, json.load(exc)
         except OSError:
             return 0, {}
 

@@ -125,3 +125,14 @@ def test_no_generated_request_gets_a_server_error(
     check()
     # Whatever was sent, the client is still signed in (nothing generated signs it out).
     assert client.request("GET", "/api/me").status == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/sessions/%0A%7B", "/api/sessions/%0A%7B/terminate", "/api/%0A"]
+)
+def test_a_path_no_route_matches_gets_a_json_error(client: ConsoleClient, path: str) -> None:
+    """A newline or a brace in a path segment matches no route (hypothesis found it): the
+    answer is still the API's JSON error, not aiohttp's plain-text 404."""
+    reply = client.request("GET", path)
+    assert reply.status == 404
+    assert reply.body["error"] == "NotFound" and path.split("%")[0] in reply.body["message"]

@@ -134,7 +134,7 @@ class ConsoleApi:
         r.add_get("/api/sessions/{session_id}/terminal", self._wrap(self._terminal))
         if f"{HATCHWAY}.LookupEvents" in self._api.operations:
             r.add_get("/api/audit", self._wrap(self._audit))
-        r.add_route("*", "/api/{tail:.*}", self._unknown)
+        r.add_route("*", r"/api/{tail:[\s\S]*}", self._unknown)
 
     # ---- plumbing ---------------------------------------------------------------------------
 
